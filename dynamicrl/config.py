@@ -1,0 +1,221 @@
+"""Run configuration: YAML files with includes, ``key=value`` overrides, strict validation.
+
+A config file may ``include:`` other files (paths relative to it); included
+files come first and the including file wins, key by key. Overrides come last.
+Every key remembers the file (or override) it came from, so a wrong key or
+value fails at start with one message naming the key and where it was set.
+The ``algo`` section is validated by the config model of the algorithm it
+names, taken from the algorithm registry (which imports no torch).
+"""
+
+from __future__ import annotations
+
+import importlib
+import importlib.resources
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+
+from dynamicrl.services.learner.algorithms import get_algorithm
+
+DEFAULT_CONFIG = "configs/defaults.yaml"
+
+
+class ConfigError(ValueError):
+    """The configuration is wrong; the message names the key and the file. Fix and restart."""
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
+
+
+class Addresses(_Strict):
+    """Endpoints; all on loopback by default. ``:0`` is not allowed: peers must know them."""
+
+    controller: str = Field("tcp://127.0.0.1:5550", description="controller command socket (ROUTER)")
+    bus_in: str = Field("tcp://127.0.0.1:5551", description="bus XSUB: publishers connect here")
+    bus_out: str = Field("tcp://127.0.0.1:5552", description="bus XPUB: subscribers connect here")
+    data: str = Field("tcp://127.0.0.1:5553", description="learner data socket (ROUTER): rollouts in, weights out")
+
+
+class RunConfig(_Strict):
+    name: str = Field("dynamicrl", description="a label for the run; part of the run id")
+    seed: int = Field(1, ge=0, description="base seed; env-runner r uses seed + 1000 * (r + 1)")
+    dir: str | None = Field(None, description="run directory; default <root>/<run_id>")
+    root: str = Field("runs", description="parent of run directories when dir is not set")
+    total_env_steps: int = Field(100_000, ge=1, description="training budget in env steps, all env-runners together")
+    envrunners: int | Literal["auto"] = Field(
+        "auto",
+        description="env-runners to wait for; 'auto' takes every one that registers within join_window_s of the first",
+    )
+    join_window_s: float = Field(3.0, gt=0, le=60, description="with envrunners=auto: how long the roster stays open")
+    torch_threads: int = Field(1, ge=1, le=64, description="torch threads per process (fixed for reproducibility)")
+
+
+class EnvConfig(_Strict):
+    id: str = Field("CartPole-v1", description="Gymnasium environment id")
+    num_envs: int = Field(8, ge=1, le=1024, description="environments per env-runner")
+    kwargs: dict[str, Any] = Field(default_factory=dict, description="keyword arguments for gymnasium.make")
+
+
+class TimingConfig(_Strict):
+    heartbeat_s: float = Field(0.5, gt=0, le=10, description="heartbeat interval of every service")
+    missing_after_s: float = Field(2.0, gt=0, description="a member silent this long is reported missing")
+    start_timeout_s: float = Field(180.0, gt=0, description="the controller gives up if members are not ready by then")
+    request_timeout_s: float = Field(2.0, gt=0, le=60, description="clients wait this long for each reply attempt")
+
+
+class LoggerConfig(_Strict):
+    console: bool = Field(True, description="print one line per iteration")
+    csv: bool = Field(True, description="write metrics.csv in the run directory")
+    tensorboard: bool = Field(True, description="write TensorBoard events in the run directory")
+    required: bool = Field(True, description="the run waits for a logger before it starts")
+
+
+class MetricsConfig(_Strict):
+    return_window: int = Field(20, ge=1, description="return_mean is over the last N finished episodes")
+
+
+class Config(_Strict):
+    run: RunConfig = Field(default_factory=RunConfig)
+    env: EnvConfig = Field(default_factory=EnvConfig)
+    algo: Any = Field(default_factory=lambda: {"name": "ppo"}, description="algorithm name and its hyperparameters")
+    addresses: Addresses = Field(default_factory=Addresses)
+    timing: TimingConfig = Field(default_factory=TimingConfig)
+    logger: LoggerConfig = Field(default_factory=LoggerConfig)
+    metrics: MetricsConfig = Field(default_factory=MetricsConfig)
+    plugins: list[str] = Field(default_factory=list, description="modules imported first (e.g. to register algorithms)")
+
+    @field_validator("algo", mode="before")
+    @classmethod
+    def _algo(cls, value: Any) -> BaseModel:
+        if isinstance(value, BaseModel):
+            return value
+        if not isinstance(value, dict):
+            raise ValueError("must be a mapping with a 'name' key")
+        name = value.get("name", "ppo")
+        return get_algorithm(name).config_cls.model_validate({**value, "name": name})
+
+    def to_dict(self) -> dict[str, Any]:
+        return self.model_dump(mode="json")
+
+
+def load_config(path: str | Path = DEFAULT_CONFIG, overrides: list[str] | tuple[str, ...] = ()) -> Config:
+    """Read, merge and validate a config; raise ConfigError naming key and file."""
+    origins: dict[tuple[str, ...], str] = {}
+    raw = _read(_resolve(path), origins, seen=())
+    for item in overrides:
+        _apply_override(raw, item, origins)
+    return _validate(raw, origins)
+
+
+def config_from_dict(data: dict[str, Any], origin: str = "<controller>") -> Config:
+    """Validate a config received from the controller (already resolved)."""
+    return _validate(data, {(): origin})
+
+
+def _validate(raw: dict[str, Any], origins: dict[tuple[str, ...], str]) -> Config:
+    for module in raw.get("plugins", []) or []:
+        try:
+            importlib.import_module(module)
+        except ImportError as exc:
+            raise ConfigError(f"{_origin(origins, ('plugins',))}: plugins: cannot import {module!r}: {exc}") from None
+    try:
+        return Config.model_validate(raw)
+    except ValidationError as exc:
+        lines = []
+        for error in exc.errors():
+            loc = tuple(str(p) for p in error["loc"] if not str(p).startswith("function-"))
+            loc = tuple(p for p in loc if p not in ("int", "literal['auto']", "constrained-int"))
+            key = ".".join(loc) or "<root>"
+            value = "" if error["type"] == "missing" else f" (got {error.get('input')!r})"
+            lines.append(f"{_origin(origins, loc)}: {key}: {error['msg']}{value}")
+        raise ConfigError("invalid configuration:\n  " + "\n  ".join(lines)) from None
+    except ValueError as exc:  # e.g. unknown algorithm
+        raise ConfigError(f"{_origin(origins, ('algo', 'name'))}: algo.name: {exc}") from None
+
+
+def _origin(origins: dict[tuple[str, ...], str], loc: tuple[str, ...]) -> str:
+    for n in range(len(loc), -1, -1):
+        if loc[:n] in origins:
+            return origins[loc[:n]]
+    return "<defaults>"
+
+
+def _resolve(path: str | Path) -> Path:
+    """A path on disk, else the same path inside the installed ``dynamicrl.configs``."""
+    candidate = Path(path)
+    if candidate.is_file():
+        return candidate
+    relative = candidate.parts[1:] if candidate.parts[:1] == ("configs",) else candidate.parts
+    packaged = importlib.resources.files("dynamicrl.configs").joinpath(*relative)
+    if packaged.is_file():
+        return Path(str(packaged))
+    raise ConfigError(f"config file not found: {path}")
+
+
+def _read(path: Path, origins: dict[tuple[str, ...], str], seen: tuple[Path, ...]) -> dict[str, Any]:
+    path = path.resolve()
+    if path in seen:
+        raise ConfigError(f"{path}: include cycle")
+    try:
+        data = yaml.safe_load(path.read_text()) or {}
+    except (OSError, yaml.YAMLError) as exc:
+        raise ConfigError(f"{path}: cannot read YAML: {exc}") from None
+    if not isinstance(data, dict):
+        raise ConfigError(f"{path}: top level must be a mapping")
+    includes = data.pop("include", []) or []
+    if isinstance(includes, str):
+        includes = [includes]
+    merged: dict[str, Any] = {}
+    for include in includes:
+        _merge(merged, _read(path.parent / include, origins, seen + (path,)), (), origins, None)
+    _merge(merged, data, (), origins, str(path))
+    return merged
+
+
+def _merge(dst: dict, src: dict, prefix: tuple[str, ...], origins: dict, origin: str | None) -> None:
+    """Deep-merge ``src`` into ``dst``; record where each leaf came from (origin None keeps src's)."""
+    for key, value in src.items():
+        loc = prefix + (str(key),)
+        if isinstance(value, dict) and isinstance(dst.get(key), dict):
+            _merge(dst[key], value, loc, origins, origin)
+        else:
+            dst[key] = value
+            if origin is not None:
+                for known in [k for k in origins if k[: len(loc)] == loc]:
+                    del origins[known]
+                origins[loc] = origin
+                if isinstance(value, dict):
+                    _record(value, loc, origins, origin)
+
+
+def _record(value: dict, prefix: tuple[str, ...], origins: dict, origin: str) -> None:
+    for key, sub in value.items():
+        origins[prefix + (str(key),)] = origin
+        if isinstance(sub, dict):
+            _record(sub, prefix + (str(key),), origins, origin)
+
+
+def _apply_override(raw: dict[str, Any], item: str, origins: dict) -> None:
+    key, sep, text = item.partition("=")
+    if not sep or not key.strip():
+        raise ConfigError(f"override {item!r}: expected key=value (e.g. run.seed=3)")
+    try:
+        value = yaml.safe_load(text) if text.strip() else None
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"override {item!r}: cannot parse the value: {exc}") from None
+    parts = key.strip().split(".")
+    node = raw
+    for part in parts[:-1]:
+        node = node.setdefault(part, {})
+        if not isinstance(node, dict):
+            raise ConfigError(f"override {item!r}: {part} is not a section")
+    node[parts[-1]] = value
+    origins[tuple(parts)] = f"override {item!r}"
+
+
+def dump_yaml(config: Config) -> str:
+    return yaml.safe_dump(config.to_dict(), sort_keys=False)

@@ -1,0 +1,206 @@
+"""The one place that turns messages into frames and back.
+
+Frames: ``[topic, payload, *array_buffers]``. ``topic`` is the message type
+(so PUB/SUB prefix filtering works); ``payload`` is a msgpack map holding the
+envelope fields and the body under ``"body"``; every numpy array in the body is
+replaced by ``{"__ndarray__": i, "dtype": ..., "shape": [...]}`` and its bytes
+travel uncopied as frame ``2 + i``.
+
+Everything that can go wrong while decoding (size, msgpack, version, unknown
+type, schema, array layout) comes out as one :class:`ProtocolError`.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+import uuid
+from dataclasses import dataclass
+from typing import Any, Sequence
+
+import msgpack
+import numpy as np
+from pydantic import ValidationError
+
+from . import PROTOCOL_VERSION
+from .envelope import Envelope
+from .messages import ARRAY_DTYPES, MESSAGE_TYPES, LogicalTime, Message
+
+#: Largest msgpack payload accepted (arrays excluded): control messages are small.
+MAX_PAYLOAD_BYTES = 4 * 1024 * 1024
+#: Largest number of array frames in one message.
+MAX_ARRAY_FRAMES = 256
+_ND = "__ndarray__"
+
+
+class ProtocolError(ValueError):
+    """A frame did not decode into a valid message.
+
+    The sender is at fault: log it, answer ``ErrorReply(BAD_MESSAGE)`` where a reply
+    is expected, and keep serving. Retrying the same bytes cannot succeed.
+    """
+
+
+@dataclass(frozen=True)
+class Received:
+    """A decoded message with its envelope."""
+
+    envelope: Envelope
+    message: Message
+
+
+class Session:
+    """Encodes messages for one sender on one socket, numbering them.
+
+    Each socket that sends gets its own session so that its sequence numbers
+    have no holes; a receiver that sees a hole knows it lost messages.
+    """
+
+    def __init__(self, sender: str, run_id: str | None = None) -> None:
+        self.sender = sender
+        self.run_id = run_id
+        self.seq = 0
+
+    def encode(
+        self,
+        message: Message,
+        *,
+        parent: str | None = None,
+        ltime: LogicalTime | None = None,
+        msg_id: str | None = None,
+    ) -> list[Any]:
+        envelope = Envelope(
+            v=PROTOCOL_VERSION,
+            type=message.TYPE,
+            sender=self.sender,
+            seq=self.seq,
+            run_id=self.run_id,
+            ts=time.time(),
+            id=msg_id or uuid.UUID(bytes=os.urandom(16)).hex,
+            parent=parent,
+            ltime=ltime,
+        )
+        self.seq += 1
+        return encode(envelope, message)
+
+
+def encode(envelope: Envelope, message: Message) -> list[Any]:
+    """Frames for ``message``; arrays are passed as buffers, not copied."""
+    buffers: list[Any] = []
+
+    def pack_arrays(value: Any) -> Any:
+        if isinstance(value, np.ndarray):
+            array = np.ascontiguousarray(value)
+            buffers.append(memoryview(array).cast("B") if array.size else b"")
+            return {_ND: len(buffers) - 1, "dtype": array.dtype.str, "shape": list(array.shape)}
+        if isinstance(value, dict):
+            return {k: pack_arrays(v) for k, v in value.items()}
+        if isinstance(value, (list, tuple)):
+            return [pack_arrays(v) for v in value]
+        return value
+
+    header = envelope.model_dump(mode="json")
+    header["body"] = pack_arrays(message.model_dump(mode="python"))
+    payload = msgpack.packb(header, use_bin_type=True, default=_plain)
+    return [message.TYPE.encode(), payload, *buffers]
+
+
+def _plain(value: Any) -> Any:
+    """msgpack fallback for enums and numpy scalars left in a model dump."""
+    if hasattr(value, "value") and isinstance(getattr(value, "value"), (str, int)):
+        return value.value
+    if isinstance(value, np.generic):
+        return value.item()
+    raise TypeError(f"cannot encode {type(value).__name__}")
+
+
+def decode(frames: Sequence[Any], *, expect: Sequence[type[Message]] | None = None) -> Received:
+    """Validate ``frames`` fully and return the message, or raise ProtocolError."""
+    try:
+        return _decode(frames, expect)
+    except ProtocolError:
+        raise
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        where = ".".join(str(p) for p in first["loc"])
+        raise ProtocolError(f"invalid message: {where}: {first['msg']}") from None
+    except Exception as exc:  # any decoder failure must become the one error type
+        raise ProtocolError(f"undecodable frame: {type(exc).__name__}: {exc}") from None
+
+
+def _decode(frames: Sequence[Any], expect: Sequence[type[Message]] | None) -> Received:
+    if len(frames) < 2:
+        raise ProtocolError(f"expected [topic, payload, *arrays], got {len(frames)} frame(s)")
+    if len(frames) - 2 > MAX_ARRAY_FRAMES:
+        raise ProtocolError(f"too many array frames: {len(frames) - 2} > {MAX_ARRAY_FRAMES}")
+    topic, payload = _bytes(frames[0]), _bytes(frames[1])
+    if len(payload) > MAX_PAYLOAD_BYTES:
+        raise ProtocolError(f"payload of {len(payload)} bytes exceeds {MAX_PAYLOAD_BYTES}")
+    raw = msgpack.unpackb(payload, raw=False, strict_map_key=True, ext_hook=_no_ext)
+    if not isinstance(raw, dict):
+        raise ProtocolError("payload is not a map")
+    version = raw.get("v")
+    if not isinstance(version, str) or version.split(".")[0] != PROTOCOL_VERSION.split(".")[0]:
+        raise ProtocolError(
+            f"protocol version {version!r} is not compatible with {PROTOCOL_VERSION}"
+        )
+    type_name = raw.get("type")
+    cls = MESSAGE_TYPES.get(type_name) if isinstance(type_name, str) else None
+    if cls is None:
+        raise ProtocolError(f"unknown message type {type_name!r}")
+    if topic != type_name.encode():
+        raise ProtocolError(f"topic {topic!r} does not match message type {type_name!r}")
+    if expect is not None and cls not in expect:
+        raise ProtocolError(f"unexpected message type {type_name!r} on this socket")
+    body = raw.pop("body", None)
+    if not isinstance(body, dict):
+        raise ProtocolError("message body missing or not a map")
+    envelope = Envelope.model_validate(raw)
+    arrays = [_buffer(f) for f in frames[2:]]
+    used: set[int] = set()
+    body = _unpack_arrays(body, arrays, used)
+    if len(used) != len(arrays):
+        raise ProtocolError(f"{len(arrays) - len(used)} array frame(s) not referenced by the body")
+    return Received(envelope, cls.model_validate(body))
+
+
+def _no_ext(code: int, data: bytes) -> Any:
+    raise ProtocolError(f"msgpack extension type {code} is not allowed")
+
+
+def _bytes(frame: Any) -> bytes:
+    return frame.bytes if hasattr(frame, "bytes") else bytes(frame)
+
+
+def _buffer(frame: Any) -> memoryview:
+    return memoryview(frame.buffer if hasattr(frame, "buffer") else frame)
+
+
+def _unpack_arrays(value: Any, arrays: list[memoryview], used: set[int]) -> Any:
+    if isinstance(value, dict):
+        if _ND in value:
+            return _array(value, arrays, used)
+        return {k: _unpack_arrays(v, arrays, used) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_unpack_arrays(v, arrays, used) for v in value]
+    return value
+
+
+def _array(ref: dict, arrays: list[memoryview], used: set[int]) -> np.ndarray:
+    index, dtype, shape = ref.get(_ND), ref.get("dtype"), ref.get("shape")
+    if set(ref) != {_ND, "dtype", "shape"}:
+        raise ProtocolError(f"array reference has keys {sorted(ref)}")
+    if not isinstance(index, int) or not 0 <= index < len(arrays) or index in used:
+        raise ProtocolError(f"array reference {index!r} does not name an unused frame")
+    if not isinstance(dtype, str) or dtype not in ARRAY_DTYPES:
+        raise ProtocolError(f"array dtype {dtype!r} is not allowed")
+    if not isinstance(shape, list) or not all(isinstance(d, int) and d >= 0 for d in shape):
+        raise ProtocolError(f"array shape {shape!r} is not a list of sizes")
+    used.add(index)
+    np_dtype = np.dtype(dtype)
+    expected = int(np.prod(shape, dtype=np.int64)) * np_dtype.itemsize
+    if expected != arrays[index].nbytes:
+        raise ProtocolError(
+            f"array frame {index} has {arrays[index].nbytes} bytes, shape {shape} {dtype} needs {expected}"
+        )
+    return np.frombuffer(arrays[index], dtype=np_dtype).reshape(shape)

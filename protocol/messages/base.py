@@ -1,0 +1,83 @@
+"""Base model for every message and the array field type.
+
+Every message is a strict pydantic model (unknown fields are refused) tagged by
+a dotted ``TYPE`` that doubles as its bus topic, so a subscriber can take a
+whole family by prefix (``metrics.``). numpy arrays are declared as
+``NDArray`` fields: the codec moves them as raw frames, never pickled.
+"""
+
+from __future__ import annotations
+
+from enum import Enum
+from typing import Annotated, Any, ClassVar
+
+import numpy as np
+from pydantic import BaseModel, ConfigDict, Field, PlainSerializer, PlainValidator, WithJsonSchema
+
+#: dtypes allowed on the wire; anything else (object, void, datetime...) is refused.
+ARRAY_DTYPES = frozenset(
+    np.dtype(t).str
+    for t in ("bool", "int8", "int16", "int32", "int64", "uint8", "uint16", "uint32", "uint64",
+              "float16", "float32", "float64")
+)
+
+
+def _validate_array(value: Any) -> np.ndarray:
+    if not isinstance(value, np.ndarray):
+        raise ValueError(f"expected a numpy array, got {type(value).__name__}")
+    if value.dtype.str not in ARRAY_DTYPES:
+        raise ValueError(f"array dtype {value.dtype} is not allowed on the wire")
+    return value
+
+
+NDArray = Annotated[
+    np.ndarray,
+    PlainValidator(_validate_array),
+    PlainSerializer(lambda a: a, return_type=Any),
+    WithJsonSchema(
+        {
+            "type": "object",
+            "description": "numpy array sent as an extra raw frame: "
+            '{"__ndarray__": frame index after the payload, "dtype": numpy dtype string '
+            '(e.g. "<f4"), "shape": [dims]}',
+            "required": ["__ndarray__", "dtype", "shape"],
+            "properties": {
+                "__ndarray__": {"type": "integer", "minimum": 0},
+                "dtype": {"type": "string"},
+                "shape": {"type": "array", "items": {"type": "integer", "minimum": 0}},
+            },
+        }
+    ),
+]
+
+
+class Message(BaseModel):
+    """A typed event, command or reply. Subclasses set ``TYPE``."""
+
+    model_config = ConfigDict(extra="forbid", arbitrary_types_allowed=True)
+    TYPE: ClassVar[str]
+
+
+class LogicalTime(BaseModel):
+    """The run's clock: it, not the wall clock, orders pauses, patches and checkpoints."""
+
+    model_config = ConfigDict(extra="forbid")
+    iteration: int = Field(ge=0)
+    env_step: int = Field(ge=0)
+
+
+class Role(str, Enum):
+    CONTROLLER = "controller"
+    LEARNER = "learner"
+    ENVRUNNER = "envrunner"
+    LOGGER = "logger"
+
+
+class ErrorCode(str, Enum):
+    """Why a request failed. Clients decide to retry or give up from this alone."""
+
+    BAD_MESSAGE = "bad_message"      # undecodable / invalid frame: fix the sender, do not retry
+    UNEXPECTED = "unexpected"        # valid message that this socket does not handle
+    CONFLICT = "conflict"            # an exclusive command is already running; retry later
+    REJECTED = "rejected"            # refused by policy (e.g. run already formed); do not retry
+    INTERNAL = "internal"            # handler failed; the service is still running

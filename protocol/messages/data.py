@@ -1,0 +1,57 @@
+"""The data path between env-runners and the learner.
+
+Env-runners connect a DEALER to the learner's ROUTER (data socket). Each sends
+``PolicyRequest`` once, then a ``Rollout`` per iteration; the learner answers
+each with ``PolicyWeights`` (the policy to act with next). In sync mode the
+reply to rollout *k* is the policy after update *k*, so collection and training
+alternate deterministically. Arrays travel as raw frames.
+"""
+
+from __future__ import annotations
+
+from typing import ClassVar
+
+from pydantic import Field
+
+from .base import Message, NDArray
+
+
+class PolicyRequest(Message):
+    """Env-runner -> learner: send me the current policy. Reply: PolicyWeights."""
+
+    TYPE: ClassVar[str] = "data.policy_request"
+    rank: int = Field(ge=0)
+
+
+class PolicyWeights(Message):
+    """Learner -> env-runner: weights to act with; ``done`` means stop collecting."""
+
+    TYPE: ClassVar[str] = "data.policy_weights"
+    version: int = Field(ge=0, description="iteration the policy is for")
+    weights: dict[str, NDArray]
+    done: bool = False
+
+
+class Rollout(Message):
+    """Env-runner -> learner: one iteration of experience, time-major [T, N, ...].
+
+    ``dones[t]`` marks an episode that ended at step t (terminated or truncated);
+    ``trunc_values[t]`` is the value of the final observation where it was a
+    truncation (bootstraps time limits), else 0.
+    """
+
+    TYPE: ClassVar[str] = "data.rollout"
+    rank: int = Field(ge=0)
+    version: int = Field(ge=0, description="policy version that collected it")
+    obs: NDArray
+    actions: NDArray
+    logprobs: NDArray
+    values: NDArray
+    rewards: NDArray
+    dones: NDArray
+    trunc_values: NDArray
+    last_obs: NDArray
+    last_dones: NDArray
+    episode_returns: list[float]
+    episode_lengths: list[int]
+    collect_s: float = Field(ge=0, description="wall seconds spent collecting")

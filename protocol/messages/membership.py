@@ -1,0 +1,83 @@
+"""Joining a run and staying alive in it.
+
+Services talk to the controller over one DEALER socket connected to the
+controller's ROUTER (the command socket). The order is: ``RegisterRequest`` ->
+``RegisterReply`` (run id, rank, resolved config), heavy start-up, ``Ready``,
+then the controller sends ``RunStart`` to every member once all expected members
+are ready, so no one trains before the logger listens. ``Heartbeat`` keeps a
+member healthy; ``Goodbye`` leaves cleanly.
+"""
+
+from __future__ import annotations
+
+from typing import Any, ClassVar
+
+from pydantic import Field
+
+from .base import LogicalTime, Message, Role
+
+
+class RegisterRequest(Message):
+    """Service -> controller (DEALER->ROUTER). Reply: RegisterReply or ErrorReply."""
+
+    TYPE: ClassVar[str] = "membership.register_request"
+    service: str = Field(min_length=1, max_length=128)
+    role: Role
+    rank: int | None = Field(default=None, ge=0, description="requested rank (env-runners)")
+    pid: int = Field(ge=0)
+    host: str = ""
+
+
+class RegisterReply(Message):
+    """Controller -> service. The config is the controller's resolved config: one source of truth."""
+
+    TYPE: ClassVar[str] = "membership.register_reply"
+    run_id: str
+    run_dir: str
+    rank: int = Field(ge=0)
+    config: dict[str, Any]
+
+
+class Ready(Message):
+    """Service -> controller: start-up done (env built, policy built, subscriptions live)."""
+
+    TYPE: ClassVar[str] = "membership.ready"
+    service: str
+
+
+class RunStart(Message):
+    """Controller -> each member once every expected member is ready: train now."""
+
+    TYPE: ClassVar[str] = "membership.run_start"
+    envrunners: int = Field(ge=1, description="number of env-runners in the run (ranks 0..n-1)")
+    members: list[str]
+
+
+class Heartbeat(Message):
+    """Service -> controller, every heartbeat interval, from the service's safe points."""
+
+    TYPE: ClassVar[str] = "membership.heartbeat"
+    service: str
+    ltime: LogicalTime | None = None
+
+
+class Goodbye(Message):
+    """Service -> controller: leaving cleanly (finished, stopped or interrupted)."""
+
+    TYPE: ClassVar[str] = "membership.goodbye"
+    service: str
+    reason: str = ""
+
+
+class StopCommand(Message):
+    """Controller -> service: finish at the next safe point and exit."""
+
+    TYPE: ClassVar[str] = "membership.stop"
+    reason: str = ""
+
+
+class TrainingDone(Message):
+    """Learner -> controller: the budget of env steps is spent; the controller stops the run."""
+
+    TYPE: ClassVar[str] = "membership.training_done"
+    ltime: LogicalTime

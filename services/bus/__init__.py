@@ -1,0 +1,1 @@
+"""The message bus: one well-known place to publish (XSUB) and to subscribe (XPUB)."""

@@ -1,0 +1,141 @@
+"""The env-runner: steps a vector of environments with the latest policy.
+
+Loop: ask the learner for the policy, collect ``num_steps`` steps from each
+env (a safe point between env steps), ship the rollout, act with the weights
+the learner answers with. Registration happens before torch is imported so
+every env-runner that honcho starts is on the roster in well under a second.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+
+import numpy as np
+import zmq
+
+from dynamicrl.config import Config
+from dynamicrl.protocol.codec import ProtocolError, Session
+from dynamicrl.protocol.messages import (
+    EpisodeStats, ErrorReply, LogicalTime, PolicyRequest, PolicyWeights, Role, Rollout,
+)
+from dynamicrl.protocol.sockets import make_socket, recv, send
+from dynamicrl.services.base import Service, rank_from_environment, setup_logging
+
+log = logging.getLogger(__name__)
+
+
+class EnvRunner(Service):
+    role = Role.ENVRUNNER
+
+    def run(self) -> int:
+        self.register()
+        import torch  # after registering: the roster must not wait on a slow import
+
+        from dynamicrl.services.learner.algorithms import get_algorithm, load_class
+
+        from .envs import env_seed, make_vector_env
+
+        cfg = self.config
+        torch.set_num_threads(cfg.run.torch_threads)
+        self.seed = env_seed(cfg.run.seed, self.rank)
+        self.envs = make_vector_env(cfg.env)
+        actor_cls = load_class(get_algorithm(cfg.algo.name).actor)
+        self.actor = actor_cls(cfg.algo, self.envs.single_observation_space,
+                               self.envs.single_action_space, seed=self.seed)
+        self.data = make_socket(self.ctx, zmq.DEALER, identity=self.name.encode())
+        self.data.connect(cfg.addresses.data)
+        self.data_session = Session(self.name, self.run_id)
+        self.ready_and_wait()
+        try:
+            self.loop()
+        finally:
+            self.envs.close()
+            self.data.close()
+            self.close()
+        return 0
+
+    def loop(self) -> None:
+        weights = self.exchange(PolicyRequest(rank=self.rank))
+        obs, _ = self.envs.reset(seed=self.seed)
+        self.episode_return = np.zeros(self.envs.num_envs)
+        self.episode_length = np.zeros(self.envs.num_envs, dtype=np.int64)
+        self.env_steps = 0
+        while weights is not None and not weights.done and not self.stopping:
+            self.actor.load_weights(weights.weights)
+            rollout, obs = self.collect(obs, weights.version)
+            if rollout is None:
+                break
+            weights = self.exchange(rollout)
+
+    def collect(self, obs: np.ndarray, version: int) -> tuple[Rollout | None, np.ndarray]:
+        cfg, envs, actor = self.config, self.envs, self.actor
+        steps, n = cfg.algo.num_steps, envs.num_envs
+        space = envs.single_action_space
+        box = hasattr(space, "low") and hasattr(space, "high")
+        buf = {
+            "obs": np.zeros((steps, n, *envs.single_observation_space.shape), np.float32),
+            "actions": np.zeros((steps, n, *space.shape), np.float32 if box else np.int64),
+            "logprobs": np.zeros((steps, n), np.float32),
+            "values": np.zeros((steps, n), np.float32),
+            "rewards": np.zeros((steps, n), np.float32),
+            "dones": np.zeros((steps, n), bool),
+            "trunc_values": np.zeros((steps, n), np.float32),
+        }
+        returns, lengths = [], []
+        started = time.perf_counter()
+        for t in range(steps):
+            self.safe_point(LogicalTime(iteration=version, env_step=self.env_steps))
+            if self.stopping:
+                return None, obs
+            actions, logprobs, values = actor.act(obs.astype(np.float32, copy=False))
+            env_actions = np.clip(actions, space.low, space.high) if box else actions
+            next_obs, rewards, terminated, truncated, infos = envs.step(env_actions)
+            dones = terminated | truncated
+            buf["obs"][t], buf["actions"][t] = obs, actions
+            buf["logprobs"][t], buf["values"][t] = logprobs, values
+            buf["rewards"][t], buf["dones"][t] = rewards, dones
+            cut = truncated & ~terminated
+            if cut.any():
+                final = np.stack([infos["final_obs"][i] for i in np.flatnonzero(cut)]).astype(np.float32)
+                buf["trunc_values"][t, cut] = actor.value(final)
+            self.episode_return += rewards
+            self.episode_length += 1
+            for i in np.flatnonzero(dones):
+                returns.append(float(self.episode_return[i]))
+                lengths.append(int(self.episode_length[i]))
+                self.episode_return[i], self.episode_length[i] = 0.0, 0
+            obs = next_obs
+            self.env_steps += n
+        if returns:
+            self.bus.publish(EpisodeStats(rank=self.rank, env_steps=self.env_steps, returns=returns, lengths=lengths))
+        rollout = Rollout(rank=self.rank, version=version, **buf,
+                          last_obs=obs.astype(np.float32), last_dones=buf["dones"][-1].copy(),
+                          episode_returns=returns, episode_lengths=lengths,
+                          collect_s=time.perf_counter() - started)
+        return rollout, obs
+
+    def exchange(self, message: Rollout | PolicyRequest) -> PolicyWeights | None:
+        """Send to the learner and wait for the policy to act with next (None if stopping)."""
+        send(self.data, self.data_session, message, ltime=self.ltime)
+        while not self.stopping:
+            if not self.data.poll(100):
+                self.safe_point()
+                continue
+            try:
+                reply = recv(self.data).message
+            except ProtocolError as exc:
+                log.warning("%s: bad reply from the learner: %s", self.name, exc)
+                continue
+            if isinstance(reply, ErrorReply):
+                raise RuntimeError(f"learner refused {message.TYPE}: {reply.message}")
+            if isinstance(reply, PolicyWeights):
+                return reply
+        return None
+
+
+def main(local: Config, rank: int | None = None) -> int:
+    rank = rank if rank is not None else rank_from_environment()
+    runner = EnvRunner(local, rank=rank)
+    setup_logging(runner.name)
+    return runner.run()

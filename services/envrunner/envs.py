@@ -1,0 +1,33 @@
+"""Gymnasium vector environments as the env-runner steps them.
+
+``SAME_STEP`` autoreset: when an episode ends, ``step`` already returns the
+first observation of the next one and the final observation sits in
+``infos["final_obs"]``, which is what bootstrapping a time limit needs.
+"""
+
+from __future__ import annotations
+
+from functools import partial
+
+import gymnasium as gym
+
+from dynamicrl.config import EnvConfig
+
+
+def make_env(config: EnvConfig) -> gym.Env:
+    try:
+        return gym.make(config.id, **config.kwargs)
+    except gym.error.Error as exc:
+        raise ValueError(f"env.id={config.id!r}: {exc}") from None
+
+
+def make_vector_env(config: EnvConfig) -> gym.vector.VectorEnv:
+    return gym.vector.SyncVectorEnv(
+        [partial(make_env, config) for _ in range(config.num_envs)],
+        autoreset_mode=gym.vector.AutoresetMode.SAME_STEP,
+    )
+
+
+def env_seed(base_seed: int, rank: int) -> int:
+    """Distinct, reproducible seeds per env-runner (sub-env i gets seed + i)."""
+    return base_seed + 1000 * (rank + 1)

@@ -1,0 +1,113 @@
+"""The two interfaces an algorithm implements, and the rollout between them.
+
+An algorithm is split in two because the halves live in different processes:
+the ``Actor`` runs inside every env-runner (acts, estimates values) and the
+``Algorithm`` runs in the learner (turns rollouts into new weights). Only
+numpy crosses the boundary, so this module imports neither torch nor any
+transport code.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+
+@dataclass
+class Rollout:
+    """One iteration of experience from all env-runners, time-major.
+
+    ``N`` is every env of every env-runner, concatenated in rank order, and
+    ``T`` the rollout length. ``obs[t]`` is the observation the action at
+    ``t`` was chosen from. ``dones[t]`` is True when the episode ended *at*
+    step ``t`` (termination or truncation), so ``obs[t + 1]`` (or
+    ``last_obs``) already belongs to the next episode. Time limits are
+    bootstrapped through ``trunc_values``: the value of the final (pre-reset)
+    observation of a truncated step, 0 elsewhere, which the learner adds to
+    the reward as ``rewards + gamma * trunc_values``.
+    """
+
+    obs: np.ndarray  # [T, N, *obs_shape] float32
+    actions: np.ndarray  # [T, N, *act_shape] int64 (Discrete, act_shape=()) or float32 (Box)
+    logprobs: np.ndarray  # [T, N] float32, under the policy that acted
+    values: np.ndarray  # [T, N] float32, under the policy that acted
+    rewards: np.ndarray  # [T, N] float32
+    dones: np.ndarray  # [T, N] bool
+    trunc_values: np.ndarray  # [T, N] float32
+    last_obs: np.ndarray  # [N, *obs_shape] float32, the observation after the last step
+    last_dones: np.ndarray  # [N] bool, whether last_obs starts a new episode (== dones[-1])
+
+    @property
+    def num_steps(self) -> int:
+        return self.rewards.shape[0]
+
+    @property
+    def num_envs(self) -> int:
+        return self.rewards.shape[1]
+
+    def validate(self) -> None:
+        """Raise ValueError on inconsistent shapes, so a bad message fails loudly, not in GAE."""
+        t, n = self.rewards.shape
+        for field in ("logprobs", "values", "dones", "trunc_values"):
+            if getattr(self, field).shape != (t, n):
+                raise ValueError(f"rollout.{field} has shape {getattr(self, field).shape}, expected {(t, n)}")
+        for field in ("obs", "actions"):
+            if getattr(self, field).shape[:2] != (t, n):
+                raise ValueError(f"rollout.{field} has shape {getattr(self, field).shape}, expected ({t}, {n}, ...)")
+        if self.last_obs.shape != self.obs.shape[1:]:
+            raise ValueError(f"rollout.last_obs has shape {self.last_obs.shape}, expected {self.obs.shape[1:]}")
+        if self.last_dones.shape != (n,):
+            raise ValueError(f"rollout.last_dones has shape {self.last_dones.shape}, expected {(n,)}")
+
+
+class Algorithm(ABC):
+    """Learner side: owns the network and optimiser, consumes rollouts.
+
+    ``num_iterations`` is the planned number of updates, so schedules (such as
+    learning-rate annealing) know where they are. Construction must be a
+    function of ``seed`` only, so two learners with the same seed and the same
+    rollouts produce the same weights.
+    """
+
+    @abstractmethod
+    def __init__(
+        self, config: Any, observation_space: Any, action_space: Any, seed: int, num_iterations: int
+    ) -> None: ...
+
+    @abstractmethod
+    def update(self, rollout: Rollout, iteration: int) -> dict[str, float]:
+        """Learn from one rollout; ``iteration`` counts from 0.
+
+        Returns scalar metrics: policy_loss, value_loss, entropy, approx_kl,
+        clip_frac, explained_variance, lr, grad_norm.
+        """
+
+    @abstractmethod
+    def get_weights(self) -> dict[str, np.ndarray]:
+        """Weights the Actor needs, as float32 C-contiguous copies in a stable key order."""
+
+
+class Actor(ABC):
+    """Env-runner side: maps observations to actions with the latest weights.
+
+    Sampling uses the actor's own generator seeded from ``seed``, so an
+    env-runner's trajectory is reproducible whatever else uses the global RNG.
+    """
+
+    @abstractmethod
+    def __init__(self, config: Any, observation_space: Any, action_space: Any, seed: int) -> None: ...
+
+    @abstractmethod
+    def load_weights(self, weights: dict[str, np.ndarray]) -> None:
+        """Replace the weights with ones from ``Algorithm.get_weights``."""
+
+    @abstractmethod
+    def act(self, obs: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Batch of observations [n, *obs_shape] -> (actions, logprobs [n], values [n])."""
+
+    @abstractmethod
+    def value(self, obs: np.ndarray) -> np.ndarray:
+        """Value estimates [n] float32, e.g. for the final observation of a truncated episode."""

@@ -1,0 +1,139 @@
+"""Learner-side PPO: the clipped-surrogate update, CleanRL style."""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+from gymnasium import spaces
+from torch import nn
+
+from ..base import Algorithm, Rollout
+from .config import PPOConfig
+from .gae import compute_gae
+from .policy import build_actor_critic, weights_to_numpy
+
+
+class PPOAlgorithm(Algorithm):
+    """Owns the actor-critic and its Adam optimiser; ``update`` is one PPO iteration.
+
+    Hyperparameters tagged ``next_minibatch`` in ``PPOConfig`` are read from
+    ``self.config`` before every gradient step, so a live patch (assigning a
+    new config) lands at the next minibatch; the rest are read once per update.
+    """
+
+    def __init__(self, config: PPOConfig, observation_space: spaces.Space, action_space: spaces.Space,
+                 seed: int, num_iterations: int) -> None:
+        self.config = config
+        self.num_iterations = max(1, num_iterations)
+        self.net = build_actor_critic(config, observation_space, action_space, seed)
+        self.optimizer = torch.optim.Adam(self.net.parameters(), lr=config.lr, eps=1e-5)
+        # Own generator for minibatch shuffling: the update is a function of (seed, rollouts) only.
+        self.generator = torch.Generator().manual_seed(seed)
+
+    def get_weights(self) -> dict[str, np.ndarray]:
+        return weights_to_numpy(self.net)
+
+    def learning_rate(self, iteration: int) -> float:
+        """Linear decay to 0 over ``num_iterations`` when ``anneal_lr`` (iteration counts from 0)."""
+        if not self.config.anneal_lr:
+            return self.config.lr
+        return self.config.lr * max(0.0, 1.0 - iteration / self.num_iterations)
+
+    def update(self, rollout: Rollout, iteration: int) -> dict[str, float]:
+        rollout.validate()
+        cfg = self.config
+        num_epochs, num_minibatches = cfg.update_epochs, cfg.num_minibatches  # fixed for this update
+        batch_size = rollout.num_steps * rollout.num_envs
+        if num_minibatches > batch_size:
+            raise ValueError(f"num_minibatches={num_minibatches} exceeds the batch size {batch_size}")
+
+        with torch.no_grad():
+            last_values = self.net.get_value(_tensor(rollout.last_obs)).numpy()
+        advantages, returns = compute_gae(
+            rollout.rewards, rollout.values, rollout.dones, rollout.trunc_values,
+            last_values, rollout.last_dones, cfg.gamma, cfg.gae_lambda,
+        )
+
+        # Flatten time and envs once; minibatches index into these tensors.
+        b_obs = _tensor(rollout.obs).flatten(0, 1)
+        action_dtype = torch.int64 if self.net.discrete else torch.float32
+        b_actions = torch.tensor(rollout.actions, dtype=action_dtype).flatten(0, 1)
+        b_logprobs = _tensor(rollout.logprobs).flatten()
+        b_values = _tensor(rollout.values).flatten()
+        b_advantages = _tensor(advantages).flatten()
+        b_returns = _tensor(returns).flatten()
+
+        stats: list[torch.Tensor] = []  # per minibatch: policy, value, entropy losses, kl, clip frac, grad norm
+        for epoch in range(num_epochs):
+            epoch_kls = []
+            for mb in torch.randperm(batch_size, generator=self.generator).tensor_split(num_minibatches):
+                cfg = self.config  # a live patch of a next_minibatch setting lands here
+                lr = self.learning_rate(iteration)
+                for group in self.optimizer.param_groups:
+                    group["lr"] = lr
+
+                _, newlogprob, entropy, newvalue = self.net.get_action_and_value(b_obs[mb], b_actions[mb])
+                logratio = newlogprob - b_logprobs[mb]
+                ratio = logratio.exp()
+                with torch.no_grad():
+                    # Low-variance unbiased KL estimator, http://joschu.net/blog/kl-approx.html
+                    approx_kl = ((ratio - 1) - logratio).mean()
+                    clip_frac = ((ratio - 1.0).abs() > cfg.clip_coef).float().mean()
+
+                mb_adv = b_advantages[mb]
+                if cfg.norm_adv and len(mb) > 1:
+                    mb_adv = (mb_adv - mb_adv.mean()) / (mb_adv.std() + 1e-8)
+
+                # Pessimistic (max of negatives) clipped surrogate.
+                pg_loss = torch.max(
+                    -mb_adv * ratio, -mb_adv * ratio.clamp(1 - cfg.clip_coef, 1 + cfg.clip_coef)
+                ).mean()
+
+                v_loss_unclipped = (newvalue - b_returns[mb]) ** 2
+                if cfg.clip_vloss:
+                    v_clipped = b_values[mb] + (newvalue - b_values[mb]).clamp(-cfg.clip_coef, cfg.clip_coef)
+                    v_loss = 0.5 * torch.max(v_loss_unclipped, (v_clipped - b_returns[mb]) ** 2).mean()
+                else:
+                    v_loss = 0.5 * v_loss_unclipped.mean()
+
+                entropy_loss = entropy.mean()
+                loss = pg_loss - cfg.ent_coef * entropy_loss + cfg.vf_coef * v_loss
+
+                self.optimizer.zero_grad()
+                loss.backward()
+                grad_norm = nn.utils.clip_grad_norm_(self.net.parameters(), cfg.max_grad_norm)
+                self.optimizer.step()
+
+                stats.append(torch.stack([pg_loss.detach(), v_loss.detach(), entropy_loss.detach(),
+                                          approx_kl, clip_frac, grad_norm.detach()]))
+                epoch_kls.append(approx_kl)
+
+            # The epoch's mean KL: steadier than the last minibatch's alone.
+            if cfg.target_kl is not None and torch.stack(epoch_kls).mean().item() > cfg.target_kl:
+                break
+
+        policy_loss, value_loss, entropy, approx_kl, clip_frac, grad_norm = torch.stack(stats).mean(0).tolist()
+        return {
+            "policy_loss": policy_loss,
+            "value_loss": value_loss,
+            "entropy": entropy,
+            "approx_kl": approx_kl,
+            "clip_frac": clip_frac,
+            "explained_variance": explained_variance(rollout.values, returns),
+            "lr": lr,
+            "grad_norm": grad_norm,
+            "epochs": float(epoch + 1),
+        }
+
+
+def explained_variance(predictions: np.ndarray, targets: np.ndarray) -> float:
+    """1 - Var[targets - predictions] / Var[targets]: 1 is perfect, <= 0 no better than a constant (nan if Var=0)."""
+    var_targets = float(np.var(targets))
+    if var_targets == 0.0:
+        return float("nan")
+    return float(1.0 - np.var(targets - predictions) / var_targets)
+
+
+def _tensor(array: np.ndarray) -> torch.Tensor:
+    # torch.tensor copies: rollout arrays may be read-only views of a received message buffer.
+    return torch.tensor(array, dtype=torch.float32)

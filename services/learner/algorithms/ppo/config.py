@@ -1,0 +1,79 @@
+"""PPO hyperparameters, validated without importing torch.
+
+The config loader (and a client that only wants to show or patch settings)
+imports this module, so it must stay torch-free. Fields tagged
+``json_schema_extra={"tunable": True, ...}`` may be patched while a run is
+live; ``apply`` says when a patch takes effect: ``next_minibatch`` for values
+the update loop reads before every gradient step, ``next_iteration`` for
+values that shape a whole update (GAE, epoch/minibatch layout).
+"""
+
+from __future__ import annotations
+
+from typing import Annotated, Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+_NEXT_MINIBATCH = {"tunable": True, "apply": "next_minibatch"}
+_NEXT_ITERATION = {"tunable": True, "apply": "next_iteration"}
+
+
+class PPOConfig(BaseModel):
+    """Clipped-surrogate PPO (Schulman et al., 2017) as in CleanRL's ppo.py."""
+
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False, validate_assignment=True)
+
+    name: Literal["ppo"] = "ppo"
+    lr: float = Field(
+        2.5e-4, gt=0, le=1, json_schema_extra=_NEXT_MINIBATCH,
+        description="Adam learning rate (before annealing).",
+    )
+    anneal_lr: bool = Field(
+        True, description="Decay the learning rate linearly to 0 over the run's iterations.",
+    )
+    num_steps: int = Field(
+        128, ge=1, description="Rollout length per env per iteration.",
+    )
+    gamma: float = Field(
+        0.99, ge=0, le=1, json_schema_extra=_NEXT_ITERATION,
+        description="Discount factor.",
+    )
+    gae_lambda: float = Field(
+        0.95, ge=0, le=1, json_schema_extra=_NEXT_ITERATION,
+        description="GAE lambda: 0 is one-step TD, 1 is Monte-Carlo.",
+    )
+    update_epochs: int = Field(
+        4, ge=1, le=1000, json_schema_extra=_NEXT_ITERATION,
+        description="Passes over each rollout per update.",
+    )
+    num_minibatches: int = Field(
+        4, ge=1, json_schema_extra=_NEXT_ITERATION,
+        description="Minibatches per epoch; the rollout (num_steps x all envs) is split into this many.",
+    )
+    norm_adv: bool = Field(True, description="Normalise advantages per minibatch.")
+    clip_coef: float = Field(
+        0.2, gt=0, le=10, json_schema_extra=_NEXT_MINIBATCH,
+        description="Surrogate clipping range epsilon (also used for the value clip).",
+    )
+    clip_vloss: bool = Field(True, description="Clip the value-function update like the policy.")
+    ent_coef: float = Field(
+        0.01, ge=0, json_schema_extra=_NEXT_MINIBATCH,
+        description="Entropy bonus weight.",
+    )
+    vf_coef: float = Field(
+        0.5, ge=0, json_schema_extra=_NEXT_MINIBATCH,
+        description="Value-loss weight.",
+    )
+    max_grad_norm: float = Field(
+        0.5, gt=0, json_schema_extra=_NEXT_MINIBATCH,
+        description="Global gradient-norm clip.",
+    )
+    target_kl: float | None = Field(
+        None, gt=0, json_schema_extra=_NEXT_MINIBATCH,
+        description="Stop the update's epochs early once the approximate KL exceeds this (None: never).",
+    )
+    hidden_sizes: list[Annotated[int, Field(gt=0)]] = Field(
+        default_factory=lambda: [64, 64], min_length=1,
+        description="Hidden layer widths of both the actor and the critic MLP.",
+    )
+    activation: Literal["tanh", "relu"] = Field("tanh", description="Hidden-layer activation.")

@@ -1,0 +1,136 @@
+"""PPO actor-critic network and the env-runner-side ``PPOActor``.
+
+Sampling always goes through an explicit ``torch.Generator``: the
+``torch.distributions`` ``sample()`` methods draw from the global RNG, which
+would make an env-runner's actions depend on whatever else touched it.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import torch
+from gymnasium import spaces
+from torch import nn
+from torch.distributions import Categorical, Normal
+
+from ..base import Actor
+from .config import PPOConfig
+
+_ACTIVATIONS = {"tanh": nn.Tanh, "relu": nn.ReLU}
+
+
+def layer_init(layer: nn.Linear, gain: float) -> nn.Linear:
+    """Orthogonal weights and zero biases: PPO's standard init (Engstrom et al., 2020)."""
+    nn.init.orthogonal_(layer.weight, gain)
+    nn.init.constant_(layer.bias, 0.0)
+    return layer
+
+
+def mlp(in_dim: int, hidden_sizes: list[int], out_dim: int, activation: str, out_gain: float) -> nn.Sequential:
+    layers: list[nn.Module] = []
+    for size in hidden_sizes:
+        layers += [layer_init(nn.Linear(in_dim, size), math.sqrt(2)), _ACTIVATIONS[activation]()]
+        in_dim = size
+    layers.append(layer_init(nn.Linear(in_dim, out_dim), out_gain))
+    return nn.Sequential(*layers)
+
+
+class ActorCritic(nn.Module):
+    """Separate actor and critic MLPs over flattened observations.
+
+    Discrete actions use a Categorical over logits. Box actions use a diagonal
+    Gaussian whose log-std is a state-independent parameter (initialised to 0,
+    i.e. std 1); actions are not squashed or clipped here, so the log-prob of
+    the action sent equals the log-prob the learner recomputes. The env-runner
+    clips to the Box bounds only when stepping the env.
+    """
+
+    def __init__(self, observation_space: spaces.Space, action_space: spaces.Space,
+                 hidden_sizes: list[int], activation: str = "tanh") -> None:
+        super().__init__()
+        if not isinstance(observation_space, spaces.Box):
+            raise TypeError(f"PPO needs a Box observation space, got {observation_space}")
+        obs_dim = int(np.prod(observation_space.shape))
+        if isinstance(action_space, spaces.Discrete):
+            self.discrete = True
+            self.action_shape: tuple[int, ...] = ()
+            policy_out = int(action_space.n)
+        elif isinstance(action_space, spaces.Box):
+            self.discrete = False
+            self.action_shape = tuple(action_space.shape)
+            policy_out = int(np.prod(self.action_shape))
+            self.log_std = nn.Parameter(torch.zeros(policy_out))
+        else:
+            raise TypeError(f"PPO supports Discrete and Box action spaces, got {action_space}")
+        self.critic = mlp(obs_dim, hidden_sizes, 1, activation, out_gain=1.0)
+        # A tiny policy-head gain starts the policy near uniform / zero-mean.
+        self.actor = mlp(obs_dim, hidden_sizes, policy_out, activation, out_gain=0.01)
+
+    def get_value(self, obs: torch.Tensor) -> torch.Tensor:
+        return self.critic(obs.flatten(1)).squeeze(-1)
+
+    def distribution(self, obs: torch.Tensor) -> Categorical | Normal:
+        out = self.actor(obs.flatten(1))
+        if self.discrete:
+            return Categorical(logits=out, validate_args=False)
+        return Normal(out, self.log_std.exp().expand_as(out), validate_args=False)
+
+    def get_action_and_value(
+        self, obs: torch.Tensor, action: torch.Tensor | None = None, generator: torch.Generator | None = None
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Return ``(action, logprob, entropy, value)``; samples ``action`` if not given."""
+        dist = self.distribution(obs)
+        if self.discrete:
+            if action is None:
+                action = torch.multinomial(dist.probs, 1, generator=generator).squeeze(-1)
+            logprob, entropy = dist.log_prob(action), dist.entropy()
+        else:
+            if action is None:
+                noise = torch.randn(dist.mean.shape, generator=generator, dtype=dist.mean.dtype)
+                action = (dist.mean + dist.stddev * noise).reshape(-1, *self.action_shape)
+            flat_action = action.reshape(action.shape[0], -1)
+            logprob, entropy = dist.log_prob(flat_action).sum(-1), dist.entropy().sum(-1)
+        return action, logprob, entropy, self.get_value(obs)
+
+
+def build_actor_critic(config: PPOConfig, observation_space: spaces.Space, action_space: spaces.Space,
+                       seed: int) -> ActorCritic:
+    """Build the network with initial weights that depend on ``seed`` only, leaving the global RNG untouched."""
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        return ActorCritic(observation_space, action_space, config.hidden_sizes, config.activation)
+
+
+def weights_to_numpy(net: nn.Module) -> dict[str, np.ndarray]:
+    """State dict as float32 C-contiguous copies (a copy, so later updates do not alias it)."""
+    return {k: v.detach().cpu().numpy().astype(np.float32, order="C", copy=True) for k, v in net.state_dict().items()}
+
+
+class PPOActor(Actor):
+    """Acts in an env-runner: numpy in, numpy out, no gradients."""
+
+    def __init__(self, config: PPOConfig, observation_space: spaces.Space, action_space: spaces.Space,
+                 seed: int) -> None:
+        self.net = build_actor_critic(config, observation_space, action_space, seed)
+        self.net.eval()
+        self.generator = torch.Generator().manual_seed(seed)
+
+    def load_weights(self, weights: dict[str, np.ndarray]) -> None:
+        # torch.tensor copies: the arrays may be read-only views of a received message buffer.
+        self.net.load_state_dict({k: torch.tensor(v, dtype=torch.float32) for k, v in weights.items()}, strict=True)
+
+    @torch.no_grad()
+    def act(self, obs: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        action, logprob, _, value = self.net.get_action_and_value(_as_tensor(obs), generator=self.generator)
+        action_np = action.numpy().astype(np.int64 if self.net.discrete else np.float32, copy=False)
+        return action_np, logprob.numpy(), value.numpy()
+
+    @torch.no_grad()
+    def value(self, obs: np.ndarray) -> np.ndarray:
+        return self.net.get_value(_as_tensor(obs)).numpy()
+
+
+def _as_tensor(obs: np.ndarray) -> torch.Tensor:
+    return torch.tensor(np.asarray(obs), dtype=torch.float32)

@@ -1,0 +1,170 @@
+"""The learner: turns every env-runner's rollout into one update, then answers with weights.
+
+Sync mode: iteration *k* waits for rollout *k* from every rank, concatenates
+them in rank order (not arrival order, so the result does not depend on
+timing), updates, publishes ``metrics.train`` and answers each env-runner with
+the weights of iteration *k + 1*.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import time
+from collections import deque
+
+import numpy as np
+import zmq
+
+from dynamicrl.config import Config
+from dynamicrl.protocol.codec import Session
+from dynamicrl.protocol.messages import (
+    ErrorCode, ErrorReply, LogicalTime, PolicyRequest, PolicyWeights, Role, Rollout, TrainingDone,
+    TrainMetrics,
+)
+from dynamicrl.protocol.sockets import Routed, bind, make_socket, recv_routed, send_routed
+from dynamicrl.services.base import Service, setup_logging
+
+from .algorithms import base
+
+log = logging.getLogger(__name__)
+
+ROLLOUT_FIELDS = ("obs", "actions", "logprobs", "values", "rewards", "dones", "trunc_values",
+                  "last_obs", "last_dones")
+
+
+class Learner(Service):
+    role = Role.LEARNER
+
+    def run(self) -> int:
+        self.register()
+        import torch
+
+        from dynamicrl.services.envrunner.envs import make_env
+
+        from .algorithms import get_algorithm, load_class
+
+        cfg = self.config
+        torch.set_num_threads(cfg.run.torch_threads)
+        probe = make_env(cfg.env)
+        self.observation_space, self.action_space = probe.observation_space, probe.action_space
+        probe.close()
+        self.algorithm_cls = load_class(get_algorithm(cfg.algo.name).learner)
+        self.data = make_socket(self.ctx, zmq.ROUTER)
+        bind(self.data, cfg.addresses.data)
+        self.data_session = Session(self.name, self.run_id)
+        start = self.ready_and_wait()
+        try:
+            self.train(start.envrunners)
+        finally:
+            self.data.close()
+            self.close()
+        return 0
+
+    def train(self, envrunners: int) -> None:
+        cfg = self.config
+        self.envrunners = envrunners
+        self.steps_per_iteration = cfg.algo.num_steps * cfg.env.num_envs * envrunners
+        self.num_iterations = math.ceil(cfg.run.total_env_steps / self.steps_per_iteration)
+        self.algorithm = self.algorithm_cls(cfg.algo, self.observation_space, self.action_space,
+                                            seed=cfg.run.seed, num_iterations=self.num_iterations)
+        self.weights = self.algorithm.get_weights()
+        self.iteration = 0
+        self.env_steps = 0
+        self.pending: dict[int, tuple[Routed, Rollout]] = {}
+        self.episodes: deque[tuple[float, int]] = deque(maxlen=cfg.metrics.return_window)
+        self.iteration_started = time.perf_counter()
+        log.info("training %d iteration(s) of %d env steps from %d env-runner(s)",
+                 self.num_iterations, self.steps_per_iteration, envrunners)
+        while not self.stopping:
+            self.safe_point(LogicalTime(iteration=self.iteration, env_step=self.env_steps))
+            if not self.data.poll(100):
+                continue
+            while self.data.poll(0):
+                routed = recv_routed(self.data, self.data_session)
+                if routed is not None:
+                    self.on_data(routed)
+            if len(self.pending) == envrunners:
+                self.update()
+
+    def on_data(self, routed: Routed) -> None:
+        message = routed.received.message
+        if isinstance(message, PolicyRequest):
+            self.reply(routed, self.policy(done=self.iteration >= self.num_iterations))
+        elif isinstance(message, Rollout):
+            problem = self.check(message)
+            if problem:
+                log.warning("refused a rollout from %s: %s", routed.received.envelope.sender, problem)
+                self.reply(routed, ErrorReply(code=ErrorCode.REJECTED, message=problem))
+            else:
+                self.pending[message.rank] = (routed, message)
+        else:
+            self.reply(routed, ErrorReply(code=ErrorCode.UNEXPECTED,
+                                          message=f"the data socket does not take {message.TYPE}"))
+
+    def check(self, rollout: Rollout) -> str:
+        """Why a rollout cannot be used ('' if it can); nothing changes on refusal."""
+        cfg = self.config
+        if rollout.rank >= self.envrunners:
+            return f"rank {rollout.rank} is not in this run of {self.envrunners} env-runner(s)"
+        if rollout.version != self.iteration:
+            return f"collected with policy {rollout.version}, the learner is at {self.iteration}"
+        if rollout.rank in self.pending:
+            return f"rank {rollout.rank} already sent iteration {self.iteration}"
+        try:
+            self.as_batch([rollout]).validate()
+        except ValueError as exc:
+            return str(exc)
+        expected = (cfg.algo.num_steps, cfg.env.num_envs, *self.observation_space.shape)
+        if rollout.obs.shape != expected:
+            return f"obs has shape {rollout.obs.shape}, expected {expected}"
+        return ""
+
+    def update(self) -> None:
+        ordered = [self.pending[rank] for rank in sorted(self.pending)]
+        rollouts = [rollout for _, rollout in ordered]
+        values = self.algorithm.update(self.as_batch(rollouts), self.iteration)
+        self.weights = self.algorithm.get_weights()
+        self.iteration += 1
+        self.env_steps += self.steps_per_iteration
+        for rollout in rollouts:
+            self.episodes.extend(zip(rollout.episode_returns, rollout.episode_lengths))
+        now = time.perf_counter()
+        sps = self.steps_per_iteration / max(now - self.iteration_started, 1e-9)
+        self.iteration_started = now
+        finished = sum(len(r.episode_returns) for r in rollouts)
+        ltime = LogicalTime(iteration=self.iteration, env_step=self.env_steps)
+        self.bus.publish(TrainMetrics(
+            iteration=self.iteration, env_steps=self.env_steps, sps=round(sps, 1),
+            return_mean=float(np.mean([r for r, _ in self.episodes])) if self.episodes else None,
+            length_mean=float(np.mean([n for _, n in self.episodes])) if self.episodes else None,
+            episodes=finished, values={k: float(v) for k, v in values.items()},
+        ), ltime=ltime)
+        done = self.iteration >= self.num_iterations
+        for routed, _ in ordered:
+            self.reply(routed, self.policy(done=done))
+        self.pending.clear()
+        if done:
+            self.ltime = ltime
+            self._send(TrainingDone(ltime=ltime))
+
+    def policy(self, done: bool) -> PolicyWeights:
+        return PolicyWeights(version=self.iteration, weights=self.weights, done=done)
+
+    def reply(self, routed: Routed, message) -> None:
+        send_routed(self.data, self.data_session, routed.route, message, parent=routed.received.envelope.id)
+
+    @staticmethod
+    def as_batch(rollouts: list[Rollout]) -> base.Rollout:
+        """Concatenate along the env axis (time-major arrays: axis 1; last_* arrays: axis 0)."""
+        def cat(name: str) -> np.ndarray:
+            axis = 0 if name.startswith("last_") else 1
+            arrays = [getattr(r, name) for r in rollouts]
+            return arrays[0] if len(arrays) == 1 else np.concatenate(arrays, axis=axis)
+        return base.Rollout(**{name: cat(name) for name in ROLLOUT_FIELDS})
+
+
+def main(local: Config) -> int:
+    learner = Learner(local, rank=0)
+    setup_logging(learner.name)
+    return learner.run()

@@ -1,0 +1,94 @@
+"""The logger: subscribes to the bus and writes the run directory.
+
+It reports ready only after a controller beacon has reached it over the bus,
+which proves its subscription is live; the run starts after that, so the
+first iteration's metrics are not lost to the slow-joiner effect.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from pathlib import Path
+
+from dynamicrl.config import Config
+from dynamicrl.protocol import topics
+from dynamicrl.protocol.messages import Role, RunStateChanged, TrainMetrics
+from dynamicrl.protocol.sockets import Subscriber
+from dynamicrl.services.base import Service, StartupError, setup_logging
+
+from .sinks import CsvSink, TensorBoardSink, console_line
+
+log = logging.getLogger(__name__)
+
+DRAIN_IDLE_S = 0.3
+
+
+class Logger(Service):
+    role = Role.LOGGER
+
+    def run(self) -> int:
+        self.register()
+        cfg = self.config
+        self.sub = Subscriber(self.ctx, cfg.addresses.bus_out, [topics.METRICS, topics.CONTROL])
+        run_dir = Path(self.run_dir)
+        run_dir.mkdir(parents=True, exist_ok=True)
+        self.csv = CsvSink(run_dir / "metrics.csv") if cfg.logger.csv else None
+        self.tb = TensorBoardSink(run_dir) if cfg.logger.tensorboard else None
+        self.last_step = 0
+        try:
+            self.wait_for_beacon()
+            self.ready_and_wait()
+            while not self.stopping:
+                self.safe_point()
+                if self.sub.socket.poll(100):
+                    self.drain()
+            self.drain_until_quiet()
+        finally:
+            for sink in (self.csv, self.tb):
+                if sink is not None:
+                    sink.close()
+            self.sub.close()
+            self.close()
+        return 0
+
+    def wait_for_beacon(self) -> None:
+        deadline = time.monotonic() + self.config.timing.start_timeout_s
+        while not self.stopping and time.monotonic() < deadline:
+            if self.sub.socket.poll(100):
+                received = self.sub.receive()
+                if received is not None and isinstance(received.message, RunStateChanged):
+                    return
+            self.safe_point()
+        raise StartupError(f"{self.name}: no controller beacon on {self.config.addresses.bus_out}")
+
+    def drain(self) -> None:
+        while self.sub.socket.poll(0):
+            received = self.sub.receive()
+            if received is not None:
+                self.handle(received.message)
+
+    def drain_until_quiet(self) -> None:
+        """On stop: take what is still in flight (the last iteration's metrics) before closing."""
+        while self.sub.socket.poll(int(DRAIN_IDLE_S * 1000)):
+            self.drain()
+
+    def handle(self, message) -> None:
+        if isinstance(message, TrainMetrics):
+            self.last_step = message.env_steps
+            for sink in (self.csv, self.tb):
+                if sink is not None:
+                    sink.write(message)
+            if self.config.logger.console:
+                print(console_line(message, self.config.run.total_env_steps), flush=True)
+        elif isinstance(message, RunStateChanged) and message.reason:
+            if self.tb is not None:
+                self.tb.text("events/state", f"{message.state.value}: {message.reason}", self.last_step)
+            if self.config.logger.console:
+                print(f"run {message.state.value}: {message.reason}", flush=True)
+
+
+def main(local: Config) -> int:
+    logger = Logger(local, rank=0)
+    setup_logging(logger.name)
+    return logger.run()
