@@ -150,6 +150,7 @@ class Service:
         self.bus.close()
         self.link.close()
         self.ctx.term()
+        log.info("%s closed", self.name)
 
 
 def default_name(role: Role, rank: int | None) -> str:

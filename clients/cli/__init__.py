@@ -57,20 +57,29 @@ def service(name: str, overrides: tuple[str, ...], config_path: str, rank: int |
     elif name == "envrunner":
         from dynamicrl.services.envrunner.app import main as run
 
-        sys.exit(_guard(lambda: run(config, rank=rank)))
+        _guard(lambda: run(config, rank=rank))
     else:
         from dynamicrl.services.logger.app import main as run
-    sys.exit(_guard(lambda: run(config)))
+    _guard(lambda: run(config))
 
 
 def _guard(run) -> int:
+    """Run a service; exit without interpreter teardown once it has closed everything.
+
+    A service closes its sockets and files itself. Python's teardown (torch,
+    MuJoCo) can then take a second, during which it no longer handles SIGTERM, so
+    a supervisor stopping the others would kill it mid-way and report a failure.
+    """
     from dynamicrl.services.base import StartupError
 
     try:
-        return run()
+        code = run()
     except StartupError as exc:
         click.echo(f"error: {exc}", err=True)
-        return 2
+        code = 2
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(code)
 
 
 @main.command()

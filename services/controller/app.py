@@ -10,7 +10,6 @@ done or it is told to stop.
 from __future__ import annotations
 
 import logging
-import os
 import secrets
 import signal
 import time
@@ -20,13 +19,14 @@ from pathlib import Path
 import zmq
 
 from dynamicrl.config import Config, dump_yaml
-from dynamicrl.protocol.codec import Received, Session, decode, ProtocolError
+from dynamicrl.protocol.codec import ProtocolError, Session, decode
 from dynamicrl.protocol.messages import (
     ErrorCode, ErrorReply, Goodbye, Heartbeat, LogicalTime, Message, Ready, RegisterReply,
     RegisterRequest, Role, RunStart, RunState, RunStateChanged, StatusReply, StatusRequest,
     StopCommand, TrainingDone, TrainMetrics,
 )
 from dynamicrl.protocol.sockets import Publisher, Routed, bind, make_socket, recv_routed, send_routed
+from dynamicrl.services.base import setup_logging
 from dynamicrl.services.bus.proxy import BusProxy
 
 from .members import Roster
@@ -141,7 +141,10 @@ class Controller:
                 self.exit_code = 1
                 self.begin_stop(f"start timeout: {self.waiting_for()}")
         elif self.state is RunState.STOPPING:
-            if not self.roster.active() or now > (self.stop_deadline or now):
+            # wait for goodbyes, then for local members' processes to exit, so a
+            # supervisor (honcho) that reacts to our exit finds nothing to kill
+            left = self.roster.active() or self.roster.local_pids_alive()
+            if not left or now > (self.stop_deadline or now):
                 left = [m.name for m in self.roster.active()]
                 if left:
                     log.warning("stopped without a goodbye from %s", ", ".join(left))
@@ -275,7 +278,5 @@ class Controller:
 
 
 def main(config: Config) -> int:
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s controller %(levelname)s %(message)s",
-                        datefmt="%H:%M:%S")
-    os.environ.setdefault("DYNAMICRL_ROLE", "controller")
+    setup_logging("controller")
     return Controller(config).run()

@@ -6,6 +6,8 @@ member silent for ``missing_after_s`` is MISSING and heals on its next beat.
 
 from __future__ import annotations
 
+import os
+import socket
 import time
 from dataclasses import dataclass, field
 
@@ -19,6 +21,7 @@ class Member:
     rank: int
     pid: int
     route: list[bytes]
+    host: str = ""
     last_seen: float = field(default_factory=time.monotonic)
     ready: bool = False
     gone: bool = False
@@ -60,7 +63,7 @@ class Roster:
             rank = 0
         else:
             rank = len(self.active(request.role))
-        member = Member(request.service, request.role, rank, request.pid, route)
+        member = Member(request.service, request.role, rank, request.pid, route, request.host)
         self.members[request.service] = member
         return member
 
@@ -74,6 +77,19 @@ class Roster:
 
     def active(self, role: Role | None = None) -> list[Member]:
         return [m for m in self.members.values() if not m.gone and (role is None or m.role is role)]
+
+    def local_pids_alive(self) -> list[int]:
+        """Pids of departed members on this host that have not exited yet."""
+        here = socket.gethostname()
+        alive = []
+        for member in self.members.values():
+            if member.host == here and member.pid != os.getpid():
+                try:
+                    os.kill(member.pid, 0)
+                    alive.append(member.pid)
+                except (ProcessLookupError, PermissionError):
+                    pass
+        return alive
 
     def seen(self, name: str) -> Member | None:
         member = self.members.get(name)

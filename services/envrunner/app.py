@@ -67,6 +67,8 @@ class EnvRunner(Service):
             if rollout is None:
                 break
             weights = self.exchange(rollout)
+        if weights is not None and weights.done:
+            self.stop("training done")
 
     def collect(self, obs: np.ndarray, version: int) -> tuple[Rollout | None, np.ndarray]:
         cfg, envs, actor = self.config, self.envs, self.actor
