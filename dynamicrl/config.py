@@ -64,7 +64,7 @@ class TimingConfig(_Strict):
     heartbeat_s: float = Field(0.5, gt=0, le=10, description="heartbeat interval of every service")
     missing_after_s: float = Field(2.0, gt=0, description="a member silent this long is reported missing")
     start_timeout_s: float = Field(180.0, gt=0, description="the controller gives up if members are not ready by then")
-    request_timeout_s: float = Field(2.0, gt=0, le=60, description="clients wait this long for each reply attempt")
+    request_timeout_s: float = Field(1.0, gt=0, le=60, description="clients wait this long for each reply attempt")
 
 
 class LoggerConfig(_Strict):
@@ -81,7 +81,8 @@ class MetricsConfig(_Strict):
 class Config(_Strict):
     run: RunConfig = Field(default_factory=RunConfig)
     env: EnvConfig = Field(default_factory=EnvConfig)
-    algo: Any = Field(default_factory=lambda: {"name": "ppo"}, description="algorithm name and its hyperparameters")
+    algo: Any = Field(default_factory=lambda: {"name": "ppo"}, validate_default=True,
+                      description="algorithm name and its hyperparameters")
     addresses: Addresses = Field(default_factory=Addresses)
     timing: TimingConfig = Field(default_factory=TimingConfig)
     logger: LoggerConfig = Field(default_factory=LoggerConfig)
@@ -129,6 +130,8 @@ def _validate(raw: dict[str, Any], origins: dict[tuple[str, ...], str]) -> Confi
         for error in exc.errors():
             loc = tuple(str(p) for p in error["loc"] if not str(p).startswith("function-"))
             loc = tuple(p for p in loc if p not in ("int", "literal['auto']", "constrained-int"))
+            if loc == ("algo",) and isinstance(error.get("input"), dict):  # unknown algorithm: blame the name
+                loc = ("algo", "name")
             key = ".".join(loc) or "<root>"
             value = "" if error["type"] == "missing" else f" (got {error.get('input')!r})"
             lines.append(f"{_origin(origins, loc)}: {key}: {error['msg']}{value}")

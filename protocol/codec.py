@@ -90,7 +90,7 @@ def encode(envelope: Envelope, message: Message) -> list[Any]:
 
     def pack_arrays(value: Any) -> Any:
         if isinstance(value, np.ndarray):
-            array = np.ascontiguousarray(value)
+            array = np.ascontiguousarray(value).reshape(value.shape)  # ascontiguousarray makes 0-d 1-d
             buffers.append(memoryview(array).cast("B") if array.size else b"")
             return {_ND: len(buffers) - 1, "dtype": array.dtype.str, "shape": list(array.shape)}
         if isinstance(value, dict):
@@ -177,6 +177,8 @@ def _buffer(frame: Any) -> memoryview:
 
 
 def _unpack_arrays(value: Any, arrays: list[memoryview], used: set[int]) -> Any:
+    if isinstance(value, msgpack.Timestamp):  # ext type -1 bypasses ext_hook
+        raise ProtocolError("msgpack extension type -1 (timestamp) is not allowed")
     if isinstance(value, dict):
         if _ND in value:
             return _array(value, arrays, used)
@@ -190,11 +192,11 @@ def _array(ref: dict, arrays: list[memoryview], used: set[int]) -> np.ndarray:
     index, dtype, shape = ref.get(_ND), ref.get("dtype"), ref.get("shape")
     if set(ref) != {_ND, "dtype", "shape"}:
         raise ProtocolError(f"array reference has keys {sorted(ref)}")
-    if not isinstance(index, int) or not 0 <= index < len(arrays) or index in used:
+    if type(index) is not int or not 0 <= index < len(arrays) or index in used:
         raise ProtocolError(f"array reference {index!r} does not name an unused frame")
     if not isinstance(dtype, str) or dtype not in ARRAY_DTYPES:
         raise ProtocolError(f"array dtype {dtype!r} is not allowed")
-    if not isinstance(shape, list) or not all(isinstance(d, int) and d >= 0 for d in shape):
+    if not isinstance(shape, list) or not all(type(d) is int and d >= 0 for d in shape):
         raise ProtocolError(f"array shape {shape!r} is not a list of sizes")
     used.add(index)
     np_dtype = np.dtype(dtype)

@@ -24,6 +24,10 @@ class BusProxy:
         self.out_endpoint = bind(self.xpub, bus_out)
         self.forwarded = 0
 
+    def tap(self, prefix: str) -> None:
+        """Pull ``prefix`` through the proxy even when no subscriber wants it, so the owner sees it."""
+        self.xsub.send(b"\x01" + prefix.encode())
+
     def register(self, poller: zmq.Poller) -> None:
         poller.register(self.xsub, zmq.POLLIN)
         poller.register(self.xpub, zmq.POLLIN)

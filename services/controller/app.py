@@ -52,6 +52,7 @@ class Controller:
         self.commands = make_socket(self.ctx, zmq.ROUTER)
         self.command_endpoint = bind(self.commands, config.addresses.controller)
         self.proxy = BusProxy(self.ctx, config.addresses.bus_in, config.addresses.bus_out)
+        self.proxy.tap(TrainMetrics.TYPE)
         self.session = Session(name, self.run_id)
         self.bus = Publisher(self.ctx, self.proxy.in_endpoint, name, self.run_id)
         self.roster = Roster()

@@ -1,0 +1,5 @@
+"""`python -m dynamicrl.clients.cli` == `dynamicrl`."""
+
+from dynamicrl.clients.cli import main
+
+main()

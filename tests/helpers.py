@@ -1,0 +1,138 @@
+"""Shared helpers for tests that start real service processes.
+
+Everything here is plain functions (no fixtures) so unit, integration and
+end-to-end tests can all use it:
+
+* ``free_ports(n)`` / ``free_port()``: loopback TCP ports nobody listens on;
+* ``base_overrides(tmp_path, ports)``: ``KEY=VALUE`` overrides that point a run
+  at those ports and keep its run directory inside ``tmp_path``;
+* ``start_service(name, overrides, tmp_path)``: ``python -m dynamicrl.services.NAME``
+  with stdout+stderr going to a log file in ``tmp_path`` (``proc.log_path``);
+* ``stop(proc)``: SIGTERM by pid, bounded wait, then SIGKILL; never hangs;
+* ``wait_until(fn, timeout)``: poll a predicate with a deadline instead of sleeping.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any, Callable, Mapping, Sequence
+
+#: Order of the ports ``base_overrides`` expects.
+ADDRESS_KEYS = ("controller", "bus_in", "bus_out", "data")
+
+#: Variables that would silently change what a started service does.
+_SCRUBBED_ENV = ("DYNAMICRL_CONFIG", "DYNAMICRL_OVERRIDES", "HONCHO_PROCESS_NAME")
+
+
+def free_ports(n: int) -> list[int]:
+    """``n`` distinct free TCP ports on 127.0.0.1 (all held open together, then released)."""
+    sockets = []
+    try:
+        for _ in range(n):
+            s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+            s.bind(("127.0.0.1", 0))
+            sockets.append(s)
+        return [s.getsockname()[1] for s in sockets]
+    finally:
+        for s in sockets:
+            s.close()
+
+
+def free_port() -> int:
+    return free_ports(1)[0]
+
+
+def endpoint(port: int) -> str:
+    return f"tcp://127.0.0.1:{port}"
+
+
+def base_overrides(tmp_path: Path, ports: Sequence[int]) -> list[str]:
+    """Overrides for a run on ``ports`` (controller, bus_in, bus_out, data) rooted in ``tmp_path``."""
+    if len(ports) != len(ADDRESS_KEYS):
+        raise ValueError(f"need {len(ADDRESS_KEYS)} ports ({', '.join(ADDRESS_KEYS)}), got {len(ports)}")
+    overrides = [f"addresses.{key}={endpoint(port)}" for key, port in zip(ADDRESS_KEYS, ports)]
+    overrides.append(f"run.root={Path(tmp_path) / 'runs'}")
+    return overrides
+
+
+def start_service(
+    name: str,
+    overrides: Sequence[str],
+    tmp_path: Path,
+    env: Mapping[str, str] | None = None,
+    args: Sequence[str] = (),
+) -> subprocess.Popen:
+    """Start ``python -m dynamicrl.services.<name> [args] [overrides]`` in ``tmp_path``.
+
+    Output goes to ``tmp_path/<name>[.k].log`` (``proc.log_path``; ``log_text(proc)``
+    reads it). DYNAMICRL_* variables of the calling shell are not inherited;
+    pass them in ``env`` when a test wants them.
+    """
+    tmp_path = Path(tmp_path)
+    log_path = tmp_path / f"{name}.log"
+    k = 1
+    while log_path.exists():
+        log_path = tmp_path / f"{name}.{k}.log"
+        k += 1
+    child_env = {key: value for key, value in os.environ.items() if key not in _SCRUBBED_ENV}
+    child_env["PYTHONUNBUFFERED"] = "1"
+    child_env.update(env or {})
+    command = [sys.executable, "-m", f"dynamicrl.services.{name}", *args, *overrides]
+    with open(log_path, "wb") as log_file:
+        proc = subprocess.Popen(
+            command, cwd=tmp_path, env=child_env, stdin=subprocess.DEVNULL,
+            stdout=log_file, stderr=subprocess.STDOUT,
+        )
+    proc.log_path = log_path  # type: ignore[attr-defined]
+    return proc
+
+
+def log_text(proc: subprocess.Popen) -> str:
+    """What the process has written so far (empty if it has no log file)."""
+    path = getattr(proc, "log_path", None)
+    if path is None or not Path(path).exists():
+        return ""
+    return Path(path).read_text(errors="replace")
+
+
+def stop(proc: subprocess.Popen, timeout: float = 10) -> int:
+    """SIGTERM ``proc`` by pid, wait up to ``timeout`` s, then SIGKILL; return its exit code.
+
+    A negative code is the signal that ended it (``-9``: it had to be killed).
+    """
+    if proc.poll() is None:
+        try:
+            os.kill(proc.pid, signal.SIGTERM)
+        except ProcessLookupError:
+            pass
+        try:
+            return proc.wait(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            try:
+                os.kill(proc.pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+    return proc.wait(timeout=10)
+
+
+def wait_until(
+    fn: Callable[[], Any], timeout: float, interval: float = 0.05, message: str | None = None
+) -> Any:
+    """Call ``fn`` every ``interval`` s until it returns something truthy, and return that.
+
+    Raises AssertionError (with ``message``) once ``timeout`` s have passed without success.
+    """
+    deadline = time.monotonic() + timeout
+    while True:
+        value = fn()
+        if value:
+            return value
+        if time.monotonic() >= deadline:
+            raise AssertionError(message or f"condition not met within {timeout} s: {fn!r}")
+        time.sleep(interval)

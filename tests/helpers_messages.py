@@ -1,0 +1,111 @@
+"""A valid sample of every wire message, and a deep comparison for decoded dumps.
+
+``SAMPLES`` must have one entry per key of ``MESSAGE_TYPES``; the codec tests
+fail when a message type is added without a sample here.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Callable
+
+import numpy as np
+
+from dynamicrl.protocol.messages import (
+    EpisodeStats, ErrorCode, ErrorReply, Goodbye, Health, Heartbeat, LogicalTime, Message,
+    PolicyRequest, PolicyWeights, Ready, RegisterReply, RegisterRequest, Role, Rollout, RunStart,
+    RunState, RunStateChanged, ServiceStatus, StatusReply, StatusRequest, StopCommand,
+    TrainingDone, TrainMetrics,
+)
+
+
+def _rollout() -> Rollout:
+    rng = np.random.default_rng(7)
+    t, n, obs = 5, 3, 4
+    return Rollout(
+        rank=1,
+        version=2,
+        obs=rng.standard_normal((t, n, obs)).astype(np.float32),
+        actions=rng.integers(0, 2, size=(t, n)).astype(np.int64),
+        logprobs=rng.standard_normal((t, n)).astype(np.float32),
+        values=rng.standard_normal((t, n)).astype(np.float32),
+        rewards=np.ones((t, n), dtype=np.float32),
+        dones=rng.integers(0, 2, size=(t, n)).astype(bool),
+        trunc_values=np.zeros((t, n), dtype=np.float32),
+        last_obs=rng.standard_normal((n, obs)).astype(np.float32),
+        last_dones=np.array([False, True, False]),
+        episode_returns=[12.0, 33.5],
+        episode_lengths=[12, 34],
+        collect_s=0.25,
+    )
+
+
+def _weights() -> PolicyWeights:
+    rng = np.random.default_rng(3)
+    return PolicyWeights(
+        version=4,
+        weights={
+            "actor.0.weight": rng.standard_normal((8, 4)).astype(np.float32),
+            "actor.0.bias": np.zeros(8, dtype=np.float32),
+            "critic.log_std": np.array(-0.5, dtype=np.float64),
+            "steps": np.array([1, 2, 3], dtype=np.int64),
+        },
+        done=True,
+    )
+
+
+SAMPLES: dict[str, Callable[[], Message]] = {
+    RegisterRequest.TYPE: lambda: RegisterRequest(
+        service="envrunner.1", role=Role.ENVRUNNER, rank=0, pid=1234, host="box"),
+    RegisterReply.TYPE: lambda: RegisterReply(
+        run_id="run-1", run_dir="/tmp/run-1", rank=0,
+        config={"run": {"seed": 1, "envrunners": "auto"}, "algo": {"hidden_sizes": [64, 64], "lr": 2.5e-4},
+                "env": {"kwargs": {}}, "plugins": [], "dir": None}),
+    Ready.TYPE: lambda: Ready(service="learner.0"),
+    RunStart.TYPE: lambda: RunStart(envrunners=2, members=["learner.0", "envrunner.1", "envrunner.2"]),
+    Heartbeat.TYPE: lambda: Heartbeat(service="learner.0", ltime=LogicalTime(iteration=3, env_step=4096)),
+    Goodbye.TYPE: lambda: Goodbye(service="envrunner.1", reason="SIGTERM"),
+    StopCommand.TYPE: lambda: StopCommand(reason="training done"),
+    TrainingDone.TYPE: lambda: TrainingDone(ltime=LogicalTime(iteration=10, env_step=150_000)),
+    ErrorReply.TYPE: lambda: ErrorReply(code=ErrorCode.CONFLICT, message="busy"),
+    StatusRequest.TYPE: lambda: StatusRequest(),
+    StatusReply.TYPE: lambda: StatusReply(
+        run_id="run-1", run_dir="/tmp/run-1", state=RunState.RUNNING,
+        services=[ServiceStatus(service="learner.0", role=Role.LEARNER, rank=0, pid=42,
+                                health=Health.OK, last_seen_s=0.125)],
+        ltime=LogicalTime(iteration=2, env_step=2048), sps=1500.5, return_mean=None,
+        total_env_steps=100_000),
+    RunStateChanged.TYPE: lambda: RunStateChanged(state=RunState.STOPPING, reason="SIGINT"),
+    PolicyRequest.TYPE: lambda: PolicyRequest(rank=3),
+    PolicyWeights.TYPE: _weights,
+    Rollout.TYPE: _rollout,
+    TrainMetrics.TYPE: lambda: TrainMetrics(
+        iteration=5, env_steps=5120, sps=2000.0, return_mean=21.5, length_mean=None, episodes=7,
+        values={"loss/policy": -0.01, "loss/value": 0.5, "lr": 2.4e-4}),
+    EpisodeStats.TYPE: lambda: EpisodeStats(rank=0, env_steps=640, returns=[10.0, 22.0], lengths=[10, 22]),
+}
+
+
+def sample(type_name: str) -> Message:
+    return SAMPLES[type_name]()
+
+
+def assert_same(expected: Any, actual: Any, where: str = "") -> None:
+    """Deep equality of model dumps; arrays must match in dtype, shape and values."""
+    if isinstance(expected, np.ndarray):
+        assert isinstance(actual, np.ndarray), f"{where}: expected an array, got {type(actual).__name__}"
+        assert actual.dtype == expected.dtype, f"{where}: dtype {actual.dtype} != {expected.dtype}"
+        assert actual.shape == expected.shape, f"{where}: shape {actual.shape} != {expected.shape}"
+        assert np.array_equal(actual, expected), f"{where}: values differ"
+    elif isinstance(expected, dict):
+        assert isinstance(actual, dict), f"{where}: expected a dict, got {type(actual).__name__}"
+        assert set(actual) == set(expected), f"{where}: keys {sorted(actual)} != {sorted(expected)}"
+        for key in expected:
+            assert_same(expected[key], actual[key], f"{where}.{key}")
+    elif isinstance(expected, (list, tuple)):
+        assert type(actual) is type(expected), f"{where}: {type(actual).__name__} != {type(expected).__name__}"
+        assert len(actual) == len(expected), f"{where}: length {len(actual)} != {len(expected)}"
+        for i, (e, a) in enumerate(zip(expected, actual)):
+            assert_same(e, a, f"{where}[{i}]")
+    else:
+        assert type(actual) is type(expected), f"{where}: {type(actual).__name__} != {type(expected).__name__}"
+        assert actual == expected, f"{where}: {actual!r} != {expected!r}"
