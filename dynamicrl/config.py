@@ -63,6 +63,7 @@ class EnvConfig(_Strict):
 class TimingConfig(_Strict):
     heartbeat_s: float = Field(0.5, gt=0, le=10, description="heartbeat interval of every service")
     missing_after_s: float = Field(2.0, gt=0, description="a member silent this long is reported missing")
+    dead_after_s: float = Field(15.0, gt=0, description="a learner or env-runner silent this long stops the run (exit 1)")
     start_timeout_s: float = Field(180.0, gt=0, description="the controller gives up if members are not ready by then")
     request_timeout_s: float = Field(1.0, gt=0, le=60, description="clients wait this long for each reply attempt")
 

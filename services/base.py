@@ -49,6 +49,7 @@ class Service:
         self.bus = Publisher(self.ctx, local.addresses.bus_in, self.name)
         self.stopping = False
         self.stop_reason = ""
+        self.exit_code = 0
         self.ltime = LogicalTime(iteration=0, env_step=0)
         self._next_beat = 0.0
         self._handlers: dict[type[Message], Callable[[Received], None]] = {StopCommand: self._on_stop}
@@ -154,11 +155,11 @@ class Service:
 
 
 def default_name(role: Role, rank: int | None) -> str:
-    """``envrunner.2`` under honcho (its process name), else role plus rank or pid."""
+    """``envrunner.2`` under honcho (its process name), else role.(rank + 1) like honcho, or role.pid."""
     honcho = os.environ.get("HONCHO_PROCESS_NAME", "")
     if honcho.startswith(role.value + "."):
         return honcho
-    return f"{role.value}.{rank if rank is not None else os.getpid()}"
+    return f"{role.value}.{rank + 1 if rank is not None else os.getpid()}"
 
 
 def rank_from_environment() -> int | None:

@@ -70,7 +70,7 @@ class StatusReply(Message):
 
 
 class RunStateChanged(Message):
-    """Controller -> bus (topic ``control.state``), on every change and as a 1 s beacon.
+    """Controller -> bus (topic ``control.state``), on every change and as a 0.5 s beacon.
 
     The beacon lets a late subscriber learn the state without asking, and lets a
     service prove its subscription is live before it reports ready.

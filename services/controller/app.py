@@ -141,6 +141,13 @@ class Controller:
             elif now - self.started_at > self.config.timing.start_timeout_s:
                 self.exit_code = 1
                 self.begin_stop(f"start timeout: {self.waiting_for()}")
+        elif self.state is RunState.RUNNING:
+            dead = [m for m in self.roster.active() if m.role in (Role.LEARNER, Role.ENVRUNNER)
+                    and now - m.last_seen > self.config.timing.dead_after_s]
+            if dead:
+                self.exit_code = 1
+                self.begin_stop(", ".join(f"{m.name} silent for {now - m.last_seen:.0f} s" for m in dead)
+                                + " (crashed or hung?)")
         elif self.state is RunState.STOPPING:
             # wait for goodbyes, then for local members' processes to exit, so a
             # supervisor (honcho) that reacts to our exit finds nothing to kill

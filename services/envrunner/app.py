@@ -53,7 +53,7 @@ class EnvRunner(Service):
             self.envs.close()
             self.data.close()
             self.close()
-        return 0
+        return self.exit_code
 
     def loop(self) -> None:
         weights = self.exchange(PolicyRequest(rank=self.rank))
@@ -130,7 +130,10 @@ class EnvRunner(Service):
                 log.warning("%s: bad reply from the learner: %s", self.name, exc)
                 continue
             if isinstance(reply, ErrorReply):
-                raise RuntimeError(f"learner refused {message.TYPE}: {reply.message}")
+                log.error("%s: the learner refused %s: %s", self.name, message.TYPE, reply.message)
+                self.exit_code = 1
+                self.stop(f"refused by the learner: {reply.message}")
+                return None
             if isinstance(reply, PolicyWeights):
                 return reply
         return None

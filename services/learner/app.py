@@ -141,12 +141,12 @@ class Learner(Service):
             episodes=finished, values={k: float(v) for k, v in values.items()},
         ), ltime=ltime)
         done = self.iteration >= self.num_iterations
+        if done:  # before the env-runners hear it, so their goodbyes do not look like desertion
+            self.ltime = ltime
+            self._send(TrainingDone(ltime=ltime))
         for routed, _ in ordered:
             self.reply(routed, self.policy(done=done))
         self.pending.clear()
-        if done:
-            self.ltime = ltime
-            self._send(TrainingDone(ltime=ltime))
 
     def policy(self, done: bool) -> PolicyWeights:
         return PolicyWeights(version=self.iteration, weights=self.weights, done=done)

@@ -60,6 +60,8 @@ class Logger(Service):
                 if received is not None and isinstance(received.message, RunStateChanged):
                     return
             self.safe_point()
+        if self.stopping:
+            raise StartupError(f"{self.name}: stopped before the run started ({self.stop_reason})")
         raise StartupError(f"{self.name}: no controller beacon on {self.config.addresses.bus_out}")
 
     def drain(self) -> None:
@@ -89,6 +91,6 @@ class Logger(Service):
 
 
 def main(local: Config) -> int:
-    logger = Logger(local, rank=0)
+    logger = Logger(local)
     setup_logging(logger.name)
     return logger.run()
