@@ -123,7 +123,7 @@ class Learner(Service):
     def update(self) -> None:
         ordered = [self.pending[rank] for rank in sorted(self.pending)]
         rollouts = [rollout for _, rollout in ordered]
-        values = self.algorithm.update(self.as_batch(rollouts), self.iteration)
+        values = self.algorithm.update(self.as_batch(rollouts), self.iteration, safe_point=self.safe_point)
         self.weights = self.algorithm.get_weights()
         self.iteration += 1
         self.env_steps += self.steps_per_iteration

@@ -17,7 +17,13 @@ from pathlib import Path
 
 import pytest
 
+import msgpack
+import zmq
+
+from dynamicrl.protocol.codec import Session, decode
+from dynamicrl.protocol.messages import ErrorCode, ErrorReply
 from helpers import free_ports, wait_until
+from helpers_messages import sample
 
 pytestmark = pytest.mark.e2e
 
@@ -32,6 +38,7 @@ class Honcho:
                  config: str = "configs/defaults.yaml") -> None:
         ports = free_ports(4)
         self.endpoint = f"tcp://127.0.0.1:{ports[0]}"
+        self.bus_in, self.data = f"tcp://127.0.0.1:{ports[1]}", f"tcp://127.0.0.1:{ports[3]}"
         self.overrides = [
             f"addresses.controller={self.endpoint}",
             f"addresses.bus_in=tcp://127.0.0.1:{ports[1]}",
@@ -118,13 +125,46 @@ def tensorboard_scalars(run_dir: Path, tag: str) -> list[tuple[int, float]]:
     return [(e.step, e.value) for e in acc.Scalars(tag)]
 
 
-def check_learned(h: Honcho, envrunners: int) -> None:
+GARBAGE = [
+    [b"data.rollout", b"\xc1\xff not msgpack"],
+    [b"data.rollout", msgpack.packb({"v": "9.0", "type": "data.rollout", "body": {}})],
+    [b"just one frame"],
+]
+
+
+def poke_garbage(h: Honcho) -> None:
+    """Feed a live run bad input: the learner answers each with an error, nothing changes."""
+    ctx = zmq.Context()
+    try:
+        dealer = ctx.socket(zmq.DEALER)
+        dealer.connect(h.data)
+        stale = sample("data.rollout").model_copy(update={"rank": 0, "version": 10**6})
+        for frames in [*GARBAGE, Session("intruder").encode(stale)]:
+            dealer.send_multipart(frames)
+        codes = []
+        for _ in range(len(GARBAGE) + 1):
+            assert dealer.poll(10_000), "the learner stopped answering"
+            reply = decode(dealer.recv_multipart()).message
+            assert isinstance(reply, ErrorReply)
+            codes.append(reply.code)
+        assert codes == [ErrorCode.BAD_MESSAGE] * len(GARBAGE) + [ErrorCode.REJECTED]
+        pub = ctx.socket(zmq.PUB)
+        pub.connect(h.bus_in)
+        for _ in range(20):
+            pub.send_multipart([b"metrics.train", b"\x00garbage"])
+    finally:
+        ctx.destroy(linger=0)
+
+
+def check_learned(h: Honcho, envrunners: int, garbage: bool = False) -> None:
     """Status answered mid-run, honcho exited 0, CSV and TensorBoard agree and show CartPole solved."""
     running = wait_until(lambda: (s := h.status()) and s["ltime"] and s, timeout=180)
     roles = sorted((s["role"], s["rank"]) for s in running["services"])
     assert roles == sorted([("learner", 0), ("logger", 0)] + [("envrunner", r) for r in range(envrunners)])
     assert all(s["health"] == "ok" for s in running["services"]), running
     assert running["state"] == "running" and running["sps"] > 0
+    if garbage:
+        poke_garbage(h)
 
     assert h.wait(timeout=600) == 0, h.log()[-3000:]
     rows = read_metrics(h.run_dir())
@@ -144,7 +184,7 @@ def check_learned(h: Honcho, envrunners: int) -> None:
 
 
 def test_cartpole_learns_under_honcho(honcho):
-    check_learned(honcho([]), envrunners=1)
+    check_learned(honcho([]), envrunners=1, garbage=True)
 
 
 def test_two_envrunners_both_contribute(honcho):

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from abc import ABC, abstractmethod
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Callable
 
 import numpy as np
 
@@ -78,8 +78,13 @@ class Algorithm(ABC):
     ) -> None: ...
 
     @abstractmethod
-    def update(self, rollout: Rollout, iteration: int) -> dict[str, float]:
+    def update(self, rollout: Rollout, iteration: int,
+               safe_point: Callable[[], None] | None = None) -> dict[str, float]:
         """Learn from one rollout; ``iteration`` counts from 0.
+
+        Call ``safe_point()`` between gradient steps, where the state is
+        consistent: the learner answers the controller there (heartbeats now,
+        pauses and patches next), so a long update never looks like a hang.
 
         Returns scalar metrics: policy_loss, value_loss, entropy, approx_kl,
         clip_frac, explained_variance, lr, grad_norm.

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Callable
+
 import numpy as np
 import torch
 from gymnasium import spaces
@@ -39,7 +41,8 @@ class PPOAlgorithm(Algorithm):
             return self.config.lr
         return self.config.lr * max(0.0, 1.0 - iteration / self.num_iterations)
 
-    def update(self, rollout: Rollout, iteration: int) -> dict[str, float]:
+    def update(self, rollout: Rollout, iteration: int,
+               safe_point: Callable[[], None] | None = None) -> dict[str, float]:
         rollout.validate()
         cfg = self.config
         num_epochs, num_minibatches = cfg.update_epochs, cfg.num_minibatches  # fixed for this update
@@ -67,6 +70,8 @@ class PPOAlgorithm(Algorithm):
         for epoch in range(num_epochs):
             epoch_kls = []
             for mb in torch.randperm(batch_size, generator=self.generator).tensor_split(num_minibatches):
+                if safe_point is not None:
+                    safe_point()
                 cfg = self.config  # a live patch of a next_minibatch setting lands here
                 lr = self.learning_rate(iteration)
                 for group in self.optimizer.param_groups:
