@@ -60,10 +60,21 @@ class EnvConfig(_Strict):
     kwargs: dict[str, Any] = Field(default_factory=dict, description="keyword arguments for gymnasium.make")
 
 
+class EnvRunnerConfig(_Strict):
+    """Env-runner settings; the tunable ones may be patched live as ``envrunner.<name>``."""
+
+    reward_scale: float = Field(
+        1.0, gt=0, le=1e6, json_schema_extra={"tunable": True, "apply": "next_env_step"},
+        description="Multiplies every reward the learner sees (episode returns are reported unscaled).",
+    )
+
+
 class TimingConfig(_Strict):
     heartbeat_s: float = Field(0.5, gt=0, le=10, description="heartbeat interval of every service")
     missing_after_s: float = Field(2.0, gt=0, description="a member silent this long is reported missing")
     dead_after_s: float = Field(15.0, gt=0, description="a learner or env-runner silent this long stops the run (exit 1)")
+    pause_timeout_s: float = Field(5.0, gt=0, le=600, description="a pause not reached by every service by then is called off")
+    patch_wait_s: float = Field(10.0, gt=0, le=600, description="how long `dynamicrl patch` waits for the patch to take effect")
     start_timeout_s: float = Field(180.0, gt=0, description="the controller gives up if members are not ready by then")
     request_timeout_s: float = Field(1.0, gt=0, le=60, description="clients wait this long for each reply attempt")
 
@@ -82,12 +93,14 @@ class MetricsConfig(_Strict):
 class Config(_Strict):
     run: RunConfig = Field(default_factory=RunConfig)
     env: EnvConfig = Field(default_factory=EnvConfig)
+    envrunner: EnvRunnerConfig = Field(default_factory=EnvRunnerConfig)
     algo: Any = Field(default_factory=lambda: {"name": "ppo"}, validate_default=True,
                       description="algorithm name and its hyperparameters")
     addresses: Addresses = Field(default_factory=Addresses)
     timing: TimingConfig = Field(default_factory=TimingConfig)
     logger: LoggerConfig = Field(default_factory=LoggerConfig)
     metrics: MetricsConfig = Field(default_factory=MetricsConfig)
+    patches: str | None = Field(None, description="a patches.jsonl to replay: its patches apply at the same logical times")
     plugins: list[str] = Field(default_factory=list, description="modules imported first (e.g. to register algorithms)")
 
     @field_validator("algo", mode="before")

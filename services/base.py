@@ -2,9 +2,10 @@
 
 A service is a readable loop that calls :meth:`Service.safe_point` wherever its
 state is consistent (an env-runner between env steps, the learner between
-minibatches). There the service answers the controller (stop now; later pause,
-patch) and sends its heartbeat when one is due, so a busy service never looks
-dead and never acts on a command half-way through a step.
+minibatches). There, and only there, the service acts on the controller: it
+stops, stands at a pause barrier until resumed, applies due hyperparameter
+patches, and sends its heartbeat, so a busy service never looks dead and never
+acts on a command half-way through a step.
 """
 
 from __future__ import annotations
@@ -18,11 +19,13 @@ from typing import Callable
 
 import zmq
 
+from dynamicrl import tunables
 from dynamicrl.config import Config, config_from_dict
 from dynamicrl.protocol.codec import ProtocolError, Received, Session
 from dynamicrl.protocol.messages import (
-    ErrorReply, Goodbye, Heartbeat, LogicalTime, Message, Ready, RegisterReply, RegisterRequest,
-    Role, RunStart, StopCommand,
+    ApplyPatch, BarrierReached, ErrorReply, Goodbye, Heartbeat, LogicalTime, Message, PatchApplied,
+    PauseCommand, Position, Ready, RegisterReply, RegisterRequest, ResumeCommand, Role, RunStart,
+    StopCommand,
 )
 from dynamicrl.protocol.sockets import Publisher, make_socket, recv, send
 
@@ -37,6 +40,8 @@ class Service:
     """Membership and lifecycle of one process; subclasses write the loop."""
 
     role: Role
+    #: False for observers (the logger): they report at the barrier at once and keep running.
+    pausable = True
 
     def __init__(self, local: Config, name: str | None = None, rank: int | None = None) -> None:
         self.local = local
@@ -52,7 +57,15 @@ class Service:
         self.exit_code = 0
         self.ltime = LogicalTime(iteration=0, env_step=0)
         self._next_beat = 0.0
-        self._handlers: dict[type[Message], Callable[[Received], None]] = {StopCommand: self._on_stop}
+        self.pause_id: str | None = None   # a pause is requested (or held) while set
+        self.pending_patches: list[ApplyPatch] = []
+        self.minibatch: int | None = None
+        self._handlers: dict[type[Message], Callable[[Received], None]] = {
+            StopCommand: self._on_stop,
+            PauseCommand: self._on_pause,
+            ResumeCommand: self._on_resume,
+            ApplyPatch: self._on_apply_patch,
+        }
         for sig in (signal.SIGINT, signal.SIGTERM):
             signal.signal(sig, self._on_signal)
         # filled by join()
@@ -76,7 +89,9 @@ class Service:
     def ready_and_wait(self) -> RunStart:
         """Report start-up done; block until every expected member is ready too."""
         self._send(Ready(service=self.name))
-        return self._await(RunStart, self.config.timing.start_timeout_s, "the start of the run")
+        start = self._await(RunStart, self.config.timing.start_timeout_s, "the start of the run")
+        self.pending_patches.extend(start.patches)  # a replayed journal, due at exact logical times
+        return start
 
     def _await(self, kind: type[Message], timeout_s: float, what: str) -> Message:
         deadline = time.monotonic() + timeout_s
@@ -97,18 +112,107 @@ class Service:
         raise StartupError(f"{self.name}: stopped before {what} ({self.stop_reason})")
 
     # -- running -------------------------------------------------------------------
-    def safe_point(self, ltime: LogicalTime | None = None) -> None:
-        """Handle what the controller sent and beat the heart; call only where state is consistent."""
+    def safe_point(self, ltime: LogicalTime | None = None, *, minibatch: int | None = None,
+                   boundary: bool = True) -> None:
+        """Act on the controller here; call only where the service's state is consistent.
+
+        ``minibatch`` is the learner's gradient steps done in the current update;
+        ``boundary`` says that next-iteration patches may apply here (the learner
+        passes False inside an update, whose shape is already fixed).
+        """
         if ltime is not None:
             self.ltime = ltime
+        self.minibatch = minibatch
+        self._drain_link()
+        if self.pause_id is not None and not self.stopping:
+            self._stand_at_barrier()
+        if self.pending_patches and not self.stopping:
+            self._apply_due_patches(boundary)
+        self._beat()
+
+    def wait(self, sock: zmq.Socket, timeout_ms: int) -> bool:
+        """Wait for ``sock`` or the controller, whichever speaks first (commands act at once).
+
+        True when ``sock`` has a message. The caller must be at a safe point.
+        """
+        poller = zmq.Poller()
+        poller.register(sock, zmq.POLLIN)
+        poller.register(self.link, zmq.POLLIN)
+        events = dict(poller.poll(timeout_ms))
+        if self.link in events or not events:
+            self.safe_point(minibatch=self.minibatch)
+        return sock in events
+
+    def position(self) -> Position:
+        return Position(service=self.name, ltime=self.ltime, minibatch=self.minibatch)
+
+    def _drain_link(self) -> None:
         while self.link.poll(0):
             received = self._recv_link()
             if received is not None:
                 self._dispatch(received)
+
+    def _beat(self) -> None:
         now = time.monotonic()
         if now >= self._next_beat:
             self._next_beat = now + self.config.timing.heartbeat_s
             self._send(Heartbeat(service=self.name, ltime=self.ltime))
+
+    # -- pauses ----------------------------------------------------------------------
+    def _on_pause(self, received: Received) -> None:
+        self.pause_id = received.message.pause_id
+        if not self.pausable:
+            self._send(BarrierReached(pause_id=self.pause_id, position=self.position()))
+            self.pause_id = None
+
+    def _on_resume(self, received: Received) -> None:
+        self.pause_id = None
+
+    def _stand_at_barrier(self) -> None:
+        """Report the position, then hold still (heartbeats go on) until resumed or stopped."""
+        reported = None
+        while self.pause_id is not None and not self.stopping:
+            if reported != self.pause_id:  # a second pause while held is answered too
+                reported = self.pause_id
+                self._send(BarrierReached(pause_id=reported, position=self.position()))
+            if self.link.poll(100):
+                self._drain_link()
+            self._beat()
+
+    # -- patches ---------------------------------------------------------------------
+    def _on_apply_patch(self, received: Received) -> None:
+        self.pending_patches.append(received.message)
+
+    def _apply_due_patches(self, boundary: bool) -> None:
+        specs = tunables.specs(self.config)
+        for patch in list(self.pending_patches):
+            if patch.at is not None and self._before(patch):
+                continue
+            due = {name: value for name, value in patch.changes.items()
+                   if name in specs and (boundary or specs[name].apply != "next_iteration")}
+            if not due:
+                continue
+            try:
+                self.config, diff = tunables.validate(self.config, due)
+            except tunables.PatchError as exc:  # the controller validated it; never apply half
+                log.error("%s: refusing patch %s: %s", self.name, patch.patch_id, exc)
+                diff = {}
+            self.on_config_changed()
+            remaining = {k: v for k, v in patch.changes.items() if k not in due and k in specs}
+            self.pending_patches.remove(patch)
+            if remaining:
+                self.pending_patches.append(patch.model_copy(update={"changes": remaining}))
+            self._send(PatchApplied(patch_id=patch.patch_id, position=self.position(), changes=diff))
+            log.info("%s applied patch %s at %s: %s", self.name, patch.patch_id,
+                     self.position().model_dump(exclude={"service"}), diff)
+
+    def _before(self, patch: ApplyPatch) -> bool:
+        here = (self.ltime.iteration, self.ltime.env_step, self.minibatch or 0)
+        due = (patch.at.iteration, patch.at.env_step, patch.at_minibatch or 0)
+        return here < due
+
+    def on_config_changed(self) -> None:
+        """Hook: a patch changed ``self.config``; push the new values where they are read."""
 
     def on(self, kind: type[Message], handler: Callable[[Received], None]) -> None:
         self._handlers[kind] = handler

@@ -11,6 +11,9 @@ from typing import Any, Callable
 import numpy as np
 
 from dynamicrl.protocol.messages import (
+    ApplyPatch, BarrierReached, HistoryReply, HistoryRequest, JournalEntry, ParamsReply, ParamsRequest,
+    PatchApplied, PatchEvent, PatchReply, PatchRequest, PatchStatus, PauseCommand, PauseReply,
+    PauseRequest, Position, ResumeCommand, ResumeReply, ResumeRequest, Tunable, ValueChange,
     EpisodeStats, ErrorCode, ErrorReply, Goodbye, Health, Heartbeat, LogicalTime, Message,
     PolicyRequest, PolicyWeights, Ready, RegisterReply, RegisterRequest, Role, Rollout, RunStart,
     RunState, RunStateChanged, ServiceStatus, StatusReply, StatusRequest, StopCommand,
@@ -37,6 +40,16 @@ def _rollout() -> Rollout:
         episode_lengths=[12, 34],
         collect_s=0.25,
     )
+
+
+def _position(minibatch: int | None = None) -> Position:
+    return Position(service="learner.1", ltime=LogicalTime(iteration=4, env_step=1024), minibatch=minibatch)
+
+
+def _entry() -> JournalEntry:
+    return JournalEntry(patch_id="a1", author="cli@me", service="learner.1",
+                        changes={"ppo.lr": ValueChange(old=2.5e-4, new=1e-4)},
+                        ltime=LogicalTime(iteration=4, env_step=1024), minibatch=2, time=1.5e9)
 
 
 def _weights() -> PolicyWeights:
@@ -82,6 +95,27 @@ SAMPLES: dict[str, Callable[[], Message]] = {
         iteration=5, env_steps=5120, sps=2000.0, return_mean=21.5, length_mean=None, episodes=7,
         values={"loss/policy": -0.01, "loss/value": 0.5, "lr": 2.4e-4}),
     EpisodeStats.TYPE: lambda: EpisodeStats(rank=0, env_steps=640, returns=[10.0, 22.0], lengths=[10, 22]),
+    PauseCommand.TYPE: lambda: PauseCommand(pause_id="p1"),
+    BarrierReached.TYPE: lambda: BarrierReached(pause_id="p1", position=_position(minibatch=3)),
+    ResumeCommand.TYPE: lambda: ResumeCommand(pause_id="p1"),
+    ApplyPatch.TYPE: lambda: ApplyPatch(patch_id="a1", author="cli@me", changes={"ppo.lr": 1e-4, "ppo.target_kl": None},
+                                        at=LogicalTime(iteration=7, env_step=0), at_minibatch=2),
+    PatchApplied.TYPE: lambda: PatchApplied(patch_id="a1", position=_position(),
+                                            changes={"ppo.lr": (2.5e-4, 1e-4), "ppo.update_epochs": (4, 8)}),
+    PauseRequest.TYPE: lambda: PauseRequest(),
+    PauseReply.TYPE: lambda: PauseReply(already=False, positions=[_position(), _position(minibatch=0)], latency_s=0.004),
+    ResumeRequest.TYPE: lambda: ResumeRequest(),
+    ResumeReply.TYPE: lambda: ResumeReply(already=True, paused_s=1.5),
+    ParamsRequest.TYPE: lambda: ParamsRequest(),
+    ParamsReply.TYPE: lambda: ParamsReply(params=[Tunable(
+        name="ppo.lr", owner=Role.LEARNER, type="float", apply="next_minibatch", description="lr",
+        value=2.5e-4, minimum=0.0, exclusive_minimum=True, maximum=1.0)]),
+    PatchRequest.TYPE: lambda: PatchRequest(changes={"ppo.lr": 1e-4, "ppo.update_epochs": 8, "x.flag": True},
+                                            at_iteration=3, author="rule:bci", wait=False),
+    PatchReply.TYPE: lambda: PatchReply(patch_id="a1", status=PatchStatus.APPLIED, applied=[_entry()]),
+    PatchEvent.TYPE: lambda: PatchEvent(entry=_entry()),
+    HistoryRequest.TYPE: lambda: HistoryRequest(),
+    HistoryReply.TYPE: lambda: HistoryReply(entries=[_entry(), _entry()]),
 }
 
 

@@ -82,26 +82,42 @@ def _guard(run) -> int:
     os._exit(code)
 
 
-@main.command()
-@config_option
-@click.option("--timeout", type=float, default=None, help="seconds to wait per attempt (default: timing.request_timeout_s)")
-@click.option("--json", "as_json", is_flag=True, help="print the raw status as JSON")
-@click.argument("overrides", nargs=-1, metavar="[KEY=VALUE]...")
-def status(config_path: str, timeout: float | None, as_json: bool, overrides: tuple[str, ...]) -> None:
-    """Services, health, iteration, env steps, SPS and mean return of the running run."""
+def _call(config: Config, request, timeout_s: float | None = None, extra_s: float = 0.0):
+    """One request to the controller; every failure becomes one clear message and exit 1."""
     from dynamicrl.clients.control import ControlClient, ControlError, RequestTimeout
 
-    config = _load(config_path, overrides)
     endpoint = config.addresses.controller
-    with ControlClient(endpoint, timeout_s=timeout or config.timing.request_timeout_s) as client:
+    with ControlClient(endpoint, timeout_s=(timeout_s or config.timing.request_timeout_s) + extra_s) as client:
         try:
-            reply = client.status()
+            return client.call(request)
         except RequestTimeout:
             raise click.ClickException(f"no controller answered at {endpoint} (is the run started?)") from None
         except ControlError as exc:
             raise click.ClickException(str(exc)) from None
+
+
+def _emit_json(reply) -> None:
+    click.echo(reply.model_dump_json(indent=2))
+
+
+timeout_option = click.option("--timeout", type=float, default=None,
+                              help="seconds to wait per attempt (default: timing.request_timeout_s)")
+json_option = click.option("--json", "as_json", is_flag=True, help="print the raw reply as JSON")
+overrides_argument = click.argument("overrides", nargs=-1, metavar="[KEY=VALUE]...")
+
+
+@main.command()
+@config_option
+@timeout_option
+@json_option
+@overrides_argument
+def status(config_path: str, timeout: float | None, as_json: bool, overrides: tuple[str, ...]) -> None:
+    """Services, health, iteration, env steps, SPS and mean return of the running run."""
+    from dynamicrl.protocol.messages import StatusRequest
+
+    reply = _call(_load(config_path, overrides), StatusRequest(), timeout)
     if as_json:
-        click.echo(reply.model_dump_json(indent=2))
+        _emit_json(reply)
         return
     ltime = reply.ltime
     click.echo(f"run       {reply.run_id}  [{reply.state.value}]")
@@ -116,5 +132,137 @@ def status(config_path: str, timeout: float | None, as_json: bool, overrides: tu
         click.echo("progress  no iteration finished yet")
     click.echo("services:")
     for s in reply.services:
+        at = f"  at {_where(s.ltime)}" if s.ltime else ""
         click.echo(f"  {s.service:<14} {s.role.value:<10} rank {s.rank:<3} pid {s.pid:<8} {s.health.value:<8} "
-                   f"seen {s.last_seen_s:.1f}s ago")
+                   f"seen {s.last_seen_s:.1f}s ago{at}")
+
+
+def _where(ltime, minibatch=None) -> str:
+    text = f"iteration {ltime.iteration}, env step {ltime.env_step}"
+    return text + (f", minibatch {minibatch}" if minibatch is not None else "")
+
+
+@main.command()
+@config_option
+@json_option
+@overrides_argument
+def pause(config_path: str, as_json: bool, overrides: tuple[str, ...]) -> None:
+    """Stop every service at its next safe point; returns once all stand at the barrier.
+
+    Prints where each service stopped. Pausing a paused run is harmless. If a
+    service does not reach its barrier within timing.pause_timeout_s, the pause is
+    called off (the run keeps going) and the command fails naming that service.
+    """
+    from dynamicrl.protocol.messages import PauseRequest
+
+    config = _load(config_path, overrides)
+    reply = _call(config, PauseRequest(), extra_s=config.timing.pause_timeout_s)
+    if as_json:
+        _emit_json(reply)
+        return
+    if reply.already:
+        click.echo("already paused; services stand at:")
+    else:
+        click.echo(f"paused in {reply.latency_s * 1000:.1f} ms; services stand at:")
+    for p in reply.positions:
+        click.echo(f"  {p.service:<14} {_where(p.ltime, p.minibatch)}")
+
+
+@main.command()
+@config_option
+@json_option
+@overrides_argument
+def resume(config_path: str, as_json: bool, overrides: tuple[str, ...]) -> None:
+    """Continue a paused run exactly where each service stopped (harmless if running)."""
+    from dynamicrl.protocol.messages import ResumeRequest
+
+    reply = _call(_load(config_path, overrides), ResumeRequest())
+    if as_json:
+        _emit_json(reply)
+    elif reply.already:
+        click.echo("not paused; nothing to resume")
+    else:
+        click.echo(f"resumed after {reply.paused_s:.1f} s paused")
+
+
+@main.command()
+@config_option
+@json_option
+@overrides_argument
+def params(config_path: str, as_json: bool, overrides: tuple[str, ...]) -> None:
+    """Every live-tunable hyperparameter: type, bounds, apply point, current value."""
+    from dynamicrl.protocol.messages import ParamsRequest
+    from dynamicrl.tunables import allowed
+
+    reply = _call(_load(config_path, overrides), ParamsRequest())
+    if as_json:
+        _emit_json(reply)
+        return
+    click.echo(f"{'name':<22} {'value':<12} {'allowed':<26} {'applies':<15} description")
+    for row in reply.params:
+        click.echo(f"{row.name:<22} {row.value!s:<12} {allowed(row):<26} {row.apply:<15} {row.description}")
+
+
+@main.command(context_settings={"ignore_unknown_options": True})
+@click.argument("changes", nargs=-1, required=True, metavar="NAME=VALUE...")
+@config_option
+@click.option("--at-iteration", type=click.IntRange(min=0), default=None,
+              help="apply once this many iterations are complete (default: at each value's apply point)")
+@click.option("--no-wait", is_flag=True, help="return once accepted instead of when applied")
+@click.option("--author", default=None, help="recorded in the journal (default: cli@<user>)")
+@click.option("--set", "overrides", multiple=True, metavar="KEY=VALUE",
+              help="config override for finding the controller (e.g. --set addresses.controller=...)")
+@json_option
+def patch(changes: tuple[str, ...], config_path: str, at_iteration: int | None, no_wait: bool,
+          author: str | None, overrides: tuple[str, ...], as_json: bool) -> None:
+    """Change hyperparameters of the live run, all or nothing: `dynamicrl patch ppo.lr=1e-4 ppo.ent_coef=0.01`.
+
+    The whole patch is validated first (unknown name, wrong type, out of bounds:
+    nothing changes and the error names the key, the value and what is allowed).
+    Each value then takes effect at its apply point (see `dynamicrl params`); the
+    reply gives the logical time at which it did. Sent while paused, it takes
+    effect on resume. Every application is appended to the run's patches.jsonl.
+    """
+    import getpass
+
+    from dynamicrl.protocol.messages import PatchRequest
+    from dynamicrl.tunables import parse_value
+
+    parsed = {}
+    for item in changes:
+        name, sep, text = item.partition("=")
+        if not sep or not name:
+            raise click.BadParameter(f"{item!r}: expected NAME=VALUE (e.g. ppo.lr=1e-4)", param_hint="CHANGES")
+        parsed[name.strip()] = parse_value(text.strip())
+    config = _load(config_path, overrides)
+    request = PatchRequest(changes=parsed, at_iteration=at_iteration, wait=not no_wait,
+                           author=author or f"cli@{getpass.getuser()}")
+    reply = _call(config, request, extra_s=0 if no_wait else config.timing.patch_wait_s)
+    if as_json:
+        _emit_json(reply)
+        return
+    click.echo(f"patch {reply.patch_id}: {reply.status.value}")
+    for entry in reply.applied:
+        for name, change in entry.changes.items():
+            click.echo(f"  {name}: {change.old!r} -> {change.new!r}  by {entry.service} at "
+                       f"{_where(entry.ltime, entry.minibatch)}")
+
+
+@main.command()
+@config_option
+@json_option
+@overrides_argument
+def history(config_path: str, as_json: bool, overrides: tuple[str, ...]) -> None:
+    """The run's patch journal: who changed what, old -> new, and at which logical time."""
+    from dynamicrl.protocol.messages import HistoryRequest
+
+    reply = _call(_load(config_path, overrides), HistoryRequest())
+    if as_json:
+        _emit_json(reply)
+        return
+    if not reply.entries:
+        click.echo("no patches applied yet")
+    for entry in reply.entries:
+        changes = ", ".join(f"{k} {c.old!r} -> {c.new!r}" for k, c in entry.changes.items())
+        click.echo(f"{entry.patch_id}  {entry.author:<16} {entry.service:<14} {_where(entry.ltime, entry.minibatch)}: "
+                   f"{changes}")

@@ -4,13 +4,17 @@
 these. Adding a message means adding it here (and to docs/protocol.md).
 """
 
-from .base import ARRAY_DTYPES, ErrorCode, LogicalTime, Message, NDArray, Role
+from .base import ARRAY_DTYPES, ErrorCode, LogicalTime, Message, NDArray, ParamValue, Position, Role
 from .control import (
-    ErrorReply, Health, RunState, RunStateChanged, ServiceStatus, StatusReply, StatusRequest,
+    ErrorReply, Health, HistoryReply, HistoryRequest, JournalEntry, ParamsReply, ParamsRequest,
+    PatchEvent, PatchReply, PatchRequest, PatchStatus, PauseReply, PauseRequest, ResumeReply,
+    ResumeRequest, RunState, RunStateChanged, ServiceStatus, StatusReply, StatusRequest, Tunable,
+    ValueChange,
 )
 from .data import PolicyRequest, PolicyWeights, Rollout
 from .membership import (
-    Goodbye, Heartbeat, Ready, RegisterReply, RegisterRequest, RunStart, StopCommand, TrainingDone,
+    ApplyPatch, BarrierReached, Goodbye, Heartbeat, PatchApplied, PauseCommand, Ready, RegisterReply,
+    RegisterRequest, ResumeCommand, RunStart, StopCommand, TrainingDone,
 )
 from .metrics import EpisodeStats, TrainMetrics
 
@@ -18,17 +22,63 @@ MESSAGE_TYPES: dict[str, type[Message]] = {
     cls.TYPE: cls
     for cls in (
         RegisterRequest, RegisterReply, Ready, RunStart, Heartbeat, Goodbye, StopCommand,
-        TrainingDone,
+        TrainingDone, PauseCommand, BarrierReached, ResumeCommand, ApplyPatch, PatchApplied,
         ErrorReply, StatusRequest, StatusReply, RunStateChanged,
+        PauseRequest, PauseReply, ResumeRequest, ResumeReply, ParamsRequest, ParamsReply,
+        PatchRequest, PatchReply, PatchEvent, HistoryRequest, HistoryReply,
         PolicyRequest, PolicyWeights, Rollout,
         TrainMetrics, EpisodeStats,
     )
 }
 
 __all__ = [
-    "ARRAY_DTYPES", "MESSAGE_TYPES", "EpisodeStats", "ErrorCode", "ErrorReply", "Goodbye",
-    "Health", "Heartbeat", "LogicalTime", "Message", "NDArray", "PolicyRequest",
-    "PolicyWeights", "Ready", "RegisterReply", "RegisterRequest", "Role", "Rollout", "RunStart",
-    "RunState", "RunStateChanged", "ServiceStatus", "StatusReply", "StatusRequest",
-    "StopCommand", "TrainMetrics", "TrainingDone",
+    "ARRAY_DTYPES",
+    "ApplyPatch",
+    "BarrierReached",
+    "EpisodeStats",
+    "ErrorCode",
+    "ErrorReply",
+    "Goodbye",
+    "Health",
+    "Heartbeat",
+    "HistoryReply",
+    "HistoryRequest",
+    "JournalEntry",
+    "LogicalTime",
+    "MESSAGE_TYPES",
+    "Message",
+    "NDArray",
+    "ParamValue",
+    "ParamsReply",
+    "ParamsRequest",
+    "PatchApplied",
+    "PatchEvent",
+    "PatchReply",
+    "PatchRequest",
+    "PatchStatus",
+    "PauseCommand",
+    "PauseReply",
+    "PauseRequest",
+    "PolicyRequest",
+    "PolicyWeights",
+    "Position",
+    "Ready",
+    "RegisterReply",
+    "RegisterRequest",
+    "ResumeCommand",
+    "ResumeReply",
+    "ResumeRequest",
+    "Role",
+    "Rollout",
+    "RunStart",
+    "RunState",
+    "RunStateChanged",
+    "ServiceStatus",
+    "StatusReply",
+    "StatusRequest",
+    "StopCommand",
+    "TrainMetrics",
+    "TrainingDone",
+    "Tunable",
+    "ValueChange",
 ]

@@ -66,6 +66,19 @@ class LogicalTime(BaseModel):
     env_step: int = Field(ge=0)
 
 
+#: A hyperparameter value on the wire (JSON-like scalars only).
+ParamValue = bool | int | float | str | None
+
+
+class Position(BaseModel):
+    """Where a service stands: its logical time, and for the learner the minibatch within the update."""
+
+    model_config = ConfigDict(extra="forbid")
+    service: str
+    ltime: LogicalTime
+    minibatch: int | None = Field(None, ge=0, description="gradient steps done in the current update")
+
+
 class Role(str, Enum):
     CONTROLLER = "controller"
     LEARNER = "learner"
@@ -79,5 +92,6 @@ class ErrorCode(str, Enum):
     BAD_MESSAGE = "bad_message"      # undecodable / invalid frame: fix the sender, do not retry
     UNEXPECTED = "unexpected"        # valid message that this socket does not handle
     CONFLICT = "conflict"            # an exclusive command is already running; retry later
-    REJECTED = "rejected"            # refused by policy (e.g. run already formed); do not retry
+    REJECTED = "rejected"            # refused by validation or policy; nothing changed; do not retry as is
+    TIMEOUT = "timeout"              # the controller gave up waiting on a member; the run continues
     INTERNAL = "internal"            # handler failed; the service is still running

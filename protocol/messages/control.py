@@ -12,12 +12,14 @@ from typing import ClassVar
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from .base import ErrorCode, LogicalTime, Message, Role
+from .base import ErrorCode, LogicalTime, Message, ParamValue, Position, Role
 
 
 class RunState(str, Enum):
     STARTING = "starting"   # waiting for members to register and get ready
     RUNNING = "running"
+    PAUSING = "pausing"     # asked every member to stop at its next safe point
+    PAUSED = "paused"       # every member stands at its barrier
     STOPPING = "stopping"
     STOPPED = "stopped"
 
@@ -53,6 +55,7 @@ class ServiceStatus(BaseModel):
     pid: int
     health: Health
     last_seen_s: float = Field(description="seconds since the last message from it")
+    ltime: LogicalTime | None = Field(None, description="its logical time at its last heartbeat")
 
 
 class StatusReply(Message):
@@ -79,3 +82,127 @@ class RunStateChanged(Message):
     TYPE: ClassVar[str] = "control.state"
     state: RunState
     reason: str = ""
+
+
+# -- pause / resume ---------------------------------------------------------------------
+class PauseRequest(Message):
+    """Client -> controller. Reply (once every member is at its barrier): PauseReply, or
+    ErrorReply naming who did not report within ``timing.pause_timeout_s`` (the run then
+    continues). Pausing a paused run is harmless: the reply says ``already``."""
+
+    TYPE: ClassVar[str] = "control.pause_request"
+
+
+class PauseReply(Message):
+    TYPE: ClassVar[str] = "control.pause_reply"
+    already: bool = Field(description="the run was paused before this request")
+    positions: list[Position]
+    latency_s: float = Field(description="request to last barrier report, as the controller saw it")
+
+
+class ResumeRequest(Message):
+    """Client -> controller. Reply: ResumeReply (``already`` when the run was not paused)."""
+
+    TYPE: ClassVar[str] = "control.resume_request"
+
+
+class ResumeReply(Message):
+    TYPE: ClassVar[str] = "control.resume_reply"
+    already: bool
+    paused_s: float = Field(0.0, description="how long the run stood paused")
+
+
+# -- hyperparameters ---------------------------------------------------------------------
+class Tunable(BaseModel):
+    """One live-tunable hyperparameter (a row of ``dynamicrl params``)."""
+
+    model_config = ConfigDict(extra="forbid")
+    name: str
+    owner: Role
+    type: str
+    apply: str = Field(description="next_minibatch | next_iteration | next_env_step")
+    description: str
+    value: ParamValue
+    minimum: float | None = None
+    exclusive_minimum: bool = False
+    maximum: float | None = None
+    exclusive_maximum: bool = False
+
+
+class ParamsRequest(Message):
+    """Client -> controller. Reply: ParamsReply."""
+
+    TYPE: ClassVar[str] = "control.params_request"
+
+
+class ParamsReply(Message):
+    TYPE: ClassVar[str] = "control.params_reply"
+    params: list[Tunable]
+
+
+class PatchStatus(str, Enum):
+    APPLIED = "applied"                # every owner applied it; ``applied`` says when
+    PENDING = "pending"                # accepted; not every owner has reached its apply point yet
+    SCHEDULED = "scheduled"            # accepted; applies at ``at_iteration``
+    ON_RESUME = "on_resume"            # accepted while paused; applies when the run resumes
+
+
+class PatchRequest(Message):
+    """Client -> controller: change hyperparameters, all or nothing.
+
+    ``changes`` maps public names (``ppo.lr``) to values. The whole patch is
+    validated first; any problem -> ErrorReply(REJECTED) listing each, and nothing
+    changes. Otherwise each owner applies it at its declared apply point (at the
+    earliest once ``at_iteration`` iterations are complete) and the reply is
+    PatchReply, sent when applied if ``wait`` (up to ``timing.patch_wait_s``).
+    """
+
+    TYPE: ClassVar[str] = "control.patch_request"
+    changes: dict[str, ParamValue]
+    at_iteration: int | None = Field(None, ge=0)
+    author: str = Field("cli", max_length=128)
+    wait: bool = True
+
+
+class ValueChange(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    old: ParamValue
+    new: ParamValue
+
+
+class JournalEntry(BaseModel):
+    """One application of a patch by one service: a line of ``patches.jsonl``."""
+
+    model_config = ConfigDict(extra="forbid")
+    patch_id: str
+    author: str
+    service: str
+    changes: dict[str, ValueChange]
+    ltime: LogicalTime
+    minibatch: int | None = None
+    time: float = Field(description="wall clock when applied (informative)")
+
+
+class PatchReply(Message):
+    TYPE: ClassVar[str] = "control.patch_reply"
+    patch_id: str
+    status: PatchStatus
+    applied: list[JournalEntry] = Field(default_factory=list)
+
+
+class PatchEvent(Message):
+    """Controller -> bus (topic ``control.patch``) for every journal entry it writes."""
+
+    TYPE: ClassVar[str] = "control.patch"
+    entry: JournalEntry
+
+
+class HistoryRequest(Message):
+    """Client -> controller. Reply: HistoryReply with the run's patch journal."""
+
+    TYPE: ClassVar[str] = "control.history_request"
+
+
+class HistoryReply(Message):
+    TYPE: ClassVar[str] = "control.history_reply"
+    entries: list[JournalEntry]

@@ -13,7 +13,7 @@ from typing import ClassVar
 
 from pydantic import Field
 
-from .base import Message, NDArray
+from .base import Message, NDArray, ParamValue
 
 
 class PolicyRequest(Message):
@@ -55,3 +55,5 @@ class Rollout(Message):
     episode_returns: list[float]
     episode_lengths: list[int]
     collect_s: float = Field(ge=0, description="wall seconds spent collecting")
+    hyperparameters: dict[str, ParamValue] = Field(
+        default_factory=dict, description="the env-runner's tunables in force at the end of collection")

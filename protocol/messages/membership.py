@@ -14,7 +14,7 @@ from typing import Any, ClassVar
 
 from pydantic import Field
 
-from .base import LogicalTime, Message, Role
+from .base import LogicalTime, Message, ParamValue, Position, Role
 
 
 class RegisterRequest(Message):
@@ -45,12 +45,64 @@ class Ready(Message):
     service: str
 
 
+class ApplyPatch(Message):
+    """Controller -> owner: apply these (validated) values at their apply points.
+
+    Not before ``at`` (and, for the learner, ``at_minibatch``) when given: a
+    scheduled patch, or a replayed journal entry at its exact logical time.
+    While paused it waits for resume. Each application -> PatchApplied.
+    """
+
+    TYPE: ClassVar[str] = "membership.apply_patch"
+    patch_id: str
+    author: str
+    changes: dict[str, ParamValue]
+    at: LogicalTime | None = None
+    at_minibatch: int | None = Field(None, ge=0)
+
+
 class RunStart(Message):
-    """Controller -> each member once every expected member is ready: train now."""
+    """Controller -> each member once every expected member is ready: train now.
+
+    ``patches`` are the member's replayed journal entries, delivered with the start
+    so none can arrive after the logical time it must apply at.
+    """
 
     TYPE: ClassVar[str] = "membership.run_start"
     envrunners: int = Field(ge=1, description="number of env-runners in the run (ranks 0..n-1)")
     members: list[str]
+    patches: list[ApplyPatch] = Field(default_factory=list)
+
+
+class PauseCommand(Message):
+    """Controller -> every member: stop at your next safe point, then report BarrierReached."""
+
+    TYPE: ClassVar[str] = "membership.pause"
+    pause_id: str
+
+
+class BarrierReached(Message):
+    """Member -> controller: standing at a safe point for ``pause_id``; nothing advances."""
+
+    TYPE: ClassVar[str] = "membership.barrier_reached"
+    pause_id: str
+    position: Position
+
+
+class ResumeCommand(Message):
+    """Controller -> every member: leave the barrier and continue exactly where you stopped."""
+
+    TYPE: ClassVar[str] = "membership.resume"
+    pause_id: str
+
+
+class PatchApplied(Message):
+    """Owner -> controller: applied (part of) a patch here; values old -> new."""
+
+    TYPE: ClassVar[str] = "membership.patch_applied"
+    patch_id: str
+    position: Position
+    changes: dict[str, tuple[ParamValue, ParamValue]]
 
 
 class Heartbeat(Message):

@@ -6,7 +6,7 @@ from typing import ClassVar
 
 from pydantic import Field
 
-from .base import Message
+from .base import Message, ParamValue
 
 
 class TrainMetrics(Message):
@@ -24,6 +24,8 @@ class TrainMetrics(Message):
     length_mean: float | None = None
     episodes: int = Field(ge=0, description="episodes finished this iteration")
     values: dict[str, float]
+    hyperparameters: dict[str, ParamValue] = Field(
+        default_factory=dict, description="every tunable's value in force at the end of the iteration")
 
 
 class EpisodeStats(Message):

@@ -3,8 +3,16 @@
 One poll loop, three sockets: the command ROUTER (members and clients), and
 the bus XSUB/XPUB it forwards between. It admits members, starts the run
 when every expected member is ready (so nobody's first messages are lost),
-watches heartbeats, answers ``status``, and stops everyone when training is
+watches heartbeats, holds pause barriers, validates and journals patches,
+answers ``status``/``params``/``history``, and stops everyone when training is
 done or it is told to stop.
+
+Wiring (who sends what to whom):
+
+  client  --Status/Pause/Resume/Params/Patch/HistoryRequest-->  controller  (REQ -> ROUTER)
+  member  --Register/Ready/Heartbeat/BarrierReached/PatchApplied/TrainingDone/Goodbye-->  controller
+  controller  --RunStart/PauseCommand/ResumeCommand/ApplyPatch/StopCommand-->  member  (ROUTER -> DEALER)
+  controller  --control.state, control.patch-->  bus
 """
 
 from __future__ import annotations
@@ -18,24 +26,30 @@ from pathlib import Path
 
 import zmq
 
+from dynamicrl import tunables
 from dynamicrl.config import Config, dump_yaml
 from dynamicrl.protocol.codec import ProtocolError, Session, decode
 from dynamicrl.protocol.messages import (
-    ErrorCode, ErrorReply, Goodbye, Heartbeat, LogicalTime, Message, Ready, RegisterReply,
-    RegisterRequest, Role, RunStart, RunState, RunStateChanged, StatusReply, StatusRequest,
-    StopCommand, TrainingDone, TrainMetrics,
+    ApplyPatch, BarrierReached, ErrorCode, ErrorReply, Goodbye, Health, Heartbeat, HistoryReply,
+    HistoryRequest, LogicalTime, Message, ParamsReply, ParamsRequest, PatchApplied, PatchEvent,
+    PatchReply, PatchRequest, PatchStatus, PauseCommand, PauseReply, PauseRequest, Ready,
+    RegisterReply, RegisterRequest, ResumeCommand, ResumeReply, ResumeRequest, Role, RunStart,
+    RunState, RunStateChanged, StatusReply, StatusRequest, StopCommand, TrainingDone, TrainMetrics,
 )
 from dynamicrl.protocol.sockets import Publisher, Routed, bind, make_socket, recv_routed, send_routed
 from dynamicrl.services.base import setup_logging
 from dynamicrl.services.bus.proxy import BusProxy
 
+from .barrier import Barrier
 from .members import Roster
+from .patches import Journal, PendingPatch, load_replay, new_patch_id
 
 log = logging.getLogger(__name__)
 
 BEACON_S = 0.5
 STOP_GRACE_S = 8.0
 REPLY_CACHE = 256
+DEFER = object()  # a handler's "I will answer later" (pause, patch)
 
 
 def new_run_id(name: str) -> str:
@@ -62,6 +76,13 @@ class Controller:
         self.exit_code = 0
         self.last_metrics: TrainMetrics | None = None
         self.replies: OrderedDict[str, Message] = OrderedDict()
+        self.deferred: dict[str, list[list[bytes]]] = {}  # request id -> routes awaiting its reply
+        self.barrier: Barrier | None = None
+        self.pause_waiters: list[str] = []
+        self.paused_at = 0.0
+        self.patches: dict[str, PendingPatch] = {}
+        self.journal = Journal(self.run_dir / "patches.jsonl")
+        self.replay = load_replay(config.patches) if config.patches else {}
         self.handlers = {
             RegisterRequest: self.on_register,
             Ready: self.on_ready,
@@ -69,6 +90,13 @@ class Controller:
             Goodbye: self.on_goodbye,
             TrainingDone: self.on_training_done,
             StatusRequest: self.on_status,
+            PauseRequest: self.on_pause,
+            ResumeRequest: self.on_resume,
+            BarrierReached: self.on_barrier_reached,
+            ParamsRequest: self.on_params,
+            PatchRequest: self.on_patch,
+            PatchApplied: self.on_patch_applied,
+            HistoryRequest: self.on_history,
         }
         self._next_beacon = 0.0
         for sig in (signal.SIGINT, signal.SIGTERM):
@@ -104,6 +132,9 @@ class Controller:
         if cached is not None:  # a retried request: same answer, not a second action
             send_routed(self.commands, self.session, routed.route, cached, parent=envelope.id)
             return
+        if envelope.id in self.deferred:  # retried while we still work on it: answer both
+            self.deferred[envelope.id].append(routed.route)
+            return
         self.roster.seen(envelope.sender)
         handler = self.handlers.get(type(message))
         try:
@@ -115,11 +146,19 @@ class Controller:
         except Exception as exc:  # a failing handler must not take the run down
             log.exception("handler for %s failed", message.TYPE)
             reply = ErrorReply(code=ErrorCode.INTERNAL, message=f"{type(exc).__name__}: {exc}")
-        if reply is not None:
-            self.replies[envelope.id] = reply
-            while len(self.replies) > REPLY_CACHE:
-                self.replies.popitem(last=False)
-            send_routed(self.commands, self.session, routed.route, reply, parent=envelope.id)
+        if reply is DEFER:
+            self.deferred[envelope.id] = [routed.route]
+        elif reply is not None:
+            self.deferred[envelope.id] = [routed.route]
+            self.answer(envelope.id, reply)
+
+    def answer(self, request_id: str, reply: Message) -> None:
+        """Send the reply to a request (to every route that asked) and remember it for retries."""
+        self.replies[request_id] = reply
+        while len(self.replies) > REPLY_CACHE:
+            self.replies.popitem(last=False)
+        for route in self.deferred.pop(request_id, []):
+            send_routed(self.commands, self.session, route, reply, parent=request_id)
 
     def tap(self, frames: list) -> None:
         """Keep the latest train metrics passing through the bus (for status)."""
@@ -141,7 +180,11 @@ class Controller:
             elif now - self.started_at > self.config.timing.start_timeout_s:
                 self.exit_code = 1
                 self.begin_stop(f"start timeout: {self.waiting_for()}")
-        elif self.state is RunState.RUNNING:
+        if self.state is RunState.PAUSING and self.barrier is not None and self.barrier.expired(now):
+            self.call_off_pause()
+        for pending in [p for p in self.patches.values() if p.waiters and now > p.deadline]:
+            self.answer_patch(pending, PatchStatus.PENDING)
+        if self.state in (RunState.RUNNING, RunState.PAUSING, RunState.PAUSED):
             dead = [m for m in self.roster.active() if m.role in (Role.LEARNER, Role.ENVRUNNER)
                     and now - m.last_seen > self.config.timing.dead_after_s]
             if dead:
@@ -187,8 +230,18 @@ class Controller:
     def start(self) -> None:
         members = [m.name for m in self.roster.active()]
         runners = len(self.roster.active(Role.ENVRUNNER))
+        unknown = sorted(set(self.replay) - set(members))
+        if unknown:
+            self.exit_code = 1
+            self.begin_stop(f"patches={self.config.patches} names services not in this run: {', '.join(unknown)}")
+            return
+        for service, scheduled in self.replay.items():
+            for patch in scheduled:
+                pending = self.patches.setdefault(patch.patch_id, PendingPatch(patch.patch_id, patch.author, {}))
+                pending.owed.setdefault(service, set()).update(patch.changes)
         for member in self.roster.active():
-            self.send(member.route, RunStart(envrunners=runners, members=members))
+            self.send(member.route, RunStart(envrunners=runners, members=members,
+                                             patches=self.replay.get(member.name, [])))
         self.set_state(RunState.RUNNING, f"{len(members)} members, {runners} env-runner(s)")
 
     # -- handlers -------------------------------------------------------------------
@@ -222,7 +275,10 @@ class Controller:
         return None
 
     def on_heartbeat(self, routed: Routed) -> None:
-        return None  # handle() already refreshed last_seen
+        member = self.roster.members.get(routed.received.message.service)
+        if member is not None:
+            member.ltime = routed.received.message.ltime
+        return None
 
     def on_goodbye(self, routed: Routed) -> None:
         message: Goodbye = routed.received.message
@@ -230,6 +286,8 @@ class Controller:
         if member is not None:
             member.gone = True
             log.info("%s left: %s", member.name, message.reason or "no reason given")
+            if self.barrier is not None:
+                self.barrier.forget(member.name)
             if self.state is RunState.RUNNING and member.role in (Role.LEARNER, Role.ENVRUNNER):
                 self.exit_code = 1
                 self.begin_stop(f"{member.name} left the run ({message.reason})")
@@ -253,6 +311,140 @@ class Controller:
             return_mean=metrics.return_mean if metrics else None,
             total_env_steps=self.config.run.total_env_steps,
         )
+
+    # -- pause / resume ---------------------------------------------------------------
+    def on_pause(self, routed: Routed) -> Message | object:
+        request_id = routed.received.envelope.id
+        if self.state is RunState.PAUSED:
+            return PauseReply(already=True, positions=self.barrier.positions(), latency_s=0.0)
+        if self.state is RunState.PAUSING:
+            self.pause_waiters.append(request_id)
+            return DEFER
+        if self.state is not RunState.RUNNING:
+            return ErrorReply(code=ErrorCode.CONFLICT, message=f"cannot pause: the run is {self.state.value}")
+        members = self.roster.active()
+        self.barrier = Barrier({m.name for m in members}, self.config.timing.pause_timeout_s)
+        self.pause_waiters = [request_id]
+        for member in members:
+            self.send(member.route, PauseCommand(pause_id=self.barrier.pause_id))
+        self.set_state(RunState.PAUSING, f"pause requested by {routed.received.envelope.sender}")
+        return DEFER
+
+    def on_barrier_reached(self, routed: Routed) -> None:
+        message: BarrierReached = routed.received.message
+        if self.state is not RunState.PAUSING or self.barrier is None:
+            return None
+        self.barrier.report(message.pause_id, message.position)
+        if self.barrier.complete:
+            now = time.monotonic()
+            self.barrier.completed = self.paused_at = now
+            self.set_state(RunState.PAUSED, "every service stands at its barrier")
+            reply = PauseReply(already=False, positions=self.barrier.positions(),
+                               latency_s=round(now - self.barrier.started, 6))
+            for request_id in self.pause_waiters:
+                self.answer(request_id, reply)
+            self.pause_waiters = []
+        return None
+
+    def call_off_pause(self) -> None:
+        """Not everyone reached the barrier in time: release those who did; never half-paused."""
+        missing = self.barrier.missing()
+        for member in self.roster.active():
+            self.send(member.route, ResumeCommand(pause_id=self.barrier.pause_id))
+        reason = (f"pause timed out after {self.barrier.timeout_s:g} s: no barrier report from "
+                  f"{', '.join(missing)}; the run continues")
+        self.barrier = None
+        self.set_state(RunState.RUNNING, reason)
+        for request_id in self.pause_waiters:
+            self.answer(request_id, ErrorReply(code=ErrorCode.TIMEOUT, message=reason))
+        self.pause_waiters = []
+
+    def on_resume(self, routed: Routed) -> Message:
+        if self.state is RunState.RUNNING:
+            return ResumeReply(already=True)
+        if self.state is not RunState.PAUSED:
+            return ErrorReply(code=ErrorCode.CONFLICT,
+                              message=f"cannot resume: the run is {self.state.value}")
+        for member in self.roster.active():
+            self.send(member.route, ResumeCommand(pause_id=self.barrier.pause_id))
+        paused_s = time.monotonic() - self.paused_at
+        self.barrier = None
+        self.set_state(RunState.RUNNING, f"resumed by {routed.received.envelope.sender} after {paused_s:.1f} s")
+        return ResumeReply(already=False, paused_s=round(paused_s, 3))
+
+    # -- hyperparameters --------------------------------------------------------------
+    def on_params(self, routed: Routed) -> Message:
+        return ParamsReply(params=tunables.describe(self.config))
+
+    def on_history(self, routed: Routed) -> Message:
+        return HistoryReply(entries=self.journal.entries)
+
+    def on_patch(self, routed: Routed) -> Message | object:
+        request: PatchRequest = routed.received.message
+        if self.state not in (RunState.RUNNING, RunState.PAUSING, RunState.PAUSED):
+            return ErrorReply(code=ErrorCode.CONFLICT, message=f"cannot patch: the run is {self.state.value}")
+        try:
+            new_config, diff = tunables.validate(self.config, request.changes)
+        except tunables.PatchError as exc:
+            return ErrorReply(code=ErrorCode.REJECTED, message=str(exc))
+        specs, now = tunables.specs(self.config), time.monotonic()
+        owed: dict[str, set[str]] = {}
+        for name in diff:
+            owners = self.roster.active(specs[name].owner)
+            if not owners:
+                return ErrorReply(code=ErrorCode.REJECTED,
+                                  message=f"patch rejected, nothing changed: {name} belongs to the "
+                                          f"{specs[name].owner.value}, and none is in the run")
+            for owner in owners:
+                health = owner.health(now, self.config.timing.missing_after_s)
+                if health is not Health.OK:
+                    return ErrorReply(code=ErrorCode.REJECTED,
+                                      message=f"patch rejected, nothing changed: {owner.name} ({name}) is "
+                                              f"{health.value}, last seen {now - owner.last_seen:.1f} s ago")
+                owed.setdefault(owner.name, set()).add(name)
+        self.config = new_config
+        author = request.author or routed.received.envelope.sender
+        pending = PendingPatch(new_patch_id(), author, owed, deadline=now + self.config.timing.patch_wait_s)
+        self.patches[pending.patch_id] = pending
+        at = LogicalTime(iteration=request.at_iteration, env_step=0) if request.at_iteration is not None else None
+        for member in self.roster.active():
+            if member.name in owed:
+                self.send(member.route, ApplyPatch(
+                    patch_id=pending.patch_id, author=author, at=at,
+                    changes={name: diff[name][1] for name in owed[member.name]}))
+        log.info("patch %s by %s accepted: %s", pending.patch_id, author,
+                 ", ".join(f"{k} {old!r} -> {new!r}" for k, (old, new) in diff.items()))
+        if at is not None:
+            status = PatchStatus.SCHEDULED
+        elif self.state is not RunState.RUNNING:
+            status = PatchStatus.ON_RESUME
+        elif request.wait:
+            pending.waiters.append(routed.received.envelope.id)
+            return DEFER
+        else:
+            status = PatchStatus.PENDING
+        return PatchReply(patch_id=pending.patch_id, status=status)
+
+    def on_patch_applied(self, routed: Routed) -> None:
+        message: PatchApplied = routed.received.message
+        pending = self.patches.get(message.patch_id)
+        if pending is None:
+            log.warning("%s applied unknown patch %s", message.position.service, message.patch_id)
+            return None
+        entry = self.journal.record(pending, message)
+        self.bus.publish(PatchEvent(entry=entry), ltime=message.position.ltime)
+        pending.applied.append(entry)
+        pending.owed.get(message.position.service, set()).difference_update(message.changes)
+        if pending.done:
+            self.answer_patch(pending, PatchStatus.APPLIED)
+            del self.patches[pending.patch_id]
+        return None
+
+    def answer_patch(self, pending: PendingPatch, status: PatchStatus) -> None:
+        reply = PatchReply(patch_id=pending.patch_id, status=status, applied=list(pending.applied))
+        for request_id in pending.waiters:
+            self.answer(request_id, reply)
+        pending.waiters = []
 
     # -- stopping -------------------------------------------------------------------
     def begin_stop(self, reason: str) -> None:
@@ -288,3 +480,5 @@ class Controller:
 def main(config: Config) -> int:
     setup_logging("controller")
     return Controller(config).run()
+
+

@@ -11,7 +11,7 @@ import socket
 import time
 from dataclasses import dataclass, field
 
-from dynamicrl.protocol.messages import Health, RegisterRequest, Role, ServiceStatus
+from dynamicrl.protocol.messages import Health, LogicalTime, RegisterRequest, Role, ServiceStatus
 
 
 @dataclass
@@ -25,6 +25,7 @@ class Member:
     last_seen: float = field(default_factory=time.monotonic)
     ready: bool = False
     gone: bool = False
+    ltime: LogicalTime | None = None
 
     def health(self, now: float, missing_after_s: float) -> Health:
         if self.gone:
@@ -36,7 +37,7 @@ class Member:
     def status(self, now: float, missing_after_s: float) -> ServiceStatus:
         return ServiceStatus(service=self.name, role=self.role, rank=self.rank, pid=self.pid,
                              health=self.health(now, missing_after_s),
-                             last_seen_s=round(now - self.last_seen, 3))
+                             last_seen_s=round(now - self.last_seen, 3), ltime=self.ltime)
 
 
 class Roster:

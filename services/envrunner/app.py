@@ -14,6 +14,7 @@ import time
 import numpy as np
 import zmq
 
+from dynamicrl import tunables
 from dynamicrl.config import Config
 from dynamicrl.protocol.codec import ProtocolError, Session
 from dynamicrl.protocol.messages import (
@@ -90,13 +91,14 @@ class EnvRunner(Service):
             self.safe_point(LogicalTime(iteration=version, env_step=self.env_steps))
             if self.stopping:
                 return None, obs
+            cfg = self.config  # a patch (e.g. envrunner.reward_scale) replaces it at the safe point
             actions, logprobs, values = actor.act(obs.astype(np.float32, copy=False))
             env_actions = np.clip(actions, space.low, space.high) if box else actions
             next_obs, rewards, terminated, truncated, infos = envs.step(env_actions)
             dones = terminated | truncated
             buf["obs"][t], buf["actions"][t] = obs, actions
             buf["logprobs"][t], buf["values"][t] = logprobs, values
-            buf["rewards"][t], buf["dones"][t] = rewards, dones
+            buf["rewards"][t], buf["dones"][t] = rewards * cfg.envrunner.reward_scale, dones
             cut = truncated & ~terminated
             if cut.any():
                 final = np.stack([infos["final_obs"][i] for i in np.flatnonzero(cut)]).astype(np.float32)
@@ -114,15 +116,16 @@ class EnvRunner(Service):
         rollout = Rollout(rank=self.rank, version=version, **buf,
                           last_obs=obs.astype(np.float32), last_dones=buf["dones"][-1].copy(),
                           episode_returns=returns, episode_lengths=lengths,
-                          collect_s=time.perf_counter() - started)
+                          collect_s=time.perf_counter() - started,
+                          hyperparameters={row.name: row.value for row in tunables.describe(self.config)
+                                           if row.owner is Role.ENVRUNNER})
         return rollout, obs
 
     def exchange(self, message: Rollout | PolicyRequest) -> PolicyWeights | None:
         """Send to the learner and wait for the policy to act with next (None if stopping)."""
         send(self.data, self.data_session, message, ltime=self.ltime)
         while not self.stopping:
-            if not self.data.poll(100):
-                self.safe_point()
+            if not self.wait(self.data, 100):
                 continue
             try:
                 reply = recv(self.data).message

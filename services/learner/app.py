@@ -16,6 +16,7 @@ from collections import deque
 import numpy as np
 import zmq
 
+from dynamicrl import tunables
 from dynamicrl.config import Config
 from dynamicrl.protocol.codec import Session
 from dynamicrl.protocol.messages import (
@@ -77,15 +78,17 @@ class Learner(Service):
         log.info("training %d iteration(s) of %d env steps from %d env-runner(s)",
                  self.num_iterations, self.steps_per_iteration, envrunners)
         while not self.stopping:
-            self.safe_point(LogicalTime(iteration=self.iteration, env_step=self.env_steps))
-            if not self.data.poll(100):
+            self.safe_point(LogicalTime(iteration=self.iteration, env_step=self.env_steps), minibatch=0)
+            if not self.wait(self.data, 100):
                 continue
             while self.data.poll(0):
                 routed = recv_routed(self.data, self.data_session)
                 if routed is not None:
                     self.on_data(routed)
             if len(self.pending) == envrunners:
-                self.update()
+                self.safe_point(minibatch=0)  # the iteration boundary: next-iteration patches land here
+                if not self.stopping:
+                    self.update()
 
     def on_data(self, routed: Routed) -> None:
         message = routed.received.message
@@ -123,7 +126,8 @@ class Learner(Service):
     def update(self) -> None:
         ordered = [self.pending[rank] for rank in sorted(self.pending)]
         rollouts = [rollout for _, rollout in ordered]
-        values = self.algorithm.update(self.as_batch(rollouts), self.iteration, safe_point=self.safe_point)
+        values = self.algorithm.update(self.as_batch(rollouts), self.iteration,
+                                       safe_point=lambda k: self.safe_point(minibatch=k, boundary=False))
         self.weights = self.algorithm.get_weights()
         self.iteration += 1
         self.env_steps += self.steps_per_iteration
@@ -139,6 +143,7 @@ class Learner(Service):
             return_mean=float(np.mean([r for r, _ in self.episodes])) if self.episodes else None,
             length_mean=float(np.mean([n for _, n in self.episodes])) if self.episodes else None,
             episodes=finished, values={k: float(v) for k, v in values.items()},
+            hyperparameters={**rollouts[0].hyperparameters, **self.hyperparameters()},
         ), ltime=ltime)
         done = self.iteration >= self.num_iterations
         if done:  # before the env-runners hear it, so their goodbyes do not look like desertion
@@ -147,6 +152,12 @@ class Learner(Service):
         for routed, _ in ordered:
             self.reply(routed, self.policy(done=done))
         self.pending.clear()
+
+    def hyperparameters(self) -> dict:
+        return {row.name: row.value for row in tunables.describe(self.config) if row.owner is Role.LEARNER}
+
+    def on_config_changed(self) -> None:
+        self.algorithm.config = self.config.algo
 
     def policy(self, done: bool) -> PolicyWeights:
         return PolicyWeights(version=self.iteration, weights=self.weights, done=done)

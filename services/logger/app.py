@@ -13,7 +13,7 @@ from pathlib import Path
 
 from dynamicrl.config import Config
 from dynamicrl.protocol import topics
-from dynamicrl.protocol.messages import Role, RunStateChanged, TrainMetrics
+from dynamicrl.protocol.messages import LogicalTime, PatchEvent, Role, RunStateChanged, TrainMetrics
 from dynamicrl.protocol.sockets import Subscriber
 from dynamicrl.services.base import Service, StartupError, setup_logging
 
@@ -26,6 +26,7 @@ DRAIN_IDLE_S = 0.3
 
 class Logger(Service):
     role = Role.LOGGER
+    pausable = False  # it advances nothing; it keeps logging while the run is paused
 
     def run(self) -> int:
         self.register()
@@ -78,11 +79,22 @@ class Logger(Service):
     def handle(self, message) -> None:
         if isinstance(message, TrainMetrics):
             self.last_step = message.env_steps
+            self.ltime = LogicalTime(iteration=message.iteration, env_step=message.env_steps)
             for sink in (self.csv, self.tb):
                 if sink is not None:
                     sink.write(message)
             if self.config.logger.console:
                 print(console_line(message, self.config.run.total_env_steps), flush=True)
+        elif isinstance(message, PatchEvent):
+            entry = message.entry
+            text = (f"patch {entry.patch_id} by {entry.author} applied by {entry.service} at iteration "
+                    f"{entry.ltime.iteration}, env step {entry.ltime.env_step}"
+                    + (f", minibatch {entry.minibatch}" if entry.minibatch is not None else "") + ": "
+                    + ", ".join(f"{k} {c.old!r} -> {c.new!r}" for k, c in entry.changes.items()))
+            if self.tb is not None:
+                self.tb.text("events/patch", text, self.last_step)
+            if self.config.logger.console:
+                print(text, flush=True)
         elif isinstance(message, RunStateChanged) and message.reason:
             if self.tb is not None:
                 self.tb.text("events/state", f"{message.state.value}: {message.reason}", self.last_step)

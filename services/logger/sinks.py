@@ -28,6 +28,7 @@ def flat(metrics: TrainMetrics) -> dict[str, float | int | None]:
         "episodes": metrics.episodes, "time": round(time.time(), 3),
     }
     row.update(metrics.values)
+    row.update(metrics.hyperparameters)  # e.g. "ppo.lr": a patch shows as a step in the column
     return row
 
 
@@ -69,6 +70,8 @@ class TensorBoardSink:
         if metrics.length_mean is not None:
             scalars["train/length_mean"] = metrics.length_mean
         scalars.update({f"algo/{k}": v for k, v in metrics.values.items()})
+        scalars.update({f"hparams/{k}": float(v) for k, v in metrics.hyperparameters.items()
+                        if isinstance(v, (int, float))})
         values = [Summary.Value(tag=tag, simple_value=float(v)) for tag, v in scalars.items()
                   if v is not None and math.isfinite(float(v))]
         self.writer.add_event(Event(wall_time=time.time(), step=metrics.env_steps,

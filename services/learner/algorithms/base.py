@@ -79,12 +79,14 @@ class Algorithm(ABC):
 
     @abstractmethod
     def update(self, rollout: Rollout, iteration: int,
-               safe_point: Callable[[], None] | None = None) -> dict[str, float]:
+               safe_point: Callable[[int], None] | None = None) -> dict[str, float]:
         """Learn from one rollout; ``iteration`` counts from 0.
 
-        Call ``safe_point()`` between gradient steps, where the state is
-        consistent: the learner answers the controller there (heartbeats now,
-        pauses and patches next), so a long update never looks like a hang.
+        Call ``safe_point(k)`` before gradient step ``k`` (k counts from 0), where
+        the state is consistent: the learner answers the controller there
+        (heartbeats, pauses, next-minibatch patches), so a long update never looks
+        like a hang and a pause lands within one gradient step. Read patchable
+        settings from ``self.config`` after each call: a patch replaces it.
 
         Returns scalar metrics: policy_loss, value_loss, entropy, approx_kl,
         clip_frac, explained_variance, lr, grad_norm.

@@ -42,7 +42,7 @@ class PPOAlgorithm(Algorithm):
         return self.config.lr * max(0.0, 1.0 - iteration / self.num_iterations)
 
     def update(self, rollout: Rollout, iteration: int,
-               safe_point: Callable[[], None] | None = None) -> dict[str, float]:
+               safe_point: Callable[[int], None] | None = None) -> dict[str, float]:
         rollout.validate()
         cfg = self.config
         num_epochs, num_minibatches = cfg.update_epochs, cfg.num_minibatches  # fixed for this update
@@ -71,7 +71,7 @@ class PPOAlgorithm(Algorithm):
             epoch_kls = []
             for mb in torch.randperm(batch_size, generator=self.generator).tensor_split(num_minibatches):
                 if safe_point is not None:
-                    safe_point()
+                    safe_point(len(stats))
                 cfg = self.config  # a live patch of a next_minibatch setting lands here
                 lr = self.learning_rate(iteration)
                 for group in self.optimizer.param_groups:

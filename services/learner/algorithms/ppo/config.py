@@ -47,7 +47,7 @@ class PPOConfig(BaseModel):
         description="Passes over each rollout per update.",
     )
     num_minibatches: int = Field(
-        4, ge=1, json_schema_extra=_NEXT_ITERATION,
+        4, ge=1, le=1_000_000, json_schema_extra=_NEXT_ITERATION,
         description="Minibatches per epoch; the rollout (num_steps x all envs) is split into this many.",
     )
     norm_adv: bool = Field(True, description="Normalise advantages per minibatch.")
@@ -57,19 +57,19 @@ class PPOConfig(BaseModel):
     )
     clip_vloss: bool = Field(True, description="Clip the value-function update like the policy.")
     ent_coef: float = Field(
-        0.01, ge=0, json_schema_extra=_NEXT_MINIBATCH,
+        0.01, ge=0, le=1, json_schema_extra=_NEXT_MINIBATCH,
         description="Entropy bonus weight.",
     )
     vf_coef: float = Field(
-        0.5, ge=0, json_schema_extra=_NEXT_MINIBATCH,
+        0.5, ge=0, le=100, json_schema_extra=_NEXT_MINIBATCH,
         description="Value-loss weight.",
     )
     max_grad_norm: float = Field(
-        0.5, gt=0, json_schema_extra=_NEXT_MINIBATCH,
+        0.5, gt=0, le=1e6, json_schema_extra=_NEXT_MINIBATCH,
         description="Global gradient-norm clip.",
     )
     target_kl: float | None = Field(
-        None, gt=0, json_schema_extra=_NEXT_MINIBATCH,
+        None, gt=0, le=100, json_schema_extra=_NEXT_MINIBATCH,
         description="Stop the update's epochs early once the approximate KL exceeds this (None: never).",
     )
     hidden_sizes: list[Annotated[int, Field(gt=0)]] = Field(

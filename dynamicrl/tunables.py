@@ -1,0 +1,158 @@
+"""Hyperparameters that may change while a run is live: declared once, as config fields.
+
+A config field tagged ``json_schema_extra={"tunable": True, "apply": ...}`` is
+tunable. Its public name is ``<namespace>.<field>``: the algorithm's name for
+the ``algo`` section (``ppo.lr``), ``envrunner`` for the env-runner section.
+The same declaration drives validation of a patch, ``dynamicrl params`` and
+the docs, and says who applies it and when:
+
+- ``next_minibatch``: the learner, at its next safe point between gradient steps;
+- ``next_iteration``: the learner, just before its next update;
+- ``next_env_step``: every env-runner, before its next env step.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from typing import Any
+
+import annotated_types
+import yaml
+from pydantic import BaseModel, ValidationError
+
+from dynamicrl.config import Config
+from dynamicrl.protocol.messages import Role, Tunable
+
+APPLY_OWNER = {"next_minibatch": Role.LEARNER, "next_iteration": Role.LEARNER, "next_env_step": Role.ENVRUNNER}
+
+
+class PatchError(ValueError):
+    """A patch failed validation; nothing was changed. The message lists every problem."""
+
+
+@dataclass(frozen=True)
+class Spec:
+    name: str        # public name, e.g. "ppo.lr"
+    section: str     # attribute of Config holding it, e.g. "algo"
+    field: str       # field in that section, e.g. "lr"
+    apply: str
+    owner: Role
+
+
+def specs(config: Config) -> dict[str, Spec]:
+    """Every tunable of this run's config, by public name."""
+    found = {}
+    for section, namespace in (("algo", config.algo.name), ("envrunner", "envrunner")):
+        model = type(getattr(config, section))
+        for field, info in model.model_fields.items():
+            extra = info.json_schema_extra if isinstance(info.json_schema_extra, dict) else {}
+            if extra.get("tunable"):
+                name = f"{namespace}.{field}"
+                found[name] = Spec(name, section, field, extra["apply"], APPLY_OWNER[extra["apply"]])
+    return found
+
+
+def describe(config: Config) -> list[Tunable]:
+    """The ``params`` table: type, bounds, apply point, description and current value."""
+    rows = []
+    for spec in specs(config).values():
+        section = getattr(config, spec.section)
+        info = type(section).model_fields[spec.field]
+        bounds = {"ge": None, "gt": None, "le": None, "lt": None}
+        for meta in info.metadata:
+            for key in bounds:
+                if isinstance(meta, getattr(annotated_types, key.capitalize())):
+                    bounds[key] = getattr(meta, key)
+        rows.append(Tunable(
+            name=spec.name, owner=spec.owner, type=_type_name(info.annotation), apply=spec.apply,
+            description=info.description or "", value=getattr(section, spec.field),
+            minimum=bounds["ge"] if bounds["ge"] is not None else bounds["gt"],
+            exclusive_minimum=bounds["gt"] is not None,
+            maximum=bounds["le"] if bounds["le"] is not None else bounds["lt"],
+            exclusive_maximum=bounds["lt"] is not None,
+        ))
+    return rows
+
+
+def allowed(row: Tunable) -> str:
+    """e.g. 'float in (0, 1]' or 'float >= 0 or null'."""
+    lo = "" if row.minimum is None else f"{'(' if row.exclusive_minimum else '['}{row.minimum:g}"
+    hi = "" if row.maximum is None else f"{row.maximum:g}{')' if row.exclusive_maximum else ']'}"
+    if lo and hi:
+        return f"{row.type} in {lo}, {hi}"
+    if lo:
+        return f"{row.type} {'>' if row.exclusive_minimum else '>='} {row.minimum:g}"
+    if hi:
+        return f"{row.type} {'<' if row.exclusive_maximum else '<='} {row.maximum:g}"
+    return row.type
+
+
+def parse_value(text: str) -> Any:
+    """A command-line value: JSON first (1e-4, true, null), then YAML, else the string itself."""
+    try:
+        return json.loads(text)
+    except ValueError:
+        pass
+    try:
+        return yaml.safe_load(text)
+    except yaml.YAMLError:
+        return text
+
+
+def validate(config: Config, changes: dict[str, Any]) -> tuple[Config, dict[str, tuple[Any, Any]]]:
+    """Check a whole patch; return the patched config and old -> new per name, or raise PatchError."""
+    if not changes:
+        raise PatchError("empty patch: give NAME=VALUE pairs (see `dynamicrl params`)")
+    known = specs(config)
+    rows = {row.name: row for row in describe(config)}
+    problems, by_section = [], {}
+    for name, value in changes.items():
+        spec = known.get(name)
+        if spec is None:
+            problems.append(f"{name}: {_unknown(config, name, known)}")
+            continue
+        by_section.setdefault(spec.section, {})[spec.field] = (name, value)
+    patched = {}
+    for section, fields in by_section.items():
+        current = getattr(config, section)
+        try:
+            patched[section] = type(current).model_validate(
+                {**current.model_dump(), **{field: value for field, (_, value) in fields.items()}})
+        except ValidationError as exc:
+            for error in exc.errors():
+                field = str(error["loc"][0]) if error["loc"] else ""
+                name, value = fields.get(field, (f"{section}.{field}", error.get("input")))
+                hint = f"; allowed: {allowed(rows[name])}" if name in rows else ""
+                problems.append(f"{name}={value!r}: {error['msg']}{hint}")
+    if problems:
+        raise PatchError("patch rejected, nothing changed:\n  " + "\n  ".join(problems))
+    new_config = config.model_copy(update=patched)
+    diff = {}
+    for name in changes:
+        spec = known[name]
+        diff[name] = (getattr(getattr(config, spec.section), spec.field),
+                      getattr(getattr(new_config, spec.section), spec.field))
+    return new_config, diff
+
+
+def apply(config: Config, changes: dict[str, Any]) -> tuple[Config, dict[str, tuple[Any, Any]]]:
+    """Owner side: apply already-validated values (validated again: never trust the wire)."""
+    return validate(config, changes)
+
+
+def _unknown(config: Config, name: str, known: dict[str, Spec]) -> str:
+    namespace, _, field = name.partition(".")
+    for section, ns in (("algo", config.algo.name), ("envrunner", "envrunner")):
+        if namespace == ns and field in type(getattr(config, section)).model_fields:
+            return "exists but cannot change while the run is live (not tunable)"
+    import difflib
+
+    close = difflib.get_close_matches(name, known, n=1)
+    hint = f"did you mean {close[0]}? " if close else ""
+    return f"unknown hyperparameter; {hint}tunable: {', '.join(sorted(known))}"
+
+
+def _type_name(annotation: Any) -> str:
+    text = getattr(annotation, "__name__", None) or str(annotation)
+    return text.replace("NoneType", "null").replace(" | ", "|").replace("typing.", "")

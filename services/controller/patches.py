@@ -1,0 +1,80 @@
+"""Patches in flight and the journal of applied ones (``patches.jsonl``).
+
+A patch is validated whole by the controller, split by owner, and applied
+by each owner at its apply point; every application is one journal line
+(who, what, old -> new, logical time), appended and fsynced before it is
+published, so the journal is the authority a replay reads.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+import uuid
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from dynamicrl.protocol.messages import ApplyPatch, JournalEntry, LogicalTime, PatchApplied, ValueChange
+
+
+@dataclass
+class PendingPatch:
+    patch_id: str
+    author: str
+    owed: dict[str, set[str]]          # service -> names it still has to apply
+    waiters: list[tuple[list[bytes], str]] = field(default_factory=list)  # (route, request id)
+    applied: list[JournalEntry] = field(default_factory=list)
+    deadline: float = 0.0
+
+    @property
+    def done(self) -> bool:
+        return not any(self.owed.values())
+
+
+def new_patch_id() -> str:
+    return uuid.uuid4().hex[:12]
+
+
+class Journal:
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self.entries: list[JournalEntry] = []
+
+    def record(self, pending: PendingPatch, message: PatchApplied) -> JournalEntry:
+        entry = JournalEntry(
+            patch_id=message.patch_id, author=pending.author, service=message.position.service,
+            changes={name: ValueChange(old=old, new=new) for name, (old, new) in message.changes.items()},
+            ltime=message.position.ltime, minibatch=message.position.minibatch, time=round(time.time(), 3),
+        )
+        with self.path.open("a") as f:
+            f.write(entry.model_dump_json() + "\n")
+            f.flush()
+            os.fsync(f.fileno())
+        self.entries.append(entry)
+        return entry
+
+
+def load_replay(path: str) -> dict[str, list[ApplyPatch]]:
+    """A journal to replay, as each service's patches at their exact logical times.
+
+    Raises ValueError naming the file and line of the first bad entry.
+    """
+    schedule: dict[str, list[ApplyPatch]] = {}
+    try:
+        lines = Path(path).read_text().splitlines()
+    except OSError as exc:
+        raise ValueError(f"patches={path}: cannot read: {exc}") from None
+    for number, line in enumerate(lines, 1):
+        if not line.strip():
+            continue
+        try:
+            entry = JournalEntry.model_validate_json(line)
+        except ValueError as exc:
+            raise ValueError(f"{path}:{number}: not a journal entry: {exc}") from None
+        schedule.setdefault(entry.service, []).append(ApplyPatch(
+            patch_id=entry.patch_id, author=f"replay:{entry.author}",
+            changes={name: change.new for name, change in entry.changes.items()},
+            at=LogicalTime(iteration=entry.ltime.iteration, env_step=entry.ltime.env_step),
+            at_minibatch=entry.minibatch,
+        ))
+    return schedule
