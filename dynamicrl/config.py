@@ -52,12 +52,24 @@ class RunConfig(_Strict):
     )
     join_window_s: float = Field(3.0, gt=0, le=60, description="with envrunners=auto: how long the roster stays open")
     torch_threads: int = Field(1, ge=1, le=64, description="torch threads per process (fixed for reproducibility)")
+    mode: Literal["sync", "overlap"] = Field(
+        "sync", description="sync: collect with the newest policy; overlap: collect iteration k+1 with policy k "
+        "while the learner trains on k (one-iteration policy lag, still deterministic)")
 
 
 class EnvConfig(_Strict):
     id: str = Field("CartPole-v1", description="Gymnasium environment id")
     num_envs: int = Field(8, ge=1, le=1024, description="environments per env-runner")
     kwargs: dict[str, Any] = Field(default_factory=dict, description="keyword arguments for gymnasium.make")
+
+
+class NormalizeConfig(_Strict):
+    """Observation and reward normalisation (the continuous-control recipe); statistics live in the learner."""
+
+    obs: bool = Field(False, description="normalise observations by a running mean/std shared by all env-runners")
+    reward: bool = Field(False, description="scale rewards by the running std of the discounted return")
+    clip_obs: float = Field(10.0, gt=0, description="clip normalised observations to +-this")
+    clip_reward: float = Field(10.0, gt=0, description="clip scaled rewards to +-this")
 
 
 class EnvRunnerConfig(_Strict):
@@ -94,6 +106,7 @@ class Config(_Strict):
     run: RunConfig = Field(default_factory=RunConfig)
     env: EnvConfig = Field(default_factory=EnvConfig)
     envrunner: EnvRunnerConfig = Field(default_factory=EnvRunnerConfig)
+    normalize: NormalizeConfig = Field(default_factory=NormalizeConfig)
     algo: Any = Field(default_factory=lambda: {"name": "ppo"}, validate_default=True,
                       description="algorithm name and its hyperparameters")
     addresses: Addresses = Field(default_factory=Addresses)

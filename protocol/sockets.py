@@ -203,13 +203,21 @@ def recv(sock: zmq.Socket) -> Received:
     return decode(sock.recv_multipart(copy=False))
 
 
+class BindError(RuntimeError):
+    """An endpoint could not be bound (in use by another run, or not an address here)."""
+
+
 def bind(sock: zmq.Socket, endpoint: str) -> str:
     """Bind, returning the real endpoint (a ``:0`` port becomes the one chosen)."""
-    sock.bind(endpoint)
+    try:
+        sock.bind(endpoint)
+    except zmq.ZMQError as exc:
+        raise BindError(f"cannot bind {endpoint}: {exc.strerror} (another run on this port? "
+                        "change it under addresses: in the config)") from None
     return sock.getsockopt_string(zmq.LAST_ENDPOINT)
 
 
 __all__ = [
-    "GapCounter", "Publisher", "RequestTimeout", "Requester", "Routed", "Subscriber",
+    "BindError", "GapCounter", "Publisher", "RequestTimeout", "Requester", "Routed", "Subscriber",
     "bind", "make_socket", "recv", "recv_routed", "send", "send_routed",
 ]

@@ -70,11 +70,12 @@ def _guard(run) -> int:
     MuJoCo) can then take a second, during which it no longer handles SIGTERM, so
     a supervisor stopping the others would kill it mid-way and report a failure.
     """
+    from dynamicrl.protocol.sockets import BindError
     from dynamicrl.services.base import StartupError
 
     try:
         code = run()
-    except StartupError as exc:
+    except (StartupError, BindError) as exc:
         click.echo(f"error: {exc}", err=True)
         code = 2
     sys.stdout.flush()

@@ -29,6 +29,8 @@ class PolicyWeights(Message):
     TYPE: ClassVar[str] = "data.policy_weights"
     version: int = Field(ge=0, description="iteration the policy is for")
     weights: dict[str, NDArray]
+    normalizer: dict[str, NDArray] = Field(
+        default_factory=dict, description="running statistics to normalise with: obs.{count,mean,var}, ret.{...}")
     done: bool = False
 
 
@@ -57,3 +59,6 @@ class Rollout(Message):
     collect_s: float = Field(ge=0, description="wall seconds spent collecting")
     hyperparameters: dict[str, ParamValue] = Field(
         default_factory=dict, description="the env-runner's tunables in force at the end of collection")
+    moments: dict[str, NDArray] = Field(
+        default_factory=dict, description="moments of the raw observations / discounted returns it saw, "
+        "obs.{count,mean,var} and ret.{...}, for the learner's running statistics")

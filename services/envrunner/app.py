@@ -23,6 +23,8 @@ from dynamicrl.protocol.messages import (
 from dynamicrl.protocol.sockets import make_socket, recv, send
 from dynamicrl.services.base import Service, rank_from_environment, setup_logging
 
+from .normalize import Normalizer
+
 log = logging.getLogger(__name__)
 
 
@@ -57,22 +59,29 @@ class EnvRunner(Service):
         return self.exit_code
 
     def loop(self) -> None:
+        cfg = self.config
+        self.normalizer = Normalizer(cfg.normalize, self.envs.single_observation_space.shape,
+                                     self.envs.num_envs, getattr(cfg.algo, "gamma", 0.99))
         weights = self.exchange(PolicyRequest(rank=self.rank))
         obs, _ = self.envs.reset(seed=self.seed)
         self.episode_return = np.zeros(self.envs.num_envs)
         self.episode_length = np.zeros(self.envs.num_envs, dtype=np.int64)
         self.env_steps = 0
+        self.iteration = 0  # rollouts sent; the policy version may lag by one in overlap mode
         while weights is not None and not weights.done and not self.stopping:
             self.actor.load_weights(weights.weights)
+            self.normalizer.load(weights.normalizer)
             rollout, obs = self.collect(obs, weights.version)
             if rollout is None:
                 break
             weights = self.exchange(rollout)
+            self.iteration += 1
         if weights is not None and weights.done:
             self.stop("training done")
 
     def collect(self, obs: np.ndarray, version: int) -> tuple[Rollout | None, np.ndarray]:
-        cfg, envs, actor = self.config, self.envs, self.actor
+        """One rollout of ``num_steps`` vector steps; ``obs`` are raw observations."""
+        cfg, envs, actor, norm = self.config, self.envs, self.actor, self.normalizer
         steps, n = cfg.algo.num_steps, envs.num_envs
         space = envs.single_action_space
         box = hasattr(space, "low") and hasattr(space, "high")
@@ -88,21 +97,23 @@ class EnvRunner(Service):
         returns, lengths = [], []
         started = time.perf_counter()
         for t in range(steps):
-            self.safe_point(LogicalTime(iteration=version, env_step=self.env_steps))
+            self.safe_point(LogicalTime(iteration=self.iteration, env_step=self.env_steps))
             if self.stopping:
                 return None, obs
             cfg = self.config  # a patch (e.g. envrunner.reward_scale) replaces it at the safe point
-            actions, logprobs, values = actor.act(obs.astype(np.float32, copy=False))
+            policy_obs = norm.observe(obs)
+            actions, logprobs, values = actor.act(policy_obs)
             env_actions = np.clip(actions, space.low, space.high) if box else actions
             next_obs, rewards, terminated, truncated, infos = envs.step(env_actions)
             dones = terminated | truncated
-            buf["obs"][t], buf["actions"][t] = obs, actions
+            buf["obs"][t], buf["actions"][t] = policy_obs, actions
             buf["logprobs"][t], buf["values"][t] = logprobs, values
-            buf["rewards"][t], buf["dones"][t] = rewards * cfg.envrunner.reward_scale, dones
+            buf["rewards"][t] = norm.reward(rewards * cfg.envrunner.reward_scale, dones)
+            buf["dones"][t] = dones
             cut = truncated & ~terminated
             if cut.any():
-                final = np.stack([infos["final_obs"][i] for i in np.flatnonzero(cut)]).astype(np.float32)
-                buf["trunc_values"][t, cut] = actor.value(final)
+                final = np.stack([infos["final_obs"][i] for i in np.flatnonzero(cut)])
+                buf["trunc_values"][t, cut] = actor.value(norm.peek(final))
             self.episode_return += rewards
             self.episode_length += 1
             for i in np.flatnonzero(dones):
@@ -114,11 +125,12 @@ class EnvRunner(Service):
         if returns:
             self.bus.publish(EpisodeStats(rank=self.rank, env_steps=self.env_steps, returns=returns, lengths=lengths))
         rollout = Rollout(rank=self.rank, version=version, **buf,
-                          last_obs=obs.astype(np.float32), last_dones=buf["dones"][-1].copy(),
+                          last_obs=norm.peek(obs), last_dones=buf["dones"][-1].copy(),
                           episode_returns=returns, episode_lengths=lengths,
                           collect_s=time.perf_counter() - started,
                           hyperparameters={row.name: row.value for row in tunables.describe(self.config)
-                                           if row.owner is Role.ENVRUNNER})
+                                           if row.owner is Role.ENVRUNNER},
+                          moments=norm.take_moments())
         return rollout, obs
 
     def exchange(self, message: Rollout | PolicyRequest) -> PolicyWeights | None:

@@ -1,9 +1,16 @@
 """The learner: turns every env-runner's rollout into one update, then answers with weights.
 
-Sync mode: iteration *k* waits for rollout *k* from every rank, concatenates
-them in rank order (not arrival order, so the result does not depend on
-timing), updates, publishes ``metrics.train`` and answers each env-runner with
-the weights of iteration *k + 1*.
+Iteration *k* waits for rollout *k* from every rank and concatenates them in
+rank order (not arrival order, so the result does not depend on timing).
+Sync mode then updates and answers each env-runner with the weights after
+update *k*. Overlap mode answers first, with the current weights, so the
+env-runners collect rollout *k + 1* while update *k* runs: a fixed
+one-iteration policy lag, still deterministic, corrected by PPO's importance
+ratio against the behaviour policy's log-probs.
+
+The learner also owns the observation/return normalisation statistics: it
+merges the moments each rollout carries (in rank order) and ships the result
+with the weights, so every env-runner normalises alike.
 """
 
 from __future__ import annotations
@@ -27,6 +34,7 @@ from dynamicrl.protocol.sockets import Routed, bind, make_socket, recv_routed, s
 from dynamicrl.services.base import Service, setup_logging
 
 from .algorithms import base
+from .algorithms.normalization import RunningMeanStd, pack, unpack
 
 log = logging.getLogger(__name__)
 
@@ -70,6 +78,9 @@ class Learner(Service):
         self.algorithm = self.algorithm_cls(cfg.algo, self.observation_space, self.action_space,
                                             seed=cfg.run.seed, num_iterations=self.num_iterations)
         self.weights = self.algorithm.get_weights()
+        self.obs_rms = RunningMeanStd(self.observation_space.shape)
+        self.ret_rms = RunningMeanStd(())
+        self.overlap = cfg.run.mode == "overlap"
         self.iteration = 0
         self.env_steps = 0
         self.pending: dict[int, tuple[Routed, Rollout]] = {}
@@ -110,8 +121,9 @@ class Learner(Service):
         cfg = self.config
         if rollout.rank >= self.envrunners:
             return f"rank {rollout.rank} is not in this run of {self.envrunners} env-runner(s)"
-        if rollout.version != self.iteration:
-            return f"collected with policy {rollout.version}, the learner is at {self.iteration}"
+        expected = max(0, self.iteration - 1) if self.overlap else self.iteration
+        if rollout.version != expected:
+            return f"collected with policy {rollout.version}, iteration {self.iteration} needs policy {expected}"
         if rollout.rank in self.pending:
             return f"rank {rollout.rank} already sent iteration {self.iteration}"
         try:
@@ -126,6 +138,16 @@ class Learner(Service):
     def update(self) -> None:
         ordered = [self.pending[rank] for rank in sorted(self.pending)]
         rollouts = [rollout for _, rollout in ordered]
+        for rollout in rollouts:  # rank order: the statistics do not depend on arrival order
+            for prefix, stats in (("obs", self.obs_rms), ("ret", self.ret_rms)):
+                moments = unpack(prefix, rollout.moments)
+                if moments is not None:
+                    stats.merge(moments["count"][0], moments["mean"], moments["var"])
+        last = self.iteration + 1 >= self.num_iterations
+        if self.overlap and not last:  # collection of k+1 runs while update k trains
+            for routed, _ in ordered:
+                self.reply(routed, self.policy(done=False))
+            self.pending.clear()
         values = self.algorithm.update(self.as_batch(rollouts), self.iteration,
                                        safe_point=lambda k: self.safe_point(minibatch=k, boundary=False))
         self.weights = self.algorithm.get_weights()
@@ -149,9 +171,10 @@ class Learner(Service):
         if done:  # before the env-runners hear it, so their goodbyes do not look like desertion
             self.ltime = ltime
             self._send(TrainingDone(ltime=ltime))
-        for routed, _ in ordered:
-            self.reply(routed, self.policy(done=done))
-        self.pending.clear()
+        if self.pending:  # sync mode, or the last iteration
+            for routed, _ in ordered:
+                self.reply(routed, self.policy(done=done))
+            self.pending.clear()
 
     def hyperparameters(self) -> dict:
         return {row.name: row.value for row in tunables.describe(self.config) if row.owner is Role.LEARNER}
@@ -160,7 +183,8 @@ class Learner(Service):
         self.algorithm.config = self.config.algo
 
     def policy(self, done: bool) -> PolicyWeights:
-        return PolicyWeights(version=self.iteration, weights=self.weights, done=done)
+        return PolicyWeights(version=self.iteration, weights=self.weights, done=done,
+                             normalizer={**pack("obs", self.obs_rms), **pack("ret", self.ret_rms)})
 
     def reply(self, routed: Routed, message) -> None:
         send_routed(self.data, self.data_session, routed.route, message, parent=routed.received.envelope.id)
