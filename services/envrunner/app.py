@@ -130,6 +130,7 @@ class EnvRunner(Service):
                           collect_s=time.perf_counter() - started,
                           hyperparameters={row.name: row.value for row in tunables.describe(self.config)
                                            if row.owner is Role.ENVRUNNER},
+                          normalizer_count=norm.obs.count if cfg.normalize.obs else 0.0,
                           moments=norm.take_moments())
         return rollout, obs
 

@@ -143,6 +143,8 @@ class Learner(Service):
                 moments = unpack(prefix, rollout.moments)
                 if moments is not None:
                     stats.merge(moments["count"][0], moments["mean"], moments["var"])
+        values_seen = {f"normalizer/obs_count_used_rank{r.rank}": r.normalizer_count for r in rollouts}
+        values_seen["normalizer/obs_count"] = self.obs_rms.count
         last = self.iteration + 1 >= self.num_iterations
         if self.overlap and not last:  # collection of k+1 runs while update k trains
             for routed, _ in ordered:
@@ -164,7 +166,7 @@ class Learner(Service):
             iteration=self.iteration, env_steps=self.env_steps, sps=round(sps, 1),
             return_mean=float(np.mean([r for r, _ in self.episodes])) if self.episodes else None,
             length_mean=float(np.mean([n for _, n in self.episodes])) if self.episodes else None,
-            episodes=finished, values={k: float(v) for k, v in values.items()},
+            episodes=finished, values={**{k: float(v) for k, v in values.items()}, **values_seen},
             hyperparameters={**rollouts[0].hyperparameters, **self.hyperparameters()},
         ), ltime=ltime)
         done = self.iteration >= self.num_iterations
