@@ -28,7 +28,7 @@ class Health(str, Enum):
     STARTING = "starting"   # registered, not ready yet
     OK = "ok"
     MISSING = "missing"     # heartbeats late; heals on the next one
-    GONE = "gone"           # said goodbye or timed out for good
+    GONE = "gone"           # said goodbye
 
 
 class ErrorReply(Message):

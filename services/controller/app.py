@@ -37,7 +37,7 @@ from dynamicrl.protocol.messages import (
     RunState, RunStateChanged, StatusReply, StatusRequest, StopCommand, TrainingDone, TrainMetrics,
 )
 from dynamicrl.protocol.sockets import Publisher, Routed, bind, make_socket, recv_routed, send_routed
-from dynamicrl.services.base import setup_logging
+from dynamicrl.services.base import StartupError, setup_logging
 from dynamicrl.services.bus.proxy import BusProxy
 
 from .barrier import Barrier
@@ -47,7 +47,7 @@ from .patches import Journal, PendingPatch, load_replay, new_patch_id
 log = logging.getLogger(__name__)
 
 BEACON_S = 0.5
-STOP_GRACE_S = 8.0
+STOP_GRACE_S = 4.0  # below honcho's 5 s before it kills
 REPLY_CACHE = 256
 DEFER = object()  # a handler's "I will answer later" (pause, patch)
 
@@ -288,7 +288,8 @@ class Controller:
             log.info("%s left: %s", member.name, message.reason or "no reason given")
             if self.barrier is not None:
                 self.barrier.forget(member.name)
-            if self.state is RunState.RUNNING and member.role in (Role.LEARNER, Role.ENVRUNNER):
+            if (self.state in (RunState.RUNNING, RunState.PAUSING, RunState.PAUSED)
+                    and member.role in (Role.LEARNER, Role.ENVRUNNER)):
                 self.exit_code = 1
                 self.begin_stop(f"{member.name} left the run ({message.reason})")
         return None
@@ -432,6 +433,10 @@ class Controller:
             log.warning("%s applied unknown patch %s", message.position.service, message.patch_id)
             return None
         entry = self.journal.record(pending, message)
+        try:  # a replayed patch was never validated here: keep `params` true to what runs
+            self.config, _ = tunables.validate(self.config, {k: new for k, (_, new) in message.changes.items()})
+        except tunables.PatchError as exc:
+            log.error("%s applied values this controller rejects: %s", message.position.service, exc)
         self.bus.publish(PatchEvent(entry=entry), ltime=message.position.ltime)
         pending.applied.append(entry)
         pending.owed.get(message.position.service, set()).difference_update(message.changes)
@@ -451,6 +456,9 @@ class Controller:
         if self.state in (RunState.STOPPING, RunState.STOPPED):
             return
         log.info("stopping the run: %s", reason)
+        for request_id in self.pause_waiters:
+            self.answer(request_id, ErrorReply(code=ErrorCode.CONFLICT, message=f"the run is stopping: {reason}"))
+        self.pause_waiters = []
         self.stop_deadline = time.monotonic() + STOP_GRACE_S
         # workers first; the logger last so it can drain what the workers published
         order = sorted(self.roster.active(), key=lambda m: m.role is Role.LOGGER)
@@ -479,6 +487,10 @@ class Controller:
 
 def main(config: Config) -> int:
     setup_logging("controller")
-    return Controller(config).run()
+    try:
+        controller = Controller(config)
+    except ValueError as exc:  # e.g. an unreadable patches= journal
+        raise StartupError(f"controller: {exc}") from None
+    return controller.run()
 
 

@@ -22,7 +22,7 @@ class PendingPatch:
     patch_id: str
     author: str
     owed: dict[str, set[str]]          # service -> names it still has to apply
-    waiters: list[tuple[list[bytes], str]] = field(default_factory=list)  # (route, request id)
+    waiters: list[str] = field(default_factory=list)  # request ids awaiting the reply
     applied: list[JournalEntry] = field(default_factory=list)
     deadline: float = 0.0
 
