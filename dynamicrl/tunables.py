@@ -110,7 +110,7 @@ def validate(config: Config, changes: dict[str, Any]) -> tuple[Config, dict[str,
     for name, value in changes.items():
         spec = known.get(name)
         if spec is None:
-            problems.append(f"{name}: {_unknown(config, name, known)}")
+            problems.append(f"{name}={value!r}: {_unknown(config, name, known)}")
             continue
         by_section.setdefault(spec.section, {})[spec.field] = (name, value)
     patched = {}

@@ -9,6 +9,9 @@ end-to-end tests can all use it:
 * ``start_service(name, overrides, tmp_path)``: ``python -m dynamicrl.services.NAME``
   with stdout+stderr going to a log file in ``tmp_path`` (``proc.log_path``);
 * ``stop(proc)``: SIGTERM by pid, bounded wait, then SIGKILL; never hangs;
+* ``stop_all(procs)``: the same for a whole run at once (reaping every process while
+  waiting, so a controller that waits for its members' pids is not kept waiting);
+* ``wait_exit(procs, timeout)``: wait for processes that end by themselves (same reaping);
 * ``wait_until(fn, timeout)``: poll a predicate with a deadline instead of sleeping.
 """
 
@@ -119,6 +122,45 @@ def stop(proc: subprocess.Popen, timeout: float = 10) -> int:
             except ProcessLookupError:
                 pass
     return proc.wait(timeout=10)
+
+
+def wait_exit(procs: Sequence[subprocess.Popen], timeout: float) -> bool:
+    """Poll (and so reap) every process until all have exited or ``timeout`` s pass; True if all did.
+
+    Waiting on one process at a time would leave the others as zombies, which a
+    controller that waits for its members' pids to disappear still sees alive.
+    """
+    deadline = time.monotonic() + timeout
+    while True:
+        codes = [proc.poll() for proc in procs]  # every one, each time: poll() is what reaps
+        if all(code is not None for code in codes):
+            return True
+        if time.monotonic() >= deadline:
+            return False
+        time.sleep(0.05)
+
+
+def stop_all(procs: Sequence[subprocess.Popen], timeout: float = 15) -> list[int]:
+    """SIGCONT + SIGTERM every live process of ``procs`` by pid, wait up to ``timeout`` s for all
+    (reaping as they exit), then SIGKILL the rest; return their exit codes (negative: signal).
+
+    SIGCONT first: a SIGSTOPped process would not act on SIGTERM.
+    """
+    for proc in procs:
+        if proc.poll() is None:
+            for sig in (signal.SIGCONT, signal.SIGTERM):
+                try:
+                    os.kill(proc.pid, sig)
+                except ProcessLookupError:
+                    pass
+    if not wait_exit(procs, timeout):
+        for proc in procs:
+            if proc.poll() is None:
+                try:
+                    os.kill(proc.pid, signal.SIGKILL)
+                except ProcessLookupError:
+                    pass
+    return [proc.wait(timeout=10) for proc in procs]
 
 
 def wait_until(

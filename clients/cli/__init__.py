@@ -86,15 +86,20 @@ def _guard(run) -> int:
 def _call(config: Config, request, timeout_s: float | None = None, extra_s: float = 0.0):
     """One request to the controller; every failure becomes one clear message and exit 1."""
     from dynamicrl.clients.control import ControlClient, ControlError, RequestTimeout
+    from dynamicrl.protocol.messages import StatusRequest
 
     endpoint = config.addresses.controller
-    with ControlClient(endpoint, timeout_s=(timeout_s or config.timing.request_timeout_s) + extra_s) as client:
-        try:
+    base_s = timeout_s or config.timing.request_timeout_s
+    try:
+        if extra_s:  # the reply may take extra_s (pause, patch): learn fast whether anyone answers at all
+            with ControlClient(endpoint, timeout_s=base_s) as probe:
+                probe.call(StatusRequest())
+        with ControlClient(endpoint, timeout_s=base_s + extra_s) as client:
             return client.call(request)
-        except RequestTimeout:
-            raise click.ClickException(f"no controller answered at {endpoint} (is the run started?)") from None
-        except ControlError as exc:
-            raise click.ClickException(str(exc)) from None
+    except RequestTimeout:
+        raise click.ClickException(f"no controller answered at {endpoint} (is the run started?)") from None
+    except ControlError as exc:
+        raise click.ClickException(str(exc)) from None
 
 
 def _emit_json(reply) -> None:
@@ -234,7 +239,9 @@ def patch(changes: tuple[str, ...], config_path: str, at_iteration: int | None, 
         name, sep, text = item.partition("=")
         if not sep or not name:
             raise click.BadParameter(f"{item!r}: expected NAME=VALUE (e.g. ppo.lr=1e-4)", param_hint="CHANGES")
-        parsed[name.strip()] = parse_value(text.strip())
+        value = parse_value(text.strip())
+        # a list or mapping is no tunable's value: send the text so the controller names the key and says why
+        parsed[name.strip()] = value if value is None or isinstance(value, (bool, int, float, str)) else text.strip()
     config = _load(config_path, overrides)
     request = PatchRequest(changes=parsed, at_iteration=at_iteration, wait=not no_wait,
                            author=author or f"cli@{getpass.getuser()}")

@@ -132,6 +132,11 @@ class EnvRunner(Service):
                                            if row.owner is Role.ENVRUNNER},
                           normalizer_count=norm.obs.count if cfg.normalize.obs else 0.0,
                           moments=norm.take_moments())
+        # every step is taken and the rollout is complete: a patch or pause from here until the next
+        # weights is at this position (not at the last step's), and a replay applies it here too
+        self.safe_point(LogicalTime(iteration=self.iteration, env_step=self.env_steps))
+        if self.stopping:
+            return None, obs
         return rollout, obs
 
     def exchange(self, message: Rollout | PolicyRequest) -> PolicyWeights | None:

@@ -42,7 +42,7 @@ class Logger(Service):
             self.ready_and_wait()
             while not self.stopping:
                 self.safe_point()
-                if self.sub.socket.poll(100):
+                if self.wait(self.sub.socket, 100):  # wakes on a command too, not only on the bus
                     self.drain()
             self.drain_until_quiet()
         finally:
