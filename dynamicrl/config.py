@@ -102,6 +102,13 @@ class MetricsConfig(_Strict):
     return_window: int = Field(20, ge=1, description="return_mean is over the last N finished episodes")
 
 
+class CheckpointConfig(_Strict):
+    every_iterations: int | None = Field(None, ge=1, description="also checkpoint every N iterations (None: only on request and at the end)")
+    keep: int = Field(3, ge=1, description="complete checkpoints kept in <run_dir>/checkpoints (older ones are deleted)")
+    at_end: bool = Field(True, description="checkpoint when training finishes")
+    timeout_s: float = Field(60.0, gt=0, description="a checkpoint not complete by then is abandoned (the run goes on)")
+
+
 class Config(_Strict):
     run: RunConfig = Field(default_factory=RunConfig)
     env: EnvConfig = Field(default_factory=EnvConfig)
@@ -113,6 +120,9 @@ class Config(_Strict):
     timing: TimingConfig = Field(default_factory=TimingConfig)
     logger: LoggerConfig = Field(default_factory=LoggerConfig)
     metrics: MetricsConfig = Field(default_factory=MetricsConfig)
+    checkpoint: CheckpointConfig = Field(default_factory=CheckpointConfig)
+    resume: str | None = Field(None, description="a run directory to continue from its latest good checkpoint "
+                               "(set by `dynamicrl resume-run` / $DYNAMICRL_RESUME)")
     patches: str | None = Field(None, description="a patches.jsonl to replay: its patches apply at the same logical times")
     plugins: list[str] = Field(default_factory=list, description="modules imported first (e.g. to register algorithms)")
 

@@ -23,7 +23,7 @@ from dynamicrl import tunables
 from dynamicrl.config import Config, config_from_dict
 from dynamicrl.protocol.codec import ProtocolError, Received, Session
 from dynamicrl.protocol.messages import (
-    ApplyPatch, BarrierReached, ErrorReply, Goodbye, Heartbeat, LogicalTime, Message, PatchApplied,
+    ApplyPatch, BarrierReached, CheckpointCommand, CheckpointDone, CheckpointPart, ErrorReply, Goodbye, Heartbeat, LogicalTime, Message, PatchApplied,
     PauseCommand, Position, Ready, RegisterReply, RegisterRequest, ResumeCommand, Role, RunStart,
     StopCommand,
 )
@@ -59,12 +59,16 @@ class Service:
         self._next_beat = 0.0
         self.pause_id: str | None = None   # a pause is requested (or held) while set
         self.pending_patches: list[ApplyPatch] = []
+        self.checkpoint_requests: list[CheckpointCommand] = []
+        self.checkpoint_done: dict[str, CheckpointDone] = {}
         self.minibatch: int | None = None
         self._handlers: dict[type[Message], Callable[[Received], None]] = {
             StopCommand: self._on_stop,
             PauseCommand: self._on_pause,
             ResumeCommand: self._on_resume,
             ApplyPatch: self._on_apply_patch,
+            CheckpointCommand: lambda r: self.checkpoint_requests.append(r.message),
+            CheckpointDone: lambda r: self.checkpoint_done.__setitem__(r.message.ckpt_id, r.message),
         }
         for sig in (signal.SIGINT, signal.SIGTERM):
             signal.signal(sig, self._on_signal)
@@ -82,6 +86,7 @@ class Service:
         reply = self._await(RegisterReply, self.local.timing.start_timeout_s, "registration")
         self.config = config_from_dict(reply.config)
         self.run_id, self.run_dir, self.rank = reply.run_id, reply.run_dir, reply.rank
+        self.resumed_from = reply.resumed_from
         self.link_session.run_id = self.bus.session.run_id = self.run_id
         log.info("%s joined run %s as rank %d", self.name, self.run_id, self.rank)
         return reply
@@ -202,7 +207,8 @@ class Service:
             self.pending_patches.remove(patch)
             if remaining:
                 self.pending_patches.append(patch.model_copy(update={"changes": remaining}))
-            self._send(PatchApplied(patch_id=patch.patch_id, position=self.position(), changes=diff))
+            self._send(PatchApplied(patch_id=patch.patch_id, author=patch.author, position=self.position(),
+                                    changes=diff))
             log.info("%s applied patch %s at %s: %s", self.name, patch.patch_id,
                      self.position().model_dump(exclude={"service"}), diff)
 
@@ -210,6 +216,26 @@ class Service:
         here = (self.ltime.iteration, self.ltime.env_step, self.minibatch or 0)
         due = (patch.at.iteration, patch.at.env_step, patch.at_minibatch or 0)
         return here < due
+
+    # -- checkpoints -------------------------------------------------------------------
+    def send_checkpoint_part(self, ckpt_id: str, arrays: dict, meta: dict) -> None:
+        meta = {**meta, "pending_patches": [p.model_dump(mode="json") for p in self.pending_patches]}
+        self._send(CheckpointPart(ckpt_id=ckpt_id, service=self.name, ltime=self.ltime, arrays=arrays, meta=meta))
+
+    def hold_until_checkpoint_done(self, ckpt_id: str) -> None:
+        """Stand still (heartbeats go on) until the controller has the checkpoint on disk."""
+        while ckpt_id not in self.checkpoint_done and not self.stopping:
+            if self.link.poll(100):
+                self._drain_link()
+            if self.pause_id is not None:  # a boundary is a safe point: a pause may stand here too
+                self._stand_at_barrier()
+            self._beat()
+        done = self.checkpoint_done.pop(ckpt_id, None)
+        if done is not None and not done.ok:
+            log.error("%s: checkpoint %s failed: %s", self.name, ckpt_id, done.message)
+
+    def restore_pending_patches(self, meta: dict) -> None:
+        self.pending_patches = [ApplyPatch.model_validate(p) for p in meta.get("pending_patches", [])]
 
     def on_config_changed(self) -> None:
         """Hook: a patch changed ``self.config``; push the new values where they are read."""

@@ -11,6 +11,7 @@ from typing import Any, Callable
 import numpy as np
 
 from dynamicrl.protocol.messages import (
+    CheckpointCommand, CheckpointDone, CheckpointPart, CheckpointReply, CheckpointRequest,
     ApplyPatch, BarrierReached, HistoryReply, HistoryRequest, JournalEntry, ParamsReply, ParamsRequest,
     PatchApplied, PatchEvent, PatchReply, PatchRequest, PatchStatus, PauseCommand, PauseReply,
     PauseRequest, Position, ResumeCommand, ResumeReply, ResumeRequest, Tunable, ValueChange,
@@ -50,6 +51,14 @@ def _entry() -> JournalEntry:
     return JournalEntry(patch_id="a1", author="cli@me", service="learner.1",
                         changes={"ppo.lr": ValueChange(old=2.5e-4, new=1e-4)},
                         ltime=LogicalTime(iteration=4, env_step=1024), minibatch=2, time=1.5e9)
+
+
+def _checkpoint_part() -> CheckpointPart:
+    return CheckpointPart(
+        ckpt_id="c1", service="envrunner.2", ltime=_position().ltime,
+        arrays={"obs": np.ones((2, 11)), "rng.actor": np.arange(16, dtype=np.uint8), "env.0.mj_state": np.zeros(30)},
+        meta={"iteration": 4, "env_steps": 1024, "envs": [{"np_random": "{}", "elapsed_steps": 7, "kind": "mujoco"}],
+              "pending_patches": []})
 
 
 def _weights() -> PolicyWeights:
@@ -116,6 +125,12 @@ SAMPLES: dict[str, Callable[[], Message]] = {
     PatchEvent.TYPE: lambda: PatchEvent(entry=_entry()),
     HistoryRequest.TYPE: lambda: HistoryRequest(),
     HistoryReply.TYPE: lambda: HistoryReply(entries=[_entry(), _entry()]),
+    CheckpointRequest.TYPE: lambda: CheckpointRequest(),
+    CheckpointReply.TYPE: lambda: CheckpointReply(path="/tmp/run/checkpoints/iter-00000004", ltime=_position().ltime,
+                                                  bytes=156226, seconds=0.009, policy_sha256="ab" * 32),
+    CheckpointCommand.TYPE: lambda: CheckpointCommand(ckpt_id="c1", at_iteration=4),
+    CheckpointPart.TYPE: _checkpoint_part,
+    CheckpointDone.TYPE: lambda: CheckpointDone(ckpt_id="c1", ok=False, message="disk full"),
 }
 
 

@@ -20,6 +20,8 @@ SERVICES = ("controller", "learner", "envrunner", "logger")
 def _load(config_path: str, overrides: tuple[str, ...]) -> Config:
     """Config file + $DYNAMICRL_OVERRIDES + command-line overrides (these win)."""
     env_overrides = shlex.split(os.environ.get("DYNAMICRL_OVERRIDES", ""))
+    if os.environ.get("DYNAMICRL_RESUME"):  # set by `dynamicrl resume-run`; only the controller acts on it
+        env_overrides.append(f"resume={os.environ['DYNAMICRL_RESUME']}")
     try:
         return load_config(config_path, [*env_overrides, *overrides])
     except ConfigError as exc:
@@ -274,3 +276,78 @@ def history(config_path: str, as_json: bool, overrides: tuple[str, ...]) -> None
         changes = ", ".join(f"{k} {c.old!r} -> {c.new!r}" for k, c in entry.changes.items())
         click.echo(f"{entry.patch_id}  {entry.author:<16} {entry.service:<14} {_where(entry.ltime, entry.minibatch)}: "
                    f"{changes}")
+
+
+@main.command()
+@config_option
+@json_option
+@overrides_argument
+def checkpoint(config_path: str, as_json: bool, overrides: tuple[str, ...]) -> None:
+    """Save the whole run at the next iteration boundary (atomic; the last checkpoint.keep are kept)."""
+    from dynamicrl.protocol.messages import CheckpointRequest
+
+    config = _load(config_path, overrides)
+    reply = _call(config, CheckpointRequest(), extra_s=config.checkpoint.timeout_s)
+    if as_json:
+        _emit_json(reply)
+        return
+    click.echo(f"checkpoint {reply.path}")
+    click.echo(f"  at iteration {reply.ltime.iteration}, env step {reply.ltime.env_step}; "
+               f"{reply.bytes / 1e6:.2f} MB in {reply.seconds:.3f} s")
+    click.echo(f"  policy_sha256: {reply.policy_sha256}")
+
+
+@main.command()
+@click.argument("path", type=click.Path(exists=True, file_okay=False))
+def inspect(path: str) -> None:
+    """Verify a checkpoint (or a run's latest good one): manifest, every checksum, policy_sha256."""
+    import json
+    from pathlib import Path
+
+    from dynamicrl.services.controller import checkpoints
+
+    target = Path(path)
+    try:
+        if not (target / "manifest.json").exists() and (target / "checkpoints").is_dir():
+            target = checkpoints.latest_good(target / "checkpoints", report=lambda m: click.echo(m, err=True))
+        manifest, _controller, parts = checkpoints.read(target)
+    except checkpoints.CheckpointError as exc:
+        raise click.ClickException(str(exc)) from None
+    learner = next(p for p in parts.values() if any(k.startswith(checkpoints.POLICY_PREFIX) for k in p.arrays))
+    actual = checkpoints.policy_sha256(learner.arrays)
+    if actual != manifest["policy_sha256"]:
+        raise click.ClickException(f"{target}: policy hash {actual} differs from the manifest's")
+    click.echo(f"checkpoint {target}")
+    click.echo(json.dumps({k: v for k, v in manifest.items() if k != "files"}, indent=1))
+    for name in sorted(manifest["files"]):
+        click.echo(f"  ok  {name}  sha256 {manifest['files'][name][:16]}...")
+    click.echo(f"policy_sha256: {actual}")
+
+
+@main.command("resume-run")
+@click.argument("run_dir", type=click.Path(exists=True, file_okay=False))
+@click.option("--procfile", "-f", default="Procfile", show_default=True, help="the Procfile to start")
+def resume_run(run_dir: str, procfile: str) -> None:
+    """Continue a run from its latest good checkpoint: `honcho start` with $DYNAMICRL_RESUME set.
+
+    Starts as many env-runners as the checkpoint holds; the run directory,
+    metrics.csv, TensorBoard and patches.jsonl continue where the checkpoint stood.
+    """
+    import shutil
+    from pathlib import Path
+
+    from dynamicrl.services.controller import checkpoints
+
+    try:
+        path = checkpoints.latest_good(Path(run_dir) / "checkpoints", report=lambda m: click.echo(m, err=True))
+        manifest = checkpoints.verify(path)
+    except checkpoints.CheckpointError as exc:
+        raise click.ClickException(str(exc)) from None
+    envrunners = sum(1 for s in manifest["services"] if s.startswith("envrunner"))
+    honcho = shutil.which("honcho")
+    if honcho is None:
+        raise click.ClickException("honcho is not installed (pip install honcho)")
+    click.echo(f"resuming {run_dir} from {path.name} (iteration {manifest['iteration']}, "
+               f"{envrunners} env-runner(s))", err=True)
+    os.environ["DYNAMICRL_RESUME"] = str(Path(run_dir).resolve())
+    os.execv(honcho, [honcho, "-f", procfile, "start", "-c", f"envrunner={envrunners}"])

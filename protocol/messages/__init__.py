@@ -11,6 +11,7 @@ from .control import (
     ResumeRequest, RunState, RunStateChanged, ServiceStatus, StatusReply, StatusRequest, Tunable,
     ValueChange,
 )
+from .checkpoint import CheckpointCommand, CheckpointDone, CheckpointPart, CheckpointReply, CheckpointRequest
 from .data import PolicyRequest, PolicyWeights, Rollout
 from .membership import (
     ApplyPatch, BarrierReached, Goodbye, Heartbeat, PatchApplied, PauseCommand, Ready, RegisterReply,
@@ -26,12 +27,14 @@ MESSAGE_TYPES: dict[str, type[Message]] = {
         ErrorReply, StatusRequest, StatusReply, RunStateChanged,
         PauseRequest, PauseReply, ResumeRequest, ResumeReply, ParamsRequest, ParamsReply,
         PatchRequest, PatchReply, PatchEvent, HistoryRequest, HistoryReply,
+        CheckpointRequest, CheckpointReply, CheckpointCommand, CheckpointPart, CheckpointDone,
         PolicyRequest, PolicyWeights, Rollout,
         TrainMetrics, EpisodeStats,
     )
 }
 
 __all__ = [
+    "CheckpointCommand", "CheckpointDone", "CheckpointPart", "CheckpointReply", "CheckpointRequest",
     "ARRAY_DTYPES",
     "ApplyPatch",
     "BarrierReached",

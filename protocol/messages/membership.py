@@ -15,6 +15,7 @@ from typing import Any, ClassVar
 from pydantic import Field
 
 from .base import LogicalTime, Message, ParamValue, Position, Role
+from .checkpoint import CheckpointPart
 
 
 class RegisterRequest(Message):
@@ -36,6 +37,7 @@ class RegisterReply(Message):
     run_dir: str
     rank: int = Field(ge=0)
     config: dict[str, Any]
+    resumed_from: LogicalTime | None = Field(None, description="set when the run continues from a checkpoint")
 
 
 class Ready(Message):
@@ -72,6 +74,7 @@ class RunStart(Message):
     envrunners: int = Field(ge=1, description="number of env-runners in the run (ranks 0..n-1)")
     members: list[str]
     patches: list[ApplyPatch] = Field(default_factory=list)
+    restore: CheckpointPart | None = Field(None, description="on resume: the member's state to continue from")
 
 
 class PauseCommand(Message):
@@ -101,6 +104,7 @@ class PatchApplied(Message):
 
     TYPE: ClassVar[str] = "membership.patch_applied"
     patch_id: str
+    author: str = ""
     position: Position
     changes: dict[str, tuple[ParamValue, ParamValue]]
 

@@ -17,6 +17,7 @@ Wiring (who sends what to whom):
 
 from __future__ import annotations
 
+import json
 import logging
 import secrets
 import signal
@@ -27,9 +28,10 @@ from pathlib import Path
 import zmq
 
 from dynamicrl import tunables
-from dynamicrl.config import Config, dump_yaml
+from dynamicrl.config import Config, config_from_dict, dump_yaml
 from dynamicrl.protocol.codec import ProtocolError, Session, decode
 from dynamicrl.protocol.messages import (
+    CheckpointCommand, CheckpointDone, CheckpointPart, CheckpointReply, CheckpointRequest,
     ApplyPatch, BarrierReached, ErrorCode, ErrorReply, Goodbye, Health, Heartbeat, HistoryReply,
     HistoryRequest, LogicalTime, Message, ParamsReply, ParamsRequest, PatchApplied, PatchEvent,
     PatchReply, PatchRequest, PatchStatus, PauseCommand, PauseReply, PauseRequest, Ready,
@@ -42,7 +44,8 @@ from dynamicrl.services.bus.proxy import BusProxy
 
 from .barrier import Barrier
 from .members import Roster
-from .patches import Journal, PendingPatch, load_replay, new_patch_id
+from . import checkpoints
+from .patches import CheckpointInProgress, Journal, PendingPatch, load_replay, new_patch_id
 
 log = logging.getLogger(__name__)
 
@@ -62,6 +65,10 @@ class Controller:
         self.name = name
         self.run_id = new_run_id(config.run.name)
         self.run_dir = Path(config.run.dir or Path(config.run.root) / self.run_id)
+        if config.resume:  # the run id (and so the session's) comes from the checkpoint
+            self.run_id = json.loads(
+                (checkpoints.latest_good(Path(config.resume) / "checkpoints", report=log.warning)
+                 / "controller.json").read_text())["run_id"]
         self.ctx = zmq.Context()
         self.commands = make_socket(self.ctx, zmq.ROUTER)
         self.command_endpoint = bind(self.commands, config.addresses.controller)
@@ -81,8 +88,14 @@ class Controller:
         self.pause_waiters: list[str] = []
         self.paused_at = 0.0
         self.patches: dict[str, PendingPatch] = {}
-        self.journal = Journal(self.run_dir / "patches.jsonl")
-        self.replay = load_replay(config.patches) if config.patches else {}
+        self.checkpoint: CheckpointInProgress | None = None
+        self.restore: dict[str, checkpoints.Part] = {}
+        self.resumed_from: LogicalTime | None = None
+        journal_entries = None
+        if config.resume:
+            journal_entries = self.load_resume(Path(config.resume))
+        self.journal = Journal(self.run_dir / "patches.jsonl", keep=journal_entries)
+        self.replay = load_replay(self.config.patches) if self.config.patches and not config.resume else {}
         self.handlers = {
             RegisterRequest: self.on_register,
             Ready: self.on_ready,
@@ -97,6 +110,8 @@ class Controller:
             PatchRequest: self.on_patch,
             PatchApplied: self.on_patch_applied,
             HistoryRequest: self.on_history,
+            CheckpointRequest: self.on_checkpoint,
+            CheckpointPart: self.on_checkpoint_part,
         }
         self._next_beacon = 0.0
         for sig in (signal.SIGINT, signal.SIGTERM):
@@ -182,6 +197,9 @@ class Controller:
                 self.begin_stop(f"start timeout: {self.waiting_for()}")
         if self.state is RunState.PAUSING and self.barrier is not None and self.barrier.expired(now):
             self.call_off_pause()
+        if self.checkpoint is not None and now - self.checkpoint.started > self.config.checkpoint.timeout_s:
+            self.finish_checkpoint(error=f"not complete after {self.config.checkpoint.timeout_s:g} s; "
+                                         f"no state from {', '.join(self.checkpoint.missing(self.roster)) or '?'}")
         for pending in [p for p in self.patches.values() if p.waiters and now > p.deadline]:
             self.answer_patch(pending, PatchStatus.PENDING)
         if self.state in (RunState.RUNNING, RunState.PAUSING, RunState.PAUSED):
@@ -239,8 +257,17 @@ class Controller:
             for patch in scheduled:
                 pending = self.patches.setdefault(patch.patch_id, PendingPatch(patch.patch_id, patch.author, {}))
                 pending.owed.setdefault(service, set()).update(patch.changes)
+        missing = sorted(set(self.restore) - set(members))
+        if missing:
+            self.exit_code = 1
+            self.begin_stop(f"cannot resume: the checkpoint has state for {', '.join(missing)}, "
+                            f"not in this run (start as many env-runners as the checkpoint has)")
+            return
         for member in self.roster.active():
-            self.send(member.route, RunStart(envrunners=runners, members=members,
+            part = self.restore.get(member.name)
+            restore = None if part is None else CheckpointPart(
+                ckpt_id="resume", service=part.service, ltime=self.resumed_from, arrays=part.arrays, meta=part.meta)
+            self.send(member.route, RunStart(envrunners=runners, members=members, restore=restore,
                                              patches=self.replay.get(member.name, [])))
         self.set_state(RunState.RUNNING, f"{len(members)} members, {runners} env-runner(s)")
 
@@ -261,7 +288,7 @@ class Controller:
             return ErrorReply(code=ErrorCode.REJECTED, message=str(exc))
         log.info("registered %s (%s, rank %d, pid %d)", member.name, member.role.value, member.rank, member.pid)
         return RegisterReply(run_id=self.run_id, run_dir=str(self.run_dir), rank=member.rank,
-                             config=self.config.to_dict())
+                             config=self.config.to_dict(), resumed_from=self.resumed_from)
 
     def on_ready(self, routed: Routed) -> None:
         member = self.roster.seen(routed.received.message.service)
@@ -429,9 +456,8 @@ class Controller:
     def on_patch_applied(self, routed: Routed) -> None:
         message: PatchApplied = routed.received.message
         pending = self.patches.get(message.patch_id)
-        if pending is None:
-            log.warning("%s applied unknown patch %s", message.position.service, message.patch_id)
-            return None
+        if pending is None:  # e.g. pending in a member's checkpoint, applied after a resume
+            pending = self.patches[message.patch_id] = PendingPatch(message.patch_id, message.author, {})
         entry = self.journal.record(pending, message)
         try:  # a replayed patch was never validated here: keep `params` true to what runs
             self.config, _ = tunables.validate(self.config, {k: new for k, (_, new) in message.changes.items()})
@@ -450,6 +476,96 @@ class Controller:
         for request_id in pending.waiters:
             self.answer(request_id, reply)
         pending.waiters = []
+
+    # -- checkpoints ----------------------------------------------------------------------
+    def load_resume(self, run_dir: Path) -> int:
+        """Take config, run id and every member's state from the run's latest good checkpoint."""
+        path = checkpoints.latest_good(run_dir / "checkpoints", report=log.warning)
+        manifest, controller, parts = checkpoints.read(path)
+        data = controller["config"]
+        data.update(addresses=self.config.addresses.model_dump(), resume=str(run_dir),
+                    timing=self.config.timing.model_dump())
+        data["run"].update(dir=str(run_dir),
+                           envrunners=sum(1 for s in parts if s != controller["learner"] and s.startswith("envrunner")))
+        self.config = config_from_dict(data, origin=str(path / "controller.json"))
+        self.run_dir = run_dir
+        self.restore = parts
+        self.resumed_from = LogicalTime(iteration=manifest["iteration"], env_step=manifest["env_step"])
+        log.info("resuming run %s from %s (iteration %d, %d env steps)", self.run_id, path,
+                 manifest["iteration"], manifest["env_step"])
+        return controller["journal_entries"]
+
+    def on_checkpoint(self, routed: Routed) -> Message | object:
+        request_id = routed.received.envelope.id
+        if self.checkpoint is not None:
+            self.checkpoint.waiters.append(request_id)
+            return DEFER
+        if self.state is not RunState.RUNNING:
+            return ErrorReply(code=ErrorCode.CONFLICT, message=f"cannot checkpoint: the run is {self.state.value}"
+                              + (" (resume first: a checkpoint is taken at the next iteration boundary)"
+                                 if self.state is RunState.PAUSED else ""))
+        if self.config.run.mode != "sync":
+            return ErrorReply(code=ErrorCode.REJECTED, message="checkpoints need run.mode=sync")
+        learner = self.roster.active(Role.LEARNER)[0]
+        self.checkpoint = CheckpointInProgress(new_patch_id(), waiters=[request_id])
+        self.send(learner.route, CheckpointCommand(ckpt_id=self.checkpoint.ckpt_id))
+        return DEFER
+
+    def on_checkpoint_part(self, routed: Routed) -> None:
+        part: CheckpointPart = routed.received.message
+        member = self.roster.members.get(part.service)
+        if member is None:
+            return None
+        if member.role is Role.LEARNER and (self.checkpoint is None or self.checkpoint.ckpt_id != part.ckpt_id):
+            if self.checkpoint is not None and self.checkpoint.boundary is None:
+                part = part.model_copy(update={"ckpt_id": self.checkpoint.ckpt_id})  # our request, its boundary
+            else:
+                self.checkpoint = CheckpointInProgress(part.ckpt_id)  # the learner's own (every N, at the end)
+        if self.checkpoint is None or part.ckpt_id != self.checkpoint.ckpt_id:
+            log.warning("ignoring state from %s for checkpoint %s", part.service, part.ckpt_id)
+            return None
+        ck = self.checkpoint
+        ck.parts[part.service] = part
+        if member.role is Role.LEARNER:
+            ck.learner, ck.boundary = part.service, part.meta["iteration"]
+            ck.env_step = part.meta["env_steps"]
+            for runner in self.roster.active(Role.ENVRUNNER):
+                self.send(runner.route, CheckpointCommand(ckpt_id=part.ckpt_id, at_iteration=ck.boundary))
+            ck.learner_ckpt_id = routed.received.message.ckpt_id
+        if not ck.missing(self.roster):
+            self.finish_checkpoint()
+        return None
+
+    def finish_checkpoint(self, error: str = "") -> None:
+        ck, self.checkpoint = self.checkpoint, None
+        reply: Message
+        if not error:
+            try:
+                started = time.monotonic()
+                path = checkpoints.write(
+                    self.run_dir / "checkpoints", ck.boundary, ck.env_step,
+                    [checkpoints.Part(p.service, dict(p.arrays), p.meta) for p in ck.parts.values()],
+                    {"run_id": self.run_id, "config": self.config.to_dict(), "learner": ck.learner,
+                     "journal_entries": len(self.journal.entries), "iteration": ck.boundary, "env_step": ck.env_step},
+                    keep=self.config.checkpoint.keep)
+                size = sum(f.stat().st_size for f in path.iterdir())
+                manifest = checkpoints.verify(path)
+                log.info("checkpoint %s: %d bytes in %.3f s (write), %.3f s from the boundary", path, size,
+                         time.monotonic() - started, time.monotonic() - ck.started)
+                reply = CheckpointReply(path=str(path), ltime=LogicalTime(iteration=ck.boundary, env_step=ck.env_step),
+                                        bytes=size, seconds=round(time.monotonic() - ck.started, 4),
+                                        policy_sha256=manifest["policy_sha256"])
+            except (OSError, ValueError, StopIteration) as exc:
+                error = f"writing failed: {type(exc).__name__}: {exc}"
+        if error:
+            log.error("checkpoint %s abandoned: %s", ck.ckpt_id, error)
+            reply = ErrorReply(code=ErrorCode.TIMEOUT if "not complete" in error else ErrorCode.INTERNAL,
+                               message=f"checkpoint abandoned (the run goes on): {error}")
+        learner = self.roster.members.get(ck.learner or "")
+        if learner is not None and ck.learner_ckpt_id:
+            self.send(learner.route, CheckpointDone(ckpt_id=ck.learner_ckpt_id, ok=not error, message=error))
+        for request_id in ck.waiters:
+            self.answer(request_id, reply)
 
     # -- stopping -------------------------------------------------------------------
     def begin_stop(self, reason: str) -> None:

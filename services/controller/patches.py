@@ -35,10 +35,36 @@ def new_patch_id() -> str:
     return uuid.uuid4().hex[:12]
 
 
+@dataclass
+class CheckpointInProgress:
+    ckpt_id: str
+    waiters: list[str] = field(default_factory=list)
+    parts: dict = field(default_factory=dict)       # service -> CheckpointPart
+    learner: str | None = None
+    learner_ckpt_id: str | None = None               # the id the learner holds for
+    boundary: int | None = None
+    env_step: int = 0
+    started: float = field(default_factory=time.monotonic)
+
+    def missing(self, roster) -> list[str]:
+        from dynamicrl.protocol.messages import Role
+
+        expected = [m.name for m in roster.active() if m.role in (Role.LEARNER, Role.ENVRUNNER)]
+        return [name for name in expected if name not in self.parts]
+
+
 class Journal:
-    def __init__(self, path: Path) -> None:
+    """``patches.jsonl``; on resume only the entries the checkpoint had seen are kept."""
+
+    def __init__(self, path: Path, keep: int | None = None) -> None:
         self.path = path
         self.entries: list[JournalEntry] = []
+        if keep is not None and path.exists():
+            lines = [line for line in path.read_text().splitlines() if line.strip()][:keep]
+            self.entries = [JournalEntry.model_validate_json(line) for line in lines]
+            tmp = path.with_suffix(".tmp")
+            tmp.write_text("".join(line + "\n" for line in lines))
+            os.replace(tmp, path)
 
     def record(self, pending: PendingPatch, message: PatchApplied) -> JournalEntry:
         entry = JournalEntry(

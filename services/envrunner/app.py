@@ -18,11 +18,13 @@ from dynamicrl import tunables
 from dynamicrl.config import Config
 from dynamicrl.protocol.codec import ProtocolError, Session
 from dynamicrl.protocol.messages import (
+    CheckpointPart,
     EpisodeStats, ErrorReply, LogicalTime, PolicyRequest, PolicyWeights, Role, Rollout,
 )
 from dynamicrl.protocol.sockets import make_socket, recv, send
 from dynamicrl.services.base import Service, rank_from_environment, setup_logging
 
+from . import envstate
 from .normalize import Normalizer
 
 log = logging.getLogger(__name__)
@@ -49,16 +51,16 @@ class EnvRunner(Service):
         self.data = make_socket(self.ctx, zmq.DEALER, identity=self.name.encode())
         self.data.connect(cfg.addresses.data)
         self.data_session = Session(self.name, self.run_id)
-        self.ready_and_wait()
+        start = self.ready_and_wait()
         try:
-            self.loop()
+            self.loop(start.restore)
         finally:
             self.envs.close()
             self.data.close()
             self.close()
         return self.exit_code
 
-    def loop(self) -> None:
+    def loop(self, restore: CheckpointPart | None = None) -> None:
         cfg = self.config
         self.normalizer = Normalizer(cfg.normalize, self.envs.single_observation_space.shape,
                                      self.envs.num_envs, getattr(cfg.algo, "gamma", 0.99))
@@ -68,6 +70,8 @@ class EnvRunner(Service):
         self.episode_length = np.zeros(self.envs.num_envs, dtype=np.int64)
         self.env_steps = 0
         self.iteration = 0  # rollouts sent; the policy version may lag by one in overlap mode
+        if restore is not None:
+            obs = self.load_checkpoint(restore)
         while weights is not None and not weights.done and not self.stopping:
             self.actor.load_weights(weights.weights)
             self.normalizer.load(weights.normalizer)
@@ -132,6 +136,7 @@ class EnvRunner(Service):
                                            if row.owner is Role.ENVRUNNER},
                           normalizer_count=norm.obs.count if cfg.normalize.obs else 0.0,
                           moments=norm.take_moments())
+        self.obs = obs  # raw observations at the boundary (a checkpoint saves them)
         # every step is taken and the rollout is complete: a patch or pause from here until the next
         # weights is at this position (not at the last step's), and a replay applies it here too
         self.safe_point(LogicalTime(iteration=self.iteration, env_step=self.env_steps))
@@ -143,6 +148,8 @@ class EnvRunner(Service):
         """Send to the learner and wait for the policy to act with next (None if stopping)."""
         send(self.data, self.data_session, message, ltime=self.ltime)
         while not self.stopping:
+            if isinstance(message, Rollout):
+                self.checkpoint_if_asked(boundary=self.iteration + 1)
             if not self.wait(self.data, 100):
                 continue
             try:
@@ -158,6 +165,43 @@ class EnvRunner(Service):
             if isinstance(reply, PolicyWeights):
                 return reply
         return None
+
+
+    # -- checkpoints: at the iteration boundary, i.e. a rollout sent and its answer awaited --
+    def checkpoint_if_asked(self, boundary: int) -> None:
+        for command in list(self.checkpoint_requests):
+            if command.at_iteration != boundary:
+                log.error("%s: checkpoint %s wants iteration %s but this env-runner is at %d",
+                          self.name, command.ckpt_id, command.at_iteration, boundary)
+            else:
+                self.send_checkpoint_part(command.ckpt_id, *self.checkpoint_state(boundary))
+            self.checkpoint_requests.remove(command)
+
+    def checkpoint_state(self, boundary: int) -> tuple[dict, dict]:
+        arrays = {"obs": self.obs, "episode_return": self.episode_return, "episode_length": self.episode_length,
+                  "norm.returns": self.normalizer.returns, "rng.actor": self.actor.rng_state()}
+        envs_meta = []
+        for i, env in enumerate(self.envs.envs):
+            env_arrays, env_meta = envstate.capture(env)
+            arrays.update({f"env.{i}.{k}": v for k, v in env_arrays.items()})
+            envs_meta.append(env_meta)
+        return arrays, {"iteration": boundary, "env_steps": self.env_steps, "envs": envs_meta}
+
+    def load_checkpoint(self, part: CheckpointPart) -> np.ndarray:
+        """Continue exactly where the checkpoint stood; returns the raw observations to act on."""
+        a, meta = part.arrays, part.meta
+        for i, env in enumerate(self.envs.envs):
+            prefix = f"env.{i}."
+            envstate.restore(env, {k.removeprefix(prefix): v for k, v in a.items() if k.startswith(prefix)},
+                             meta["envs"][i])
+        self.episode_return, self.episode_length = a["episode_return"].copy(), a["episode_length"].copy()
+        self.normalizer.returns = a["norm.returns"].copy()
+        self.actor.load_rng_state(a["rng.actor"])
+        self.iteration, self.env_steps = meta["iteration"], meta["env_steps"]
+        self.restore_pending_patches(meta)
+        self.ltime = LogicalTime(iteration=self.iteration, env_step=self.env_steps)
+        log.info("%s resumed at iteration %d, %d env steps", self.name, self.iteration, self.env_steps)
+        return a["obs"].copy()
 
 
 def main(local: Config, rank: int | None = None) -> int:

@@ -27,6 +27,7 @@ from dynamicrl import tunables
 from dynamicrl.config import Config
 from dynamicrl.protocol.codec import Session
 from dynamicrl.protocol.messages import (
+    CheckpointPart,
     ErrorCode, ErrorReply, LogicalTime, PolicyRequest, PolicyWeights, Role, Rollout, TrainingDone,
     TrainMetrics,
 )
@@ -64,13 +65,13 @@ class Learner(Service):
         self.data_session = Session(self.name, self.run_id)
         start = self.ready_and_wait()
         try:
-            self.train(start.envrunners)
+            self.train(start.envrunners, start.restore)
         finally:
             self.data.close()
             self.close()
         return 0
 
-    def train(self, envrunners: int) -> None:
+    def train(self, envrunners: int, restore: CheckpointPart | None = None) -> None:
         cfg = self.config
         self.envrunners = envrunners
         self.steps_per_iteration = cfg.algo.num_steps * cfg.env.num_envs * envrunners
@@ -85,6 +86,8 @@ class Learner(Service):
         self.env_steps = 0
         self.pending: dict[int, tuple[Routed, Rollout]] = {}
         self.episodes: deque[tuple[float, int]] = deque(maxlen=cfg.metrics.return_window)
+        if restore is not None:
+            self.load_checkpoint(restore)
         self.iteration_started = time.perf_counter()
         log.info("training %d iteration(s) of %d env steps from %d env-runner(s)",
                  self.num_iterations, self.steps_per_iteration, envrunners)
@@ -170,6 +173,8 @@ class Learner(Service):
             hyperparameters={**rollouts[0].hyperparameters, **self.hyperparameters()},
         ), ltime=ltime)
         done = self.iteration >= self.num_iterations
+        self.ltime = ltime
+        self.checkpoint_if_due(done)
         if done:  # before the env-runners hear it, so their goodbyes do not look like desertion
             self.ltime = ltime
             self._send(TrainingDone(ltime=ltime))
@@ -177,6 +182,39 @@ class Learner(Service):
             for routed, _ in ordered:
                 self.reply(routed, self.policy(done=done))
             self.pending.clear()
+
+    # -- checkpoints: at the iteration boundary, before the env-runners get the new weights --
+    def checkpoint_if_due(self, done: bool) -> None:
+        every = self.config.checkpoint.every_iterations
+        if self.checkpoint_requests:
+            ckpt_id = self.checkpoint_requests.pop(0).ckpt_id
+        elif (every and self.iteration % every == 0) or (done and self.config.checkpoint.at_end):
+            ckpt_id = f"auto-{self.iteration}"
+        else:
+            return
+        if self.overlap:
+            log.error("checkpoints need run.mode=sync; skipping %s", ckpt_id)
+            return
+        arrays, meta = self.algorithm.state()
+        arrays.update({f"norm.{k}": v for k, v in {**pack("obs", self.obs_rms), **pack("ret", self.ret_rms)}.items()})
+        meta.update(iteration=self.iteration, env_steps=self.env_steps, episodes=list(self.episodes))
+        self.send_checkpoint_part(ckpt_id, arrays, meta)
+        self.hold_until_checkpoint_done(ckpt_id)
+
+    def load_checkpoint(self, part: CheckpointPart) -> None:
+        self.algorithm.load_state(part.arrays, part.meta)
+        self.weights = self.algorithm.get_weights()
+        norm = {k.removeprefix("norm."): v for k, v in part.arrays.items() if k.startswith("norm.")}
+        for prefix, stats in (("obs", self.obs_rms), ("ret", self.ret_rms)):
+            moments = unpack(prefix, norm)
+            if moments is not None:
+                stats.load(moments)
+        self.iteration, self.env_steps = part.meta["iteration"], part.meta["env_steps"]
+        self.num_iterations = part.meta["num_iterations"]
+        self.episodes.extend(tuple(e) for e in part.meta["episodes"])
+        self.restore_pending_patches(part.meta)
+        self.ltime = LogicalTime(iteration=self.iteration, env_step=self.env_steps)
+        log.info("resumed at iteration %d, %d env steps", self.iteration, self.env_steps)
 
     def hyperparameters(self) -> dict:
         return {row.name: row.value for row in tunables.describe(self.config) if row.owner is Role.LEARNER}

@@ -36,6 +36,11 @@ class Logger(Service):
         run_dir.mkdir(parents=True, exist_ok=True)
         self.csv = CsvSink(run_dir / "metrics.csv") if cfg.logger.csv else None
         self.tb = TensorBoardSink(run_dir) if cfg.logger.tensorboard else None
+        if self.resumed_from is not None:  # drop what was logged after the checkpoint: no duplicates
+            if self.csv is not None:
+                self.csv.truncate_after(self.resumed_from.iteration)
+            if self.tb is not None:
+                self.tb.purge_from(self.resumed_from.env_step + 1)
         self.last_step = 0
         try:
             self.wait_for_beacon()

@@ -8,11 +8,12 @@ from __future__ import annotations
 
 import csv
 import math
+import os
 import time
 from pathlib import Path
 from typing import IO
 
-from tensorboard.compat.proto.event_pb2 import Event
+from tensorboard.compat.proto.event_pb2 import Event, SessionLog
 from tensorboard.compat.proto.summary_pb2 import Summary
 from tensorboard.summary.writer.event_file_writer import EventFileWriter
 
@@ -52,6 +53,16 @@ class CsvSink:
         self.writer.writerow({k: "" if v is None else v for k, v in row.items()})
         self.file.flush()
 
+    def truncate_after(self, iteration: int) -> None:
+        """Keep the header and the rows up to ``iteration`` (a resumed run rewrites the rest)."""
+        if not self.path.exists():
+            return
+        lines = self.path.read_text().splitlines(keepends=True)
+        kept = lines[:1] + [line for line in lines[1:] if int(line.split(",", 1)[0]) <= iteration]
+        tmp = self.path.with_suffix(".tmp")
+        tmp.write_text("".join(kept))
+        os.replace(tmp, self.path)
+
     def close(self) -> None:
         if self.file is not None:
             self.file.close()
@@ -76,6 +87,11 @@ class TensorBoardSink:
                   if v is not None and math.isfinite(float(v))]
         self.writer.add_event(Event(wall_time=time.time(), step=metrics.env_steps,
                                     summary=Summary(value=values)))
+
+    def purge_from(self, step: int) -> None:
+        """Tell TensorBoard to discard events at or after ``step`` from earlier files (a resumed run)."""
+        self.writer.add_event(Event(wall_time=time.time(), step=step,
+                                    session_log=SessionLog(status=SessionLog.START)))
 
     def text(self, tag: str, text: str, step: int) -> None:
         from tensorboard.compat.proto.tensor_pb2 import TensorProto

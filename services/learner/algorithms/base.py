@@ -96,6 +96,16 @@ class Algorithm(ABC):
     def get_weights(self) -> dict[str, np.ndarray]:
         """Weights the Actor needs, as float32 C-contiguous copies in a stable key order."""
 
+    def state(self) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
+        """Everything needed to continue bitwise (weights, optimiser, RNG): arrays + JSON-like data.
+
+        Arrays named ``policy.*`` are the network's parameters (hashed as policy_sha256).
+        """
+        raise NotImplementedError(f"{type(self).__name__} does not support checkpoints")
+
+    def load_state(self, arrays: dict[str, np.ndarray], meta: dict[str, Any]) -> None:
+        raise NotImplementedError(f"{type(self).__name__} does not support checkpoints")
+
 
 class Actor(ABC):
     """Env-runner side: maps observations to actions with the latest weights.
@@ -118,3 +128,10 @@ class Actor(ABC):
     @abstractmethod
     def value(self, obs: np.ndarray) -> np.ndarray:
         """Value estimates [n] float32, e.g. for the final observation of a truncated episode."""
+
+    def rng_state(self) -> np.ndarray:
+        """The sampling generator's state (weights come from the learner, so this is all an actor owns)."""
+        raise NotImplementedError(f"{type(self).__name__} does not support checkpoints")
+
+    def load_rng_state(self, state: np.ndarray) -> None:
+        raise NotImplementedError(f"{type(self).__name__} does not support checkpoints")

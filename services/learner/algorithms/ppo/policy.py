@@ -13,12 +13,13 @@ import numpy as np
 import torch
 from gymnasium import spaces
 from torch import nn
-from torch.distributions import Categorical, Normal
+from torch.distributions import Categorical
 
 from ..base import Actor
 from .config import PPOConfig
 
 _ACTIVATIONS = {"tanh": nn.Tanh, "relu": nn.ReLU}
+_HALF_LOG_2PI = 0.5 * math.log(2 * math.pi)
 
 
 def layer_init(layer: nn.Linear, gain: float) -> nn.Linear:
@@ -71,27 +72,26 @@ class ActorCritic(nn.Module):
     def get_value(self, obs: torch.Tensor) -> torch.Tensor:
         return self.critic(obs.flatten(1)).squeeze(-1)
 
-    def distribution(self, obs: torch.Tensor) -> Categorical | Normal:
-        out = self.actor(obs.flatten(1))
-        if self.discrete:
-            return Categorical(logits=out, validate_args=False)
-        return Normal(out, self.log_std.exp().expand_as(out), validate_args=False)
-
     def get_action_and_value(
         self, obs: torch.Tensor, action: torch.Tensor | None = None, generator: torch.Generator | None = None
     ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
         """Return ``(action, logprob, entropy, value)``; samples ``action`` if not given."""
-        dist = self.distribution(obs)
+        out = self.actor(obs.flatten(1))
         if self.discrete:
+            dist = Categorical(logits=out, validate_args=False)
             if action is None:
                 action = torch.multinomial(dist.probs, 1, generator=generator).squeeze(-1)
             logprob, entropy = dist.log_prob(action), dist.entropy()
         else:
+            # Diagonal Gaussian log-prob and entropy in closed form from log_std: what
+            # torch.distributions.Normal computes, in fewer ops (this is on the update's hot path).
+            std = self.log_std.exp()
             if action is None:
-                noise = torch.randn(dist.mean.shape, generator=generator, dtype=dist.mean.dtype)
-                action = (dist.mean + dist.stddev * noise).reshape(-1, *self.action_shape)
+                noise = torch.randn(out.shape, generator=generator, dtype=out.dtype)
+                action = (out + std * noise).reshape(-1, *self.action_shape)
             flat_action = action.reshape(action.shape[0], -1)
-            logprob, entropy = dist.log_prob(flat_action).sum(-1), dist.entropy().sum(-1)
+            logprob = (-0.5 * ((flat_action - out) / std) ** 2 - self.log_std - _HALF_LOG_2PI).sum(-1)
+            entropy = (0.5 + _HALF_LOG_2PI + self.log_std).sum().expand(len(out))
         return action, logprob, entropy, self.get_value(obs)
 
 
@@ -130,6 +130,12 @@ class PPOActor(Actor):
     @torch.no_grad()
     def value(self, obs: np.ndarray) -> np.ndarray:
         return self.net.get_value(_as_tensor(obs)).numpy()
+
+    def rng_state(self) -> np.ndarray:
+        return self.generator.get_state().numpy().copy()
+
+    def load_rng_state(self, state: np.ndarray) -> None:
+        self.generator.set_state(torch.tensor(state, dtype=torch.uint8))
 
 
 def _as_tensor(obs: np.ndarray) -> torch.Tensor:

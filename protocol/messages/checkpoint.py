@@ -1,0 +1,65 @@
+"""Checkpoints: taken at an iteration boundary, written by the controller alone.
+
+``dynamicrl checkpoint`` -> CheckpointRequest. The controller sends
+CheckpointCommand to the learner, which at its next iteration boundary (after
+an update, before it hands out the new weights) sends its CheckpointPart and
+holds. The controller then asks every env-runner for its part at that same
+boundary (they cannot pass it: the learner holds the weights they need),
+writes all parts atomically, and sends CheckpointDone, releasing the learner.
+State travels as arrays plus JSON-like data: nothing is ever pickled.
+"""
+
+from __future__ import annotations
+
+from typing import Any, ClassVar
+
+from pydantic import Field
+
+from .base import LogicalTime, Message, NDArray
+
+
+class CheckpointRequest(Message):
+    """Client -> controller. Reply: CheckpointReply, or ErrorReply (run not running, timeout)."""
+
+    TYPE: ClassVar[str] = "control.checkpoint_request"
+
+
+class CheckpointReply(Message):
+    TYPE: ClassVar[str] = "control.checkpoint_reply"
+    path: str
+    ltime: LogicalTime
+    bytes: int = Field(ge=0)
+    seconds: float = Field(ge=0, description="request (or boundary) to files renamed into place")
+    policy_sha256: str
+
+
+class CheckpointCommand(Message):
+    """Controller -> member: send your state at iteration boundary ``at_iteration``.
+
+    To the learner ``at_iteration`` is None: its next boundary, which it reports.
+    """
+
+    TYPE: ClassVar[str] = "membership.checkpoint"
+    ckpt_id: str
+    at_iteration: int | None = Field(None, ge=0)
+
+
+class CheckpointPart(Message):
+    """Member -> controller: its full state at the boundary (and controller -> member on resume,
+    inside RunStart). ``arrays`` hold tensors and buffers; ``meta`` plain JSON-like data."""
+
+    TYPE: ClassVar[str] = "membership.checkpoint_part"
+    ckpt_id: str
+    service: str
+    ltime: LogicalTime
+    arrays: dict[str, NDArray]
+    meta: dict[str, Any]
+
+
+class CheckpointDone(Message):
+    """Controller -> members: the checkpoint is on disk (or failed); the learner goes on."""
+
+    TYPE: ClassVar[str] = "membership.checkpoint_done"
+    ckpt_id: str
+    ok: bool
+    message: str = ""

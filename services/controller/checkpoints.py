@@ -1,0 +1,164 @@
+"""Checkpoint files: written atomically, verified before use, never unpickled.
+
+Layout: ``<run_dir>/checkpoints/iter-00000042/`` holding, per member,
+``<service>.npz`` (arrays, saved without pickle) and ``<service>.json`` (plain
+data), the controller's ``controller.json``, and ``manifest.json`` written
+last with the sha256 of every other file. Everything is written into a
+``.tmp-*`` directory, each file fsynced, then the directory is renamed into
+place and the parent fsynced: a crash leaves either a complete checkpoint or
+a temp directory that is never taken for one.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import json
+import os
+import shutil
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+FORMAT_VERSION = 1
+PREFIX = "iter-"
+POLICY_PREFIX = "policy."  # learner arrays holding the policy's parameters
+
+
+class CheckpointError(ValueError):
+    """A checkpoint is missing a file, fails its checksum, or has another format; the message names it."""
+
+
+@dataclass(frozen=True)
+class Part:
+    service: str
+    arrays: dict[str, np.ndarray]
+    meta: dict[str, Any]
+
+
+def policy_sha256(arrays: dict[str, np.ndarray]) -> str:
+    """sha256 over the policy's parameters in name order: equal hashes mean bitwise-equal policies."""
+    digest = hashlib.sha256()
+    for name in sorted(k for k in arrays if k.startswith(POLICY_PREFIX)):
+        array = np.ascontiguousarray(arrays[name])
+        digest.update(name.encode())
+        digest.update(array.dtype.str.encode())
+        digest.update(str(array.shape).encode())
+        digest.update(array.tobytes())
+    return digest.hexdigest()
+
+
+def write(root: Path, iteration: int, env_step: int, parts: list[Part], controller: dict[str, Any],
+          keep: int) -> Path:
+    """Write a complete checkpoint under ``root``; return its directory."""
+    root.mkdir(parents=True, exist_ok=True)
+    final = root / f"{PREFIX}{iteration:08d}"
+    tmp = root / f".tmp-{final.name}-{os.getpid()}-{time.monotonic_ns()}"
+    tmp.mkdir()
+    files: dict[str, str] = {}
+    for part in parts:
+        buffer = io.BytesIO()
+        np.savez(buffer, **part.arrays)
+        files[f"{part.service}.npz"] = _write(tmp / f"{part.service}.npz", buffer.getvalue())
+        files[f"{part.service}.json"] = _write(tmp / f"{part.service}.json", _json(part.meta))
+    files["controller.json"] = _write(tmp / "controller.json", _json(controller))
+    learner = next(p for p in parts if p.service == controller["learner"])
+    manifest = {
+        "format": FORMAT_VERSION, "iteration": iteration, "env_step": env_step,
+        "created": time.time(), "services": [p.service for p in parts],
+        "policy_sha256": policy_sha256(learner.arrays), "files": files,
+    }
+    _write(tmp / "manifest.json", _json(manifest))
+    if final.exists():  # the same boundary again (e.g. a request at the final iteration)
+        shutil.rmtree(final)
+    os.replace(tmp, final)
+    _fsync_dir(root)
+    prune(root, keep)
+    return final
+
+
+def _write(path: Path, data: bytes) -> str:
+    with open(path, "wb") as f:
+        f.write(data)
+        f.flush()
+        os.fsync(f.fileno())
+    return hashlib.sha256(data).hexdigest()
+
+
+def _json(data: Any) -> bytes:
+    return json.dumps(data, indent=1, sort_keys=True).encode()
+
+
+def _fsync_dir(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def verify(path: Path) -> dict[str, Any]:
+    """The manifest of a complete, intact checkpoint, or CheckpointError naming file and problem."""
+    manifest_path = path / "manifest.json"
+    try:
+        manifest = json.loads(manifest_path.read_text())
+    except FileNotFoundError:
+        raise CheckpointError(f"{manifest_path}: missing (the checkpoint was not completed)") from None
+    except (OSError, ValueError) as exc:
+        raise CheckpointError(f"{manifest_path}: unreadable: {exc}") from None
+    if not isinstance(manifest, dict) or manifest.get("format") != FORMAT_VERSION:
+        raise CheckpointError(f"{manifest_path}: format {manifest.get('format') if isinstance(manifest, dict) else '?'!r}"
+                              f" is not {FORMAT_VERSION}")
+    for name, expected in manifest.get("files", {}).items():
+        file = path / name
+        try:
+            actual = hashlib.sha256(file.read_bytes()).hexdigest()
+        except FileNotFoundError:
+            raise CheckpointError(f"{file}: missing") from None
+        if actual != expected:
+            raise CheckpointError(f"{file}: sha256 {actual[:12]}... does not match the manifest's {expected[:12]}...")
+    return manifest
+
+
+def read(path: Path) -> tuple[dict[str, Any], dict[str, Any], dict[str, Part]]:
+    """(manifest, controller data, parts by service) of a verified checkpoint."""
+    manifest = verify(path)
+    parts = {}
+    for service in manifest["services"]:
+        try:
+            with np.load(path / f"{service}.npz", allow_pickle=False) as npz:
+                arrays = {name: npz[name] for name in npz.files}
+            meta = json.loads((path / f"{service}.json").read_text())
+        except (OSError, ValueError) as exc:
+            raise CheckpointError(f"{path / service}: cannot load: {exc}") from None
+        parts[service] = Part(service, arrays, meta)
+    return manifest, json.loads((path / "controller.json").read_text()), parts
+
+
+def complete(root: Path) -> list[Path]:
+    """Checkpoint directories (not temp ones), newest first."""
+    if not root.is_dir():
+        return []
+    return sorted((p for p in root.iterdir() if p.is_dir() and p.name.startswith(PREFIX)), reverse=True)
+
+
+def latest_good(root: Path, report=print) -> Path:
+    """The newest checkpoint that verifies; bad ones are reported and skipped."""
+    for path in complete(root):
+        try:
+            verify(path)
+            return path
+        except CheckpointError as exc:
+            report(f"skipping a bad checkpoint: {exc}")
+    raise CheckpointError(f"{root}: no complete checkpoint to resume from")
+
+
+def prune(root: Path, keep: int) -> None:
+    for path in complete(root)[keep:]:
+        shutil.rmtree(path, ignore_errors=True)
+    for stale in root.glob(".tmp-*"):  # a crash mid-write leaves these; never used, safe to drop
+        if stale.is_dir():
+            shutil.rmtree(stale, ignore_errors=True)

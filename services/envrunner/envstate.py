@@ -1,0 +1,98 @@
+"""Capture and restore a Gymnasium env exactly, for bitwise-reproducible resume.
+
+What a trajectory depends on: the simulator state (for MuJoCo every array of
+``MjData``, derived quantities included: rewards read positions computed in the
+previous step), the env's ``np_random`` generator, and the TimeLimit counter
+(without it an episode truncates at the wrong step). Classic-control envs keep
+their state in ``unwrapped.state``. Anything else is refused with a clear error.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import gymnasium as gym
+import numpy as np
+
+
+class UnsupportedEnv(TypeError):
+    """This env's simulator state cannot be captured; checkpoints are not possible with it."""
+
+
+def capture(env: gym.Env) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
+    base = env.unwrapped
+    # a JSON string: PCG64's state holds 128-bit integers, which msgpack cannot carry
+    meta: dict[str, Any] = {"np_random": json.dumps(base.np_random.bit_generator.state),
+                            "elapsed_steps": _time_limit(env)._elapsed_steps if _time_limit(env) else None}
+    arrays: dict[str, np.ndarray] = {}
+    if hasattr(base, "data") and hasattr(base, "model"):  # MuJoCo
+        import mujoco
+
+        spec = mujoco.mjtState.mjSTATE_INTEGRATION
+        state = np.empty(mujoco.mj_stateSize(base.model, spec), np.float64)
+        mujoco.mj_getState(base.model, base.data, state, spec)
+        meta["kind"] = "mujoco"
+        arrays["mj_state"] = state
+        for name in _derived_arrays(base.data):  # what env code reads before the next mj_step
+            arrays[f"data.{name}"] = np.array(getattr(base.data, name))
+    elif hasattr(base, "state"):
+        meta["kind"] = "classic"
+        arrays["state"] = np.array(base.state, dtype=np.float64)
+        extra = {k: getattr(base, k) for k in ("steps_beyond_terminated",) if hasattr(base, k)}
+        meta["extra"] = extra
+    else:
+        raise UnsupportedEnv(f"{env.spec.id if env.spec else type(base).__name__}: no simulator state to checkpoint")
+    return arrays, meta
+
+
+def restore(env: gym.Env, arrays: dict[str, np.ndarray], meta: dict[str, Any]) -> None:
+    base = env.unwrapped
+    state = json.loads(meta["np_random"])
+    generator = np.random.Generator(getattr(np.random, state["bit_generator"])())
+    generator.bit_generator.state = state
+    base.np_random = generator
+    limit = _time_limit(env)
+    if limit is not None:
+        limit._elapsed_steps = meta["elapsed_steps"]
+    if meta["kind"] == "mujoco":
+        import mujoco
+
+        mujoco.mj_setState(base.model, base.data, arrays["mj_state"], mujoco.mjtState.mjSTATE_INTEGRATION)
+        mujoco.mj_forward(base.model, base.data)
+        for key, value in arrays.items():
+            if key.startswith("data."):
+                getattr(base.data, key.removeprefix("data."))[...] = value
+    else:
+        state = arrays["state"]
+        base.state = state if isinstance(base.state, np.ndarray) else tuple(state.tolist())
+        for k, v in meta.get("extra", {}).items():
+            setattr(base, k, v)
+
+
+def _time_limit(env: gym.Env) -> gym.wrappers.TimeLimit | None:
+    while isinstance(env, gym.Wrapper):
+        if isinstance(env, gym.wrappers.TimeLimit):
+            return env
+        env = env.env
+    return None
+
+
+def _derived_arrays(data) -> list[str]:
+    """MjData arrays sized by the model (not by the step's contacts/constraints).
+
+    After a step they hold values computed before its last integration (body
+    positions, contact forces...) that rewards read; recomputing them from the
+    restored state would give slightly different numbers.
+    """
+    names = []
+    for name in dir(data):
+        if name.startswith(("_", "efc_", "contact")):
+            continue
+        try:
+            value = getattr(data, name)
+        except Exception:  # accessors that need arguments
+            continue
+        if isinstance(value, np.ndarray) and value.flags.writeable and value.size:
+            names.append(name)
+    return names
