@@ -55,6 +55,7 @@ class Service:
         self.stopping = False
         self.stop_reason = ""
         self.exit_code = 0
+        self.finished = False  # set when the service ends because training is complete
         self.ltime = LogicalTime(iteration=0, env_step=0)
         self._next_beat = 0.0
         self.pause_id: str | None = None   # a pause is requested (or held) while set
@@ -275,7 +276,7 @@ class Service:
     def close(self) -> None:
         """Say goodbye and release sockets (LINGER is bounded, so this cannot hang)."""
         try:
-            self._send(Goodbye(service=self.name, reason=self.stop_reason))
+            self._send(Goodbye(service=self.name, reason=self.stop_reason, finished=self.finished))
         except zmq.ZMQError:
             pass
         self.bus.close()

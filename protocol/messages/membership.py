@@ -123,6 +123,7 @@ class Goodbye(Message):
     TYPE: ClassVar[str] = "membership.goodbye"
     service: str
     reason: str = ""
+    finished: bool = Field(False, description="it left because training is complete (not a failure)")
 
 
 class StopCommand(Message):

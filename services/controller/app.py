@@ -315,7 +315,9 @@ class Controller:
             log.info("%s left: %s", member.name, message.reason or "no reason given")
             if self.barrier is not None:
                 self.barrier.forget(member.name)
-            if (self.state in (RunState.RUNNING, RunState.PAUSING, RunState.PAUSED)
+            if message.finished:  # its goodbye may overtake the learner's TrainingDone
+                self.begin_stop("training done")
+            elif (self.state in (RunState.RUNNING, RunState.PAUSING, RunState.PAUSED)
                     and member.role in (Role.LEARNER, Role.ENVRUNNER)):
                 self.exit_code = 1
                 self.begin_stop(f"{member.name} left the run ({message.reason})")
@@ -525,6 +527,11 @@ class Controller:
             log.warning("ignoring state from %s for checkpoint %s", part.service, part.ckpt_id)
             return None
         ck = self.checkpoint
+        if "error" in part.meta:
+            if member.role is Role.LEARNER:
+                ck.learner = None  # it does not hold: nothing to release
+            self.finish_checkpoint(error=f"{part.service}: {part.meta['error']}")
+            return None
         ck.parts[part.service] = part
         if member.role is Role.LEARNER:
             ck.learner, ck.boundary = part.service, part.meta["iteration"]

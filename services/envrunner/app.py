@@ -81,6 +81,7 @@ class EnvRunner(Service):
             weights = self.exchange(rollout)
             self.iteration += 1
         if weights is not None and weights.done:
+            self.finished = True
             self.stop("training done")
 
     def collect(self, obs: np.ndarray, version: int) -> tuple[Rollout | None, np.ndarray]:
@@ -174,7 +175,12 @@ class EnvRunner(Service):
                 log.error("%s: checkpoint %s wants iteration %s but this env-runner is at %d",
                           self.name, command.ckpt_id, command.at_iteration, boundary)
             else:
-                self.send_checkpoint_part(command.ckpt_id, *self.checkpoint_state(boundary))
+                try:
+                    arrays, meta = self.checkpoint_state(boundary)
+                except (NotImplementedError, envstate.UnsupportedEnv) as exc:
+                    log.warning("%s: no checkpoint: %s", self.name, exc)
+                    arrays, meta = {}, {"error": str(exc)}
+                self.send_checkpoint_part(command.ckpt_id, arrays, meta)
             self.checkpoint_requests.remove(command)
 
     def checkpoint_state(self, boundary: int) -> tuple[dict, dict]:

@@ -195,7 +195,12 @@ class Learner(Service):
         if self.overlap:
             log.error("checkpoints need run.mode=sync; skipping %s", ckpt_id)
             return
-        arrays, meta = self.algorithm.state()
+        try:
+            arrays, meta = self.algorithm.state()
+        except NotImplementedError as exc:
+            log.warning("no checkpoint: %s", exc)
+            self.send_checkpoint_part(ckpt_id, {}, {"error": str(exc)})
+            return
         arrays.update({f"norm.{k}": v for k, v in {**pack("obs", self.obs_rms), **pack("ret", self.ret_rms)}.items()})
         meta.update(iteration=self.iteration, env_steps=self.env_steps, episodes=list(self.episodes))
         self.send_checkpoint_part(ckpt_id, arrays, meta)

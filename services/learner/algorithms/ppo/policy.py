@@ -121,13 +121,13 @@ class PPOActor(Actor):
         # torch.tensor copies: the arrays may be read-only views of a received message buffer.
         self.net.load_state_dict({k: torch.tensor(v, dtype=torch.float32) for k, v in weights.items()}, strict=True)
 
-    @torch.no_grad()
+    @torch.inference_mode()  # cheaper than no_grad: no version counters or view tracking
     def act(self, obs: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         action, logprob, _, value = self.net.get_action_and_value(_as_tensor(obs), generator=self.generator)
         action_np = action.numpy().astype(np.int64 if self.net.discrete else np.float32, copy=False)
         return action_np, logprob.numpy(), value.numpy()
 
-    @torch.no_grad()
+    @torch.inference_mode()
     def value(self, obs: np.ndarray) -> np.ndarray:
         return self.net.get_value(_as_tensor(obs)).numpy()
 
