@@ -101,6 +101,8 @@ def encode(envelope: Envelope, message: Message) -> list[Any]:
 
     header = envelope.model_dump(mode="json")
     header["body"] = pack_arrays(message.model_dump(mode="python"))
+    if len(buffers) > MAX_ARRAY_FRAMES:  # refuse here, where the bug is, not at the receiver
+        raise ProtocolError(f"{message.TYPE}: {len(buffers)} arrays exceed MAX_ARRAY_FRAMES={MAX_ARRAY_FRAMES}")
     payload = msgpack.packb(header, use_bin_type=True, default=_plain)
     return [message.TYPE.encode(), payload, *buffers]
 

@@ -60,6 +60,7 @@ class Service:
         self._next_beat = 0.0
         self.pause_id: str | None = None   # a pause is requested (or held) while set
         self.pending_patches: list[ApplyPatch] = []
+        self.hold_patches = False
         self.checkpoint_requests: list[CheckpointCommand] = []
         self.checkpoint_done: dict[str, CheckpointDone] = {}
         self.minibatch: int | None = None
@@ -132,7 +133,7 @@ class Service:
         self._drain_link()
         if self.pause_id is not None and not self.stopping:
             self._stand_at_barrier()
-        if self.pending_patches and not self.stopping:
+        if self.pending_patches and not self.stopping and not self.hold_patches:
             self._apply_due_patches(boundary)
         self._beat()
 
@@ -220,7 +221,10 @@ class Service:
 
     # -- checkpoints -------------------------------------------------------------------
     def send_checkpoint_part(self, ckpt_id: str, arrays: dict, meta: dict) -> None:
-        meta = {**meta, "pending_patches": [p.model_dump(mode="json") for p in self.pending_patches]}
+        # the tunables this member runs with: the controller's config already holds the values of patches
+        # it accepted but this member has not applied yet (e.g. scheduled for a later iteration)
+        meta = {**meta, "pending_patches": [p.model_dump(mode="json") for p in self.pending_patches],
+                "tunables": {row.name: row.value for row in tunables.describe(self.config)}}
         self._send(CheckpointPart(ckpt_id=ckpt_id, service=self.name, ltime=self.ltime, arrays=arrays, meta=meta))
 
     def hold_until_checkpoint_done(self, ckpt_id: str) -> None:
@@ -236,6 +240,10 @@ class Service:
             log.error("%s: checkpoint %s failed: %s", self.name, ckpt_id, done.message)
 
     def restore_pending_patches(self, meta: dict) -> None:
+        """The tunables in force at the checkpoint and the patches still due (they apply when due again)."""
+        if meta.get("tunables"):
+            self.config, _ = tunables.validate(self.config, meta["tunables"])
+            self.on_config_changed()
         self.pending_patches = [ApplyPatch.model_validate(p) for p in meta.get("pending_patches", [])]
 
     def on_config_changed(self) -> None:

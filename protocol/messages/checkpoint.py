@@ -19,7 +19,9 @@ from .base import LogicalTime, Message, NDArray
 
 
 class CheckpointRequest(Message):
-    """Client -> controller. Reply: CheckpointReply, or ErrorReply (run not running, timeout)."""
+    """Client -> controller. Reply: CheckpointReply, or ErrorReply: CONFLICT (not running, e.g. paused),
+    REJECTED (overlap mode), TIMEOUT (a member sent no state in checkpoint.timeout_s), INTERNAL (write
+    failed, or an algorithm/env without checkpoint support). The run goes on in every case."""
 
     TYPE: ClassVar[str] = "control.checkpoint_request"
 
@@ -57,7 +59,7 @@ class CheckpointPart(Message):
 
 
 class CheckpointDone(Message):
-    """Controller -> members: the checkpoint is on disk (or failed); the learner goes on."""
+    """Controller -> the learner holding the boundary: the checkpoint is on disk (or failed); go on."""
 
     TYPE: ClassVar[str] = "membership.checkpoint_done"
     ckpt_id: str

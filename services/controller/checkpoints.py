@@ -17,6 +17,7 @@ import json
 import os
 import shutil
 import time
+import zipfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -129,10 +130,11 @@ def read(path: Path) -> tuple[dict[str, Any], dict[str, Any], dict[str, Part]]:
     parts = {}
     for service in manifest["services"]:
         try:
-            with np.load(path / f"{service}.npz", allow_pickle=False) as npz:
+            # our own file object: np.load leaks its handle when the zip is damaged
+            with open(path / f"{service}.npz", "rb") as f, np.load(f, allow_pickle=False) as npz:
                 arrays = {name: npz[name] for name in npz.files}
             meta = json.loads((path / f"{service}.json").read_text())
-        except (OSError, ValueError) as exc:
+        except (OSError, ValueError, EOFError, zipfile.BadZipFile) as exc:  # a damaged npz is a zip error
             raise CheckpointError(f"{path / service}: cannot load: {exc}") from None
         parts[service] = Part(service, arrays, meta)
     return manifest, json.loads((path / "controller.json").read_text()), parts

@@ -79,6 +79,7 @@ class EnvRunner(Service):
             if rollout is None:
                 break
             weights = self.exchange(rollout)
+            self.hold_patches = False
             self.iteration += 1
         if weights is not None and weights.done:
             self.finished = True
@@ -181,6 +182,9 @@ class EnvRunner(Service):
                     log.warning("%s: no checkpoint: %s", self.name, exc)
                     arrays, meta = {}, {"error": str(exc)}
                 self.send_checkpoint_part(command.ckpt_id, arrays, meta)
+                # until the weights come, patches wait: the saved state lists them as pending, so
+                # applying one now would apply (and journal) it twice after a resume
+                self.hold_patches = True
             self.checkpoint_requests.remove(command)
 
     def checkpoint_state(self, boundary: int) -> tuple[dict, dict]:

@@ -34,9 +34,10 @@ def capture(env: gym.Env) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
         mujoco.mj_getState(base.model, base.data, state, spec)
         meta["kind"] = "mujoco"
         arrays["mj_state"] = state
-        for name in _derived_arrays(base.data):  # what env code reads before the next mj_step
-            arrays[f"data.{name}"] = np.array(getattr(base.data, name))
-    elif hasattr(base, "state"):
+        # what env code reads before the next mj_step, packed into one buffer (one frame on the wire)
+        arrays["mj_derived"], meta["mj_derived"] = _pack({name: getattr(base.data, name)
+                                                          for name in _derived_arrays(base.data)})
+    elif type(base).__module__.startswith("gymnasium.envs.classic_control") and hasattr(base, "state"):
         meta["kind"] = "classic"
         arrays["state"] = np.array(base.state, dtype=np.float64)
         extra = {k: getattr(base, k) for k in ("steps_beyond_terminated",) if hasattr(base, k)}
@@ -60,9 +61,8 @@ def restore(env: gym.Env, arrays: dict[str, np.ndarray], meta: dict[str, Any]) -
 
         mujoco.mj_setState(base.model, base.data, arrays["mj_state"], mujoco.mjtState.mjSTATE_INTEGRATION)
         mujoco.mj_forward(base.model, base.data)
-        for key, value in arrays.items():
-            if key.startswith("data."):
-                getattr(base.data, key.removeprefix("data."))[...] = value
+        for name, value in _unpack(arrays["mj_derived"], meta["mj_derived"]).items():
+            getattr(base.data, name)[...] = value
     else:
         state = arrays["state"]
         base.state = state if isinstance(base.state, np.ndarray) else tuple(state.tolist())
@@ -87,8 +87,8 @@ def _derived_arrays(data) -> list[str]:
     """
     names = []
     for name in dir(data):
-        if name.startswith(("_", "efc_", "contact")):
-            continue
+        if name.startswith(("_", "contact")) or "efc" in name or "island" in name:
+            continue  # sized by this step's contacts and constraints; mj_forward rebuilds them
         try:
             value = getattr(data, name)
         except Exception:  # accessors that need arguments
@@ -96,3 +96,21 @@ def _derived_arrays(data) -> list[str]:
         if isinstance(value, np.ndarray) and value.flags.writeable and value.size:
             names.append(name)
     return names
+
+
+def _pack(arrays: dict[str, np.ndarray]) -> tuple[np.ndarray, list]:
+    layout, chunks = [], []
+    for name, value in arrays.items():
+        value = np.ascontiguousarray(value)
+        layout.append([name, value.dtype.str, list(value.shape)])
+        chunks.append(value.view(np.uint8).reshape(-1))
+    return (np.concatenate(chunks) if chunks else np.zeros(0, np.uint8)), layout
+
+
+def _unpack(buffer: np.ndarray, layout: list) -> dict[str, np.ndarray]:
+    out, offset = {}, 0
+    for name, dtype, shape in layout:
+        size = int(np.prod(shape, dtype=np.int64)) * np.dtype(dtype).itemsize
+        out[name] = buffer[offset:offset + size].view(dtype).reshape(shape)
+        offset += size
+    return out

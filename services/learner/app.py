@@ -192,8 +192,8 @@ class Learner(Service):
             ckpt_id = f"auto-{self.iteration}"
         else:
             return
-        if self.overlap:
-            log.error("checkpoints need run.mode=sync; skipping %s", ckpt_id)
+        if self.overlap:  # the controller refuses requests in overlap mode; automatic ones are skipped
+            log.info("no checkpoint in overlap mode (%s)", ckpt_id)
             return
         try:
             arrays, meta = self.algorithm.state()
