@@ -557,7 +557,7 @@ class Controller:
                     keep=self.config.checkpoint.keep)
                 size = sum(f.stat().st_size for f in path.iterdir())
                 manifest = checkpoints.verify(path)
-                log.info("checkpoint %s: %d bytes in %.3f s (write), %.3f s from the boundary", path, size,
+                log.info("checkpoint %s: %d bytes in %.3f s (write), %.3f s since it began (request or boundary)", path, size,
                          time.monotonic() - started, time.monotonic() - ck.started)
                 reply = CheckpointReply(path=str(path), ltime=LogicalTime(iteration=ck.boundary, env_step=ck.env_step),
                                         bytes=size, seconds=round(time.monotonic() - ck.started, 4),
