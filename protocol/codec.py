@@ -7,7 +7,8 @@ replaced by ``{"__ndarray__": i, "dtype": ..., "shape": [...]}`` and its bytes
 travel uncopied as frame ``2 + i``.
 
 Everything that can go wrong while decoding (size, msgpack, version, unknown
-type, schema, array layout) comes out as one :class:`ProtocolError`.
+type, schema, array layout) comes out as one :class:`ProtocolError`; a peer of
+another major version gets its subclass :class:`ProtocolVersionMismatch`.
 """
 
 from __future__ import annotations
@@ -39,6 +40,22 @@ class ProtocolError(ValueError):
     The sender is at fault: log it, answer ``ErrorReply(BAD_MESSAGE)`` where a reply
     is expected, and keep serving. Retrying the same bytes cannot succeed.
     """
+
+
+class ProtocolVersionMismatch(ProtocolError):
+    """The message speaks another major protocol version than this code (``PROTOCOL_VERSION``).
+
+    Not garbage: a peer (or a whole bus) of another generation. A receiver that only
+    logs bad frames still drops it, but a monitor should stop and say so, since every
+    further message from that peer will be refused too. ``version`` is the peer's
+    ``v``, ``expected`` ours, ``sender`` the envelope's sender when it could be read.
+    """
+
+    def __init__(self, message: str, *, version: str, sender: str | None = None) -> None:
+        super().__init__(message)
+        self.version = version
+        self.expected = PROTOCOL_VERSION
+        self.sender = sender
 
 
 @dataclass(frozen=True)
@@ -143,9 +160,14 @@ def _decode(frames: Sequence[Any], expect: Sequence[type[Message]] | None) -> Re
         raise ProtocolError("payload is not a map")
     version = raw.get("v")
     if not isinstance(version, str) or version.split(".")[0] != PROTOCOL_VERSION.split(".")[0]:
-        raise ProtocolError(
-            f"protocol version {version!r} is not compatible with {PROTOCOL_VERSION}"
-        )
+        problem = f"protocol version {version!r} is not compatible with {PROTOCOL_VERSION}"
+        if isinstance(version, str) and version.split(".")[0].isdigit():  # a real version: another major
+            sender = raw.get("sender")
+            raise ProtocolVersionMismatch(
+                problem + (f" (from {sender!r})" if isinstance(sender, str) else ""),
+                version=version, sender=sender if isinstance(sender, str) else None,
+            )
+        raise ProtocolError(problem)
     type_name = raw.get("type")
     cls = MESSAGE_TYPES.get(type_name) if isinstance(type_name, str) else None
     if cls is None:

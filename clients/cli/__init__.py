@@ -351,3 +351,11 @@ def resume_run(run_dir: str, procfile: str) -> None:
                f"{envrunners} env-runner(s))", err=True)
     os.environ["DYNAMICRL_RESUME"] = str(Path(run_dir).resolve())
     os.execv(honcho, [honcho, "-f", procfile, "start", "-c", f"envrunner={envrunners}"])
+
+
+# commands that live in their own modules (imported last: they use the options defined above)
+from dynamicrl.clients.cli.protocol_cmd import protocol_group  # noqa: E402
+from dynamicrl.clients.cli.watch import watch_command  # noqa: E402
+
+main.add_command(protocol_group)
+main.add_command(watch_command)

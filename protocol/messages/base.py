@@ -41,9 +41,10 @@ NDArray = Annotated[
             '{"__ndarray__": frame index after the payload, "dtype": numpy dtype string '
             '(e.g. "<f4"), "shape": [dims]}',
             "required": ["__ndarray__", "dtype", "shape"],
+            "additionalProperties": False,
             "properties": {
                 "__ndarray__": {"type": "integer", "minimum": 0},
-                "dtype": {"type": "string"},
+                "dtype": {"type": "string", "enum": sorted(ARRAY_DTYPES)},
                 "shape": {"type": "array", "items": {"type": "integer", "minimum": 0}},
             },
         }

@@ -9,6 +9,8 @@ slows a publisher.
 
 from __future__ import annotations
 
+import time
+
 import zmq
 
 from dynamicrl.protocol.sockets import bind, make_socket
@@ -45,6 +47,19 @@ class BusProxy:
                 self.forwarded += 1
                 passed.append(frames)
         return passed
+
+    def drain(self, idle_s: float = 0.1, limit_s: float = 0.3) -> int:
+        """Forward what is still on its way (the owner's last messages) until ``idle_s`` of quiet."""
+        poller = zmq.Poller()
+        self.register(poller)
+        forwarded = 0
+        deadline = time.monotonic() + limit_s
+        while (left := deadline - time.monotonic()) > 0:
+            events = dict(poller.poll(int(min(idle_s, left) * 1000)))
+            if not events:
+                break
+            forwarded += len(self.pump(events))
+        return forwarded
 
     def close(self) -> None:
         self.xsub.close()

@@ -137,6 +137,7 @@ class Controller:
                         if routed is not None:
                             self.handle(routed)
                 self.tick()
+            self.proxy.drain()  # forward the final control.state (stopped) before the sockets close
         finally:
             self.close()
         return self.exit_code
