@@ -1,7 +1,8 @@
 """The one place that turns messages into frames and back.
 
-Frames: ``[topic, payload, *array_buffers]``. ``topic`` is the message type
-(so PUB/SUB prefix filtering works); ``payload`` is a msgpack map holding the
+Frames: ``[topic, payload, *array_buffers]``. ``topic`` is ``message.topic()``:
+the message type, or for ``ExternalSample`` ``external.<stream>`` (so PUB/SUB
+prefix filtering works; the decoder checks it against the decoded message); ``payload`` is a msgpack map holding the
 envelope fields and the body under ``"body"``; every numpy array in the body is
 replaced by ``{"__ndarray__": i, "dtype": ..., "shape": [...]}`` and its bytes
 travel uncopied as frame ``2 + i``.
@@ -121,7 +122,7 @@ def encode(envelope: Envelope, message: Message) -> list[Any]:
     if len(buffers) > MAX_ARRAY_FRAMES:  # refuse here, where the bug is, not at the receiver
         raise ProtocolError(f"{message.TYPE}: {len(buffers)} arrays exceed MAX_ARRAY_FRAMES={MAX_ARRAY_FRAMES}")
     payload = msgpack.packb(header, use_bin_type=True, default=_plain)
-    return [message.TYPE.encode(), payload, *buffers]
+    return [message.topic().encode(), payload, *buffers]
 
 
 def _plain(value: Any) -> Any:
@@ -172,7 +173,7 @@ def _decode(frames: Sequence[Any], expect: Sequence[type[Message]] | None) -> Re
     cls = MESSAGE_TYPES.get(type_name) if isinstance(type_name, str) else None
     if cls is None:
         raise ProtocolError(f"unknown message type {type_name!r}")
-    if topic != type_name.encode():
+    if cls.topic is Message.topic and topic != type_name.encode():  # checked early when the type decides it
         raise ProtocolError(f"topic {topic!r} does not match message type {type_name!r}")
     if expect is not None and cls not in expect:
         raise ProtocolError(f"unexpected message type {type_name!r} on this socket")
@@ -185,7 +186,11 @@ def _decode(frames: Sequence[Any], expect: Sequence[type[Message]] | None) -> Re
     body = _unpack_arrays(body, arrays, used)
     if len(used) != len(arrays):
         raise ProtocolError(f"{len(arrays) - len(used)} array frame(s) not referenced by the body")
-    return Received(envelope, cls.model_validate(body))
+    message = cls.model_validate(body)
+    if topic != message.topic().encode():  # e.g. ExternalSample: external.<stream>
+        raise ProtocolError(f"topic {topic!r} does not match message type {type_name!r} "
+                            f"(expected {message.topic()!r})")
+    return Received(envelope, message)
 
 
 def _no_ext(code: int, data: bytes) -> Any:

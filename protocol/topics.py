@@ -1,14 +1,15 @@
 """Bus topics: dotted, family first, so a prefix subscribes to a family.
 
-A message's topic is its ``TYPE``; these constants name the families and the
+A message's topic is its ``TYPE`` (``Message.topic()``), except ``ExternalSample``
+whose topic is ``external.<stream>``; these constants name the families and the
 topics services publish, so no code spells a topic as a bare string.
 """
 
-from .messages import EpisodeStats, RunStateChanged, TrainMetrics
+from .messages import EpisodeStats, ExternalSample, RunStateChanged, TrainMetrics, stream_topic
 
 METRICS = "metrics."
 CONTROL = "control."
-EXTERNAL = "external."
+EXTERNAL = ExternalSample.TOPIC_PREFIX
 ALL = ""
 
 METRICS_TRAIN = TrainMetrics.TYPE

@@ -15,7 +15,7 @@ from dynamicrl.protocol.messages import (
     ApplyPatch, BarrierReached, HistoryReply, HistoryRequest, JournalEntry, ParamsReply, ParamsRequest,
     PatchApplied, PatchEvent, PatchReply, PatchRequest, PatchStatus, PauseCommand, PauseReply,
     PauseRequest, Position, ResumeCommand, ResumeReply, ResumeRequest, Tunable, ValueChange,
-    EpisodeStats, ErrorCode, ErrorReply, Goodbye, Health, Heartbeat, LogicalTime, Message,
+    EpisodeStats, ErrorCode, ErrorReply, ExternalSample, Goodbye, Health, Heartbeat, LogicalTime, Message,
     PolicyRequest, PolicyWeights, Ready, RegisterReply, RegisterRequest, Role, Rollout, RunStart,
     RunState, RunStateChanged, ServiceStatus, StatusReply, StatusRequest, StopCommand,
     TrainingDone, TrainMetrics,
@@ -131,6 +131,10 @@ SAMPLES: dict[str, Callable[[], Message]] = {
     CheckpointCommand.TYPE: lambda: CheckpointCommand(ckpt_id="c1", at_iteration=4),
     CheckpointPart.TYPE: _checkpoint_part,
     CheckpointDone.TYPE: lambda: CheckpointDone(ckpt_id="c1", ok=False, message="disk full"),
+    ExternalSample.TYPE: lambda: ExternalSample(
+        stream="mock-bci", channels=["Fz", "Cz", "Pz"], rate=250.0, chunk=7,
+        timestamps=np.array([10.0, 10.004, 10.008], np.float64),
+        samples=np.arange(9, dtype=np.float32).reshape(3, 3), derived={"engagement": 0.42}),
 }
 
 

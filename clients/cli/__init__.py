@@ -355,7 +355,10 @@ def resume_run(run_dir: str, procfile: str) -> None:
 
 # commands that live in their own modules (imported last: they use the options defined above)
 from dynamicrl.clients.cli.protocol_cmd import protocol_group  # noqa: E402
+from dynamicrl.clients.cli.provider import provider_group, rule_group  # noqa: E402
 from dynamicrl.clients.cli.watch import watch_command  # noqa: E402
 
 main.add_command(protocol_group)
 main.add_command(watch_command)
+main.add_command(provider_group)
+main.add_command(rule_group)

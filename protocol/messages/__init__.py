@@ -17,6 +17,7 @@ from .membership import (
     ApplyPatch, BarrierReached, Goodbye, Heartbeat, PatchApplied, PauseCommand, Ready, RegisterReply,
     RegisterRequest, ResumeCommand, RunStart, StopCommand, TrainingDone,
 )
+from .external import ExternalSample, stream_topic
 from .metrics import EpisodeStats, TrainMetrics
 
 MESSAGE_TYPES: dict[str, type[Message]] = {
@@ -30,6 +31,7 @@ MESSAGE_TYPES: dict[str, type[Message]] = {
         CheckpointRequest, CheckpointReply, CheckpointCommand, CheckpointPart, CheckpointDone,
         PolicyRequest, PolicyWeights, Rollout,
         TrainMetrics, EpisodeStats,
+        ExternalSample,
     )
 }
 
@@ -39,6 +41,7 @@ __all__ = [
     "ApplyPatch",
     "BarrierReached",
     "EpisodeStats",
+    "ExternalSample",
     "ErrorCode",
     "ErrorReply",
     "Goodbye",
@@ -84,4 +87,5 @@ __all__ = [
     "TrainingDone",
     "Tunable",
     "ValueChange",
+    "stream_topic",
 ]

@@ -1,7 +1,7 @@
 """Base model for every message and the array field type.
 
 Every message is a strict pydantic model (unknown fields are refused) tagged by
-a dotted ``TYPE`` that doubles as its bus topic, so a subscriber can take a
+a dotted ``TYPE`` that doubles as its bus topic (see ``Message.topic``), so a subscriber can take a
 whole family by prefix (``metrics.``). numpy arrays are declared as
 ``NDArray`` fields: the codec moves them as raw frames, never pickled.
 """
@@ -57,6 +57,11 @@ class Message(BaseModel):
 
     model_config = ConfigDict(extra="forbid", arbitrary_types_allowed=True)
     TYPE: ClassVar[str]
+
+    def topic(self) -> str:
+        """The bus topic (first frame). ``TYPE`` by default; a message that needs finer
+        subscription (``ExternalSample``: ``external.<stream>``) overrides it."""
+        return self.TYPE
 
 
 class LogicalTime(BaseModel):

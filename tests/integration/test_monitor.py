@@ -28,7 +28,7 @@ from helpers import base_overrides, endpoint, free_ports, log_text, start_servic
 
 # -- a third party's side: pyzmq + msgpack only, following docs/protocol.md (no dynamicrl here) --------------
 
-PLAIN_VERSION = "1.1"  # docs/protocol.md, "Version"
+PLAIN_VERSION = "1.2"  # docs/protocol.md, "Version"
 ENVELOPE_FIELDS = {"v", "type", "sender", "seq", "run_id", "ts", "id", "parent", "ltime", "body"}
 
 
