@@ -61,6 +61,7 @@ class Service:
         self.pause_id: str | None = None   # a pause is requested (or held) while set
         self.pending_patches: list[ApplyPatch] = []
         self.hold_patches = False
+        self.missed = 0  # bus messages lost by this service's subscriptions (reported in heartbeats)
         self.checkpoint_requests: list[CheckpointCommand] = []
         self.checkpoint_done: dict[str, CheckpointDone] = {}
         self.minibatch: int | None = None
@@ -163,7 +164,7 @@ class Service:
         now = time.monotonic()
         if now >= self._next_beat:
             self._next_beat = now + self.config.timing.heartbeat_s
-            self._send(Heartbeat(service=self.name, ltime=self.ltime))
+            self._send(Heartbeat(service=self.name, ltime=self.ltime, missed=self.missed))
 
     # -- pauses ----------------------------------------------------------------------
     def _on_pause(self, received: Received) -> None:

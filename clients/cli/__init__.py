@@ -141,6 +141,7 @@ def status(config_path: str, timeout: float | None, as_json: bool, overrides: tu
     click.echo("services:")
     for s in reply.services:
         at = f"  at {_where(s.ltime)}" if s.ltime else ""
+        at += f"  missed {s.missed} bus message(s)" if s.missed else ""
         click.echo(f"  {s.service:<14} {s.role.value:<10} rank {s.rank:<3} pid {s.pid:<8} {s.health.value:<8} "
                    f"seen {s.last_seen_s:.1f}s ago{at}")
 

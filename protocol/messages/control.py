@@ -56,6 +56,7 @@ class ServiceStatus(BaseModel):
     health: Health
     last_seen_s: float = Field(description="seconds since the last message from it")
     ltime: LogicalTime | None = Field(None, description="its logical time at its last heartbeat")
+    missed: int = Field(0, ge=0, description="bus messages it lost (as of its last heartbeat)")
 
 
 class StatusReply(Message):

@@ -115,6 +115,7 @@ class Heartbeat(Message):
     TYPE: ClassVar[str] = "membership.heartbeat"
     service: str
     ltime: LogicalTime | None = None
+    missed: int = Field(0, ge=0, description="bus messages its subscriptions lost so far (sequence gaps)")
 
 
 class Goodbye(Message):

@@ -306,6 +306,7 @@ class Controller:
         member = self.roster.members.get(routed.received.message.service)
         if member is not None:
             member.ltime = routed.received.message.ltime
+            member.missed = routed.received.message.missed
         return None
 
     def on_goodbye(self, routed: Routed) -> None:

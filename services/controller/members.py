@@ -26,6 +26,7 @@ class Member:
     ready: bool = False
     gone: bool = False
     ltime: LogicalTime | None = None
+    missed: int = 0
 
     def health(self, now: float, missing_after_s: float) -> Health:
         if self.gone:
@@ -37,7 +38,7 @@ class Member:
     def status(self, now: float, missing_after_s: float) -> ServiceStatus:
         return ServiceStatus(service=self.name, role=self.role, rank=self.rank, pid=self.pid,
                              health=self.health(now, missing_after_s),
-                             last_seen_s=round(now - self.last_seen, 3), ltime=self.ltime)
+                             last_seen_s=round(now - self.last_seen, 3), ltime=self.ltime, missed=self.missed)
 
 
 class Roster:

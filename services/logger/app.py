@@ -71,6 +71,7 @@ class Logger(Service):
         raise StartupError(f"{self.name}: no controller beacon on {self.config.addresses.bus_out}")
 
     def drain(self) -> None:
+        self.missed = self.sub.gaps.missed
         while self.sub.socket.poll(0):
             received = self.sub.receive()
             if received is not None:
