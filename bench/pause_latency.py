@@ -52,6 +52,8 @@ HERE = Path(__file__).resolve().parent
 ADDRESS_KEYS = ("controller", "bus_in", "bus_out", "data")
 PATCH_PARAM = "ppo.ent_coef"
 TARGET_P99_MS = 50.0
+NOTES_MARKER = "<!-- notes: everything from this line on is kept when the benchmark rewrites this file -->"
+CONTENDED_CORES = 0.2  # average busy cores of other processes above which a run counts as contended
 
 
 # -- processes ---------------------------------------------------------------------------------
@@ -195,6 +197,11 @@ class Result:
     phase_s: float
     batch_per_minibatch: int
     minibatches_per_update: int
+    mode: str = "sync"
+
+    @property
+    def other_cores(self) -> float:
+        return max(0.0, self.machine_busy_cores - self.run_busy_cores - self.bench_busy_cores)
 
 
 def classify(positions, num_steps: int, num_envs: int) -> tuple[str, int | None, int | None, list[int]]:
@@ -206,7 +213,7 @@ def classify(positions, num_steps: int, num_envs: int) -> tuple[str, int | None,
     if mb:
         where = "mid-update"
     elif steps and all(s >= num_steps - 1 for s in steps):
-        where = "update boundary"   # learner at minibatch 0, every env-runner at the end of its rollout
+        where = "update boundary"   # learner at minibatch 0, every env-runner at (or one step from) its rollout's end
     else:
         where = "collecting"        # learner waiting for rollouts, env-runners between env steps
     return where, mb, it, steps
@@ -254,6 +261,22 @@ def read_sps(run_dir: str, upto: int) -> list[float]:
     return [float(r["sps"]) for r in rows if r.get("sps") and 2 <= int(r["iteration"]) <= upto]
 
 
+def wait_idle(max_wait_s: float, busy_cores: float = 0.2, window_s: float = 5.0) -> None:
+    """Wait (at most ``max_wait_s``) until the machine was nearly idle over ``window_s``: others' load skews latency."""
+    deadline = time.monotonic() + max_wait_s
+    while True:
+        b0, _ = cpu_busy_seconds()
+        time.sleep(window_s)
+        busy = (cpu_busy_seconds()[0] - b0) / window_s
+        if busy <= busy_cores:
+            print(f"  machine idle ({busy:.2f} busy cores over {window_s:.0f} s)", flush=True)
+            return
+        if time.monotonic() >= deadline:
+            print(f"  machine still busy ({busy:.2f} cores); measuring anyway", flush=True)
+            return
+        print(f"  machine busy ({busy:.2f} cores over {window_s:.0f} s); waiting", flush=True)
+
+
 def measure(args, num_steps: int, workdir: Path) -> Result:
     overrides = [f"env.id={args.env}", f"env.num_envs={args.num_envs}", f"algo.num_steps={num_steps}",
                  f"run.envrunners={args.envrunners}", f"run.total_env_steps={args.total_env_steps}",
@@ -281,10 +304,11 @@ def measure(args, num_steps: int, workdir: Path) -> Result:
             resolved = yaml.safe_load((Path(run_dir) / "config.yaml").read_text())
             minibatches = int(resolved["algo"]["num_minibatches"])
             epochs = int(resolved["algo"]["update_epochs"])
+            mode = str(resolved["run"].get("mode", "sync"))
         except Exception:  # noqa: BLE001 - only for the description
-            epochs = 0
+            epochs, mode = 0, "?"
         load_before = os.getloadavg()
-        busy0, wall0 = cpu_busy_seconds()
+        busy0 = cpu_busy_seconds()[0]
         run_cpu0, bench_cpu0 = run.cpu_seconds(), sum(os.times()[:2])
         t_phase = time.monotonic()
         for i in range(args.pauses):
@@ -330,7 +354,7 @@ def measure(args, num_steps: int, workdir: Path) -> Result:
             if run.dead():
                 raise RuntimeError(f"process(es) exited during the benchmark: {', '.join(run.dead())}")
         phase_s = time.monotonic() - t_phase
-        busy1, wall1 = cpu_busy_seconds()
+        busy1 = cpu_busy_seconds()[0]
         run_cpu1, bench_cpu1 = run.cpu_seconds(), sum(os.times()[:2])
         load_after = os.getloadavg()
         end_status = client.call(StatusRequest())
@@ -344,7 +368,7 @@ def measure(args, num_steps: int, workdir: Path) -> Result:
             bench_busy_cores=(bench_cpu1 - bench_cpu0) / phase_s,
             phase_s=phase_s,
             batch_per_minibatch=total // max(minibatches, 1),
-            minibatches_per_update=minibatches * epochs,
+            minibatches_per_update=minibatches * epochs, mode=mode,
         )
     finally:
         client.close()
@@ -437,8 +461,9 @@ def summary_lines(result: Result) -> list[str]:
     lines.append(f"load: loadavg {result.load_before[0]:.2f} before, {result.load_after[0]:.2f} after; "
                  f"busy cores during the pauses: machine {result.machine_busy_cores:.2f}, run "
                  f"{result.run_busy_cores:.2f}, bench {result.bench_busy_cores:.2f}, others "
-                 f"{max(0.0, result.machine_busy_cores - result.run_busy_cores - result.bench_busy_cores):.2f} "
-                 f"(of {os.cpu_count()}).")
+                 f"{result.other_cores:.2f} (of {os.cpu_count()})"
+                 + (" - CONTENDED: other processes took CPU from the run; rerun on a quiet machine."
+                    if result.other_cores > CONTENDED_CORES else "."))
     return lines
 
 
@@ -464,7 +489,8 @@ def uptime() -> str:
         return "load average: %.2f, %.2f, %.2f" % os.getloadavg()
 
 
-def markdown(args, results: list[Result], started: str, uptime_before: str, uptime_after: str) -> str:
+def markdown(args, results: list[Result], contended: list[Result], started: str, uptime_before: str,
+             uptime_after: str) -> str:
     out = ["# Pause latency", ""]
     out.append(f"- date: {started}")
     out.append(f"- command: `{' '.join(shlex.quote(a) for a in [sys.executable.rsplit('/', 1)[-1], *sys.argv])}`")
@@ -480,14 +506,14 @@ def markdown(args, results: list[Result], started: str, uptime_before: str, upti
     out.append("Latencies in ms. Client side: `ControlClient.call` in this process (request sent -> reply "
                "received). Controller side: `PauseReply.latency_s` (request received -> last barrier report).")
     out.append("")
-    out.append("| num_steps | env SPS before pausing | figure | n | p50 | p90 | p99 | max |")
-    out.append("|---:|---:|---|---:|---:|---:|---:|---:|")
+    out.append("| num_steps | env SPS before pausing | other load (cores) | figure | n | p50 | p90 | p99 | max |")
+    out.append("|---:|---:|---:|---|---:|---:|---:|---:|---:|")
     for r in results:
         sps = f"{np.mean(r.sps):.0f}" if r.sps else "n/a"
         for label, s in figure_rows(r):
             if s is None:
                 continue
-            out.append(f"| {r.num_steps} | {sps} | {label} | {s['n']} | {s['p50']:.1f} | {s['p90']:.1f} | "
+            out.append(f"| {r.num_steps} | {sps} | {r.other_cores:.2f} | {label} | {s['n']} | {s['p50']:.1f} | {s['p90']:.1f} | "
                        f"{s['p99']:.1f} | {s['max']:.1f} |")
     out.append("")
     out.append("Where the learner stood when paused (pause latency, client side, ms):")
@@ -503,8 +529,24 @@ def markdown(args, results: list[Result], started: str, uptime_before: str, upti
                "learner waited for rollouts and the env-runners stopped between env steps; `update boundary`: "
                "learner at minibatch 0 with every env-runner at the end of its rollout.")
     out.append("")
+    if contended:
+        out.append("Attempts set aside because other processes on the machine took CPU from the run "
+                   "(client-side pause latency, ms; 'others' = average busy cores not used by the run or the bench):")
+        out.append("")
+        out.append("| num_steps | others (cores) | env SPS | p50 | p90 | p99 | max | resume p99 | patch p99 |")
+        out.append("|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
+        for r in contended:
+            rows = dict(figure_rows(r))
+            s, res, pat = rows[FIGURES[0][0]], rows[FIGURES[2][0]], rows[FIGURES[3][0]]
+            if s is None:
+                continue
+            sps = f"{np.mean(r.sps):.0f}" if r.sps else "n/a"
+            out.append(f"| {r.num_steps} | {r.other_cores:.2f} | {sps} | {s['p50']:.1f} | {s['p90']:.1f} | "
+                       f"{s['p99']:.1f} | {s['max']:.1f} | {res['p99'] if res else float('nan'):.1f} | "
+                       f"{pat['p99'] if pat else float('nan'):.1f} |")
+        out.append("")
     for r in results:
-        out.append(f"**num_steps={r.num_steps}** ({r.batch_per_minibatch} samples per minibatch, "
+        out.append(f"**num_steps={r.num_steps}** (run.mode {r.mode}, {r.batch_per_minibatch} samples per minibatch, "
                    f"{r.minibatches_per_update} gradient steps per update; iterations {r.iterations_before} -> "
                    f"{r.iterations_after} during {r.phase_s:.0f} s of pauses):")
         out.append("")
@@ -531,11 +573,15 @@ def main() -> int:
     parser.add_argument("--patch-every", type=int, default=4, help="patch at every k-th moment (0: never)")
     parser.add_argument("--patch-value", type=float, default=0.001,
                         help=f"{PATCH_PARAM} alternates between the run's value and this one")
-    parser.add_argument("--warmup-iterations", type=int, default=2,
+    parser.add_argument("--warmup-iterations", type=int, default=3,
                         help="start pausing once this many iterations are done")
     parser.add_argument("--start-timeout", type=float, default=300.0)
     parser.add_argument("--request-timeout", type=float, default=15.0,
                         help="client timeout per request (s); no retries")
+    parser.add_argument("--wait-idle", type=float, default=0.0, metavar="SECONDS",
+                        help="before each run, wait up to this long for the machine to be idle (others' load)")
+    parser.add_argument("--retry-contended", type=int, default=0, metavar="K",
+                        help="measure a contended run again (after --wait-idle) up to K times")
     parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="extra config override")
     parser.add_argument("--out", default=str(HERE / "results" / "pause_latency.md"),
                         help="markdown results file ('-': do not write)")
@@ -548,13 +594,21 @@ def main() -> int:
     started = dt.datetime.now().astimezone().strftime("%Y-%m-%d %H:%M %Z")
     uptime_before = uptime()
     print(f"machine: {machine()}\nload: {uptime_before}", flush=True)
-    results = []
+    results, contended = [], []
     with tempfile.TemporaryDirectory(prefix="dynamicrl-pause-bench-") as tmp:
         for num_steps in args.num_steps:
-            workdir = Path(tmp) / f"steps{num_steps}"
-            workdir.mkdir()
-            results.append(measure(args, num_steps, workdir))
-            print_result(results[-1])
+            for attempt in range(1 + args.retry_contended):
+                workdir = Path(tmp) / f"steps{num_steps}-{attempt + 1}"
+                workdir.mkdir()
+                if args.wait_idle > 0:
+                    wait_idle(args.wait_idle)
+                result = measure(args, num_steps, workdir)
+                print_result(result)
+                if result.other_cores <= CONTENDED_CORES or attempt == args.retry_contended:
+                    break
+                contended.append(result)
+                print(f"   (contended: measuring num_steps={num_steps} again)", flush=True)
+            results.append(result)
     uptime_after = uptime()
     print(f"\nload: {uptime_after}")
     if len(results) > 1:
@@ -567,7 +621,11 @@ def main() -> int:
     if args.out != "-":
         out = Path(args.out)
         out.parent.mkdir(parents=True, exist_ok=True)
-        out.write_text(markdown(args, results, started, uptime_before, uptime_after) + "\n")
+        text = markdown(args, results, contended, started, uptime_before, uptime_after) + "\n"
+        old = out.read_text() if out.exists() else ""
+        if NOTES_MARKER in old:  # hand-written findings below the marker survive a rerun
+            text += "\n" + old[old.index(NOTES_MARKER):]
+        out.write_text(text)
         print(f"\nwrote {out}")
     return 0
 
