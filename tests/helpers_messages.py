@@ -11,7 +11,7 @@ from typing import Any, Callable
 import numpy as np
 
 from dynamicrl.protocol.messages import (
-    CheckpointCommand, CheckpointDone, CheckpointPart, CheckpointReply, CheckpointRequest,
+    CheckpointCommand, CheckpointDone, CheckpointPart, CheckpointReply, CheckpointRequest, StopReply, StopRequest,
     ApplyPatch, BarrierReached, HistoryReply, HistoryRequest, JournalEntry, ParamsReply, ParamsRequest,
     PatchApplied, PatchEvent, PatchReply, PatchRequest, PatchStatus, PauseCommand, PauseReply,
     PauseRequest, Position, ResumeCommand, ResumeReply, ResumeRequest, Tunable, ValueChange,
@@ -126,6 +126,8 @@ SAMPLES: dict[str, Callable[[], Message]] = {
     HistoryRequest.TYPE: lambda: HistoryRequest(),
     HistoryReply.TYPE: lambda: HistoryReply(entries=[_entry(), _entry()]),
     CheckpointRequest.TYPE: lambda: CheckpointRequest(),
+    StopRequest.TYPE: lambda: StopRequest(checkpoint=False),
+    StopReply.TYPE: lambda: StopReply(checkpoint="/tmp/run/checkpoints/iter-00000009", message=""),
     CheckpointReply.TYPE: lambda: CheckpointReply(path="/tmp/run/checkpoints/iter-00000004", ltime=_position().ltime,
                                                   bytes=156226, seconds=0.009, policy_sha256="ab" * 32),
     CheckpointCommand.TYPE: lambda: CheckpointCommand(ckpt_id="c1", at_iteration=4),

@@ -299,6 +299,25 @@ def checkpoint(config_path: str, as_json: bool, overrides: tuple[str, ...]) -> N
 
 
 @main.command()
+@config_option
+@click.option("--no-checkpoint", is_flag=True, help="stop at once, without a last checkpoint")
+@json_option
+@overrides_argument
+def stop(config_path: str, no_checkpoint: bool, as_json: bool, overrides: tuple[str, ...]) -> None:
+    """Stop the run cleanly: checkpoint at the next iteration boundary, then stop every service."""
+    from dynamicrl.protocol.messages import StopRequest
+
+    config = _load(config_path, overrides)
+    reply = _call(config, StopRequest(checkpoint=not no_checkpoint), extra_s=config.checkpoint.timeout_s)
+    if as_json:
+        _emit_json(reply)
+    elif reply.checkpoint:
+        click.echo(f"stopping after checkpoint {reply.checkpoint}")
+    else:
+        click.echo(reply.message or "stopping")
+
+
+@main.command()
 @click.argument("path", type=click.Path(exists=True, file_okay=False))
 def inspect(path: str) -> None:
     """Verify a checkpoint (or a run's latest good one): manifest, every checksum, policy_sha256."""

@@ -8,7 +8,8 @@ from .base import ARRAY_DTYPES, ErrorCode, LogicalTime, Message, NDArray, ParamV
 from .control import (
     ErrorReply, Health, HistoryReply, HistoryRequest, JournalEntry, ParamsReply, ParamsRequest,
     PatchEvent, PatchReply, PatchRequest, PatchStatus, PauseReply, PauseRequest, ResumeReply,
-    ResumeRequest, RunState, RunStateChanged, ServiceStatus, StatusReply, StatusRequest, Tunable,
+    ResumeRequest, RunState, RunStateChanged, ServiceStatus, StatusReply, StatusRequest, StopReply,
+    StopRequest, Tunable,
     ValueChange,
 )
 from .checkpoint import CheckpointCommand, CheckpointDone, CheckpointPart, CheckpointReply, CheckpointRequest
@@ -27,7 +28,7 @@ MESSAGE_TYPES: dict[str, type[Message]] = {
         TrainingDone, PauseCommand, BarrierReached, ResumeCommand, ApplyPatch, PatchApplied,
         ErrorReply, StatusRequest, StatusReply, RunStateChanged,
         PauseRequest, PauseReply, ResumeRequest, ResumeReply, ParamsRequest, ParamsReply,
-        PatchRequest, PatchReply, PatchEvent, HistoryRequest, HistoryReply,
+        PatchRequest, PatchReply, PatchEvent, HistoryRequest, HistoryReply, StopRequest, StopReply,
         CheckpointRequest, CheckpointReply, CheckpointCommand, CheckpointPart, CheckpointDone,
         PolicyRequest, PolicyWeights, Rollout,
         TrainMetrics, EpisodeStats,
@@ -36,6 +37,7 @@ MESSAGE_TYPES: dict[str, type[Message]] = {
 }
 
 __all__ = [
+    "StopReply", "StopRequest",
     "CheckpointCommand", "CheckpointDone", "CheckpointPart", "CheckpointReply", "CheckpointRequest",
     "ARRAY_DTYPES",
     "ApplyPatch",

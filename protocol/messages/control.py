@@ -198,6 +198,20 @@ class PatchEvent(Message):
     entry: JournalEntry
 
 
+class StopRequest(Message):
+    """Client -> controller: stop the run cleanly. With ``checkpoint`` (and run.mode=sync) it first
+    checkpoints at the next iteration boundary. Reply: StopReply once the stop has begun."""
+
+    TYPE: ClassVar[str] = "control.stop_request"
+    checkpoint: bool = True
+
+
+class StopReply(Message):
+    TYPE: ClassVar[str] = "control.stop_reply"
+    checkpoint: str | None = Field(None, description="the checkpoint taken before stopping, if any")
+    message: str = ""
+
+
 class HistoryRequest(Message):
     """Client -> controller. Reply: HistoryReply with the run's patch journal."""
 

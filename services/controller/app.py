@@ -31,7 +31,7 @@ from dynamicrl import tunables
 from dynamicrl.config import Config, config_from_dict, dump_yaml
 from dynamicrl.protocol.codec import ProtocolError, Session, decode
 from dynamicrl.protocol.messages import (
-    CheckpointCommand, CheckpointDone, CheckpointPart, CheckpointReply, CheckpointRequest,
+    CheckpointCommand, CheckpointDone, CheckpointPart, CheckpointReply, CheckpointRequest, StopReply, StopRequest,
     ApplyPatch, BarrierReached, ErrorCode, ErrorReply, Goodbye, Health, Heartbeat, HistoryReply,
     HistoryRequest, LogicalTime, Message, ParamsReply, ParamsRequest, PatchApplied, PatchEvent,
     PatchReply, PatchRequest, PatchStatus, PauseCommand, PauseReply, PauseRequest, Ready,
@@ -111,6 +111,7 @@ class Controller:
             PatchApplied: self.on_patch_applied,
             HistoryRequest: self.on_history,
             CheckpointRequest: self.on_checkpoint,
+            StopRequest: self.on_stop_request,
             CheckpointPart: self.on_checkpoint_part,
         }
         self._next_beacon = 0.0
@@ -575,6 +576,30 @@ class Controller:
             self.send(learner.route, CheckpointDone(ckpt_id=ck.learner_ckpt_id, ok=not error, message=error))
         for request_id in ck.waiters:
             self.answer(request_id, reply)
+        if ck.stop_waiters:
+            saved = None if error else str(path)
+            for request_id in ck.stop_waiters:
+                self.answer(request_id, StopReply(checkpoint=saved, message=error))
+            self.begin_stop("stop requested" + (f" after checkpoint {saved}" if saved else f" ({error})"))
+
+    def on_stop_request(self, routed: Routed) -> Message | object:
+        request: StopRequest = routed.received.message
+        sender = routed.received.envelope.sender
+        if self.state in (RunState.STOPPING, RunState.STOPPED):
+            return StopReply(message="already stopping")
+        can_checkpoint = (request.checkpoint and self.state is RunState.RUNNING
+                          and self.config.run.mode == "sync" and self.roster.active(Role.LEARNER))
+        if not can_checkpoint:
+            self.begin_stop(f"stop requested by {sender}")
+            why = "" if not request.checkpoint else f" (no checkpoint: the run is {self.state.value}" + (
+                ", not in sync mode)" if self.config.run.mode != "sync" else ")")
+            return StopReply(message="stopping" + why)
+        if self.checkpoint is None:
+            learner = self.roster.active(Role.LEARNER)[0]
+            self.checkpoint = CheckpointInProgress(new_patch_id())
+            self.send(learner.route, CheckpointCommand(ckpt_id=self.checkpoint.ckpt_id))
+        self.checkpoint.stop_waiters.append(routed.received.envelope.id)
+        return DEFER
 
     # -- stopping -------------------------------------------------------------------
     def begin_stop(self, reason: str) -> None:

@@ -44,6 +44,7 @@ class CheckpointInProgress:
     learner_ckpt_id: str | None = None               # the id the learner holds for
     boundary: int | None = None
     env_step: int = 0
+    stop_waiters: list[str] = field(default_factory=list)  # `dynamicrl stop` requests to answer, then stop
     started: float = field(default_factory=time.monotonic)
 
     def missing(self, roster) -> list[str]:
