@@ -47,19 +47,19 @@ def make_socket(
 
 
 class Publisher:
-    """PUB connected to the bus's XSUB side. Never blocks: a full queue drops."""
+    """PUB connected to the bus's XSUB side.
+
+    Never blocks: PUB drops a message (silently, zmq raises nothing) for a peer whose
+    queue is full. Receivers see the loss as a gap in this sender's sequence numbers.
+    """
 
     def __init__(self, ctx: zmq.Context, endpoint: str, sender: str, run_id: str | None = None):
         self.socket = make_socket(ctx, zmq.PUB)
         self.socket.connect(endpoint)
         self.session = Session(sender, run_id)
-        self.dropped = 0
 
     def publish(self, message: Message, ltime: LogicalTime | None = None) -> None:
-        try:
-            self.socket.send_multipart(self.session.encode(message, ltime=ltime), flags=zmq.NOBLOCK, copy=False)
-        except zmq.Again:
-            self.dropped += 1
+        self.socket.send_multipart(self.session.encode(message, ltime=ltime), flags=zmq.NOBLOCK, copy=False)
 
     def close(self) -> None:
         self.socket.close()

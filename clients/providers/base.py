@@ -8,7 +8,7 @@ with Provider("tcp://127.0.0.1:5551", "my-eeg", ["Fz", "Cz"], rate=250.0) as pro
 The topic is ``external.<stream>``. The envelope's ``seq`` numbers every message
 the provider's socket sends (so monitors detect loss); ``chunk`` in the body is
 the provider's own counter of the chunks of its stream. Publishing never blocks:
-a full queue drops the chunk (counted in ``dropped``).
+a full queue drops the chunk (receivers see the gap in its sequence numbers).
 """
 
 from __future__ import annotations
@@ -34,10 +34,6 @@ class Provider:
         self.ctx = zmq.Context() if ctx is None else ctx
         self.publisher = Publisher(self.ctx, bus_in, sender or f"provider.{stream}.{os.getpid()}", run_id)
         self.chunk = 0
-
-    @property
-    def dropped(self) -> int:
-        return self.publisher.dropped
 
     def message(self, timestamps: np.ndarray, samples: np.ndarray,
                 derived: Mapping[str, float] | None = None) -> ExternalSample:

@@ -316,10 +316,9 @@ def test_a_flood_is_accounted_for_and_the_controller_keeps_answering(controller,
             span = received[-1] - received[0] + 1
             missed = monitor.missed_by_sender.get("flooder", 0)
             # every message between the first and the last one seen is either received or counted missed
-            assert len(received) + missed == span, (len(received), missed, span, publisher.dropped)
+            assert len(received) + missed == span, (len(received), missed, span)
             assert received == sorted(received) and span >= 20_001
-            print(f"flood: {len(received)} received, {missed} missed ({publisher.dropped} dropped by the "
-                  f"publisher) in {elapsed:.1f} s")
+            print(f"flood: {len(received)} received, {missed} missed in {elapsed:.1f} s")
     finally:
         publisher.close()
     status = _status(controller.controller)
