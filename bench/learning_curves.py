@@ -1,0 +1,542 @@
+"""Learning curves of DynamicRL's MuJoCo PPO recipe at 1M env steps: prints figures, asserts nothing.
+
+For each env and seed it launches a real run as separate service processes (controller,
+learner, ``--envrunners`` env-runners with ``--rank``, logger:
+``python -m dynamicrl.services.<name> -c configs/env/mujoco_<env>.yaml KEY=VALUE...``) on free
+ports with ``run.root=bench/runs``, ``run.seed=<seed>``, ``run.total_env_steps=<steps>``,
+``run.mode=<mode>``, ``logger.console=false``, ``checkpoint.at_end=false``; waits (bounded by
+``--timeout``) for the controller to exit, then reads the run's ``metrics.csv``. Runs go one at a
+time, in the order given.
+
+Written per run (``--csv-dir``, default bench/results/learning/):
+
+* ``<env>-seed<k>.csv``: the learning curve, one row per iteration: ``env_steps``,
+  ``return_mean`` (mean undiscounted return of the last ``metrics.return_window`` = 20 finished
+  training episodes, stochastic policy, unnormalised rewards; empty before the first episode
+  ends) and ``sps`` (env steps per second of that iteration, learner clock);
+* ``<env>-seed<k>.json``: the run's summary (final return, env steps reached, SPS, wall time,
+  status, load average, exact command).
+
+Then, from every ``*.json`` in ``--csv-dir`` (so runs of earlier invocations are included):
+a PNG learning curve per env (``--docs-dir``/results/<env>.png, every seed, with the published
+reference figures as dashed lines) and ``--docs-dir``/results.md (tables of the return at the
+end of training vs published 1M-step PPO figures, machine, date and commands). A section of
+results.md between ``<!-- discussion:begin -->`` and ``<!-- discussion:end -->`` is kept when
+the file is rewritten.
+
+A run that is stopped early (``--timeout``, ``--deadline``, SIGTERM/SIGINT to this script) is
+stopped by pid (SIGTERM, bounded wait, SIGKILL) and kept as *partial*: its summary records the
+env steps it reached.
+
+    python bench/learning_curves.py                                  # 4 envs x seed 1, 1M steps each
+    python bench/learning_curves.py --envs hopper,halfcheetah --seeds 2
+    python bench/learning_curves.py --envs hopper --steps 20000 --csv-dir /tmp/lc --docs-dir /tmp/lc
+    python bench/learning_curves.py --report-only                     # redo PNGs + results.md
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import datetime as dt
+import json
+import os
+import platform
+import shlex
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+REPO = HERE.parent
+ADDRESS_KEYS = ("controller", "bus_in", "bus_out", "data")
+SCRUBBED_ENV = ("DYNAMICRL_CONFIG", "DYNAMICRL_OVERRIDES", "DYNAMICRL_RESUME", "HONCHO_PROCESS_NAME")
+
+#: short name: (gymnasium id, config file)
+ENVS = {
+    "hopper": ("Hopper-v5", "configs/env/mujoco_hopper.yaml"),
+    "halfcheetah": ("HalfCheetah-v5", "configs/env/mujoco_halfcheetah.yaml"),
+    "ant": ("Ant-v5", "configs/env/mujoco_ant.yaml"),
+    "humanoid": ("Humanoid-v5", "configs/env/mujoco_humanoid.yaml"),
+}
+
+#: Published 1M-step PPO figures. None = not found. Each source says what its number means.
+REFERENCES = [
+    {
+        "key": "cleanrl",
+        "name": "CleanRL `ppo_continuous_action.py`",
+        "envs": "v4",
+        "url": "https://docs.cleanrl.dev/rl-algorithms/ppo/#ppo_continuous_actionpy",
+        "what": ("average episodic return of the training episodes at the end of 1M steps, mean ± std over "
+                 "3 seeds (openrlbenchmark tag `pr-424`; `benchmark/ppo.sh` runs "
+                 "`cleanrl/gymnasium_support/ppo_continuous_action.py` with its defaults: 1 env x 2048 steps, "
+                 "10 epochs x 32 minibatches of 64, lr 3e-4 annealed, 64x64 tanh, clip 0.2, value clipping, "
+                 "per-env obs + reward normalisation wrappers) -- the same recipe as ours except 1 env x 2048 "
+                 "steps instead of 8 envs x 256 steps. Ant-v4 is not in that benchmark"),
+        "values": {"hopper": (2382.86, 271.74), "halfcheetah": (1442.64, 46.03), "ant": None,
+                   "humanoid": (716.11, 49.08)},
+    },
+    {
+        "key": "tianshou",
+        "name": "Tianshou PPO",
+        "envs": "v3",
+        "url": "https://github.com/thu-ml/tianshou/tree/master/examples/mujoco#ppo",
+        "what": ("*max* over the first 1M steps of the average test return (10 test episodes), mean ± std "
+                 "over 10 seeds, gym 0.17.3 / MuJoCo 2.0 v3 envs (README footnotes). The script's defaults "
+                 "(`examples/mujoco/mujoco_ppo.py`): 64x64 tanh, 2048 steps per collect, 10 repeats of "
+                 "minibatch 64, lr 3e-4 linearly decayed, advantages recomputed every repeat, last actor layer "
+                 "scaled by 0.01, observation and reward normalisation, no value clipping"),
+        "values": {"hopper": (2609.3, 700.8), "halfcheetah": (5783.9, 1244.0), "ant": (3258.4, 1079.3),
+                   "humanoid": (787.1, 193.5)},
+    },
+    {
+        "key": "sb3zoo",
+        "name": "SB3 rl-baselines3-zoo PPO",
+        "envs": "v3",
+        "url": "https://github.com/DLR-RM/rl-baselines3-zoo/blob/master/benchmark.md",
+        "what": ("mean ± std of the *deterministic* policy's return over ~150k evaluation steps after 1M "
+                 "training steps, one run per env, per-env tuned hyperparameters. No PPO Humanoid entry"),
+        "values": {"hopper": (2410.435, 10.026), "halfcheetah": (5819.099, 663.530), "ant": (1327.158, 451.577),
+                   "humanoid": None},
+    },
+]
+
+DISCUSSION_BEGIN = "<!-- discussion:begin -->"
+DISCUSSION_END = "<!-- discussion:end -->"
+
+
+#: Set by SIGTERM/SIGINT to this script: stop the run in progress, keep what it reached, start no other.
+STOP_REQUESTED: str | None = None
+
+
+def _on_signal(signum, frame):  # noqa: ARG001
+    global STOP_REQUESTED
+    STOP_REQUESTED = signal.Signals(signum).name
+
+
+# -- helpers -----------------------------------------------------------------------------------
+def free_ports(n: int) -> list[int]:
+    """``n`` distinct free TCP ports on 127.0.0.1 (held open together, then released)."""
+    socks = []
+    try:
+        for _ in range(n):
+            s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+            s.bind(("127.0.0.1", 0))
+            socks.append(s)
+        return [s.getsockname()[1] for s in socks]
+    finally:
+        for s in socks:
+            s.close()
+
+
+def utc_now() -> dt.datetime:
+    return dt.datetime.now(dt.timezone.utc)
+
+
+def loadavg() -> str:
+    try:
+        return " ".join(Path("/proc/loadavg").read_text().split()[:3])
+    except OSError:
+        return "n/a"
+
+
+def machine() -> str:
+    cpu = platform.processor() or "unknown CPU"
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    mem = "?"
+    try:
+        for line in Path("/proc/meminfo").read_text().splitlines():
+            if line.startswith("MemTotal"):
+                mem = f"{int(line.split()[1]) / 2**20:.0f} GiB RAM"
+                break
+    except OSError:
+        pass
+    versions = []
+    for mod in ("torch", "gymnasium", "mujoco", "numpy"):
+        try:
+            versions.append(f"{mod} {__import__(mod).__version__}")
+        except Exception:  # noqa: BLE001
+            versions.append(f"{mod} ?")
+    return (f"{os.cpu_count()} cores ({cpu}), {mem}, no GPU used; {platform.system()} {platform.release()}, "
+            f"Python {platform.python_version()}; {', '.join(versions)}")
+
+
+def stop_procs(procs: dict[str, subprocess.Popen], timeout: float = 15.0) -> None:
+    """SIGCONT + SIGTERM every live process by pid, wait (reaping) up to ``timeout`` s, SIGKILL the rest."""
+    for proc in procs.values():
+        if proc.poll() is None:
+            for sig in (signal.SIGCONT, signal.SIGTERM):
+                try:
+                    os.kill(proc.pid, sig)
+                except ProcessLookupError:
+                    pass
+    deadline = time.monotonic() + timeout
+    while any(p.poll() is None for p in procs.values()) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    for proc in procs.values():
+        if proc.poll() is None:
+            try:
+                os.kill(proc.pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+    for proc in procs.values():
+        try:
+            proc.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            pass
+
+
+def read_metrics(path: Path) -> list[dict[str, str]]:
+    if not path.exists():
+        return []
+    with open(path, newline="") as f:
+        return list(csv.DictReader(f))
+
+
+def fnum(value: str | None) -> float | None:
+    try:
+        return float(value) if value not in (None, "") else None
+    except ValueError:
+        return None
+
+
+# -- one run -----------------------------------------------------------------------------------
+def run_one(env: str, seed: int, args: argparse.Namespace, deadline: dt.datetime | None) -> dict:
+    env_id, config = ENVS[env]
+    runs_root = Path(args.runs_root).resolve()
+    runs_root.mkdir(parents=True, exist_ok=True)
+    stamp = utc_now().strftime("%Y%m%d-%H%M%S")
+    log_dir = runs_root / "logs" / f"{env}-seed{seed}-{stamp}"
+    log_dir.mkdir(parents=True, exist_ok=True)
+    ports = free_ports(len(ADDRESS_KEYS))
+    overrides = [
+        *(f"addresses.{k}=tcp://127.0.0.1:{p}" for k, p in zip(ADDRESS_KEYS, ports)),
+        f"run.root={runs_root}", f"run.seed={seed}", f"run.total_env_steps={args.steps}",
+        f"run.mode={args.mode}", f"run.envrunners={args.envrunners}",
+        "logger.console=false", "checkpoint.at_end=false",
+    ]
+    child_env = {k: v for k, v in os.environ.items() if k not in SCRUBBED_ENV}
+    child_env["PYTHONUNBUFFERED"] = "1"
+    services = [("controller", "controller", []), ("learner", "learner", []),
+                *((f"envrunner.{r + 1}", "envrunner", ["--rank", str(r)]) for r in range(args.envrunners)),
+                ("logger", "logger", [])]
+    before = {p.name for p in runs_root.iterdir() if p.is_dir()}
+    procs: dict[str, subprocess.Popen] = {}
+    status, stop_reason = "complete", ""
+    load_before = loadavg()
+    started_utc = utc_now()
+    started = time.monotonic()
+    print(f"[{started_utc:%H:%M:%S}] {env_id} seed {seed}: starting ({args.steps} env steps, mode {args.mode}, "
+          f"{args.envrunners} env-runner(s), load {load_before}); logs in {log_dir}", flush=True)
+    try:
+        for label, service, extra in services:
+            command = [sys.executable, "-m", f"dynamicrl.services.{service}", *extra, "-c", str(REPO / config),
+                       *overrides]
+            with open(log_dir / f"{label}.log", "wb") as log_file:
+                procs[label] = subprocess.Popen(command, cwd=REPO, env=child_env, stdin=subprocess.DEVNULL,
+                                                stdout=log_file, stderr=subprocess.STDOUT)
+        limit = time.monotonic() + args.timeout
+        last_note = time.monotonic()
+        while procs["controller"].poll() is None:
+            for p in procs.values():
+                p.poll()  # reap whatever exits, so the controller does not wait on zombies
+            now = time.monotonic()
+            if now >= limit:
+                status, stop_reason = "partial", f"timeout after {args.timeout:.0f} s"
+                break
+            if deadline is not None and utc_now() >= deadline:
+                status, stop_reason = "partial", f"deadline {deadline:%H:%M} UTC reached"
+                break
+            if STOP_REQUESTED:
+                status, stop_reason = "partial", f"interrupted ({STOP_REQUESTED})"
+                break
+            if now - last_note >= args.progress_every:
+                last_note = now
+                rows = read_metrics(next(iter(new_run_dirs(runs_root, before)), runs_root / "-") / "metrics.csv")
+                if rows:
+                    r = rows[-1]
+                    print(f"  ... {int(r['env_steps']):>8} env steps, return_mean {r['return_mean'] or 'n/a'}, "
+                          f"sps {r['sps']}, {now - started:.0f} s", flush=True)
+            time.sleep(0.2)
+        if procs["controller"].poll() is not None:  # let the others say goodbye by themselves
+            end = time.monotonic() + 30
+            while any(p.poll() is None for p in procs.values()) and time.monotonic() < end:
+                time.sleep(0.1)
+    finally:
+        wall = time.monotonic() - started
+        stop_procs(procs)
+    codes = {label: p.returncode for label, p in procs.items()}
+    dirs = new_run_dirs(runs_root, before)
+    run_dir = dirs[0] if dirs else None
+    rows = read_metrics(run_dir / "metrics.csv") if run_dir else []
+    reached = int(rows[-1]["env_steps"]) if rows else 0
+    if status == "complete" and (codes.get("controller") != 0 or reached < args.steps):
+        status = "failed"
+        stop_reason = f"controller exit code {codes.get('controller')}, reached {reached} env steps"
+        for label in procs:
+            tail = (log_dir / f"{label}.log").read_text(errors="replace")[-800:]
+            print(f"--- {label} (exit {codes[label]}) log tail:\n{tail}", flush=True)
+    curve = [(int(r["env_steps"]), fnum(r["return_mean"]), fnum(r["sps"])) for r in rows]
+    steps_per_iter = (curve[1][0] - curve[0][0]) if len(curve) > 1 else (curve[0][0] if curve else 0)
+    train_s = sum(steps_per_iter / s for _, _, s in curve if s)
+    final_return = next((ret for _, ret, _ in reversed(curve) if ret is not None), None)
+    summary = {
+        "env": env, "env_id": env_id, "seed": seed, "config": config, "mode": args.mode,
+        "envrunners": args.envrunners, "target_env_steps": args.steps, "env_steps": reached,
+        "iterations": len(curve), "final_return_mean": final_return,
+        "return_window": 20, "sps_mean": round(reached / train_s, 1) if train_s else None,
+        "sps_median_iteration": round(sorted(s for _, _, s in curve if s)[len(curve) // 2], 1) if curve else None,
+        "train_s": round(train_s, 1), "wall_s": round(wall, 1), "status": status, "stop_reason": stop_reason,
+        "exit_codes": codes, "started_utc": started_utc.strftime("%Y-%m-%d %H:%M:%S"),
+        "ended_utc": utc_now().strftime("%Y-%m-%d %H:%M:%S"), "load_before": load_before,
+        "load_after": loadavg(), "run_dir": str(run_dir.relative_to(REPO)) if run_dir and run_dir.is_relative_to(REPO)
+        else str(run_dir), "command": "python " + shlex.join([os.path.relpath(sys.argv[0], REPO), *sys.argv[1:]]),
+    }
+    csv_dir = Path(args.csv_dir)
+    csv_dir.mkdir(parents=True, exist_ok=True)
+    with open(csv_dir / f"{env}-seed{seed}.csv", "w", newline="") as f:
+        w = csv.writer(f)
+        w.writerow(["env_steps", "return_mean", "sps"])
+        for steps, ret, sps in curve:
+            w.writerow([steps, "" if ret is None else f"{ret:.3f}", "" if sps is None else sps])
+    (csv_dir / f"{env}-seed{seed}.json").write_text(json.dumps(summary, indent=2) + "\n")
+    ret_txt = "n/a" if final_return is None else f"{final_return:.1f}"
+    print(f"[{utc_now():%H:%M:%S}] {env_id} seed {seed}: {status}{' (' + stop_reason + ')' if stop_reason else ''}; "
+          f"{reached} env steps, return_mean(last 20 episodes) {ret_txt}, SPS {summary['sps_mean']}, "
+          f"wall {wall:.0f} s, load {summary['load_after']}", flush=True)
+    return summary
+
+
+def new_run_dirs(runs_root: Path, before: set[str]) -> list[Path]:
+    return sorted((p for p in runs_root.iterdir() if p.is_dir() and p.name not in before and p.name != "logs"
+                   and (p / "config.yaml").exists()), key=lambda p: p.stat().st_mtime)
+
+
+# -- report ------------------------------------------------------------------------------------
+def load_summaries(csv_dir: Path) -> list[dict]:
+    out = []
+    for path in sorted(csv_dir.glob("*-seed*.json")):
+        try:
+            out.append(json.loads(path.read_text()))
+        except (OSError, json.JSONDecodeError):
+            continue
+    order = list(ENVS)
+    return sorted(out, key=lambda s: (order.index(s["env"]) if s["env"] in order else 99, s["seed"]))
+
+
+def load_curve(csv_dir: Path, env: str, seed: int) -> list[tuple[int, float | None]]:
+    rows = read_metrics(csv_dir / f"{env}-seed{seed}.csv")
+    return [(int(r["env_steps"]), fnum(r["return_mean"])) for r in rows]
+
+
+def plot(env: str, summaries: list[dict], csv_dir: Path, out: Path) -> None:
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    env_id = ENVS[env][0]
+    fig, ax = plt.subplots(figsize=(7, 4.2), dpi=110)
+    for s in summaries:
+        pts = [(x, y) for x, y in load_curve(csv_dir, env, s["seed"]) if y is not None]
+        if pts:
+            label = f"DynamicRL seed {s['seed']}" + ("" if s["status"] == "complete" else f" ({s['status']})")
+            ax.plot([x for x, _ in pts], [y for _, y in pts], lw=1.4, label=label)
+    styles = iter(["--", ":", "-."])
+    for ref in REFERENCES:
+        val = ref["values"].get(env)
+        style = next(styles)
+        if val is not None:
+            ax.axhline(val[0], color="gray", ls=style, lw=1, label=f"{ref['name'].split(' `')[0]} ({ref['envs']}, 1M): {val[0]:.0f}")
+    xmax = max([1_000_000] + [s["env_steps"] for s in summaries])
+    ax.set_xlim(0, xmax * 1.02)
+    ax.set_xlabel("env steps")
+    ax.set_ylabel("return_mean (last 20 training episodes)")
+    ax.set_title(f"{env_id}: PPO, 8 envs x 256 steps, 64x64 tanh")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=7, loc="best")
+    fig.tight_layout()
+    out.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(out)
+    plt.close(fig)
+
+
+def fmt_ret(v: float | None) -> str:
+    return "n/a" if v is None else f"{v:.1f}"
+
+
+def report(args: argparse.Namespace) -> str:
+    csv_dir = Path(args.csv_dir)
+    docs_dir = Path(args.docs_dir)
+    summaries = load_summaries(csv_dir)
+    by_env: dict[str, list[dict]] = {}
+    for s in summaries:
+        by_env.setdefault(s["env"], []).append(s)
+    for env, runs in by_env.items():
+        plot(env, runs, csv_dir, docs_dir / "results" / f"{env}.png")
+
+    L: list[str] = []
+    L.append("# Learning results: PPO on MuJoCo at 1M env steps\n")
+    L.append("Produced by `bench/learning_curves.py` (see its docstring); the raw per-run curves are in "
+             "`bench/results/learning/<env>-seed<k>.csv` and the per-run summaries next to them (`.json`).\n")
+    L.append("**Metric.** *Return at 1M* is `return_mean` of the last row of the run's `metrics.csv`: the mean "
+             "undiscounted episodic return of the **last 20 finished training episodes** "
+             "(`metrics.return_window`), collected with the stochastic policy, raw (unnormalised) rewards, "
+             "at the end of training (the first iteration boundary at or past 1M env steps: 1,001,472 with one "
+             "env-runner, 489 iterations of 2048 steps). No separate evaluation episodes are run.\n")
+    L.append("**Setup.** `configs/env/mujoco_<env>.yaml` unchanged: CleanRL-style continuous PPO (obs + reward "
+             "normalisation owned by the learner, state-independent log-std, orthogonal init, separate 64x64 tanh "
+             "actor and critic, lr 3e-4 linearly annealed, 8 envs x 256 steps = 2048 steps per iteration and "
+             "env-runner, 10 epochs x 32 minibatches (of 64 with one env-runner), clip 0.2, value clipping, gamma 0.99, GAE lambda 0.95, ent_coef 0, "
+             "max_grad_norm 0.5). Processes: controller, learner, env-runner(s), logger on 127.0.0.1, "
+             "`run.mode` and the number of env-runners as listed per run.\n")
+    if summaries:
+        dates = sorted({s["started_utc"][:10] for s in summaries})
+        L.append(f"- date: {', '.join(dates)} (UTC; runs from {min(s['started_utc'] for s in summaries)[11:16]} "
+                 f"to {max(s['ended_utc'] for s in summaries)[11:16]})")
+    L.append(f"- machine: {machine()}")
+    cmds = sorted({s["command"] for s in summaries})
+    for c in cmds:
+        L.append(f"- command: `{c}`")
+    L.append("")
+
+    L.append("## Results\n")
+    L.append("| env | seed | mode, env-runners | env steps reached | return at end (last 20 episodes) | "
+             "mean of the last 10 iterations' return_mean | SPS (mean) | training time | wall time | "
+             "load avg before -> after | status |")
+    L.append("|---|---:|---|---:|---:|---:|---:|---:|---:|---|---|")
+    for s in summaries:
+        st = s["status"] + (f": {s['stop_reason']}" if s.get("stop_reason") else "")
+        tail = [y for _, y in load_curve(csv_dir, s["env"], s["seed"])[-10:] if y is not None]
+        tail_txt = fmt_ret(sum(tail) / len(tail) if tail else None)
+        L.append(f"| {s['env_id']} | {s['seed']} | {s['mode']}, {s['envrunners']} | {s['env_steps']:,} | "
+                 f"{fmt_ret(s['final_return_mean'])} | {tail_txt} | {s['sps_mean'] or 'n/a'} | "
+                 f"{s['train_s'] / 60:.1f} min | "
+                 f"{s['wall_s'] / 60:.1f} min | {s['load_before']} -> {s['load_after']} | {st} |")
+    L.append("")
+    L.append("The last-10-iterations column (the final ~20k env steps) is given only to show how noisy a "
+             "single 20-episode window is; the headline figure is the end-of-training window.\n")
+    L.append("SPS (mean) = env steps reached / sum of the per-iteration durations on the learner's clock "
+             "(collection + update, start-up excluded); wall time = from starting the processes to the "
+             "controller's exit (includes imports, env start-up and shutdown).\n")
+
+    L.append("## Versus published 1M-step PPO figures\n")
+    head = "| env | DynamicRL (v5), return at 1M [seeds] |"
+    sep = "|---|---|"
+    for ref in REFERENCES:
+        head += f" {ref['name']} ({ref['envs']}) |"
+        sep += "---|"
+    L.append(head)
+    L.append(sep)
+    for env, (env_id, _) in ENVS.items():
+        runs = [s for s in by_env.get(env, []) if s["final_return_mean"] is not None]
+        full = [s for s in runs if s["env_steps"] >= 1_000_000]
+        if full:
+            vals = [s["final_return_mean"] for s in full]
+            mean = sum(vals) / len(vals)
+            per_seed = ", ".join(f"seed {s['seed']}: {s['final_return_mean']:.1f}" for s in full)
+            ours = f"{mean:.1f} [{per_seed}]"
+        elif runs:
+            mean = None
+            ours = "below 1M only: " + ", ".join(
+                f"seed {s['seed']}: {s['final_return_mean']:.1f} at {s['env_steps']:,} steps" for s in runs)
+        else:
+            mean, ours = None, "not run"
+        row = f"| {env_id} | {ours} |"
+        for ref in REFERENCES:
+            val = ref["values"].get(env)
+            if val is None:
+                row += " not found |"
+            else:
+                rel = "" if mean is None else f" (ours {100 * (mean - val[0]) / val[0]:+.0f}%)"
+                row += f" {val[0]:.1f} ± {val[1]:.1f}{rel} |"
+        L.append(row)
+    L.append("")
+    L.append("References (the published number, its env version, and what it measures):\n")
+    for ref in REFERENCES:
+        L.append(f"- **{ref['name']}** ({ref['envs']} envs), <{ref['url']}>: {ref['what']}.")
+    L.append("")
+    L.append("These are not like-for-like: different env versions (v5 here, v4 or v3 there: the same tasks, "
+             "but v5 changes some observations, defaults and bugs, and v3 ran on MuJoCo 2.0), different metrics "
+             "(the final window of training episodes here and in CleanRL; the best test return seen during "
+             "training in Tianshou, which is an upper envelope; a deterministic-policy evaluation in SB3 rl-zoo) "
+             "and different numbers of seeds (1-2 here, 3 in CleanRL, 10 in Tianshou, 1 in rl-zoo). CleanRL is "
+             "the closest reference. Percentages are (ours - reference) / reference, using the mean of our "
+             "seeds that reached 1M steps.\n")
+
+    L.append("## Learning curves\n")
+    for env, (env_id, _) in ENVS.items():
+        if env in by_env:
+            L.append(f"![{env_id}](results/{env}.png)\n")
+
+    old = (docs_dir / "results.md").read_text() if (docs_dir / "results.md").exists() else ""
+    if DISCUSSION_BEGIN in old and DISCUSSION_END in old:
+        discussion = old[old.index(DISCUSSION_BEGIN): old.index(DISCUSSION_END) + len(DISCUSSION_END)]
+    else:
+        discussion = f"{DISCUSSION_BEGIN}\n## Discussion\n\n(to be written after looking at the results)\n{DISCUSSION_END}"
+    L.append(discussion)
+    text = "\n".join(L) + "\n"
+    docs_dir.mkdir(parents=True, exist_ok=True)
+    (docs_dir / "results.md").write_text(text)
+    return text
+
+
+# -- main --------------------------------------------------------------------------------------
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--envs", default=",".join(ENVS), help=f"comma-separated, from {', '.join(ENVS)}")
+    p.add_argument("--seeds", default="1", help="comma-separated run.seed values")
+    p.add_argument("--steps", type=int, default=1_000_000, help="run.total_env_steps")
+    p.add_argument("--mode", choices=["sync", "overlap"], default="sync", help="run.mode")
+    p.add_argument("--envrunners", type=int, default=1, help="env-runner processes (each runs env.num_envs=8 envs)")
+    p.add_argument("--timeout", type=float, default=3600, help="per-run bound (s); then the run is stopped, partial")
+    p.add_argument("--deadline", default=None, help="HH:MM UTC: stop the run in progress then, start no other")
+    p.add_argument("--progress-every", type=float, default=60, help="print progress every N s")
+    p.add_argument("--runs-root", default=str(HERE / "runs"), help="run.root (run directories and service logs)")
+    p.add_argument("--csv-dir", default=str(HERE / "results" / "learning"))
+    p.add_argument("--docs-dir", default=str(REPO / "docs"), help="results.md and results/<env>.png go here")
+    p.add_argument("--report-only", action="store_true", help="no runs: rebuild PNGs and results.md")
+    args = p.parse_args(argv)
+
+    envs = [e.strip() for e in args.envs.split(",") if e.strip()]
+    unknown = [e for e in envs if e not in ENVS]
+    if unknown:
+        p.error(f"unknown env(s) {unknown}; choose from {list(ENVS)}")
+    seeds = [int(s) for s in args.seeds.split(",") if s.strip()]
+    deadline = None
+    if args.deadline:
+        hh, mm = (int(x) for x in args.deadline.split(":"))
+        deadline = utc_now().replace(hour=hh, minute=mm, second=0, microsecond=0)
+        if deadline <= utc_now():
+            deadline += dt.timedelta(days=1)
+
+    signal.signal(signal.SIGTERM, _on_signal)
+    signal.signal(signal.SIGINT, _on_signal)
+    if not args.report_only:
+        for env in envs:
+            for seed in seeds:
+                if STOP_REQUESTED:
+                    print(f"interrupted ({STOP_REQUESTED}): {env} seed {seed} not started", flush=True)
+                elif deadline is not None and utc_now() >= deadline:
+                    print(f"deadline {args.deadline} UTC passed: {env} seed {seed} not started", flush=True)
+                else:
+                    run_one(env, seed, args, deadline)
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+    text = report(args)
+    print()
+    print(text)
+    return 130 if STOP_REQUESTED else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
