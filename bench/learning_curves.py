@@ -403,7 +403,7 @@ def report(args: argparse.Namespace) -> str:
         L.append(f"- date: {', '.join(dates)} (UTC; runs from {min(s['started_utc'] for s in summaries)[11:16]} "
                  f"to {max(s['ended_utc'] for s in summaries)[11:16]})")
     L.append(f"- machine: {machine()}")
-    cmds = sorted({s["command"] for s in summaries})
+    cmds = list(dict.fromkeys(s["command"] for s in sorted(summaries, key=lambda s: s["started_utc"])))
     for c in cmds:
         L.append(f"- command: `{c}`")
     L.append("")
