@@ -6,8 +6,11 @@ steps per iteration, 10 epochs of minibatch 64 = 2560 gradient steps, lr 3e-4 co
 separate 64x64 tanh actor and critic MLPs, no normalisation) and the same budget of env steps:
 ``--warmup-iterations`` iterations that are not timed, then ``--steps`` timed env steps.
 
-Measured, one configuration at a time (each waits until the 1-minute load average is below
-``--max-load``, for at most ``--load-wait`` s, and records the load it started at):
+Measured, one configuration at a time. Each waits until the 1-minute load average is below
+``--max-load`` and other processes keep fewer than ``--max-busy`` cores busy (at most
+``--load-wait`` s), records the load it started at and how many cores other processes used while
+it ran (from /proc/stat minus our own CPU time), and is measured again when that was
+``--max-busy`` or more (``--retry-contended`` times at most; the least contended attempt counts):
 
 a. ``raw-1proc`` / ``raw-2proc``: 8 Ant-v5 envs stepped with random actions, in one process
    (gymnasium SyncVectorEnv, same-step autoreset, as the env-runner uses) and in two concurrent
@@ -20,9 +23,11 @@ c. ``dynamicrl-{sync,overlap}-{1x8,2x4}``: the real services (controller, learne
    with ``--rank``, logger) as separate processes on free ports, run root in a temporary
    directory, 1 env-runner x 8 envs or 2 env-runners x 4 envs. Steps/s comes from the learner's
    own clock: metrics.csv ``sps`` is env steps per iteration / wall time since the previous
-   update ended, so timed env steps / sum(env steps / sps) over the rows after the warm-up is
-   the wall time from the end of the last warm-up update to the end of the last update (the
-   logger's ``time`` column gives the same span on the logger's clock; both are printed).
+   update ended, so timed env steps / sum(env steps / sps) over the timed rows is the wall time
+   from the end of the last warm-up update to the end of the last timed update (the logger's
+   ``time`` column gives the same span on the logger's clock; both are printed). Overlap runs
+   one extra, untimed iteration at the end: their last update overlaps no collection (the
+   pipeline drains), so timing it would flatter overlap mode.
 d. ``breakdown``: one process, 1 torch thread (as every service runs): one real rollout
    collected with the env-runner's loop (env stepping / policy inference / the rest timed
    apart), codec encode + decode of that Rollout and of the PolicyWeights answer, a DEALER ->
@@ -308,7 +313,7 @@ def wait_for_quiet(max_load: float, max_busy: float, max_wait: float, label: str
             announced = True
 
 
-def run_worker(*args: str, timeout: float = 600) -> subprocess.Popen:
+def run_worker(*args: str) -> subprocess.Popen:
     return subprocess.Popen([sys.executable, str(Path(__file__).resolve()), "--worker", *args],
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=REPO)
 
@@ -338,9 +343,15 @@ def free_ports(n: int) -> list[int]:
             s.close()
 
 
-def run_dynamicrl(mode: str, envrunners: int, envs_each: int, total_steps: int, warmup_iterations: int,
+def run_dynamicrl(mode: str, envrunners: int, envs_each: int, timed_steps: int, warmup_iterations: int,
                   seed: int, timeout: float) -> dict:
-    """One run of the real services; returns the steps/s figures, per-iteration rows and CPU seconds."""
+    """One run of the real services; returns the steps/s figures, per-iteration rows and CPU seconds.
+
+    Overlap mode runs one more iteration, untimed: the last update has nothing to overlap with
+    (there is no next rollout to collect), so it drains the pipeline as the first iteration fills it.
+    """
+    drain_iterations = 1 if mode == "overlap" else 0
+    total_steps = timed_steps + (warmup_iterations + drain_iterations) * STEPS_PER_ITERATION
     with tempfile.TemporaryDirectory(prefix="dynamicrl-throughput-") as tmp:
         workdir = Path(tmp)
         ports = free_ports(len(ADDRESS_KEYS))
@@ -393,14 +404,15 @@ def run_dynamicrl(mode: str, envrunners: int, envs_each: int, total_steps: int, 
         metrics = sorted((workdir / "runs").glob("*/metrics.csv"))
         with open(metrics[0], newline="") as f:
             rows = list(csv.DictReader(f))
-    timed = rows[warmup_iterations:]
+    first, last = rows[warmup_iterations - 1], rows[len(rows) - 1 - drain_iterations]  # timed: (first, last]
+    timed = rows[warmup_iterations:len(rows) - drain_iterations]
     per_iteration = envrunners * envs_each * NUM_STEPS
+    assert int(last["env_steps"]) - int(first["env_steps"]) == timed_steps == len(timed) * per_iteration
     learner_span = sum(per_iteration / float(r["sps"]) for r in timed)
-    logger_span = float(rows[-1]["time"]) - float(rows[warmup_iterations - 1]["time"])
-    timed_steps = int(rows[-1]["env_steps"]) - int(rows[warmup_iterations - 1]["env_steps"])
+    logger_span = float(last["time"]) - float(first["time"])
     return {"steps_per_s": timed_steps / learner_span, "steps_per_s_logger_clock": timed_steps / logger_span,
-            "iterations": len(rows), "iteration_s": [round(per_iteration / float(r["sps"]), 3) for r in rows],
-            "wall_s": wall, "cpu_s": usage}
+            "iterations": len(rows), "timed_iterations": f"{warmup_iterations + 1}..{len(rows) - drain_iterations}",
+            "iteration_s": [round(per_iteration / float(r["sps"]), 3) for r in rows], "wall_s": wall, "cpu_s": usage}
 
 
 def measure(name: str, args: argparse.Namespace) -> dict:
@@ -420,13 +432,41 @@ def measure(name: str, args: argparse.Namespace) -> dict:
                                          *(["--threads", *threads] if threads else [])))
     if name in DYNAMICRL_CONFIGS:
         mode, runners, each = DYNAMICRL_CONFIGS[name]
-        return run_dynamicrl(mode, runners, each, total, args.warmup_iterations, args.seed, args.run_timeout)
+        return run_dynamicrl(mode, runners, each, args.steps, args.warmup_iterations, args.seed, args.run_timeout)
     if name == "breakdown":
         return collect_worker(run_worker("breakdown", str(args.seed), str(args.update_repeats)))
     raise ValueError(name)
 
 
-def report(results: dict, loads: dict, args: argparse.Namespace, started: str, load_before: str) -> str:
+def measure_quietly(name: str, label: str, args: argparse.Namespace) -> dict:
+    """Wait for a quiet machine, measure; again if other processes competed (the least contended attempt)."""
+    best: dict | None = None
+    for attempt in range(1 + args.retry_contended):
+        load = wait_for_quiet(args.max_load, args.max_busy, args.load_wait, label)
+        t0, busy0, own0 = time.perf_counter(), busy_cpu_s(), own_cpu_s()
+        try:
+            result = measure(name, args)
+        except Exception as exc:  # report what failed, keep measuring the rest
+            print(f"{label}: FAILED: {exc}", flush=True)
+            result = {"error": str(exc)[:2000]}
+        took = time.perf_counter() - t0
+        # Whatever the machine was busy with that was not ours: other people's work competing with ours.
+        result["other_cores"] = max(0.0, (busy_cpu_s() - busy0) - (own_cpu_s() - own0)) / took
+        result["load_at_start"], result["attempt"] = load, attempt + 1
+        figure = result.get("steps_per_s")
+        print(f"{label}: {f'{figure:.0f} env steps/s' if figure else result.get('error', 'done')[:200]} "
+              f"(took {took:.0f} s, load at start {load:.2f}, other processes used "
+              f"{result['other_cores']:.2f} cores meanwhile)", flush=True)
+        if best is None or result["other_cores"] < best["other_cores"]:
+            best = result
+        if result["other_cores"] < args.max_busy or "error" in result:
+            break
+        if attempt < args.retry_contended:
+            print(f"  [{label}] contended: measuring again", flush=True)
+    return best
+
+
+def report(runs: dict[str, list[dict]], args: argparse.Namespace, started: str, load_before: str) -> str:
     import gymnasium
     import mujoco
     import torch
@@ -435,8 +475,10 @@ def report(results: dict, loads: dict, args: argparse.Namespace, started: str, l
         sb3_version = stable_baselines3.__version__
     except ImportError:
         sb3_version = "not installed"
-    sps = {name: r["steps_per_s"] for name, r in results.items() if "steps_per_s" in r}
-    sb3 = {"threads=1": sps.get("sb3-t1"), f"default threads": sps.get("sb3-tdefault")}
+    figures = {name: [r["steps_per_s"] for r in rs if "steps_per_s" in r] for name, rs in runs.items()}
+    sps = {name: statistics.median(f) for name, f in figures.items() if f}
+    sb3 = {"threads=1": sps.get("sb3-t1"), "default threads": sps.get("sb3-tdefault")}
+    rounds = f"median of {args.rounds} rounds" if args.rounds > 1 else "1 round"
     lines = [
         "# Throughput: DynamicRL vs stable-baselines3 PPO on Ant-v5",
         "",
@@ -454,33 +496,34 @@ def report(results: dict, loads: dict, args: argparse.Namespace, started: str, l
         f"{args.load_wait:.0f} s) and was measured again (up to {args.retry_contended} times) when other processes "
         f"used >= {args.max_busy} cores meanwhile; the least contended attempt is reported",
         "- hyperparameters: SB3 PPO defaults; DynamicRL overrides: `" + " ".join(SB3_DEFAULTS_AS_DYNAMICRL) + "`",
+        f"- rounds: {args.rounds} (every configuration once per round, in the order below; figures are medians)",
         "",
-        "## Steps per second",
+        f"## Steps per second ({rounds})",
         "",
-        "| configuration | env steps/s | vs SB3 threads=1 | vs SB3 default threads | 1-min load at start "
-        "| other processes meanwhile (cores) |",
-        "|---|---:|---:|---:|---:|---:|",
+        "| configuration | env steps/s | each round | vs SB3 threads=1 | vs SB3 default threads "
+        "| 1-min load at start (max) | other processes meanwhile (cores, max) |",
+        "|---|---:|---|---:|---:|---:|---:|",
     ]
-    for name, r in results.items():
+    for name, rs in runs.items():
         if name not in sps:
             continue
         ratios = [f"{sps[name] / base:.2f}x" if base else "-" for base in sb3.values()]
-        lines.append(f"| {name} | {sps[name]:.0f} | {ratios[0]} | {ratios[1]} | {loads.get(name, float('nan')):.2f} "
-                     f"| {r['other_cores']:.2f} |")
+        lines.append(f"| {name} | {sps[name]:.0f} | {', '.join(f'{f:.0f}' for f in figures[name])} | {ratios[0]} "
+                     f"| {ratios[1]} | {max(r['load_at_start'] for r in rs):.2f} "
+                     f"| {max(r['other_cores'] for r in rs):.2f} |")
     lines += targets(sps)
-    lines += ["", "Details:", ""]
-    for name, r in results.items():
-        if name == "breakdown":
-            continue
-        detail = {k: (round(v, 3) if isinstance(v, float) else v) for k, v in r.items() if k != "steps_per_s"}
-        if "cpu_s" in detail:
-            detail["cpu_s"] = {k: round(v, 1) for k, v in detail["cpu_s"].items()}
-        for key in ("collect_s", "train_s"):
-            if key in detail:
-                detail[key] = [round(v, 2) for v in detail[key]]
-        lines.append(f"- `{name}`: {json.dumps(detail)}")
-    if "breakdown" in results:
-        lines += ["", *breakdown_lines(results["breakdown"], results)]
+    lines += ["", "Details (per round):", ""]
+    for name, rs in runs.items():
+        for i, r in enumerate(rs if name != "breakdown" else []):
+            detail = {k: (round(v, 3) if isinstance(v, float) else v) for k, v in r.items()}
+            if "cpu_s" in detail:
+                detail["cpu_s"] = {k: round(v, 1) for k, v in detail["cpu_s"].items()}
+            for key in ("collect_s", "train_s"):
+                if key in detail:
+                    detail[key] = [round(v, 2) for v in detail[key]]
+            lines.append(f"- `{name}` round {i + 1}: {json.dumps(detail)}")
+    if runs.get("breakdown") and "update_s" in runs["breakdown"][0]:
+        lines += ["", *breakdown_lines(runs["breakdown"][0], sps)]
     return "\n".join(lines) + "\n"
 
 
@@ -500,7 +543,7 @@ def targets(sps: dict[str, float]) -> list[str]:
     return lines
 
 
-def breakdown_lines(b: dict, results: dict) -> list[str]:
+def breakdown_lines(b: dict, sps: dict[str, float]) -> list[str]:
     bus_ms = b["round_trip_ms"]
     codec_ms = b["rollout_encode_ms"] + b["rollout_decode_ms"] + b["weights_encode_ms"] + b["weights_decode_ms"]
     model_sync = b["collect_s"] + bus_ms / 1e3 + b["update_s"]
@@ -531,8 +574,8 @@ def breakdown_lines(b: dict, results: dict) -> list[str]:
         f"{b['update_s']:.2f}) + bus = {max(b['collect_s'], b['update_s']) + bus_ms / 1e3:.3f} s",
     ]
     for name in DYNAMICRL_CONFIGS:
-        if name in results:
-            iteration = STEPS_PER_ITERATION / results[name]["steps_per_s"]
+        if name in sps:
+            iteration = STEPS_PER_ITERATION / sps[name]
             _, runners, _ = DYNAMICRL_CONFIGS[name]
             lines.append(f"- `{name}`: measured iteration {iteration:.3f} s; bus + (de)serialisation "
                          f"(~{runners} x {bus_ms:.1f} ms) = {runners * bus_ms / 1e3 / iteration * 100:.3f}% of it")
@@ -563,6 +606,8 @@ def main() -> None:
     parser.add_argument("--retry-contended", type=int, default=2,
                         help="measure a contended configuration again up to this many times (the least contended "
                              "attempt is reported)")
+    parser.add_argument("--rounds", type=int, default=1,
+                        help="measure every configuration this many times, round-robin; report medians")
     parser.add_argument("--seed", type=int, default=1)
     parser.add_argument("--update-repeats", type=int, default=3, help="breakdown: timed updates (median)")
     parser.add_argument("--run-timeout", type=float, default=400.0, help="a DynamicRL run taking longer fails")
@@ -598,32 +643,14 @@ def main() -> None:
     started = dt.datetime.now(dt.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
     load_before = load_line()
     print(f"{load_before}\nconfigurations: {', '.join(names)}", flush=True)
-    results: dict[str, dict] = {}
-    loads: dict[str, float] = {}
-    for name in names:
-        for attempt in range(1 + args.retry_contended):
-            load = wait_for_quiet(args.max_load, args.max_busy, args.load_wait, name)
-            t0, busy0, own0 = time.perf_counter(), busy_cpu_s(), own_cpu_s()
-            try:
-                result = measure(name, args)
-            except Exception as exc:  # report what failed, keep measuring the rest
-                print(f"{name}: FAILED: {exc}", flush=True)
-                result = {"error": str(exc)[:2000]}
-            took = time.perf_counter() - t0
-            # Whatever the machine was busy with that was not ours: other people's work competing with ours.
-            result["other_cores"] = max(0.0, (busy_cpu_s() - busy0) - (own_cpu_s() - own0)) / took
-            result["attempt"] = attempt + 1
-            figure = result.get("steps_per_s")
-            print(f"{name}: {f'{figure:.0f} env steps/s' if figure else result.get('error', 'done')[:200]} "
-                  f"(took {took:.0f} s, load at start {load:.2f}, other processes used "
-                  f"{result['other_cores']:.2f} cores meanwhile)", flush=True)
-            if name not in results or result["other_cores"] < results[name]["other_cores"]:
-                results[name], loads[name] = result, load
-            if result["other_cores"] < args.max_busy or "error" in result:
-                break
-            if attempt < args.retry_contended:
-                print(f"  [{name}] contended: measuring again", flush=True)
-    text = report(results, loads, args, started, load_before)
+    runs: dict[str, list[dict]] = {name: [] for name in names}  # per configuration: one result per round
+    for round_ in range(args.rounds):
+        for name in names:
+            if name == "breakdown" and runs[name]:
+                continue  # measured once
+            label = f"{name} (round {round_ + 1}/{args.rounds})" if args.rounds > 1 else name
+            runs[name].append(measure_quietly(name, label, args))
+    text = report(runs, args, started, load_before)
     print("\n" + text)
     if args.out != "-":
         Path(args.out).parent.mkdir(parents=True, exist_ok=True)
