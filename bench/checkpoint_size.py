@@ -29,7 +29,6 @@ import os
 import re
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -37,18 +36,10 @@ import time
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+from tests.helpers import free_ports  # noqa: E402  (one copy, shared with the tests)
 CONFIG = str(REPO / "configs/env/mujoco_ant.yaml")
-SAVE_LINE = re.compile(r"checkpoint (\S+): (\d+) bytes in ([\d.]+) s \(write\), ([\d.]+) s from the boundary")
-
-
-def free_ports(n: int) -> list[int]:
-    sockets = [socket.socket() for _ in range(n)]
-    for s in sockets:
-        s.bind(("127.0.0.1", 0))
-    ports = [s.getsockname()[1] for s in sockets]
-    for s in sockets:
-        s.close()
-    return ports
+SAVE_LINE = re.compile(r"checkpoint (\S+): (\d+) bytes in ([\d.]+) s \(write\), ([\d.]+) s since it began")
 
 
 def descendants(pid: int) -> list[int]:

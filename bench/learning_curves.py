@@ -41,10 +41,8 @@ import csv
 import datetime as dt
 import json
 import os
-import platform
 import shlex
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -52,6 +50,10 @@ from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
 REPO = HERE.parent
+sys.path.insert(0, str(REPO))
+from tests.helpers import free_ports, stop_all  # noqa: E402  (one copy, shared with the tests)
+
+import machine  # noqa: E402  (bench/machine.py)
 ADDRESS_KEYS = ("controller", "bus_in", "bus_out", "data")
 SCRUBBED_ENV = ("DYNAMICRL_CONFIG", "DYNAMICRL_OVERRIDES", "DYNAMICRL_RESUME", "HONCHO_PROCESS_NAME")
 
@@ -118,20 +120,6 @@ def _on_signal(signum, frame):  # noqa: ARG001
 
 
 # -- helpers -----------------------------------------------------------------------------------
-def free_ports(n: int) -> list[int]:
-    """``n`` distinct free TCP ports on 127.0.0.1 (held open together, then released)."""
-    socks = []
-    try:
-        for _ in range(n):
-            s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-            s.bind(("127.0.0.1", 0))
-            socks.append(s)
-        return [s.getsockname()[1] for s in socks]
-    finally:
-        for s in socks:
-            s.close()
-
-
 def utc_now() -> dt.datetime:
     return dt.datetime.now(dt.timezone.utc)
 
@@ -141,58 +129,6 @@ def loadavg() -> str:
         return " ".join(Path("/proc/loadavg").read_text().split()[:3])
     except OSError:
         return "n/a"
-
-
-def machine() -> str:
-    cpu = platform.processor() or "unknown CPU"
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
-    mem = "?"
-    try:
-        for line in Path("/proc/meminfo").read_text().splitlines():
-            if line.startswith("MemTotal"):
-                mem = f"{int(line.split()[1]) / 2**20:.0f} GiB RAM"
-                break
-    except OSError:
-        pass
-    versions = []
-    for mod in ("torch", "gymnasium", "mujoco", "numpy"):
-        try:
-            versions.append(f"{mod} {__import__(mod).__version__}")
-        except Exception:  # noqa: BLE001
-            versions.append(f"{mod} ?")
-    return (f"{os.cpu_count()} cores ({cpu}), {mem}, no GPU used; {platform.system()} {platform.release()}, "
-            f"Python {platform.python_version()}; {', '.join(versions)}")
-
-
-def stop_procs(procs: dict[str, subprocess.Popen], timeout: float = 15.0) -> None:
-    """SIGCONT + SIGTERM every live process by pid, wait (reaping) up to ``timeout`` s, SIGKILL the rest."""
-    for proc in procs.values():
-        if proc.poll() is None:
-            for sig in (signal.SIGCONT, signal.SIGTERM):
-                try:
-                    os.kill(proc.pid, sig)
-                except ProcessLookupError:
-                    pass
-    deadline = time.monotonic() + timeout
-    while any(p.poll() is None for p in procs.values()) and time.monotonic() < deadline:
-        time.sleep(0.05)
-    for proc in procs.values():
-        if proc.poll() is None:
-            try:
-                os.kill(proc.pid, signal.SIGKILL)
-            except ProcessLookupError:
-                pass
-    for proc in procs.values():
-        try:
-            proc.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            pass
 
 
 def read_metrics(path: Path) -> list[dict[str, str]]:
@@ -273,7 +209,7 @@ def run_one(env: str, seed: int, args: argparse.Namespace, deadline: dt.datetime
                 time.sleep(0.1)
     finally:
         wall = time.monotonic() - started
-        stop_procs(procs)
+        stop_all(list(procs.values()))
     codes = {label: p.returncode for label, p in procs.items()}
     dirs = new_run_dirs(runs_root, before)
     run_dir = dirs[0] if dirs else None
@@ -402,7 +338,7 @@ def report(args: argparse.Namespace) -> str:
         dates = sorted({s["started_utc"][:10] for s in summaries})
         L.append(f"- date: {', '.join(dates)} (UTC; runs from {min(s['started_utc'] for s in summaries)[11:16]} "
                  f"to {max(s['ended_utc'] for s in summaries)[11:16]})")
-    L.append(f"- machine: {machine()}")
+    L.append(f"- machine: {machine.describe()}")
     cmds = list(dict.fromkeys(s["command"] for s in sorted(summaries, key=lambda s: s["started_utc"])))
     for c in cmds:
         L.append(f"- command: `{c}`")

@@ -29,11 +29,9 @@ import argparse
 import csv
 import datetime as dt
 import os
-import platform
 import random
 import shlex
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -49,6 +47,10 @@ from dynamicrl.protocol.messages import (
 )
 
 HERE = Path(__file__).resolve().parent
+sys.path.insert(0, str(HERE.parent))
+from tests.helpers import free_ports  # noqa: E402  (one copy, shared with the tests)
+
+import machine  # noqa: E402  (bench/machine.py)
 ADDRESS_KEYS = ("controller", "bus_in", "bus_out", "data")
 PATCH_PARAM = "ppo.ent_coef"
 TARGET_P99_MS = 50.0
@@ -57,19 +59,6 @@ CONTENDED_CORES = 0.2  # average busy cores of other processes above which a run
 
 
 # -- processes ---------------------------------------------------------------------------------
-def free_ports(n: int) -> list[int]:
-    socks = []
-    try:
-        for _ in range(n):
-            s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-            s.bind(("127.0.0.1", 0))
-            socks.append(s)
-        return [s.getsockname()[1] for s in socks]
-    finally:
-        for s in socks:
-            s.close()
-
-
 class Run:
     """The run's processes; ``stop()`` ends them by pid with bounded waits."""
 
@@ -467,21 +456,6 @@ def summary_lines(result: Result) -> list[str]:
     return lines
 
 
-def machine() -> str:
-    cpu = "unknown CPU"
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
-    gpu = "no GPU" if not Path("/dev/nvidia0").exists() else "a GPU (unused: CPU torch)"
-    mem_gb = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2**30
-    return (f"{os.cpu_count()} cores ({cpu}), {mem_gb:.0f} GiB RAM, {gpu}; {platform.system()} "
-            f"{platform.release()}, Python {platform.python_version()}")
-
-
 def uptime() -> str:
     try:
         return subprocess.run(["uptime"], capture_output=True, text=True, timeout=5).stdout.strip()
@@ -494,7 +468,7 @@ def markdown(args, results: list[Result], contended: list[Result], started: str,
     out = ["# Pause latency", ""]
     out.append(f"- date: {started}")
     out.append(f"- command: `{' '.join(shlex.quote(a) for a in [sys.executable.rsplit('/', 1)[-1], *sys.argv])}`")
-    out.append(f"- machine: {machine()}")
+    out.append(f"- machine: {machine.describe()}")
     out.append(f"- load before: `{uptime_before}`")
     out.append(f"- load after: `{uptime_after}`")
     out.append(f"- run: `{args.env}`, config `{args.config}`, {args.envrunners} env-runners x {args.num_envs} "
@@ -593,7 +567,7 @@ def main() -> int:
 
     started = dt.datetime.now().astimezone().strftime("%Y-%m-%d %H:%M %Z")
     uptime_before = uptime()
-    print(f"machine: {machine()}\nload: {uptime_before}", flush=True)
+    print(f"machine: {machine.describe()}\nload: {uptime_before}", flush=True)
     results, contended = [], []
     with tempfile.TemporaryDirectory(prefix="dynamicrl-pause-bench-") as tmp:
         for num_steps in args.num_steps:

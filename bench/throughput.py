@@ -49,7 +49,6 @@ import os
 import platform
 import shlex
 import signal
-import socket
 import statistics
 import subprocess
 import sys
@@ -59,6 +58,10 @@ from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
 REPO = HERE.parent
+sys.path.insert(0, str(REPO))
+from tests.helpers import free_ports  # noqa: E402  (one copy, shared with the tests)
+
+import machine  # noqa: E402  (bench/machine.py)
 ANT_CONFIG = REPO / "configs" / "env" / "mujoco_ant.yaml"
 ENV_ID = "Ant-v5"
 NUM_ENVS = 8  # in total, whatever the split over processes
@@ -330,19 +333,6 @@ def collect_worker(proc: subprocess.Popen, timeout: float = 900) -> dict:
     return json.loads(stdout.strip().splitlines()[-1])
 
 
-def free_ports(n: int) -> list[int]:
-    socks = []
-    try:
-        for _ in range(n):
-            s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-            s.bind(("127.0.0.1", 0))
-            socks.append(s)
-        return [s.getsockname()[1] for s in socks]
-    finally:
-        for s in socks:
-            s.close()
-
-
 def run_dynamicrl(mode: str, envrunners: int, envs_each: int, timed_steps: int, warmup_iterations: int,
                   seed: int, timeout: float) -> dict:
     """One run of the real services; returns the steps/s figures, per-iteration rows and CPU seconds.
@@ -484,7 +474,7 @@ def report(runs: dict[str, list[dict]], args: argparse.Namespace, started: str, 
         "",
         f"- date: {started}",
         f"- command: `{shlex.join([Path(sys.executable).name, *sys.argv])}`",
-        f"- machine: {os.cpu_count()} cores ({_cpu_model()}), no GPU (torch.cuda.is_available() = "
+        f"- machine: {os.cpu_count()} cores ({machine.cpu_model()}), no GPU (torch.cuda.is_available() = "
         f"{torch.cuda.is_available()}); Linux {platform.release()}, Python {platform.python_version()}, "
         f"torch {torch.__version__}, stable-baselines3 {sb3_version}, gymnasium {gymnasium.__version__}, "
         f"mujoco {mujoco.__version__}",
@@ -580,16 +570,6 @@ def breakdown_lines(b: dict, sps: dict[str, float]) -> list[str]:
             lines.append(f"- `{name}`: measured iteration {iteration:.3f} s; bus + (de)serialisation "
                          f"(~{runners} x {bus_ms:.1f} ms) = {runners * bus_ms / 1e3 / iteration * 100:.3f}% of it")
     return lines
-
-
-def _cpu_model() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or "unknown CPU"
 
 
 def main() -> None:

@@ -19,7 +19,7 @@ from typing import Any
 
 import annotated_types
 import yaml
-from pydantic import BaseModel, ValidationError
+from pydantic import ValidationError
 
 from dynamicrl.config import Config
 from dynamicrl.protocol.messages import Role, Tunable
@@ -134,11 +134,6 @@ def validate(config: Config, changes: dict[str, Any]) -> tuple[Config, dict[str,
         diff[name] = (getattr(getattr(config, spec.section), spec.field),
                       getattr(getattr(new_config, spec.section), spec.field))
     return new_config, diff
-
-
-def apply(config: Config, changes: dict[str, Any]) -> tuple[Config, dict[str, tuple[Any, Any]]]:
-    """Owner side: apply already-validated values (validated again: never trust the wire)."""
-    return validate(config, changes)
 
 
 def _unknown(config: Config, name: str, known: dict[str, Spec]) -> str:

@@ -173,8 +173,6 @@ def _decode(frames: Sequence[Any], expect: Sequence[type[Message]] | None) -> Re
     cls = MESSAGE_TYPES.get(type_name) if isinstance(type_name, str) else None
     if cls is None:
         raise ProtocolError(f"unknown message type {type_name!r}")
-    if cls.topic is Message.topic and topic != type_name.encode():  # checked early when the type decides it
-        raise ProtocolError(f"topic {topic!r} does not match message type {type_name!r}")
     if expect is not None and cls not in expect:
         raise ProtocolError(f"unexpected message type {type_name!r} on this socket")
     body = raw.pop("body", None)

@@ -5,7 +5,7 @@ whose topic is ``external.<stream>``; these constants name the families and the
 topics services publish, so no code spells a topic as a bare string.
 """
 
-from .messages import EpisodeStats, ExternalSample, RunStateChanged, TrainMetrics, stream_topic
+from .messages import EpisodeStats, ExternalSample, RunStateChanged, TrainMetrics
 
 METRICS = "metrics."
 CONTROL = "control."

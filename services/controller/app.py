@@ -17,7 +17,6 @@ Wiring (who sends what to whom):
 
 from __future__ import annotations
 
-import json
 import logging
 import secrets
 import signal
@@ -65,10 +64,10 @@ class Controller:
         self.name = name
         self.run_id = new_run_id(config.run.name)
         self.run_dir = Path(config.run.dir or Path(config.run.root) / self.run_id)
-        if config.resume:  # the run id (and so the session's) comes from the checkpoint
-            self.run_id = json.loads(
-                (checkpoints.latest_good(Path(config.resume) / "checkpoints", report=log.warning)
-                 / "controller.json").read_text())["run_id"]
+        self.restore: dict[str, checkpoints.Part] = {}
+        self.resumed_from: LogicalTime | None = None
+        # on resume, config, run id and run dir come from the checkpoint (read and verified once)
+        journal_entries = self.load_resume(Path(config.resume)) if config.resume else None
         self.ctx = zmq.Context()
         self.commands = make_socket(self.ctx, zmq.ROUTER)
         self.command_endpoint = bind(self.commands, config.addresses.controller)
@@ -89,11 +88,6 @@ class Controller:
         self.paused_at = 0.0
         self.patches: dict[str, PendingPatch] = {}
         self.checkpoint: CheckpointInProgress | None = None
-        self.restore: dict[str, checkpoints.Part] = {}
-        self.resumed_from: LogicalTime | None = None
-        journal_entries = None
-        if config.resume:
-            journal_entries = self.load_resume(Path(config.resume))
         self.journal = Journal(self.run_dir / "patches.jsonl", keep=journal_entries)
         self.replay = load_replay(self.config.patches) if self.config.patches and not config.resume else {}
         self.handlers = {
@@ -493,7 +487,7 @@ class Controller:
         data["run"].update(dir=str(run_dir),
                            envrunners=sum(1 for s in parts if s != controller["learner"] and s.startswith("envrunner")))
         self.config = config_from_dict(data, origin=str(path / "controller.json"))
-        self.run_dir = run_dir
+        self.run_dir, self.run_id = run_dir, controller["run_id"]
         self.restore = parts
         self.resumed_from = LogicalTime(iteration=manifest["iteration"], env_step=manifest["env_step"])
         log.info("resuming run %s from %s (iteration %d, %d env steps)", self.run_id, path,

@@ -3,11 +3,10 @@ normalisation statistics that reaches every env-runner."""
 
 from __future__ import annotations
 
-import csv
 
 import pytest
 
-from helpers import base_overrides, free_ports, log_text, start_service, stop
+from helpers import base_overrides, free_ports, metrics_rows, run_stack
 
 pytestmark = pytest.mark.e2e
 
@@ -17,18 +16,8 @@ def test_hopper_two_envrunners_share_the_learners_statistics(tmp_path):
                  "env.id=Hopper-v5", "env.num_envs=2", "algo.num_steps=64", "algo.num_minibatches=4",
                  "algo.update_epochs=2", "normalize.obs=true", "normalize.reward=true",
                  "run.envrunners=2", "run.total_env_steps=2048"]
-    procs = [start_service("controller", overrides, tmp_path), start_service("learner", overrides, tmp_path),
-             *(start_service("envrunner", overrides, tmp_path, args=["--rank", str(r)]) for r in (0, 1)),
-             start_service("logger", overrides, tmp_path)]
-    try:
-        assert procs[0].wait(timeout=180) == 0, log_text(procs[0])
-        for proc in procs[1:]:
-            assert proc.wait(timeout=15) == 0, log_text(proc)
-    finally:
-        for proc in procs:
-            stop(proc)
-    (run_dir,) = (tmp_path / "runs").iterdir()
-    rows = list(csv.DictReader((run_dir / "metrics.csv").read_text().splitlines()))
+    run_stack(tmp_path, overrides, envrunners=2)
+    rows = metrics_rows(tmp_path)
     assert [int(r["iteration"]) for r in rows] == list(range(1, 9))  # 2048 / (64 * 2 * 2)
     previous = 0.0
     for row in rows:

@@ -18,11 +18,10 @@ import numpy as np
 import pytest
 import zmq
 
-from dynamicrl.clients.control import ControlClient, RequestTimeout
 from dynamicrl.clients.monitor import Monitor
 from dynamicrl.protocol.codec import Session
-from dynamicrl.protocol.messages import ExternalSample, RunState, StatusReply
-from helpers import base_overrides, endpoint, free_ports, log_text, start_service, stop_all, wait_until
+from dynamicrl.protocol.messages import ExternalSample, RunState
+from helpers import base_overrides, controller_status, endpoint, free_ports, log_text, start_service, stop_all, wait_until
 
 CLI = [sys.executable, "-m", "dynamicrl.clients.cli"]
 
@@ -37,14 +36,6 @@ def start_cli(args: list[str], tmp_path: Path, name: str) -> subprocess.Popen:
                                 stderr=subprocess.STDOUT)
     proc.log_path = log_path  # type: ignore[attr-defined]
     return proc
-
-
-def _status(address: str) -> StatusReply | None:
-    try:
-        with ControlClient(address, timeout_s=1.0, retries=0) as client:
-            return client.status()
-    except RequestTimeout:
-        return None
 
 
 def _logs(procs) -> str:
@@ -103,7 +94,7 @@ def test_engagement_rule_patches_a_live_run_through_the_controller(tmp_path):
 
         def running():
             alive()
-            status = _status(control)
+            status = controller_status(control)
             return status if status and status.state is RunState.RUNNING and status.ltime else None
 
         wait_until(running, timeout=120, interval=0.3, message="the run never started iterating")
@@ -121,11 +112,12 @@ def test_engagement_rule_patches_a_live_run_through_the_controller(tmp_path):
         pub.setsockopt(zmq.LINGER, 0)
         pub.connect(bus_in)
         try:
-            time.sleep(0.5)  # the PUB's connection to the bus
-            for _ in range(3):
+            def garbage_arrived() -> bool:  # resent until the PUB's connection is up and the logger saw it
                 for frames in _garbage(b"external.mock-bci"):
                     pub.send_multipart(frames)
-                time.sleep(0.1)
+                return "dropped a bad bus message" in log_text(services[3])
+
+            wait_until(garbage_arrived, timeout=30, interval=0.1, message="the logger never saw the garbage")
         finally:
             pub.close(linger=0)
             ctx.term()
@@ -195,7 +187,7 @@ def test_lsl_bridge_republishes_a_real_outlet(tmp_path):
     controller = start_service("controller", overrides, tmp_path)  # its bus is all the bridge needs
     bridge = None
     try:
-        wait_until(lambda: _status(endpoint(ports[0])), timeout=30, message="controller never answered")
+        wait_until(lambda: controller_status(endpoint(ports[0])), timeout=30, message="controller never answered")
         bridge = start_cli(["provider", "lsl", "--name", name, "--resolve-timeout", "20", "--duration", "60",
                             *overrides], tmp_path, "lsl")
         with Monitor(endpoint(ports[2]), f"external.{name}") as monitor:

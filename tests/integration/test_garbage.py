@@ -8,52 +8,31 @@ import random
 import subprocess
 import sys
 import time
-from dataclasses import dataclass
 from pathlib import Path
 
 import msgpack
 import pytest
 import zmq
 
-from dynamicrl.clients.control import ControlClient, RequestTimeout
+from dynamicrl.clients.control import ControlClient
 from dynamicrl.protocol.codec import MAX_PAYLOAD_BYTES, ProtocolError, Session, decode
 from dynamicrl.protocol.messages import (
     ErrorCode, ErrorReply, RunState, RunStateChanged, StatusReply, StatusRequest, TrainMetrics,
 )
-from helpers import base_overrides, endpoint, free_port, free_ports, log_text, start_service, stop, wait_until
+from helpers import base_overrides, controller_status, start_controller, endpoint, free_port, free_ports, log_text, start_service, stop, wait_until
 
 REPLY_TIMEOUT_MS = 5000
 
 
-@dataclass
-class Controller:
-    proc: subprocess.Popen
-    controller: str
-    bus_in: str
-    bus_out: str
-
-
-def _answers(address: str) -> StatusReply | None:
-    try:
-        with ControlClient(address, timeout_s=0.5, retries=0) as client:
-            return client.status()
-    except RequestTimeout:
-        return None
 
 
 @pytest.fixture(scope="module")
 def controller(tmp_path_factory):
-    tmp_path = tmp_path_factory.mktemp("controller")
-    ports = free_ports(4)
-    proc = start_service("controller", base_overrides(tmp_path, ports), tmp_path)
+    running = start_controller(tmp_path_factory.mktemp("controller"), timeout=20)
     try:
-        def up():
-            assert proc.poll() is None, f"controller exited with {proc.returncode}:\n{log_text(proc)}"
-            return _answers(endpoint(ports[0]))
-        wait_until(up, timeout=20, message="controller never answered status")
-        yield Controller(proc, endpoint(ports[0]), endpoint(ports[1]), endpoint(ports[2]))
+        yield running
     finally:
-        stop(proc)
+        stop(running.proc)
 
 
 class Sockets:
@@ -145,7 +124,7 @@ def _metrics_iteration(frames: list[bytes]) -> int | None:
 
 
 def _status_with_iteration(address: str, iteration: int) -> StatusReply | None:
-    status = _answers(address)
+    status = controller_status(address)
     if status is not None and status.ltime is not None and status.ltime.iteration == iteration:
         return status
     return None
@@ -281,7 +260,7 @@ def test_controller_exits_cleanly_on_sigterm(tmp_path):
     ports = free_ports(4)
     proc = start_service("controller", base_overrides(tmp_path, ports), tmp_path)
     try:
-        wait_until(lambda: proc.poll() is not None or _answers(endpoint(ports[0])), timeout=20)
+        wait_until(lambda: proc.poll() is not None or controller_status(endpoint(ports[0])), timeout=20)
         assert proc.poll() is None, log_text(proc)
     finally:
         code = stop(proc, timeout=10)

@@ -10,20 +10,17 @@ import subprocess
 import sys
 import time
 import uuid
-from dataclasses import dataclass
-from pathlib import Path
 from typing import Callable
 
 import msgpack
 import pytest
 import zmq
 
-from dynamicrl.clients.control import ControlClient, RequestTimeout
 from dynamicrl.clients.monitor import Monitor, ProtocolVersionMismatch, Received
 from dynamicrl.protocol.codec import MAX_PAYLOAD_BYTES
-from dynamicrl.protocol.messages import EpisodeStats, LogicalTime, RunState, RunStateChanged, StatusReply, TrainMetrics
+from dynamicrl.protocol.messages import EpisodeStats, LogicalTime, RunState, RunStateChanged, TrainMetrics
 from dynamicrl.protocol.sockets import Publisher
-from helpers import base_overrides, endpoint, free_ports, log_text, start_service, stop, wait_until
+from helpers import controller_status, start_controller, free_ports, log_text, stop, wait_until
 
 
 # -- a third party's side: pyzmq + msgpack only, following docs/protocol.md (no dynamicrl here) --------------
@@ -107,41 +104,12 @@ class PlainPublisher:
 
 # -- fixtures and helpers -----------------------------------------------------------------------------------
 
-@dataclass
-class Controller:
-    proc: subprocess.Popen
-    controller: str
-    bus_in: str
-    bus_out: str
-
-
-def _status(address: str) -> StatusReply | None:
-    try:
-        with ControlClient(address, timeout_s=1.0, retries=0) as client:
-            return client.status()
-    except RequestTimeout:
-        return None
-
-
-def _start_controller(tmp_path: Path, ports: list[int]) -> Controller:
-    proc = start_service("controller", base_overrides(tmp_path, ports), tmp_path)
-
-    def up():
-        assert proc.poll() is None, f"controller exited with {proc.returncode}:\n{log_text(proc)}"
-        return _status(endpoint(ports[0]))
-
-    try:
-        wait_until(up, timeout=30, message="controller never answered status")
-    except BaseException:
-        stop(proc)
-        raise
-    return Controller(proc, endpoint(ports[0]), endpoint(ports[1]), endpoint(ports[2]))
 
 
 @pytest.fixture(scope="module")
 def controller(tmp_path_factory):
     tmp_path = tmp_path_factory.mktemp("monitor-controller")
-    running = _start_controller(tmp_path, free_ports(4))
+    running = start_controller(tmp_path)
     try:
         yield running
     finally:
@@ -284,7 +252,7 @@ def test_garbage_on_the_bus_is_counted_and_skipped(controller, ctx, caplog):
             assert monitor.mismatched == 0
     finally:
         plain.close()
-    assert _status(controller.controller) is not None, "the controller stopped answering after the garbage"
+    assert controller_status(controller.controller) is not None, "the controller stopped answering after the garbage"
     assert controller.proc.poll() is None
 
 
@@ -321,7 +289,7 @@ def test_a_flood_is_accounted_for_and_the_controller_keeps_answering(controller,
             print(f"flood: {len(received)} received, {missed} missed in {elapsed:.1f} s")
     finally:
         publisher.close()
-    status = _status(controller.controller)
+    status = controller_status(controller.controller)
     assert status is not None and status.state is RunState.STARTING
     assert controller.proc.poll() is None
     assert "Traceback" not in log_text(controller.proc)
@@ -352,7 +320,7 @@ def test_monitor_survives_a_controller_restart(tmp_path):
     ports = free_ports(4)
     for name in ("a", "b"):
         (tmp_path / name).mkdir()
-    first = _start_controller(tmp_path / "a", ports)
+    first = start_controller(tmp_path / "a", ports)
     second = None
     try:
         with Monitor(first.bus_out, ("control.state",)) as monitor:
@@ -371,7 +339,7 @@ def test_monitor_survives_a_controller_restart(tmp_path):
             assert stop(first.proc) == 0, log_text(first.proc)
             last_words = [e.message.state for e in monitor.events(idle_timeout=1.0)]  # then the bus is gone: no error
             assert last_words[-1] is RunState.STOPPED, last_words
-            second = _start_controller(tmp_path / "b", ports)
+            second = start_controller(tmp_path / "b", ports)
             after = wait_until(beacon_of(before.envelope.run_id), timeout=30, interval=0,
                                message="the monitor never heard the restarted controller")
             assert after.envelope.sender == "controller" and after.envelope.run_id != before.envelope.run_id
