@@ -158,7 +158,7 @@ def run_one(env: str, seed: int, args: argparse.Namespace, deadline: dt.datetime
         *(f"addresses.{k}=tcp://127.0.0.1:{p}" for k, p in zip(ADDRESS_KEYS, ports)),
         f"run.root={runs_root}", f"run.seed={seed}", f"run.total_env_steps={args.steps}",
         f"run.mode={args.mode}", f"run.envrunners={args.envrunners}",
-        "logger.console=false", "checkpoint.at_end=false",
+        "logger.console=false", "checkpoint.at_end=false", *args.set,
     ]
     child_env = {k: v for k, v in os.environ.items() if k not in SCRUBBED_ENV}
     child_env["PYTHONUNBUFFERED"] = "1"
@@ -434,6 +434,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--steps", type=int, default=1_000_000, help="run.total_env_steps")
     p.add_argument("--mode", choices=["sync", "overlap"], default="sync", help="run.mode")
     p.add_argument("--envrunners", type=int, default=1, help="env-runner processes (each runs env.num_envs=8 envs)")
+    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                   help="extra config override for every run (repeatable), e.g. algo.target_kl=0.02")
     p.add_argument("--timeout", type=float, default=3600, help="per-run bound (s); then the run is stopped, partial")
     p.add_argument("--deadline", default=None, help="HH:MM UTC: stop the run in progress then, start no other")
     p.add_argument("--progress-every", type=float, default=60, help="print progress every N s")

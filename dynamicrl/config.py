@@ -54,7 +54,8 @@ class RunConfig(_Strict):
     torch_threads: int = Field(1, ge=1, le=64, description="torch threads per process (fixed for reproducibility)")
     mode: Literal["sync", "overlap"] = Field(
         "sync", description="sync: collect with the newest policy; overlap: collect iteration k+1 with policy k "
-        "while the learner trains on k (one-iteration policy lag, still deterministic)")
+        "while the learner trains on k (one-iteration policy lag, still deterministic; a checkpoint waits for "
+        "the next boundary)")
 
 
 class EnvConfig(_Strict):

@@ -20,7 +20,7 @@ from .base import LogicalTime, Message, NDArray
 
 class CheckpointRequest(Message):
     """Client -> controller. Reply: CheckpointReply, or ErrorReply: CONFLICT (not running, e.g. paused),
-    REJECTED (overlap mode), TIMEOUT (a member sent no state in checkpoint.timeout_s), INTERNAL (write
+    TIMEOUT (a member sent no state in checkpoint.timeout_s), INTERNAL (write
     failed, or an algorithm/env without checkpoint support). The run goes on in every case."""
 
     TYPE: ClassVar[str] = "control.checkpoint_request"

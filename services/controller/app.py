@@ -503,8 +503,6 @@ class Controller:
             return ErrorReply(code=ErrorCode.CONFLICT, message=f"cannot checkpoint: the run is {self.state.value}"
                               + (" (resume first: a checkpoint is taken at the next iteration boundary)"
                                  if self.state is RunState.PAUSED else ""))
-        if self.config.run.mode != "sync":
-            return ErrorReply(code=ErrorCode.REJECTED, message="checkpoints need run.mode=sync")
         learner = self.roster.active(Role.LEARNER)[0]
         self.checkpoint = CheckpointInProgress(new_patch_id(), waiters=[request_id])
         self.send(learner.route, CheckpointCommand(ckpt_id=self.checkpoint.ckpt_id))
@@ -534,7 +532,9 @@ class Controller:
             ck.learner, ck.boundary = part.service, part.meta["iteration"]
             ck.env_step = part.meta["env_steps"]
             for runner in self.roster.active(Role.ENVRUNNER):
-                self.send(runner.route, CheckpointCommand(ckpt_id=part.ckpt_id, at_iteration=ck.boundary))
+                # rollouts sent: one more than the updates when the learner saved unanswered ones (overlap)
+                at = part.meta.get("boundary", ck.boundary)
+                self.send(runner.route, CheckpointCommand(ckpt_id=part.ckpt_id, at_iteration=at))
             ck.learner_ckpt_id = routed.received.message.ckpt_id
         if not ck.missing(self.roster):
             self.finish_checkpoint()
@@ -581,12 +581,10 @@ class Controller:
         sender = routed.received.envelope.sender
         if self.state in (RunState.STOPPING, RunState.STOPPED):
             return StopReply(message="already stopping")
-        can_checkpoint = (request.checkpoint and self.state is RunState.RUNNING
-                          and self.config.run.mode == "sync" and self.roster.active(Role.LEARNER))
+        can_checkpoint = request.checkpoint and self.state is RunState.RUNNING and self.roster.active(Role.LEARNER)
         if not can_checkpoint:
             self.begin_stop(f"stop requested by {sender}")
-            why = "" if not request.checkpoint else f" (no checkpoint: the run is {self.state.value}" + (
-                ", not in sync mode)" if self.config.run.mode != "sync" else ")")
+            why = "" if not request.checkpoint else f" (no checkpoint: the run is {self.state.value})"
             return StopReply(message="stopping" + why)
         if self.checkpoint is None:
             learner = self.roster.active(Role.LEARNER)[0]

@@ -11,6 +11,11 @@ ratio against the behaviour policy's log-probs.
 The learner also owns the observation/return normalisation statistics: it
 merges the moments each rollout carries (in rank order) and ships the result
 with the weights, so every env-runner normalises alike.
+
+Checkpoints are taken where every process stands still: in sync mode after
+update *k*, before the weights go out; in overlap mode the env-runners are
+collecting then, so a due checkpoint waits for the next boundary, once every
+rollout is in and none is answered, and saves those unanswered rollouts too.
 """
 
 from __future__ import annotations
@@ -25,7 +30,7 @@ import zmq
 
 from dynamicrl import tunables
 from dynamicrl.config import Config
-from dynamicrl.protocol.codec import Session
+from dynamicrl.protocol.codec import Session, decode
 from dynamicrl.protocol.messages import (
     CheckpointPart,
     ErrorCode, ErrorReply, LogicalTime, PolicyRequest, PolicyWeights, Role, Rollout, TrainingDone,
@@ -84,7 +89,9 @@ class Learner(Service):
         self.overlap = cfg.run.mode == "overlap"
         self.iteration = 0
         self.env_steps = 0
-        self.pending: dict[int, tuple[Routed, Rollout]] = {}
+        self.pending: dict[int, tuple[Routed | None, Rollout]] = {}  # None: restored from a checkpoint
+        self.served: PolicyWeights | None = None  # overlap mode: what the rollouts in flight are collected with
+        self.deferred_checkpoint: str | None = None  # overlap mode: due, taken at the next boundary
         self.episodes: deque[tuple[float, int]] = deque(maxlen=cfg.metrics.return_window)
         if restore is not None:
             self.load_checkpoint(restore)
@@ -107,7 +114,7 @@ class Learner(Service):
     def on_data(self, routed: Routed) -> None:
         message = routed.received.message
         if isinstance(message, PolicyRequest):
-            self.reply(routed, self.policy(done=self.iteration >= self.num_iterations))
+            self.reply(routed, self.served or self.policy(done=self.iteration >= self.num_iterations))
         elif isinstance(message, Rollout):
             problem = self.check(message)
             if problem:
@@ -141,6 +148,9 @@ class Learner(Service):
     def update(self) -> None:
         ordered = [self.pending[rank] for rank in sorted(self.pending)]
         rollouts = [rollout for _, rollout in ordered]
+        if self.deferred_checkpoint is not None:  # overlap mode: every rollout is in and none answered
+            self.take_checkpoint(self.deferred_checkpoint, rollouts)
+            self.deferred_checkpoint = None
         for rollout in rollouts:  # rank order: the statistics do not depend on arrival order
             for prefix, stats in (("obs", self.obs_rms), ("ret", self.ret_rms)):
                 moments = unpack(prefix, rollout.moments)
@@ -148,10 +158,12 @@ class Learner(Service):
                     stats.merge(moments["count"][0], moments["mean"], moments["var"])
         values_seen = {f"normalizer/obs_count_used_rank{r.rank}": r.normalizer_count for r in rollouts}
         values_seen["normalizer/obs_count"] = self.obs_rms.count
-        last = self.iteration + 1 >= self.num_iterations
-        if self.overlap and not last:  # collection of k+1 runs while update k trains
+        answer_first = self.overlap and self.iteration + 1 < self.num_iterations  # the last is answered after
+        if answer_first:  # collection of k+1 runs while update k trains
+            self.served = self.policy(done=False)
             for routed, _ in ordered:
-                self.reply(routed, self.policy(done=False))
+                if routed is not None:  # restored ones asked with a PolicyRequest (answered with `served`)
+                    self.reply(routed, self.served)
             self.pending.clear()
         values = self.algorithm.update(self.as_batch(rollouts), self.iteration,
                                        safe_point=lambda k: self.safe_point(minibatch=k, boundary=False))
@@ -174,17 +186,20 @@ class Learner(Service):
         ), ltime=ltime)
         done = self.iteration >= self.num_iterations
         self.ltime = ltime
-        self.checkpoint_if_due(done)
+        self.checkpoint_if_due(done, defer=answer_first)
         if done:  # before the env-runners hear it, so their goodbyes do not look like desertion
             self.ltime = ltime
             self._send(TrainingDone(ltime=ltime))
         if self.pending:  # sync mode, or the last iteration
             for routed, _ in ordered:
-                self.reply(routed, self.policy(done=done))
+                if routed is not None:
+                    self.reply(routed, self.policy(done=done))
             self.pending.clear()
+            self.served = None
 
     # -- checkpoints: at the iteration boundary, before the env-runners get the new weights --
-    def checkpoint_if_due(self, done: bool) -> None:
+    def checkpoint_if_due(self, done: bool, defer: bool) -> None:
+        """``defer``: the env-runners are collecting (overlap mode), so wait for the next boundary."""
         every = self.config.checkpoint.every_iterations
         if self.checkpoint_requests:
             ckpt_id = self.checkpoint_requests.pop(0).ckpt_id
@@ -192,9 +207,13 @@ class Learner(Service):
             ckpt_id = f"auto-{self.iteration}"
         else:
             return
-        if self.overlap:  # the controller refuses requests in overlap mode; automatic ones are skipped
-            log.info("no checkpoint in overlap mode (%s)", ckpt_id)
-            return
+        if defer:
+            self.deferred_checkpoint = ckpt_id
+        else:
+            self.take_checkpoint(ckpt_id, [])
+
+    def take_checkpoint(self, ckpt_id: str, unanswered: list[Rollout]) -> None:
+        """Send the learner's state, with the rollouts it holds unanswered (overlap mode), and stand still."""
         try:
             arrays, meta = self.algorithm.state()
         except NotImplementedError as exc:
@@ -202,7 +221,13 @@ class Learner(Service):
             self.send_checkpoint_part(ckpt_id, {}, {"error": str(exc)})
             return
         arrays.update({f"norm.{k}": v for k, v in {**pack("obs", self.obs_rms), **pack("ret", self.ret_rms)}.items()})
-        meta.update(iteration=self.iteration, env_steps=self.env_steps, episodes=list(self.episodes))
+        session = Session(self.name, self.run_id)
+        for rollout in unanswered:  # as protocol frames: the codec already round-trips every field exactly
+            for j, frame in enumerate(session.encode(rollout)):
+                arrays[f"rollout.{rollout.rank}.{j}"] = np.frombuffer(frame, np.uint8)
+        # the env-runners' boundary counts rollouts sent; it is one ahead of the updates when some are unanswered
+        meta.update(iteration=self.iteration, env_steps=self.env_steps, episodes=list(self.episodes),
+                    boundary=self.iteration + (1 if unanswered else 0))
         self.send_checkpoint_part(ckpt_id, arrays, meta)
         self.hold_until_checkpoint_done(ckpt_id)
 
@@ -217,9 +242,22 @@ class Learner(Service):
         self.iteration, self.env_steps = part.meta["iteration"], part.meta["env_steps"]
         self.num_iterations = part.meta["num_iterations"]
         self.episodes.extend(tuple(e) for e in part.meta["episodes"])
+        for rollout in self.unanswered_rollouts(part.arrays):
+            self.pending[rollout.rank] = (None, rollout)
+        if self.pending:  # overlap mode: collection goes on with the weights these rollouts were answered with
+            self.served = self.policy(done=False)
         self.restore_pending_patches(part.meta)
         self.ltime = LogicalTime(iteration=self.iteration, env_step=self.env_steps)
         log.info("resumed at iteration %d, %d env steps", self.iteration, self.env_steps)
+
+    @staticmethod
+    def unanswered_rollouts(arrays: dict[str, np.ndarray]) -> list[Rollout]:
+        frames: dict[int, dict[int, bytes]] = {}
+        for key, value in arrays.items():
+            if key.startswith("rollout."):
+                _, rank, j = key.split(".")
+                frames.setdefault(int(rank), {})[int(j)] = value.tobytes()
+        return [decode([f[j] for j in sorted(f)], expect=[Rollout]).message for _, f in sorted(frames.items())]
 
     def hyperparameters(self) -> dict:
         return {row.name: row.value for row in tunables.describe(self.config) if row.owner is Role.LEARNER}

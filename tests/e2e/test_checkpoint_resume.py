@@ -1,7 +1,7 @@
 """Checkpoints and resume, end to end: bitwise continuation, crashes while saving, bad input.
 
-1. The determinism contract, for CartPole-v1 and Hopper-v5 (observation and reward
-   normalisation on), each with two env-runners under `honcho start` as a user runs it:
+1. The determinism contract, for CartPole-v1 (sync and overlap mode) and Hopper-v5
+   (observation and reward normalisation on), each with two env-runners under `honcho start` as a user runs it:
    the final checkpoint's ``policy_sha256`` after N iterations is the same for
    (a) an uninterrupted run, (b) a run paused and resumed at seeded random moments with a
    `dynamicrl checkpoint` in the middle, and (c) a run whose every process (honcho
@@ -311,6 +311,10 @@ CASES = {
     # N = 30 iterations of 2 x 8 envs x 32 steps; checkpoints every 10; kill once metrics.csv is 3 past one
     "cartpole": dict(config=str(REPO / "configs/defaults.yaml"), iterations=30, every=10,
                      overrides=["run.total_env_steps=15360"]),
+    # overlap mode (a due checkpoint waits for the next boundary and saves the unanswered rollouts);
+    # twice as many iterations, with 8 epochs: overlap runs too fast for the pauses otherwise
+    "cartpole-overlap": dict(config=str(REPO / "configs/defaults.yaml"), iterations=60, every=20,
+                             overrides=["run.total_env_steps=30720", "run.mode=overlap", "algo.update_epochs=8"]),
     # N = 24 iterations of 2 x 2 envs x 64 steps, normalised observations and rewards
     "hopper": dict(config=str(REPO / "configs/env/mujoco_hopper.yaml"), iterations=24, every=8,
                    overrides=["env.num_envs=2", "algo.num_steps=64", "algo.num_minibatches=4",

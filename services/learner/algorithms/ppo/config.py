@@ -77,3 +77,8 @@ class PPOConfig(BaseModel):
         description="Hidden layer widths of both the actor and the critic MLP.",
     )
     activation: Literal["tanh", "relu"] = Field("tanh", description="Hidden-layer activation.")
+    init_log_std: float = Field(
+        0.0, ge=-5, le=2,
+        description=("Initial log-std of the Gaussian policy (Box actions only). 0 is CleanRL's std 1; "
+                     "Tianshou's MuJoCo scripts use -0.5 (std 0.61), which starts with a smaller control cost."),
+    )

@@ -42,14 +42,14 @@ class ActorCritic(nn.Module):
     """Separate actor and critic MLPs over flattened observations.
 
     Discrete actions use a Categorical over logits. Box actions use a diagonal
-    Gaussian whose log-std is a state-independent parameter (initialised to 0,
-    i.e. std 1); actions are not squashed or clipped here, so the log-prob of
+    Gaussian whose log-std is a state-independent parameter (initialised to
+    ``init_log_std``, default 0, i.e. std 1); actions are not squashed or clipped here, so the log-prob of
     the action sent equals the log-prob the learner recomputes. The env-runner
     clips to the Box bounds only when stepping the env.
     """
 
     def __init__(self, observation_space: spaces.Space, action_space: spaces.Space,
-                 hidden_sizes: list[int], activation: str = "tanh") -> None:
+                 hidden_sizes: list[int], activation: str = "tanh", init_log_std: float = 0.0) -> None:
         super().__init__()
         if not isinstance(observation_space, spaces.Box):
             raise TypeError(f"PPO needs a Box observation space, got {observation_space}")
@@ -62,7 +62,7 @@ class ActorCritic(nn.Module):
             self.discrete = False
             self.action_shape = tuple(action_space.shape)
             policy_out = int(np.prod(self.action_shape))
-            self.log_std = nn.Parameter(torch.zeros(policy_out))
+            self.log_std = nn.Parameter(torch.full((policy_out,), float(init_log_std)))
         else:
             raise TypeError(f"PPO supports Discrete and Box action spaces, got {action_space}")
         self.critic = mlp(obs_dim, hidden_sizes, 1, activation, out_gain=1.0)
@@ -100,7 +100,8 @@ def build_actor_critic(config: PPOConfig, observation_space: spaces.Space, actio
     """Build the network with initial weights that depend on ``seed`` only, leaving the global RNG untouched."""
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
-        return ActorCritic(observation_space, action_space, config.hidden_sizes, config.activation)
+        return ActorCritic(observation_space, action_space, config.hidden_sizes, config.activation,
+                            config.init_log_std)
 
 
 def weights_to_numpy(net: nn.Module) -> dict[str, np.ndarray]:
