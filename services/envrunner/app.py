@@ -2,8 +2,10 @@
 
 Loop: ask the learner for the policy, collect ``num_steps`` steps from each
 env (a safe point between env steps), ship the rollout, act with the weights
-the learner answers with. Registration happens before torch is imported so
-every env-runner that honcho starts is on the roster in well under a second.
+the learner answers with. Registration happens before the environments and
+the algorithm's actor are imported, so every env-runner that honcho starts is
+on the roster in well under a second. PPO's actor is numpy: torch is imported
+only for an actor that uses it.
 """
 
 from __future__ import annotations
@@ -34,18 +36,19 @@ class EnvRunner(Service):
     role = Role.ENVRUNNER
 
     def run(self) -> int:
-        self.register()
-        import torch  # after registering: the roster must not wait on a slow import
+        self.register()  # before the imports below: the roster must not wait on them
+        import sys
 
         from dynamicrl.services.learner.algorithms import get_algorithm, load_class
 
         from .envs import env_seed, make_vector_env
 
         cfg = self.config
-        torch.set_num_threads(cfg.run.torch_threads)
         self.seed = env_seed(cfg.run.seed, self.rank)
         self.envs = make_vector_env(cfg.env)
         actor_cls = load_class(get_algorithm(cfg.algo.name).actor)
+        if "torch" in sys.modules:  # a torch-based actor (a plugin's): fixed threads for reproducibility
+            sys.modules["torch"].set_num_threads(cfg.run.torch_threads)
         self.actor = actor_cls(cfg.algo, self.envs.single_observation_space,
                                self.envs.single_action_space, seed=self.seed)
         self.data = make_socket(self.ctx, zmq.DEALER, identity=self.name.encode())

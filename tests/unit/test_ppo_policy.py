@@ -10,7 +10,8 @@ from torch.distributions import Categorical, Normal
 
 from dynamicrl.services.learner.algorithms.ppo.algorithm import PPOAlgorithm
 from dynamicrl.services.learner.algorithms.ppo.config import PPOConfig
-from dynamicrl.services.learner.algorithms.ppo.policy import ActorCritic, PPOActor
+from dynamicrl.services.learner.algorithms.ppo.actor import PPOActor
+from dynamicrl.services.learner.algorithms.ppo.policy import ActorCritic
 
 OBS = spaces.Box(-1.0, 1.0, (3,), np.float32)
 BOX = spaces.Box(-1.0, 1.0, (2,), np.float32)
@@ -98,9 +99,10 @@ def test_actor_with_learner_weights_matches_learner(action_space):
     with torch.no_grad():
         action_t = torch.tensor(actions)
         _, lp, _, v = algo.net.get_action_and_value(torch.tensor(obs), action_t)
-    np.testing.assert_array_equal(values, v.numpy())
-    np.testing.assert_array_equal(actor.value(obs), v.numpy())
-    np.testing.assert_allclose(logprobs, lp.numpy(), rtol=1e-6, atol=1e-6)
+    # numpy (actor) and torch (learner), both float32: equal to rounding
+    np.testing.assert_allclose(values, v.numpy(), rtol=1e-5, atol=1e-6)
+    np.testing.assert_array_equal(actor.value(obs), values)
+    np.testing.assert_allclose(logprobs, lp.numpy(), rtol=1e-5, atol=1e-5)
     assert logprobs.dtype == values.dtype == np.float32 and values.shape == (7,)
 
 
@@ -113,3 +115,49 @@ def test_get_weights_returns_copies_in_stable_order():
     w2 = algo.get_weights()
     assert list(w1) == list(w2)
     assert all(not np.array_equal(w1[k], w2[k]) for k in w1)
+
+
+def test_numpy_actor_samples_the_learners_distributions():
+    """Frequencies of the categorical and moments of the Gaussian, with weights from the learner."""
+    algo = PPOAlgorithm(PPOConfig(hidden_sizes=[8]), OBS, DISCRETE, seed=0, num_iterations=1)
+    with torch.no_grad():
+        algo.net.actor[-1].weight.zero_()
+        algo.net.actor[-1].bias.copy_(torch.log(torch.tensor([0.1, 0.2, 0.3, 0.4])))
+    actor = PPOActor(PPOConfig(hidden_sizes=[8]), OBS, DISCRETE, seed=0)
+    actor.load_weights(algo.get_weights())
+    actions, logprobs, _ = actor.act(np.zeros((40000, 3), np.float32))
+    np.testing.assert_allclose(np.bincount(actions, minlength=4) / len(actions), [0.1, 0.2, 0.3, 0.4], atol=0.01)
+    np.testing.assert_allclose(logprobs, np.log([0.1, 0.2, 0.3, 0.4])[actions], rtol=1e-5)
+
+    config = PPOConfig(hidden_sizes=[8], init_log_std=-0.5)
+    algo = PPOAlgorithm(config, OBS, BOX, seed=0, num_iterations=1)
+    actor = PPOActor(config, OBS, BOX, seed=0)
+    actor.load_weights(algo.get_weights())
+    obs = np.zeros((40000, 3), np.float32)
+    actions, _, _ = actor.act(obs)
+    with torch.no_grad():
+        mean = algo.net.actor(torch.tensor(obs[:1]))[0].numpy()
+    np.testing.assert_allclose(actions.mean(0), mean, atol=0.02)
+    np.testing.assert_allclose(actions.std(0), [math.exp(-0.5)] * 2, rtol=0.02)
+
+
+def test_numpy_actor_generator_state_round_trips_and_a_foreign_one_is_refused():
+    actor = PPOActor(PPOConfig(hidden_sizes=[8]), OBS, BOX, seed=5)
+    state = actor.rng_state()
+    assert state.dtype == np.uint8
+    first = actor.act(obs_batch())[0]
+    actor.load_rng_state(state)
+    np.testing.assert_array_equal(actor.act(obs_batch())[0], first)
+    with pytest.raises(ValueError, match="rng.actor is not a PCG64 generator state"):
+        actor.load_rng_state(np.arange(5056, dtype=np.uint8) % 7)  # e.g. a torch.Generator state
+
+
+def test_ppo_actor_does_not_import_torch():
+    """Env-runners act with it: torch would cost every one of them seconds of start-up and memory."""
+    import subprocess
+    import sys
+    code = ("import sys; from dynamicrl.services.learner.algorithms import get_algorithm, load_class; "
+            "load_class(get_algorithm('ppo').actor); print('torch' in sys.modules)")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip() == "False"

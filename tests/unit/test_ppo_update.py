@@ -9,7 +9,7 @@ from gymnasium import spaces
 from dynamicrl.services.learner.algorithms.base import Rollout
 from dynamicrl.services.learner.algorithms.ppo.algorithm import PPOAlgorithm
 from dynamicrl.services.learner.algorithms.ppo.config import PPOConfig
-from dynamicrl.services.learner.algorithms.ppo.policy import PPOActor
+from dynamicrl.services.learner.algorithms.ppo.actor import PPOActor
 
 OBS = spaces.Box(-np.inf, np.inf, (4,), np.float32)
 METRICS = {"policy_loss", "value_loss", "entropy", "approx_kl", "clip_frac", "explained_variance", "lr", "grad_norm"}

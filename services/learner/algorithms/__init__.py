@@ -72,6 +72,6 @@ register_algorithm(
         name="ppo",
         config_cls=PPOConfig,
         learner="dynamicrl.services.learner.algorithms.ppo.algorithm:PPOAlgorithm",
-        actor="dynamicrl.services.learner.algorithms.ppo.policy:PPOActor",
+        actor="dynamicrl.services.learner.algorithms.ppo.actor:PPOActor",
     )
 )

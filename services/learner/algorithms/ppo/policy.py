@@ -1,8 +1,8 @@
-"""PPO actor-critic network and the env-runner-side ``PPOActor``.
+"""PPO's actor-critic network (the learner's side; env-runners act with ``actor.PPOActor``).
 
 Sampling always goes through an explicit ``torch.Generator``: the
 ``torch.distributions`` ``sample()`` methods draw from the global RNG, which
-would make an env-runner's actions depend on whatever else touched it.
+would make results depend on whatever else touched it.
 """
 
 from __future__ import annotations
@@ -15,7 +15,6 @@ from gymnasium import spaces
 from torch import nn
 from torch.distributions import Categorical
 
-from ..base import Actor
 from .config import PPOConfig
 
 _ACTIVATIONS = {"tanh": nn.Tanh, "relu": nn.ReLU}
@@ -107,37 +106,3 @@ def build_actor_critic(config: PPOConfig, observation_space: spaces.Space, actio
 def weights_to_numpy(net: nn.Module) -> dict[str, np.ndarray]:
     """State dict as float32 C-contiguous copies (a copy, so later updates do not alias it)."""
     return {k: v.detach().cpu().numpy().astype(np.float32, order="C", copy=True) for k, v in net.state_dict().items()}
-
-
-class PPOActor(Actor):
-    """Acts in an env-runner: numpy in, numpy out, no gradients."""
-
-    def __init__(self, config: PPOConfig, observation_space: spaces.Space, action_space: spaces.Space,
-                 seed: int) -> None:
-        self.net = build_actor_critic(config, observation_space, action_space, seed)
-        self.net.eval()
-        self.generator = torch.Generator().manual_seed(seed)
-
-    def load_weights(self, weights: dict[str, np.ndarray]) -> None:
-        # torch.tensor copies: the arrays may be read-only views of a received message buffer.
-        self.net.load_state_dict({k: torch.tensor(v, dtype=torch.float32) for k, v in weights.items()}, strict=True)
-
-    @torch.inference_mode()  # cheaper than no_grad: no version counters or view tracking
-    def act(self, obs: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        action, logprob, _, value = self.net.get_action_and_value(_as_tensor(obs), generator=self.generator)
-        action_np = action.numpy().astype(np.int64 if self.net.discrete else np.float32, copy=False)
-        return action_np, logprob.numpy(), value.numpy()
-
-    @torch.inference_mode()
-    def value(self, obs: np.ndarray) -> np.ndarray:
-        return self.net.get_value(_as_tensor(obs)).numpy()
-
-    def rng_state(self) -> np.ndarray:
-        return self.generator.get_state().numpy().copy()
-
-    def load_rng_state(self, state: np.ndarray) -> None:
-        self.generator.set_state(torch.tensor(state, dtype=torch.uint8))
-
-
-def _as_tensor(obs: np.ndarray) -> torch.Tensor:
-    return torch.tensor(np.asarray(obs), dtype=torch.float32)
