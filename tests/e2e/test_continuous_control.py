@@ -1,11 +1,13 @@
-"""A short MuJoCo run through the services: continuous actions, and one set of
-normalisation statistics that reaches every env-runner."""
+"""Short MuJoCo runs through the services: continuous actions, one set of normalisation
+statistics that reaches every env-runner, and the Ant showcase config in overlap mode."""
 
 from __future__ import annotations
 
+from pathlib import Path
 
 import pytest
 
+from dynamicrl.services.controller import checkpoints
 from helpers import base_overrides, free_ports, metrics_rows, run_stack
 
 pytestmark = pytest.mark.e2e
@@ -28,3 +30,24 @@ def test_hopper_two_envrunners_share_the_learners_statistics(tmp_path):
         assert float(row["normalizer/obs_count_used_rank1"]) == previous
         previous = float(row["normalizer/obs_count"])
     assert all(abs(float(r["policy_loss"])) < 1e3 and r["entropy"] for r in rows)
+
+
+def test_the_ant_showcase_runs_in_overlap_mode_and_checkpoints(tmp_path):
+    """configs/experiments/mujoco_ant_interactive.yaml as shipped (2 env-runners x 4 Ant-v5 envs,
+    overlap mode), cut to 3 iterations with a checkpoint due after the 2nd: in overlap mode it is
+    taken at the next boundary with the unanswered rollouts, and the one at the end as in sync mode."""
+    config = Path(__file__).resolve().parents[2] / "configs/experiments/mujoco_ant_interactive.yaml"
+    overrides = [*base_overrides(tmp_path, free_ports(4)), "run.envrunners=2", "run.total_env_steps=6144",
+                 "checkpoint.every_iterations=2"]
+    run_stack(tmp_path, overrides, envrunners=2, env={"DYNAMICRL_CONFIG": str(config)})
+    rows = metrics_rows(tmp_path)
+    assert [int(r["iteration"]) for r in rows] == [1, 2, 3]  # 6144 / (256 steps x 4 envs x 2)
+    (run_dir,) = (tmp_path / "runs").iterdir()
+    saved = {p.name: checkpoints.verify(p) for p in checkpoints.complete(run_dir / "checkpoints")}
+    assert sorted(saved) == ["iter-00000002", "iter-00000003"]
+    _, _, parts = checkpoints.read(run_dir / "checkpoints" / "iter-00000002")
+    learner = next(p for name, p in parts.items() if name.startswith("learner"))
+    assert learner.meta["boundary"] == 3 and {k.split(".")[1] for k in learner.arrays if k.startswith("rollout.")} \
+        == {"0", "1"}, "the overlap checkpoint holds both unanswered rollouts"
+    envrunners = [p for name, p in parts.items() if name.startswith("envrunner")]
+    assert [p.meta["iteration"] for p in envrunners] == [3, 3]
