@@ -10,8 +10,10 @@ acts on a command half-way through a step.
 
 from __future__ import annotations
 
+import importlib.metadata
 import logging
 import os
+import platform
 import signal
 import socket
 import time
@@ -225,7 +227,8 @@ class Service:
         # the tunables this member runs with: the controller's config already holds the values of patches
         # it accepted but this member has not applied yet (e.g. scheduled for a later iteration)
         meta = {**meta, "pending_patches": [p.model_dump(mode="json") for p in self.pending_patches],
-                "tunables": {row.name: row.value for row in tunables.describe(self.config)}}
+                "tunables": {row.name: row.value for row in tunables.describe(self.config)},
+                "versions": library_versions()}
         self._send(CheckpointPart(ckpt_id=ckpt_id, service=self.name, ltime=self.ltime, arrays=arrays, meta=meta))
 
     def hold_until_checkpoint_done(self, ckpt_id: str) -> None:
@@ -242,6 +245,12 @@ class Service:
 
     def restore_pending_patches(self, meta: dict) -> None:
         """The tunables in force at the checkpoint and the patches still due (they apply when due again)."""
+        saved, here = meta.get("versions", {}), library_versions()
+        differ = {k: (saved[k], here.get(k)) for k in saved if saved[k] != here.get(k)}
+        if differ:  # still resumed: a version change is often harmless, but it is the first suspect
+            log.warning("%s: resuming with other library versions than the checkpoint's (%s): the continuation "
+                        "may not be bitwise", self.name,
+                        ", ".join(f"{k} {old} -> {new}" for k, (old, new) in differ.items()))
         if meta.get("tunables"):
             self.config, _ = tunables.validate(self.config, meta["tunables"])
             self.on_config_changed()
@@ -312,3 +321,18 @@ def rank_from_environment() -> int | None:
 def setup_logging(name: str) -> None:
     logging.basicConfig(level=logging.INFO, format=f"%(asctime)s {name} %(levelname)s %(message)s",
                         datefmt="%H:%M:%S")
+
+
+#: what decides whether a continuation is bitwise; recorded in every member's checkpoint part
+VERSIONED = ("dynamicrl", "numpy", "torch", "gymnasium", "mujoco", "pyzmq", "msgpack")
+
+
+def library_versions() -> dict[str, str]:
+    """Installed versions (from package metadata: nothing is imported) and the Python version."""
+    versions = {"python": platform.python_version()}
+    for name in VERSIONED:
+        try:
+            versions[name] = importlib.metadata.version(name)
+        except importlib.metadata.PackageNotFoundError:
+            pass
+    return versions

@@ -221,13 +221,14 @@ class Learner(Service):
             self.send_checkpoint_part(ckpt_id, {}, {"error": str(exc)})
             return
         arrays.update({f"norm.{k}": v for k, v in {**pack("obs", self.obs_rms), **pack("ret", self.ret_rms)}.items()})
-        session = Session(self.name, self.run_id)
-        for rollout in unanswered:  # as protocol frames: the codec already round-trips every field exactly
-            for j, frame in enumerate(session.encode(rollout)):
-                arrays[f"rollout.{rollout.rank}.{j}"] = np.frombuffer(frame, np.uint8)
+        session, frame_sizes = Session(self.name, self.run_id), {}
+        for rollout in unanswered:  # as protocol frames, one array per rollout: the codec round-trips every field
+            frames = [bytes(f) for f in session.encode(rollout)]
+            arrays[f"rollout.{rollout.rank}"] = np.frombuffer(b"".join(frames), np.uint8)
+            frame_sizes[str(rollout.rank)] = [len(f) for f in frames]
         # the env-runners' boundary counts rollouts sent; it is one ahead of the updates when some are unanswered
         meta.update(iteration=self.iteration, env_steps=self.env_steps, episodes=list(self.episodes),
-                    boundary=self.iteration + (1 if unanswered else 0))
+                    boundary=self.iteration + (1 if unanswered else 0), rollout_frames=frame_sizes)
         self.send_checkpoint_part(ckpt_id, arrays, meta)
         self.hold_until_checkpoint_done(ckpt_id)
 
@@ -242,7 +243,7 @@ class Learner(Service):
         self.iteration, self.env_steps = part.meta["iteration"], part.meta["env_steps"]
         self.num_iterations = part.meta["num_iterations"]
         self.episodes.extend(tuple(e) for e in part.meta["episodes"])
-        for rollout in self.unanswered_rollouts(part.arrays):
+        for rollout in self.unanswered_rollouts(part.arrays, part.meta.get("rollout_frames", {})):
             self.pending[rollout.rank] = (None, rollout)
         if self.pending:  # overlap mode: collection goes on with the weights these rollouts were answered with
             self.served = self.policy(done=False)
@@ -251,13 +252,13 @@ class Learner(Service):
         log.info("resumed at iteration %d, %d env steps", self.iteration, self.env_steps)
 
     @staticmethod
-    def unanswered_rollouts(arrays: dict[str, np.ndarray]) -> list[Rollout]:
-        frames: dict[int, dict[int, bytes]] = {}
-        for key, value in arrays.items():
-            if key.startswith("rollout."):
-                _, rank, j = key.split(".")
-                frames.setdefault(int(rank), {})[int(j)] = value.tobytes()
-        return [decode([f[j] for j in sorted(f)], expect=[Rollout]).message for _, f in sorted(frames.items())]
+    def unanswered_rollouts(arrays: dict[str, np.ndarray], frame_sizes: dict[str, list[int]]) -> list[Rollout]:
+        rollouts = []
+        for rank, sizes in sorted(frame_sizes.items(), key=lambda item: int(item[0])):
+            data = arrays[f"rollout.{rank}"].tobytes()
+            bounds = np.cumsum([0, *sizes])
+            rollouts.append(decode([data[a:b] for a, b in zip(bounds[:-1], bounds[1:])], expect=[Rollout]).message)
+        return rollouts
 
     def hyperparameters(self) -> dict:
         return {row.name: row.value for row in tunables.describe(self.config) if row.owner is Role.LEARNER}

@@ -3,6 +3,7 @@ statistics that reaches every env-runner, and the Ant showcase config in overlap
 
 from __future__ import annotations
 
+import importlib.metadata
 from pathlib import Path
 
 import pytest
@@ -47,7 +48,10 @@ def test_the_ant_showcase_runs_in_overlap_mode_and_checkpoints(tmp_path):
     assert sorted(saved) == ["iter-00000002", "iter-00000003"]
     _, _, parts = checkpoints.read(run_dir / "checkpoints" / "iter-00000002")
     learner = next(p for name, p in parts.items() if name.startswith("learner"))
-    assert learner.meta["boundary"] == 3 and {k.split(".")[1] for k in learner.arrays if k.startswith("rollout.")} \
-        == {"0", "1"}, "the overlap checkpoint holds both unanswered rollouts"
+    assert learner.meta["boundary"] == 3 and {k for k in learner.arrays if k.startswith("rollout.")} \
+        == {"rollout.0", "rollout.1"}, "the overlap checkpoint holds both unanswered rollouts"
     envrunners = [p for name, p in parts.items() if name.startswith("envrunner")]
     assert [p.meta["iteration"] for p in envrunners] == [3, 3]
+    for part in (learner, *envrunners):  # what a bitwise continuation depends on is recorded
+        assert part.meta["versions"]["torch"] == importlib.metadata.version("torch")
+        assert part.meta["versions"]["mujoco"] == importlib.metadata.version("mujoco")
