@@ -23,7 +23,7 @@ import torch
 from dynamicrl.services.learner.algorithms.base import Rollout
 from dynamicrl.services.learner.algorithms.ppo.algorithm import PPOAlgorithm
 from dynamicrl.services.learner.algorithms.ppo.config import PPOConfig
-from dynamicrl.services.learner.algorithms.ppo.policy import PPOActor
+from dynamicrl.services.learner.algorithms.ppo.actor import PPOActor
 
 
 def collect(envs: gym.vector.VectorEnv, actor: PPOActor, obs: np.ndarray, num_steps: int,

@@ -163,13 +163,16 @@ def worker_breakdown(seed: int, update_repeats: int) -> dict:
     from dynamicrl.services.learner.algorithms.base import Rollout
     from dynamicrl.services.learner.algorithms.ppo.algorithm import PPOAlgorithm
     from dynamicrl.services.learner.algorithms.ppo.config import PPOConfig
-    from dynamicrl.services.learner.algorithms.ppo.policy import PPOActor, weights_to_numpy
+    from dynamicrl.services.learner.algorithms.ppo.actor import PPOActor
+    from dynamicrl.services.learner.algorithms.ppo.policy import build_actor_critic, weights_to_numpy
 
     torch.set_num_threads(1)
     algo_config = PPOConfig(**SB3_DEFAULTS)
     envs = make_vector_env(EnvConfig(id=ENV_ID, num_envs=NUM_ENVS))
     obs_space, act_space = envs.single_observation_space, envs.single_action_space
     actor = PPOActor(algo_config, obs_space, act_space, seed)
+    initial_weights = weights_to_numpy(build_actor_critic(algo_config, obs_space, act_space, seed))
+    actor.load_weights(initial_weights)
     norm = Normalizer(NormalizeConfig(), obs_space.shape, NUM_ENVS, algo_config.gamma)
     out: dict = {}
 
@@ -220,7 +223,7 @@ def worker_breakdown(seed: int, update_repeats: int) -> dict:
     rollout = RolloutMessage(rank=0, version=0, **buf, last_obs=norm.peek(obs), last_dones=buf["dones"][-1].copy(),
                              episode_returns=[0.0] * 16, episode_lengths=[1000] * 16, collect_s=collect,
                              hyperparameters={"envrunner.reward_scale": 1.0}, normalizer_count=0.0, moments={})
-    weights = PolicyWeights(version=1, weights=weights_to_numpy(actor.net), normalizer={}, done=False)
+    weights = PolicyWeights(version=1, weights=initial_weights, normalizer={}, done=False)
     session = Session("bench", "bench-run")
     out["rollout_bytes"] = sum(len(memoryview(f).cast("B")) for f in session.encode(rollout))
     for name, message in (("rollout", rollout), ("weights", weights)):
