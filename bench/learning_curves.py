@@ -4,7 +4,8 @@ For each env and seed it launches a real run as separate service processes (cont
 learner, ``--envrunners`` env-runners with ``--rank``, logger:
 ``python -m dynamicrl.services.<name> -c configs/env/mujoco_<env>.yaml KEY=VALUE...``) on free
 ports with ``run.root=bench/runs``, ``run.seed=<seed>``, ``run.total_env_steps=<steps>``,
-``run.mode=<mode>``, ``logger.console=false``, ``checkpoint.at_end=false``; waits (bounded by
+``run.mode=<mode>`` (``--mode`` and ``--envrunners`` default to the config's), extra ``--set``
+overrides, ``logger.console=false``, ``checkpoint.at_end=false``; waits (bounded by
 ``--timeout``) for the controller to exit, then reads the run's ``metrics.csv``. Runs go one at a
 time, in the order given.
 
@@ -148,6 +149,10 @@ def fnum(value: str | None) -> float | None:
 # -- one run -----------------------------------------------------------------------------------
 def run_one(env: str, seed: int, args: argparse.Namespace, deadline: dt.datetime | None) -> dict:
     env_id, config = ENVS[env]
+    from dynamicrl.config import load_config
+    cfg = load_config(str(REPO / config), list(args.set))
+    mode = args.mode or cfg.run.mode  # the config's unless given
+    envrunners = args.envrunners or (cfg.run.envrunners if isinstance(cfg.run.envrunners, int) else 1)
     runs_root = Path(args.runs_root).resolve()
     runs_root.mkdir(parents=True, exist_ok=True)
     stamp = utc_now().strftime("%Y%m%d-%H%M%S")
@@ -157,13 +162,13 @@ def run_one(env: str, seed: int, args: argparse.Namespace, deadline: dt.datetime
     overrides = [
         *(f"addresses.{k}=tcp://127.0.0.1:{p}" for k, p in zip(ADDRESS_KEYS, ports)),
         f"run.root={runs_root}", f"run.seed={seed}", f"run.total_env_steps={args.steps}",
-        f"run.mode={args.mode}", f"run.envrunners={args.envrunners}",
+        f"run.mode={mode}", f"run.envrunners={envrunners}",
         "logger.console=false", "checkpoint.at_end=false", *args.set,
     ]
     child_env = {k: v for k, v in os.environ.items() if k not in SCRUBBED_ENV}
     child_env["PYTHONUNBUFFERED"] = "1"
     services = [("controller", "controller", []), ("learner", "learner", []),
-                *((f"envrunner.{r + 1}", "envrunner", ["--rank", str(r)]) for r in range(args.envrunners)),
+                *((f"envrunner.{r + 1}", "envrunner", ["--rank", str(r)]) for r in range(envrunners)),
                 ("logger", "logger", [])]
     before = {p.name for p in runs_root.iterdir() if p.is_dir()}
     procs: dict[str, subprocess.Popen] = {}
@@ -171,8 +176,8 @@ def run_one(env: str, seed: int, args: argparse.Namespace, deadline: dt.datetime
     load_before = loadavg()
     started_utc = utc_now()
     started = time.monotonic()
-    print(f"[{started_utc:%H:%M:%S}] {env_id} seed {seed}: starting ({args.steps} env steps, mode {args.mode}, "
-          f"{args.envrunners} env-runner(s), load {load_before}); logs in {log_dir}", flush=True)
+    print(f"[{started_utc:%H:%M:%S}] {env_id} seed {seed}: starting ({args.steps} env steps, mode {mode}, "
+          f"{envrunners} env-runner(s) x {cfg.env.num_envs} envs, load {load_before}); logs in {log_dir}", flush=True)
     try:
         for label, service, extra in services:
             command = [sys.executable, "-m", f"dynamicrl.services.{service}", *extra, "-c", str(REPO / config),
@@ -226,8 +231,8 @@ def run_one(env: str, seed: int, args: argparse.Namespace, deadline: dt.datetime
     train_s = sum(steps_per_iter / s for _, _, s in curve if s)
     final_return = next((ret for _, ret, _ in reversed(curve) if ret is not None), None)
     summary = {
-        "env": env, "env_id": env_id, "seed": seed, "config": config, "mode": args.mode,
-        "envrunners": args.envrunners, "target_env_steps": args.steps, "env_steps": reached,
+        "env": env, "env_id": env_id, "seed": seed, "config": config, "mode": mode,
+        "envrunners": envrunners, "num_envs": cfg.env.num_envs, "target_env_steps": args.steps, "env_steps": reached,
         "iterations": len(curve), "final_return_mean": final_return,
         "return_window": 20, "sps_mean": round(reached / train_s, 1) if train_s else None,
         "sps_median_iteration": round(sorted(s for _, _, s in curve if s)[len(curve) // 2], 1) if curve else None,
@@ -345,7 +350,7 @@ def report(args: argparse.Namespace) -> str:
     L.append("")
 
     L.append("## Results\n")
-    L.append("| env | seed | mode, env-runners | env steps reached | return at end (last 20 episodes) | "
+    L.append("| env | seed | mode, env-runners x envs | env steps reached | return at end (last 20 episodes) | "
              "mean of the last 10 iterations' return_mean | SPS (mean) | training time | wall time | "
              "load avg before -> after | status |")
     L.append("|---|---:|---|---:|---:|---:|---:|---:|---:|---|---|")
@@ -353,7 +358,7 @@ def report(args: argparse.Namespace) -> str:
         st = s["status"] + (f": {s['stop_reason']}" if s.get("stop_reason") else "")
         tail = [y for _, y in load_curve(csv_dir, s["env"], s["seed"])[-10:] if y is not None]
         tail_txt = fmt_ret(sum(tail) / len(tail) if tail else None)
-        L.append(f"| {s['env_id']} | {s['seed']} | {s['mode']}, {s['envrunners']} | {s['env_steps']:,} | "
+        L.append(f"| {s['env_id']} | {s['seed']} | {s['mode']}, {s['envrunners']} x {s.get('num_envs', 8)} | {s['env_steps']:,} | "
                  f"{fmt_ret(s['final_return_mean'])} | {tail_txt} | {s['sps_mean'] or 'n/a'} | "
                  f"{s['train_s'] / 60:.1f} min | "
                  f"{s['wall_s'] / 60:.1f} min | {s['load_before']} -> {s['load_after']} | {st} |")
@@ -432,8 +437,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--envs", default=",".join(ENVS), help=f"comma-separated, from {', '.join(ENVS)}")
     p.add_argument("--seeds", default="1", help="comma-separated run.seed values")
     p.add_argument("--steps", type=int, default=1_000_000, help="run.total_env_steps")
-    p.add_argument("--mode", choices=["sync", "overlap"], default="sync", help="run.mode")
-    p.add_argument("--envrunners", type=int, default=1, help="env-runner processes (each runs env.num_envs=8 envs)")
+    p.add_argument("--mode", choices=["sync", "overlap"], default=None, help="run.mode (default: the config's)")
+    p.add_argument("--envrunners", type=int, default=None,
+                   help="env-runner processes, each with env.num_envs envs (default: the config's run.envrunners)")
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                    help="extra config override for every run (repeatable), e.g. algo.target_kl=0.02")
     p.add_argument("--timeout", type=float, default=3600, help="per-run bound (s); then the run is stopped, partial")
