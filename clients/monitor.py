@@ -25,6 +25,14 @@ sender numbers its messages, so the monitor counts the holes per sender in
 monitor survives a controller restart: it just sees the new run's messages (a
 new ``run_id``; sequence numbers start again from 0, which is not a gap).
 
+Nobody else sees those holes: the bus drops silently. With ``report_to`` (the
+controller's command address, ``addresses.controller``) the monitor sends its
+counts to the controller as ``control.monitor_report`` at most every
+``report_every_s`` (from :meth:`Monitor.receive`, so only while you read) and
+when it closes, and ``dynamicrl status`` lists them under ``monitors``. A report
+that fails (no controller, timeout) is logged once and never raised; it waits
+at most ``REPORT_TIMEOUT_S``.
+
 A subscription takes a moment to reach the bus: what is published before that
 is not received. For the current state of the run, ask for it after
 subscribing: :meth:`Monitor.snapshot` (the "clone" pattern: subscribe first,
@@ -35,7 +43,9 @@ Not thread-safe (one ZeroMQ socket): use a monitor from one thread.
 
 from __future__ import annotations
 
+import itertools
 import logging
+import os
 import time
 from collections import deque
 from typing import Callable, Iterator, Sequence
@@ -44,8 +54,8 @@ import zmq
 
 from dynamicrl.protocol import PROTOCOL_VERSION
 from dynamicrl.protocol.codec import ProtocolError, ProtocolVersionMismatch, Received, decode
-from dynamicrl.protocol.messages import StatusReply
-from dynamicrl.protocol.sockets import make_socket
+from dynamicrl.protocol.messages import ErrorReply, MonitorReport, StatusReply
+from dynamicrl.protocol.sockets import Requester, make_socket
 
 log = logging.getLogger(__name__)
 
@@ -55,6 +65,11 @@ MONITOR_HWM = 10_000
 _POLL_SLICE_S = 0.25
 #: At most one log line per kind of trouble per this many seconds (a flood must not flood the log).
 _LOG_EVERY_S = 1.0
+#: Longest wait for the controller to acknowledge a report (one attempt, no retry).
+REPORT_TIMEOUT_S = 0.5
+#: After a failed report, the next attempt comes no sooner than this (a dead controller costs little).
+_REPORT_RETRY_S = 10.0
+_instances = itertools.count(1)
 
 
 class Monitor:
@@ -65,7 +80,10 @@ class Monitor:
     ``missed`` once later messages arrive). ``on_gap(sender, count)`` and
     ``on_reject(error)`` are called when messages are found missing or a frame
     is refused, besides the log line. ``ctx``: a ZeroMQ context to share (by
-    default the monitor makes and terminates its own).
+    default the monitor makes and terminates its own). ``report_to``: the
+    controller's command address to report received and missed counts to, every
+    ``report_every_s`` and on close, as ``name`` (default ``monitor.<pid>``; one
+    entry per name in ``dynamicrl status``). None (the default): no reports.
     """
 
     def __init__(
@@ -77,9 +95,16 @@ class Monitor:
         ctx: zmq.Context | None = None,
         on_gap: Callable[[str, int], None] | None = None,
         on_reject: Callable[[ProtocolError], None] | None = None,
+        report_to: str | None = None,
+        report_every_s: float = 2.0,
+        name: str | None = None,
     ) -> None:
         if isinstance(prefixes, str):  # Monitor(url, "metrics.") means one prefix, not 8 letters
             prefixes = (prefixes,)
+        k = next(_instances)
+        self.name = name or f"monitor.{os.getpid()}" + (f".{k}" if k > 1 else "")
+        if not 0 < len(self.name) <= 128:
+            raise ValueError(f"a monitor name has 1 to 128 characters, not {len(self.name)}")
         self.endpoint = endpoint
         self.prefixes = tuple(prefixes)
         self._own_ctx = ctx is None
@@ -100,6 +125,14 @@ class Monitor:
         self._last_seq: dict[tuple[str, str | None], int] = {}
         self._pending: deque[Received] = deque()
         self._logged: dict[str, tuple[float, int]] = {}
+        self.report_every_s = report_every_s
+        self._reporter = None if report_to is None else Requester(
+            self.ctx, report_to, f"client.{os.getpid()}", timeout_s=REPORT_TIMEOUT_S, retries=0)
+        self._next_report = time.monotonic()  # the first report goes with the first receive
+        #: reports the controller acknowledged
+        self.reports_sent = 0
+        #: why the last report failed; None once one succeeds
+        self.report_error: str | None = None
         self.closed = False
 
     # -- receiving ---------------------------------------------------------------------------
@@ -113,12 +146,15 @@ class Monitor:
         """The next valid event, or None once ``timeout`` seconds pass without one (None: wait forever).
 
         Bad frames met meanwhile are counted and skipped; a message of another
-        major version raises :class:`ProtocolVersionMismatch`.
+        major version raises :class:`ProtocolVersionMismatch`. With ``report_to``,
+        a due report is sent from here (it may add up to ``REPORT_TIMEOUT_S``).
         """
         if self._pending:
+            self._report_if_due()
             return self._pending.popleft()
         deadline = None if timeout is None else time.monotonic() + max(timeout, 0.0)
         while True:
+            self._report_if_due()
             wait = _POLL_SLICE_S if deadline is None else min(_POLL_SLICE_S, max(deadline - time.monotonic(), 0.0))
             if self.socket.poll(int(wait * 1000)):
                 event = self._take(self.socket.recv_multipart(copy=False))
@@ -180,7 +216,39 @@ class Monitor:
         with ControlClient(control_endpoint, timeout_s=timeout_s) as client:
             return client.status()
 
+    def report(self, final: bool = False) -> bool:
+        """Send the counts to the controller now (needs ``report_to``); True when it acknowledged.
+
+        Never raises for a missing or failing controller: the first failure is logged as a
+        warning (the next ones at debug level, until a report goes through again).
+        """
+        if self._reporter is None:
+            return False
+        now = time.monotonic()
+        self._next_report = now + self.report_every_s
+        report = MonitorReport(name=self.name, topics=list(self.prefixes), received=self.received,
+                               missed=self.missed, missed_by_sender=dict(self.missed_by_sender),
+                               rejected=self.rejected + self.mismatched, final=final)
+        try:
+            reply = self._reporter.request(report)
+            if isinstance(reply, ErrorReply):
+                raise ProtocolError(f"the controller refused the report: {reply.code.value}: {reply.message}")
+        except Exception as exc:  # a report must never break the caller's loop
+            (log.debug if self.report_error else log.warning)(
+                "could not report to the controller at %s: %s (trying again in %g s)",
+                self._reporter.endpoint, exc, max(self.report_every_s, _REPORT_RETRY_S))
+            self.report_error = str(exc) or type(exc).__name__
+            self._next_report = now + max(self.report_every_s, _REPORT_RETRY_S)
+            return False
+        self.reports_sent += 1
+        self.report_error = None
+        return True
+
     # -- internals ---------------------------------------------------------------------------
+
+    def _report_if_due(self) -> None:
+        if self._reporter is not None and time.monotonic() >= self._next_report:
+            self.report()
 
     def _take(self, frames: list) -> Received | None:
         try:
@@ -225,6 +293,9 @@ class Monitor:
         if self.closed:
             return
         self.closed = True
+        if self._reporter is not None:
+            self.report(final=True)
+            self._reporter.close()
         self.socket.close(linger=0)
         if self._own_ctx:
             self.ctx.term()
@@ -236,4 +307,4 @@ class Monitor:
         self.close()
 
 
-__all__ = ["MONITOR_HWM", "Monitor", "ProtocolError", "ProtocolVersionMismatch", "Received"]
+__all__ = ["MONITOR_HWM", "REPORT_TIMEOUT_S", "Monitor", "ProtocolError", "ProtocolVersionMismatch", "Received"]

@@ -200,10 +200,11 @@ class RunningController:
     bus_out: str
 
 
-def start_controller(tmp_path: Path, ports: Sequence[int] | None = None, timeout: float = 30) -> RunningController:
+def start_controller(tmp_path: Path, ports: Sequence[int] | None = None, timeout: float = 30,
+                     overrides: Sequence[str] = ()) -> RunningController:
     """A real controller process (and its bus) on free ports, answering status; the caller stops ``proc``."""
     ports = list(ports) if ports is not None else free_ports(4)
-    proc = start_service("controller", base_overrides(tmp_path, ports), tmp_path)
+    proc = start_service("controller", [*base_overrides(tmp_path, ports), *overrides], tmp_path)
 
     def up():
         assert proc.poll() is None, f"controller exited with {proc.returncode}:\n{log_text(proc)}"

@@ -120,7 +120,7 @@ overrides_argument = click.argument("overrides", nargs=-1, metavar="[KEY=VALUE].
 @json_option
 @overrides_argument
 def status(config_path: str, timeout: float | None, as_json: bool, overrides: tuple[str, ...]) -> None:
-    """Services, health, iteration, env steps, SPS and mean return of the running run."""
+    """Services, health, iteration, env steps, SPS, mean return and bus messages lost (services, monitors)."""
     from dynamicrl.protocol.messages import StatusRequest
 
     reply = _call(_load(config_path, overrides), StatusRequest(), timeout)
@@ -138,12 +138,24 @@ def status(config_path: str, timeout: float | None, as_json: bool, overrides: tu
         click.echo(f"return    {ret}")
     else:
         click.echo("progress  no iteration finished yet")
+    by_services, by_monitors = sum(s.missed for s in reply.services), sum(m.missed for m in reply.monitors)
+    click.echo(f"missed    {by_services + by_monitors} bus message(s) in all: {by_services} by services, "
+               f"{by_monitors} by {len(reply.monitors)} monitor(s)")
     click.echo("services:")
     for s in reply.services:
         at = f"  at {_where(s.ltime)}" if s.ltime else ""
         at += f"  missed {s.missed} bus message(s)" if s.missed else ""
         click.echo(f"  {s.service:<14} {s.role.value:<10} rank {s.rank:<3} pid {s.pid:<8} {s.health.value:<8} "
                    f"seen {s.last_seen_s:.1f}s ago{at}")
+    if reply.monitors:
+        click.echo("monitors:")
+    for m in reply.monitors:
+        topics = ",".join(t or "(all)" for t in m.topics) or "-"
+        senders = ", ".join(f"{k} {n}" for k, n in sorted(m.missed_by_sender.items(), key=lambda kv: -kv[1]) if n)
+        extra = f" ({senders})" if senders else ""
+        extra += f"  {m.rejected} undecodable" if m.rejected else ""
+        click.echo(f"  {m.name:<20} received {m.received:<9} missed {m.missed:<7} report {m.last_report_s:.1f}s ago"
+                   f"{' (closed)' if m.closed else ''}  topics {topics}{extra}")
 
 
 def _where(ltime, minibatch=None) -> str:

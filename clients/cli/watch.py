@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import os
 import time
 from enum import Enum
 from typing import TYPE_CHECKING, Any
@@ -153,16 +154,20 @@ class _Notices:
 @click.option("--count", "-n", type=click.IntRange(min=1), default=None,
               help="exit after N event lines (exit 1 if --timeout comes first)")
 @click.option("--timeout", type=float, default=None, help="exit after S seconds")
+@click.option("--no-report", "no_report", is_flag=True,
+              help="do not report received and missed counts to the controller (shown by `dynamicrl status`)")
 @overrides_argument
 def watch_command(config_path: str, topics: tuple[str, ...], count: int | None, timeout: float | None,
-                  overrides: tuple[str, ...]) -> None:
+                  no_report: bool, overrides: tuple[str, ...]) -> None:
     """Print the bus live, one line per event: training metrics, state changes, patches, episodes.
 
     Subscribes to addresses.bus_out. State beacons that repeat the state are not
     shown; any other message type gets a generic line (type, sender, fields).
     Lost messages (holes in a sender's sequence numbers) and undecodable ones get
     a line starting with `!!`. A bus of another major protocol version stops it
-    with an error.
+    with an error. Unless --no-report, it reports its counts to the controller
+    (addresses.controller) every 2 s and on exit, as watch.<pid>, so that
+    `dynamicrl status` shows what it lost.
     """
     from dynamicrl.clients import monitor as monitor_module
     from dynamicrl.clients.monitor import Monitor, ProtocolVersionMismatch
@@ -175,8 +180,12 @@ def watch_command(config_path: str, topics: tuple[str, ...], count: int | None, 
     notices = _Notices()
     formatter = LineFormatter()
     shown = 0
-    click.echo(f"watching {endpoint} ({', '.join(topics) if topics else 'every topic'}); Ctrl-C stops", err=True)
-    with Monitor(endpoint, topics or ("",), on_gap=notices.gap, on_reject=notices.reject) as monitor:
+    report_to = None if no_report else config.addresses.controller
+    click.echo(f"watching {endpoint} ({', '.join(topics) if topics else 'every topic'})"
+               + (f", reporting losses to {report_to}" if report_to else "") + "; Ctrl-C stops", err=True)
+    monitor = Monitor(endpoint, topics or ("",), on_gap=notices.gap, on_reject=notices.reject,
+                      report_to=report_to, name=f"watch.{os.getpid()}")
+    with monitor:
         try:
             for event in monitor.events(timeout):
                 line = formatter.format(event)
@@ -190,7 +199,11 @@ def watch_command(config_path: str, topics: tuple[str, ...], count: int | None, 
             raise click.ClickException(f"{exc}; this dynamicrl speaks protocol {exc.expected}") from None
         except KeyboardInterrupt:
             pass
-        click.echo(f"{shown} line(s); {monitor.received} message(s) received, {monitor.missed} missed, "
-                   f"{monitor.rejected} undecodable", err=True)
+    # after close, which sent the final report
+    reported = "" if report_to is None else (
+        f"; could not report to {report_to}: {monitor.report_error}" if monitor.report_error
+        else f"; reported to {report_to}")
+    click.echo(f"{shown} line(s); {monitor.received} message(s) received, {monitor.missed} missed, "
+               f"{monitor.rejected} undecodable{reported}", err=True)
     if count is not None and shown < count:
         raise click.ClickException(f"timed out after {timeout} s with {shown} of {count} event line(s)")

@@ -6,7 +6,8 @@ these. Adding a message means adding it here (and to docs/protocol.md).
 
 from .base import ARRAY_DTYPES, ErrorCode, LogicalTime, Message, NDArray, ParamValue, Position, Role
 from .control import (
-    ErrorReply, Health, HistoryReply, HistoryRequest, JournalEntry, ParamsReply, ParamsRequest,
+    ErrorReply, Health, HistoryReply, HistoryRequest, JournalEntry, MonitorReport, MonitorReportReply,
+    MonitorStatus, ParamsReply, ParamsRequest,
     PatchEvent, PatchReply, PatchRequest, PatchStatus, PauseReply, PauseRequest, ResumeReply,
     ResumeRequest, RunState, RunStateChanged, ServiceStatus, StatusReply, StatusRequest, StopReply,
     StopRequest, Tunable,
@@ -26,7 +27,7 @@ MESSAGE_TYPES: dict[str, type[Message]] = {
     for cls in (
         RegisterRequest, RegisterReply, Ready, RunStart, Heartbeat, Goodbye, StopCommand,
         TrainingDone, PauseCommand, BarrierReached, ResumeCommand, ApplyPatch, PatchApplied,
-        ErrorReply, StatusRequest, StatusReply, RunStateChanged,
+        ErrorReply, StatusRequest, StatusReply, RunStateChanged, MonitorReport, MonitorReportReply,
         PauseRequest, PauseReply, ResumeRequest, ResumeReply, ParamsRequest, ParamsReply,
         PatchRequest, PatchReply, PatchEvent, HistoryRequest, HistoryReply, StopRequest, StopReply,
         CheckpointRequest, CheckpointReply, CheckpointCommand, CheckpointPart, CheckpointDone,
@@ -55,6 +56,9 @@ __all__ = [
     "LogicalTime",
     "MESSAGE_TYPES",
     "Message",
+    "MonitorReport",
+    "MonitorReportReply",
+    "MonitorStatus",
     "NDArray",
     "ParamValue",
     "ParamsReply",

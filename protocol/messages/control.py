@@ -8,7 +8,7 @@ controller answers a duplicate with the reply it already gave.
 from __future__ import annotations
 
 from enum import Enum
-from typing import ClassVar
+from typing import Annotated, ClassVar
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -59,6 +59,20 @@ class ServiceStatus(BaseModel):
     missed: int = Field(0, ge=0, description="bus messages it lost (as of its last heartbeat)")
 
 
+class MonitorStatus(BaseModel):
+    """One external monitor's latest report, as the controller keeps it (part of StatusReply)."""
+
+    model_config = ConfigDict(extra="forbid")
+    name: str
+    topics: list[str]
+    received: int = Field(ge=0)
+    missed: int = Field(ge=0)
+    missed_by_sender: dict[str, Annotated[int, Field(ge=0)]] = Field(default_factory=dict)
+    rejected: int = Field(0, ge=0)
+    closed: bool = Field(False, description="its last report was its final one")
+    last_report_s: float = Field(description="seconds since its last report")
+
+
 class StatusReply(Message):
     """Controller -> client: the run at a glance."""
 
@@ -71,6 +85,28 @@ class StatusReply(Message):
     sps: float | None = None
     return_mean: float | None = None
     total_env_steps: int
+    monitors: list[MonitorStatus] = Field(
+        default_factory=list, description="external monitors that reported within timing.monitor_expiry_s")
+
+
+class MonitorReport(Message):
+    """Monitor (not a member) -> controller, command socket (REQ): what it received and lost on the
+    bus so far, sent now and then. Reply: MonitorReportReply. ``status`` lists the latest report
+    per ``name`` until none comes for ``timing.monitor_expiry_s``."""
+
+    TYPE: ClassVar[str] = "control.monitor_report"
+    name: str = Field(min_length=1, max_length=128, description="one entry per name in status")
+    topics: list[str] = Field(default_factory=list, description="topic prefixes it subscribes to")
+    received: int = Field(ge=0, description="valid bus messages received")
+    missed: int = Field(0, ge=0, description="bus messages known lost (sequence gaps), all senders")
+    missed_by_sender: dict[str, Annotated[int, Field(ge=0)]] = Field(default_factory=dict)
+    rejected: int = Field(0, ge=0, description="bus messages it refused (undecodable, invalid, other major version)")
+    final: bool = Field(False, description="it is closing: no further report will come")
+
+
+class MonitorReportReply(Message):
+    TYPE: ClassVar[str] = "control.monitor_report_reply"
+    expiry_s: float = Field(description="the controller forgets a monitor silent this long")
 
 
 class RunStateChanged(Message):

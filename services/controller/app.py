@@ -10,6 +10,7 @@ done or it is told to stop.
 Wiring (who sends what to whom):
 
   client  --Status/Pause/Resume/Params/Patch/HistoryRequest-->  controller  (REQ -> ROUTER)
+  monitor  --MonitorReport-->  controller  (REQ -> ROUTER; what it lost on the bus, for status)
   member  --Register/Ready/Heartbeat/BarrierReached/PatchApplied/TrainingDone/Goodbye-->  controller
   controller  --RunStart/PauseCommand/ResumeCommand/ApplyPatch/StopCommand-->  member  (ROUTER -> DEALER)
   controller  --control.state, control.patch-->  bus
@@ -32,7 +33,8 @@ from dynamicrl.protocol.codec import ProtocolError, Session, decode
 from dynamicrl.protocol.messages import (
     CheckpointCommand, CheckpointDone, CheckpointPart, CheckpointReply, CheckpointRequest, StopReply, StopRequest,
     ApplyPatch, BarrierReached, ErrorCode, ErrorReply, Goodbye, Health, Heartbeat, HistoryReply,
-    HistoryRequest, LogicalTime, Message, ParamsReply, ParamsRequest, PatchApplied, PatchEvent,
+    HistoryRequest, LogicalTime, Message, MonitorReport, MonitorReportReply, ParamsReply, ParamsRequest,
+    PatchApplied, PatchEvent,
     PatchReply, PatchRequest, PatchStatus, PauseCommand, PauseReply, PauseRequest, Ready,
     RegisterReply, RegisterRequest, ResumeCommand, ResumeReply, ResumeRequest, Role, RunStart,
     RunState, RunStateChanged, StatusReply, StatusRequest, StopCommand, TrainingDone, TrainMetrics,
@@ -43,6 +45,7 @@ from dynamicrl.services.bus.proxy import BusProxy
 
 from .barrier import Barrier
 from .members import Roster
+from .monitors import Monitors
 from . import checkpoints
 from .patches import CheckpointInProgress, Journal, PendingPatch, load_replay, new_patch_id
 
@@ -76,6 +79,7 @@ class Controller:
         self.session = Session(name, self.run_id)
         self.bus = Publisher(self.ctx, self.proxy.in_endpoint, name, self.run_id)
         self.roster = Roster()
+        self.monitors = Monitors(config.timing.monitor_expiry_s)
         self.state = RunState.STARTING
         self.started_at = time.monotonic()
         self.stop_deadline: float | None = None
@@ -107,6 +111,7 @@ class Controller:
             CheckpointRequest: self.on_checkpoint,
             StopRequest: self.on_stop_request,
             CheckpointPart: self.on_checkpoint_part,
+            MonitorReport: self.on_monitor_report,
         }
         self._next_beacon = 0.0
         for sig in (signal.SIGINT, signal.SIGTERM):
@@ -185,6 +190,7 @@ class Controller:
         if now >= self._next_beacon:
             self._next_beacon = now + BEACON_S
             self.publish_state()
+        self.monitors.expire(now)
         if self.state is RunState.STARTING:
             if self.can_start(now):
                 self.start()
@@ -337,7 +343,15 @@ class Controller:
             sps=metrics.sps if metrics else None,
             return_mean=metrics.return_mean if metrics else None,
             total_env_steps=self.config.run.total_env_steps,
+            monitors=self.monitors.statuses(now),
         )
+
+    def on_monitor_report(self, routed: Routed) -> Message:
+        try:
+            self.monitors.record(routed.received.message, time.monotonic())
+        except ValueError as exc:
+            return ErrorReply(code=ErrorCode.REJECTED, message=str(exc))
+        return MonitorReportReply(expiry_s=self.monitors.expiry_s)
 
     # -- pause / resume ---------------------------------------------------------------
     def on_pause(self, routed: Routed) -> Message | object:
