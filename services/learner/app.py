@@ -165,7 +165,9 @@ class Learner(Service):
                 if routed is not None:  # restored ones asked with a PolicyRequest (answered with `served`)
                     self.reply(routed, self.served)
             self.pending.clear()
-        values = self.algorithm.update(self.as_batch(rollouts), self.iteration,
+        batch = self.as_batch(rollouts)
+        batch.policy_lag = self.iteration - rollouts[0].version  # 1 in overlap mode (after the first iteration)
+        values = self.algorithm.update(batch, self.iteration,
                                        safe_point=lambda k: self.safe_point(minibatch=k, boundary=False))
         self.weights = self.algorithm.get_weights()
         self.iteration += 1

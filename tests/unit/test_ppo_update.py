@@ -3,6 +3,7 @@
 import math
 
 import numpy as np
+import torch
 import pytest
 from gymnasium import spaces
 
@@ -38,7 +39,7 @@ def synthetic_rollout(action_space, num_steps=16, num_envs=3, seed=0):
 
 
 def make_algo(action_space, **overrides):
-    config = PPOConfig(hidden_sizes=[16], update_epochs=3, num_minibatches=4, **overrides)
+    config = PPOConfig(**{"hidden_sizes": [16], "update_epochs": 3, "num_minibatches": 4, **overrides})
     return PPOAlgorithm(config, OBS, action_space, seed=5, num_iterations=10)
 
 
@@ -89,3 +90,38 @@ def test_too_many_minibatches_is_a_clear_error():
     algo.config = algo.config.model_copy(update={"num_minibatches": 1000})
     with pytest.raises(ValueError, match="num_minibatches"):
         algo.update(synthetic_rollout(space), iteration=0)
+
+
+def lagged_rollout(space, shift):
+    """A rollout whose acting policy gave every action ``shift`` less log-probability than the
+    network ``make_algo`` builds: as if collected by an older policy (overlap mode's lag)."""
+    rollout = synthetic_rollout(space)
+    net = make_algo(space).net
+    with torch.no_grad():
+        _, logprob, _, _ = net.get_action_and_value(torch.tensor(rollout.obs).flatten(0, 1),
+                                                    torch.tensor(rollout.actions).flatten(0, 1))
+    rollout.logprobs = (logprob.numpy() - shift).reshape(rollout.logprobs.shape).astype(np.float32)
+    rollout.policy_lag = 1
+    return rollout
+
+
+def test_a_lagged_rollout_is_clipped_against_the_policy_at_the_update_start():
+    space = spaces.Box(-1, 1, (2,), np.float32)
+    one_step = {"update_epochs": 1, "num_minibatches": 1}
+    plain = make_algo(space, decoupled=False, **one_step).update(lagged_rollout(space, 0.5), iteration=0)
+    decoupled = make_algo(space, **one_step).update(lagged_rollout(space, 0.5), iteration=0)
+    # plain PPO starts at ratio e^0.5 for every sample: all clipped, the lag ate the trust region
+    assert plain["clip_frac"] == 1.0 and plain["lag_kl"] == 0.0
+    # decoupled: ratio 1 against the update's start, the lag reported (and weighted) instead
+    assert decoupled["clip_frac"] == 0.0
+    assert decoupled["lag_kl"] == pytest.approx(math.exp(0.5) - 1 - 0.5, rel=1e-4)
+
+
+def test_without_a_lag_the_decoupled_objective_is_plain_ppo_bitwise():
+    space = spaces.Box(-1, 1, (2,), np.float32)
+    rollout = synthetic_rollout(space)  # policy_lag 0 (sync mode)
+    a, b = make_algo(space), make_algo(space, decoupled=False)
+    assert a.update(rollout, 0) == b.update(rollout, 0)
+    wa, wb = a.get_weights(), b.get_weights()
+    for k in wa:
+        np.testing.assert_array_equal(wa[k], wb[k])

@@ -39,6 +39,7 @@ class Rollout:
     trunc_values: np.ndarray  # [T, N] float32
     last_obs: np.ndarray  # [N, *obs_shape] float32, the observation after the last step
     last_dones: np.ndarray  # [N] bool, whether last_obs starts a new episode (== dones[-1])
+    policy_lag: int = 0  # updates between the policy that acted and the weights about to be updated
 
     @property
     def num_steps(self) -> int:

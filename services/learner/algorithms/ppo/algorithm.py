@@ -88,7 +88,22 @@ class PPOAlgorithm(Algorithm):
         b_advantages = _tensor(advantages).flatten()
         b_returns = _tensor(returns).flatten()
 
-        batch = (b_obs, b_actions, b_logprobs, b_values, b_advantages, b_returns)
+        # The ratio is clipped against the "proximal" policy. Without a lag that is the one that acted;
+        # with one (overlap mode) it is the policy at this update's start, and each sample is weighted
+        # by proximal / acting probability, so the lag does not eat into the clip range.
+        lag_kl = 0.0
+        if rollout.policy_lag and cfg.decoupled:
+            with torch.no_grad():
+                _, b_prox, _, _ = self.net.get_action_and_value(b_obs, b_actions)
+                log_w = b_prox - b_logprobs
+                b_weights = log_w.exp()
+                lag_kl = ((b_weights - 1) - log_w).mean().item()
+            b_logprobs = b_prox
+        else:
+            b_weights = None
+
+        batch = (b_obs, b_actions, b_logprobs, b_values, b_advantages, b_returns,
+                 *([] if b_weights is None else [b_weights]))
         params = list(self.net.parameters())  # once: walking the modules every minibatch costs ~20 us
         sizes = [len(mb) for mb in torch.arange(batch_size).tensor_split(num_minibatches)]
 
@@ -98,7 +113,7 @@ class PPOAlgorithm(Algorithm):
             # Shuffle the whole batch once per epoch (one gather per tensor); minibatches are then views.
             perm = torch.randperm(batch_size, generator=self.generator)
             shuffled = [t[perm].split(sizes) for t in batch]
-            for mb_obs, mb_actions, mb_logprobs, mb_values, mb_adv, mb_returns in zip(*shuffled):
+            for mb_obs, mb_actions, mb_logprobs, mb_values, mb_adv, mb_returns, *mb_weights in zip(*shuffled):
                 if safe_point is not None:
                     safe_point(len(stats))
                 cfg = self.config  # a live patch of a next_minibatch setting lands here
@@ -118,9 +133,8 @@ class PPOAlgorithm(Algorithm):
                     mb_adv = (mb_adv - mb_adv.mean()) / (mb_adv.std() + 1e-8)
 
                 # Pessimistic (max of negatives) clipped surrogate.
-                pg_loss = torch.max(
-                    -mb_adv * ratio, -mb_adv * ratio.clamp(1 - cfg.clip_coef, 1 + cfg.clip_coef)
-                ).mean()
+                pg_losses = torch.max(-mb_adv * ratio, -mb_adv * ratio.clamp(1 - cfg.clip_coef, 1 + cfg.clip_coef))
+                pg_loss = (pg_losses * mb_weights[0] if mb_weights else pg_losses).mean()
 
                 v_loss_unclipped = (newvalue - mb_returns) ** 2
                 if cfg.clip_vloss:
@@ -156,6 +170,7 @@ class PPOAlgorithm(Algorithm):
             "lr": lr,
             "grad_norm": grad_norm,
             "epochs": float(epoch + 1),
+            "lag_kl": lag_kl,
         }
 
 

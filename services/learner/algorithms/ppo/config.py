@@ -72,6 +72,12 @@ class PPOConfig(BaseModel):
         None, gt=0, le=100, json_schema_extra=_NEXT_MINIBATCH,
         description="Stop the update's epochs early once the approximate KL exceeds this (None: never).",
     )
+    decoupled: bool = Field(
+        True, description=("With a policy lag (run.mode overlap), clip the ratio against the policy at the "
+                           "update's start and weight each sample by that policy's ratio to the one that acted "
+                           "(decoupled PPO, Hilton et al. 2021); false: the plain ratio against the acting "
+                           "policy. No effect without a lag."),
+    )
     hidden_sizes: list[Annotated[int, Field(gt=0)]] = Field(
         default_factory=lambda: [64, 64], min_length=1,
         description="Hidden layer widths of both the actor and the critic MLP.",
