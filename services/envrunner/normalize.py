@@ -22,6 +22,8 @@ class Normalizer:
         self.returns = np.zeros(num_envs, np.float64)
 
     def load(self, statistics: dict[str, np.ndarray]) -> None:
+        if "ret.gamma" in statistics:  # the learner's discount: a live ppo.gamma patch reaches us here
+            self.gamma = float(statistics["ret.gamma"][0])
         for prefix, stats in (("obs", self.obs), ("ret", self.ret)):
             moments = unpack(prefix, statistics)
             if moments is not None:

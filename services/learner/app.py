@@ -269,8 +269,11 @@ class Learner(Service):
         self.algorithm.config = self.config.algo
 
     def policy(self, done: bool) -> PolicyWeights:
-        return PolicyWeights(version=self.iteration, weights=self.weights, done=done,
-                             normalizer={**pack("obs", self.obs_rms), **pack("ret", self.ret_rms)})
+        normalizer = {**pack("obs", self.obs_rms), **pack("ret", self.ret_rms)}
+        gamma = getattr(self.config.algo, "gamma", None)
+        if gamma is not None:  # the env-runners' return accumulators discount alike, live patches included
+            normalizer["ret.gamma"] = np.array([gamma], np.float64)
+        return PolicyWeights(version=self.iteration, weights=self.weights, done=done, normalizer=normalizer)
 
     def reply(self, routed: Routed, message) -> None:
         send_routed(self.data, self.data_session, routed.route, message, parent=routed.received.envelope.id)

@@ -38,3 +38,17 @@ def test_scalar_moments_are_arrays():
     stats = RunningMeanStd(())
     stats.update(np.array([1.0, 2.0, 3.0]))
     assert all(isinstance(v, np.ndarray) for v in stats.moments().values())
+
+
+def test_the_envrunner_discounts_returns_with_the_learners_gamma():
+    """A live ppo.gamma patch changes the learner's config; the weights carry it to the env-runners."""
+    from dynamicrl.config import NormalizeConfig
+    from dynamicrl.services.envrunner.normalize import Normalizer
+
+    norm = Normalizer(NormalizeConfig(obs=False, reward=True), (3,), num_envs=1, gamma=0.99)
+    norm.load({"ret.gamma": np.array([0.5])})
+    for _ in range(3):
+        norm.reward(np.array([1.0]), np.array([False]))
+    np.testing.assert_allclose(norm.returns, [1 + 0.5 + 0.25])
+    norm.load({})  # statistics without a gamma (a third-party learner): keep the last one
+    assert norm.gamma == 0.5
