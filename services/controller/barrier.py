@@ -16,7 +16,6 @@ class Barrier:
     pause_id: str = field(default_factory=lambda: uuid.uuid4().hex[:12])
     started: float = field(default_factory=time.monotonic)
     reached: dict[str, Position] = field(default_factory=dict)
-    completed: float | None = None
 
     def report(self, pause_id: str, position: Position) -> None:
         if pause_id == self.pause_id and position.service in self.expected:

@@ -35,25 +35,6 @@ def new_patch_id() -> str:
     return uuid.uuid4().hex[:12]
 
 
-@dataclass
-class CheckpointInProgress:
-    ckpt_id: str
-    waiters: list[str] = field(default_factory=list)
-    parts: dict = field(default_factory=dict)       # service -> CheckpointPart
-    learner: str | None = None
-    learner_ckpt_id: str | None = None               # the id the learner holds for
-    boundary: int | None = None
-    env_step: int = 0
-    stop_waiters: list[str] = field(default_factory=list)  # `dynamicrl stop` requests to answer, then stop
-    started: float = field(default_factory=time.monotonic)
-
-    def missing(self, roster) -> list[str]:
-        from dynamicrl.protocol.messages import Role
-
-        expected = [m.name for m in roster.active() if m.role in (Role.LEARNER, Role.ENVRUNNER)]
-        return [name for name in expected if name not in self.parts]
-
-
 class Journal:
     """``patches.jsonl``; on resume only the entries the checkpoint had seen are kept."""
 

@@ -1,0 +1,186 @@
+"""Checkpoints: collect every member's state at one iteration boundary, write it, release the learner.
+
+The files (layout, atomic write, verification) are ``checkpoints.py``; this is the controller's
+side: ``CheckpointRequest`` (or the learner's own, every N iterations and at the end) ->
+``CheckpointCommand`` to the learner -> its ``CheckpointPart`` names the boundary ->
+``CheckpointCommand`` to every env-runner -> their parts -> written -> ``CheckpointDone`` to the
+learner (which holds its weights until then) and ``CheckpointReply`` to the requests. Also
+reading a checkpoint back when the run resumes.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from dynamicrl.config import Config, config_from_dict
+from dynamicrl.protocol.messages import (
+    CheckpointCommand, CheckpointDone, CheckpointPart, CheckpointReply, ErrorCode, ErrorReply, LogicalTime, Message,
+    Role, RunState, StopReply,
+)
+from dynamicrl.protocol.sockets import Routed
+
+from . import checkpoints
+from .defer import DEFER
+from .members import Roster
+from .patches import new_patch_id
+
+if TYPE_CHECKING:
+    from .app import Controller
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class CheckpointInProgress:
+    ckpt_id: str
+    waiters: list[str] = field(default_factory=list)
+    parts: dict = field(default_factory=dict)       # service -> CheckpointPart
+    learner: str | None = None
+    learner_ckpt_id: str | None = None               # the id the learner holds for
+    boundary: int | None = None
+    env_step: int = 0
+    stop_waiters: list[str] = field(default_factory=list)  # `dynamicrl stop` requests to answer, then stop
+    started: float = field(default_factory=time.monotonic)
+
+    def missing(self, roster: Roster) -> list[str]:
+        expected = [m.name for m in roster.active() if m.role in (Role.LEARNER, Role.ENVRUNNER)]
+        return [name for name in expected if name not in self.parts]
+
+
+@dataclass
+class Resume:
+    """What a resumed run takes from its latest good checkpoint."""
+    config: Config
+    run_dir: Path
+    run_id: str
+    parts: dict[str, checkpoints.Part]  # every member's saved state, by service
+    ltime: LogicalTime
+    journal_entries: int                 # journal lines the checkpoint had seen
+
+
+def load_resume(run_dir: Path, config: Config) -> Resume:
+    """Take config, run id and every member's state from the run's latest good checkpoint.
+
+    Only ``addresses`` and ``timing`` stay those of ``config`` (this controller's).
+    """
+    path = checkpoints.latest_good(run_dir / "checkpoints", report=log.warning)
+    manifest, controller, parts = checkpoints.read(path)
+    data = controller["config"]
+    data.update(addresses=config.addresses.model_dump(), resume=str(run_dir), timing=config.timing.model_dump())
+    data["run"].update(dir=str(run_dir),
+                       envrunners=sum(1 for s in parts if s != controller["learner"] and s.startswith("envrunner")))
+    resume = Resume(config_from_dict(data, origin=str(path / "controller.json")), run_dir, controller["run_id"],
+                    parts, LogicalTime(iteration=manifest["iteration"], env_step=manifest["env_step"]),
+                    controller["journal_entries"])
+    log.info("resuming run %s from %s (iteration %d, %d env steps)", resume.run_id, path,
+             manifest["iteration"], manifest["env_step"])
+    return resume
+
+
+class Checkpointing:
+    def __init__(self, controller: Controller) -> None:
+        self.controller = controller
+        self.checkpoint: CheckpointInProgress | None = None  # one at a time
+
+    def ask_learner(self) -> CheckpointInProgress:
+        """Begin a checkpoint: the learner picks the boundary (its next one) and sends its part first."""
+        learner = self.controller.roster.active(Role.LEARNER)[0]
+        self.checkpoint = CheckpointInProgress(new_patch_id())
+        self.controller.send(learner.route, CheckpointCommand(ckpt_id=self.checkpoint.ckpt_id))
+        return self.checkpoint
+
+    def on_checkpoint(self, routed: Routed) -> Message | object:
+        controller = self.controller
+        request_id = routed.received.envelope.id
+        if self.checkpoint is not None:
+            self.checkpoint.waiters.append(request_id)
+            return DEFER
+        if controller.state is not RunState.RUNNING:
+            return ErrorReply(code=ErrorCode.CONFLICT, message=f"cannot checkpoint: the run is {controller.state.value}"
+                              + (" (resume first: a checkpoint is taken at the next iteration boundary)"
+                                 if controller.state is RunState.PAUSED else ""))
+        self.ask_learner().waiters.append(request_id)
+        return DEFER
+
+    def on_checkpoint_part(self, routed: Routed) -> None:
+        controller = self.controller
+        part: CheckpointPart = routed.received.message
+        member = controller.roster.members.get(part.service)
+        if member is None:
+            return None
+        if member.role is Role.LEARNER and (self.checkpoint is None or self.checkpoint.ckpt_id != part.ckpt_id):
+            if self.checkpoint is not None and self.checkpoint.boundary is None:
+                part = part.model_copy(update={"ckpt_id": self.checkpoint.ckpt_id})  # our request, its boundary
+            else:
+                self.checkpoint = CheckpointInProgress(part.ckpt_id)  # the learner's own (every N, at the end)
+        if self.checkpoint is None or part.ckpt_id != self.checkpoint.ckpt_id:
+            log.warning("ignoring state from %s for checkpoint %s", part.service, part.ckpt_id)
+            return None
+        ck = self.checkpoint
+        if "error" in part.meta:
+            if member.role is Role.LEARNER:
+                ck.learner = None  # it does not hold: nothing to release
+            self.finish_checkpoint(error=f"{part.service}: {part.meta['error']}")
+            return None
+        ck.parts[part.service] = part
+        if member.role is Role.LEARNER:
+            ck.learner, ck.boundary = part.service, part.meta["iteration"]
+            ck.env_step = part.meta["env_steps"]
+            for runner in controller.roster.active(Role.ENVRUNNER):
+                # rollouts sent: one more than the updates when the learner saved unanswered ones (overlap)
+                at = part.meta.get("boundary", ck.boundary)
+                controller.send(runner.route, CheckpointCommand(ckpt_id=part.ckpt_id, at_iteration=at))
+            ck.learner_ckpt_id = routed.received.message.ckpt_id
+        if not ck.missing(controller.roster):
+            self.finish_checkpoint()
+        return None
+
+    def abandon_if_overdue(self, now: float) -> None:
+        """A part that never comes must not hold the learner (and the run) for ever."""
+        timeout_s = self.controller.config.checkpoint.timeout_s
+        if self.checkpoint is not None and now - self.checkpoint.started > timeout_s:
+            self.finish_checkpoint(error=f"not complete after {timeout_s:g} s; no state from "
+                                         f"{', '.join(self.checkpoint.missing(self.controller.roster)) or '?'}")
+
+    def finish_checkpoint(self, error: str = "") -> None:
+        """Write the parts (unless it failed), release the learner, answer, and stop if a stop waited for it."""
+        controller = self.controller
+        ck, self.checkpoint = self.checkpoint, None
+        reply: Message
+        if not error:
+            try:
+                started = time.monotonic()
+                path = checkpoints.write(
+                    controller.run_dir / "checkpoints", ck.boundary, ck.env_step,
+                    [checkpoints.Part(p.service, dict(p.arrays), p.meta) for p in ck.parts.values()],
+                    {"run_id": controller.run_id, "config": controller.config.to_dict(), "learner": ck.learner,
+                     "journal_entries": len(controller.patching.journal.entries), "iteration": ck.boundary,
+                     "env_step": ck.env_step},
+                    keep=controller.config.checkpoint.keep)
+                size = sum(f.stat().st_size for f in path.iterdir())
+                manifest = checkpoints.verify(path)
+                log.info("checkpoint %s: %d bytes in %.3f s (write), %.3f s since it began (request or boundary)",
+                         path, size, time.monotonic() - started, time.monotonic() - ck.started)
+                reply = CheckpointReply(path=str(path), ltime=LogicalTime(iteration=ck.boundary, env_step=ck.env_step),
+                                        bytes=size, seconds=round(time.monotonic() - ck.started, 4),
+                                        policy_sha256=manifest["policy_sha256"])
+            except (OSError, ValueError, StopIteration) as exc:
+                error = f"writing failed: {type(exc).__name__}: {exc}"
+        if error:
+            log.error("checkpoint %s abandoned: %s", ck.ckpt_id, error)
+            reply = ErrorReply(code=ErrorCode.TIMEOUT if "not complete" in error else ErrorCode.INTERNAL,
+                               message=f"checkpoint abandoned (the run goes on): {error}")
+        learner = controller.roster.members.get(ck.learner or "")
+        if learner is not None and ck.learner_ckpt_id:
+            controller.send(learner.route, CheckpointDone(ckpt_id=ck.learner_ckpt_id, ok=not error, message=error))
+        for request_id in ck.waiters:
+            controller.answer(request_id, reply)
+        if ck.stop_waiters:
+            saved = None if error else str(path)
+            for request_id in ck.stop_waiters:
+                controller.answer(request_id, StopReply(checkpoint=saved, message=error))
+            controller.stopping.begin_stop("stop requested" + (f" after checkpoint {saved}" if saved else f" ({error})"))

@@ -1,0 +1,156 @@
+"""Membership: admitting members, starting the run when all are ready, watching who is alive.
+
+The roster itself (who, which rank, how healthy) is in ``members.py``; this is the controller's
+side of the handshake: ``register`` -> ``ready`` -> ``RunStart`` once every expected member is
+ready (so nobody's first messages are lost), heartbeats, goodbyes, and the silence that means
+a member crashed or hung.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from typing import TYPE_CHECKING
+
+from dynamicrl.protocol.messages import (
+    CheckpointPart, ErrorCode, ErrorReply, Goodbye, Message, RegisterReply, RegisterRequest, Role, RunStart, RunState,
+)
+from dynamicrl.protocol.sockets import Routed
+
+if TYPE_CHECKING:
+    from .app import Controller
+
+log = logging.getLogger(__name__)
+
+
+class Membership:
+    def __init__(self, controller: Controller) -> None:
+        self.controller = controller
+        self.started_at = time.monotonic()
+
+    def on_register(self, routed: Routed) -> Message:
+        controller = self.controller
+        request: RegisterRequest = routed.received.message
+        if controller.state in (RunState.STOPPING, RunState.STOPPED):
+            return ErrorReply(code=ErrorCode.REJECTED, message="the run is stopping")
+        if (request.role is Role.ENVRUNNER and request.rank is not None
+                and isinstance(controller.config.run.envrunners, int)
+                and request.rank >= controller.config.run.envrunners):
+            return ErrorReply(code=ErrorCode.REJECTED,
+                              message=f"rank {request.rank} but run.envrunners={controller.config.run.envrunners}")
+        try:
+            member = controller.roster.admit(request, routed.route, started=controller.state is not RunState.STARTING)
+        except ValueError as exc:
+            log.warning("refused %s: %s", request.service, exc)
+            return ErrorReply(code=ErrorCode.REJECTED, message=str(exc))
+        log.info("registered %s (%s, rank %d, pid %d)", member.name, member.role.value, member.rank, member.pid)
+        return RegisterReply(run_id=controller.run_id, run_dir=str(controller.run_dir), rank=member.rank,
+                             config=controller.config.to_dict(), resumed_from=controller.resumed_from)
+
+    def on_ready(self, routed: Routed) -> None:
+        controller = self.controller
+        member = controller.roster.seen(routed.received.message.service)
+        if member is None:
+            return None
+        member.ready = True
+        log.info("%s is ready", member.name)
+        if controller.state is RunState.RUNNING:  # late observer (e.g. a second logger)
+            controller.send(member.route, RunStart(envrunners=len(controller.roster.active(Role.ENVRUNNER)),
+                                                   members=[m.name for m in controller.roster.active()]))
+        return None
+
+    def on_heartbeat(self, routed: Routed) -> None:
+        member = self.controller.roster.members.get(routed.received.message.service)
+        if member is not None:
+            member.ltime = routed.received.message.ltime
+            member.missed = routed.received.message.missed
+        return None
+
+    def on_goodbye(self, routed: Routed) -> None:
+        controller = self.controller
+        message: Goodbye = routed.received.message
+        member = controller.roster.members.get(message.service)
+        if member is not None:
+            member.gone = True
+            log.info("%s left: %s", member.name, message.reason or "no reason given")
+            if controller.pausing.barrier is not None:
+                controller.pausing.barrier.forget(member.name)
+            if message.finished:  # its goodbye may overtake the learner's TrainingDone
+                controller.stopping.begin_stop("training done")
+            elif (controller.state in (RunState.RUNNING, RunState.PAUSING, RunState.PAUSED)
+                    and member.role in (Role.LEARNER, Role.ENVRUNNER)):
+                controller.exit_code = 1
+                controller.stopping.begin_stop(f"{member.name} left the run ({message.reason})")
+        return None
+
+    # -- starting (from the poll loop's tick, while the run is starting) ------------------------
+    def start_when_ready(self, now: float) -> None:
+        """Start the run once nothing is missing; stop it if that takes longer than the start timeout."""
+        controller = self.controller
+        if not self.waiting_for(now):
+            self.start()
+        elif now - self.started_at > controller.config.timing.start_timeout_s:
+            controller.exit_code = 1
+            controller.stopping.begin_stop(f"start timeout: {self.waiting_for()}")
+
+    def waiting_for(self, now: float | None = None) -> str:
+        """Why the run cannot start yet ('' when it can)."""
+        now = time.monotonic() if now is None else now
+        config, roster = self.controller.config, self.controller.roster
+        run = config.run
+        runners = roster.active(Role.ENVRUNNER)
+        if not roster.active(Role.LEARNER):
+            return "a learner"
+        if not runners:
+            return "an env-runner"
+        if run.envrunners == "auto":
+            if now - (roster.first_envrunner_at or now) < run.join_window_s:
+                return "more env-runners (join window open)"
+        elif len(runners) < run.envrunners:
+            return f"{run.envrunners - len(runners)} more env-runner(s)"
+        if config.logger.required and not roster.active(Role.LOGGER):
+            return "a logger"
+        ranks = sorted(m.rank for m in runners)
+        if ranks != list(range(len(runners))):
+            return f"env-runner ranks to be 0..{len(runners) - 1} (have {ranks})"
+        unready = [m.name for m in roster.active() if not m.ready]
+        return f"{', '.join(unready)} to get ready" if unready else ""
+
+    def start(self) -> None:
+        """RunStart to every member, with its replayed patches and, on resume, its saved state."""
+        controller = self.controller
+        patching = controller.patching
+        members = [m.name for m in controller.roster.active()]
+        runners = len(controller.roster.active(Role.ENVRUNNER))
+        unknown = sorted(set(patching.replay) - set(members))
+        if unknown:
+            controller.exit_code = 1
+            controller.stopping.begin_stop(f"patches={controller.config.patches} names services not in this run: "
+                                           f"{', '.join(unknown)}")
+            return
+        patching.expect_replay()
+        missing = sorted(set(controller.restore) - set(members))
+        if missing:
+            controller.exit_code = 1
+            controller.stopping.begin_stop(f"cannot resume: the checkpoint has state for {', '.join(missing)}, "
+                                           f"not in this run (start as many env-runners as the checkpoint has)")
+            return
+        for member in controller.roster.active():
+            part = controller.restore.get(member.name)
+            restore = None if part is None else CheckpointPart(
+                ckpt_id="resume", service=part.service, ltime=controller.resumed_from, arrays=part.arrays,
+                meta=part.meta)
+            controller.send(member.route, RunStart(envrunners=runners, members=members, restore=restore,
+                                                   patches=patching.replay.get(member.name, [])))
+        controller.set_state(RunState.RUNNING, f"{len(members)} members, {runners} env-runner(s)")
+
+    # -- liveness (from the tick, while running, pausing or paused) -------------------------------
+    def stop_if_dead(self, now: float) -> None:
+        """A learner or env-runner silent for ``timing.dead_after_s`` crashed or hung: the run cannot go on."""
+        controller = self.controller
+        dead = [m for m in controller.roster.active() if m.role in (Role.LEARNER, Role.ENVRUNNER)
+                and now - m.last_seen > controller.config.timing.dead_after_s]
+        if dead:
+            controller.exit_code = 1
+            controller.stopping.begin_stop(", ".join(f"{m.name} silent for {now - m.last_seen:.0f} s" for m in dead)
+                                           + " (crashed or hung?)")
