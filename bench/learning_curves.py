@@ -326,19 +326,22 @@ def report(args: argparse.Namespace) -> str:
 
     L: list[str] = []
     L.append("# Learning results: PPO on MuJoCo at 1M env steps\n")
+    where = os.path.relpath(csv_dir.resolve(), REPO)
     L.append("Produced by `bench/learning_curves.py` (see its docstring); the raw per-run curves are in "
-             "`bench/results/learning/<env>-seed<k>.csv` and the per-run summaries next to them (`.json`).\n")
+             f"`{where}/<env>-seed<k>.csv` and the per-run summaries next to them (`.json`).\n")
     L.append("**Metric.** *Return at 1M* is `return_mean` of the last row of the run's `metrics.csv`: the mean "
              "undiscounted episodic return of the **last 20 finished training episodes** "
              "(`metrics.return_window`), collected with the stochastic policy, raw (unnormalised) rewards, "
              "at the end of training (the first iteration boundary at or past 1M env steps: 1,001,472 with one "
              "env-runner, 489 iterations of 2048 steps). No separate evaluation episodes are run.\n")
-    L.append("**Setup.** `configs/env/mujoco_<env>.yaml` unchanged: CleanRL-style continuous PPO (obs + reward "
+    L.append("**Setup.** `configs/env/mujoco_<env>.yaml` with the overrides of the commands below (`--set`, "
+             "`--mode`, `--envrunners`): CleanRL-style continuous PPO (obs + reward "
              "normalisation owned by the learner, state-independent log-std, orthogonal init, separate 64x64 tanh "
-             "actor and critic, lr 3e-4 linearly annealed, 8 envs x 256 steps = 2048 steps per iteration and "
-             "env-runner, 10 epochs x 32 minibatches (of 64 with one env-runner), clip 0.2, value clipping, gamma 0.99, GAE lambda 0.95, ent_coef 0, "
-             "max_grad_norm 0.5). Processes: controller, learner, env-runner(s), logger on 127.0.0.1, "
-             "`run.mode` and the number of env-runners as listed per run.\n")
+             "actor and critic, lr 3e-4 linearly annealed, 2048 env steps per iteration (256 steps x 8 envs in "
+             "all), 10 epochs x 32 minibatches of 64, clip 0.2, value clipping, gamma 0.99, GAE lambda 0.95, "
+             "ent_coef 0, max_grad_norm 0.5; Ant and Humanoid start at log-std -0.5 and observe no contact "
+             "forces). Processes: controller, learner, env-runner(s), logger on 127.0.0.1, "
+             "`run.mode` and the env-runners x envs as listed per run.\n")
     if summaries:
         dates = sorted({s["started_utc"][:10] for s in summaries})
         L.append(f"- date: {', '.join(dates)} (UTC; runs from {min(s['started_utc'] for s in summaries)[11:16]} "

@@ -22,11 +22,14 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
+WAITING_NOTE_S = 10.0
+
 
 class Membership:
     def __init__(self, controller: Controller) -> None:
         self.controller = controller
         self.started_at = time.monotonic()
+        self.waiting_noted_at = self.started_at  # a still-waiting line every WAITING_NOTE_S
 
     def on_register(self, routed: Routed) -> Message:
         controller = self.controller
@@ -87,11 +90,19 @@ class Membership:
     def start_when_ready(self, now: float) -> None:
         """Start the run once nothing is missing; stop it if that takes longer than the start timeout."""
         controller = self.controller
-        if not self.waiting_for(now):
+        waiting = self.waiting_for(now)
+        if not waiting:
             self.start()
         elif now - self.started_at > controller.config.timing.start_timeout_s:
             controller.exit_code = 1
-            controller.stopping.begin_stop(f"start timeout: {self.waiting_for()}")
+            controller.stopping.begin_stop(f"start timeout: {waiting}")
+        elif now - self.waiting_noted_at >= WAITING_NOTE_S:  # say why nothing happens, e.g. a missing -c envrunner=2
+            self.waiting_noted_at = now
+            runs = controller.config.run.envrunners
+            hint = f" (run.envrunners={runs}: with honcho, `honcho start -c envrunner={runs}`)" \
+                if "env-runner" in waiting and runs != "auto" else ""
+            log.info("waiting for %s%s; the run gives up %.0f s after the controller started", waiting, hint,
+                     controller.config.timing.start_timeout_s)
 
     def waiting_for(self, now: float | None = None) -> str:
         """Why the run cannot start yet ('' when it can)."""
