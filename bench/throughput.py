@@ -74,9 +74,11 @@ SB3_DEFAULTS = {
     "num_steps": NUM_STEPS, "update_epochs": 10, "num_minibatches": STEPS_PER_ITERATION // 64,  # batch_size 64
     "lr": 3e-4, "anneal_lr": False, "gamma": 0.99, "gae_lambda": 0.95, "clip_coef": 0.2,
     "clip_vloss": False, "norm_adv": True, "ent_coef": 0.0, "vf_coef": 0.5, "max_grad_norm": 0.5,
-    "hidden_sizes": [64, 64], "activation": "tanh",
+    "hidden_sizes": [64, 64], "activation": "tanh", "init_log_std": 0.0,
 }
-SB3_DEFAULTS_AS_DYNAMICRL = [f"env.id={ENV_ID}", *(f"algo.{k}={json.dumps(v)}" for k, v in SB3_DEFAULTS.items()),
+#: Ant-v5 as SB3 makes it (gym.make defaults: contact forces observed), not as configs/env/mujoco_ant.yaml does
+SB3_DEFAULTS_AS_DYNAMICRL = [f"env.id={ENV_ID}", "env.kwargs={}",
+                             *(f"algo.{k}={json.dumps(v)}" for k, v in SB3_DEFAULTS.items()),
                              "normalize.obs=false", "normalize.reward=false"]
 
 DYNAMICRL_CONFIGS = {  # name: (run.mode, env-runners, envs per env-runner)
