@@ -11,12 +11,15 @@ is a controller that does not answer (it may be restarting).
 :class:`EngagementRule`: when the stream's ``engagement`` index is below
 ``low``, raise a parameter by ``step`` (up to ``maximum``); when it is above
 ``high``, lower it by ``step`` (down to ``minimum``); at most once every
-``every_iterations`` training iterations.
+``every_iterations`` training iterations. A BCI index is noisy, so with
+``smooth_s`` the rule acts on an exponential moving average with that time
+constant, on the stream's own clock (its timestamps), not on the latest value.
 """
 
 from __future__ import annotations
 
 import logging
+import math
 import signal
 import time
 from dataclasses import dataclass, field
@@ -47,6 +50,7 @@ class EngagementRule:
     index: str = "engagement"
     author: str = "rule:engagement"
     timeout_s: float = 2.0
+    smooth_s: float = 0.0             # time constant of the engagement's moving average (0: the latest value)
     #: what happened, for tests and for the log: (iteration, engagement, old, new, outcome)
     decisions: list[tuple[int, float, float, float, str]] = field(default_factory=list)
 
@@ -55,10 +59,13 @@ class EngagementRule:
             raise ValueError(f"--min {self.minimum} is above --max {self.maximum}")
         if self.step <= 0 or self.every_iterations < 1:
             raise ValueError("step must be > 0 and every_iterations >= 1")
+        if self.smooth_s < 0:
+            raise ValueError(f"--smooth {self.smooth_s} is negative")
         if self.high is not None and self.high < self.low:
             raise ValueError(f"--high {self.high} is below --low {self.low}")
         self.topic = stream_topic(self.stream)
         self.engagement: float | None = None
+        self.engagement_at: float | None = None  # stream time of the last sample behind ``engagement``
         self.value: float | None = None
         self.iteration: int | None = None
         self.last_patch_iteration: int | None = None
@@ -78,8 +85,13 @@ class EngagementRule:
         return new if new != value else None
 
     def on_sample(self, message: ExternalSample) -> None:
-        if self.index in message.derived:
-            self.engagement = message.derived[self.index]
+        if self.index not in message.derived:
+            return
+        value, at = message.derived[self.index], float(message.timestamps[-1]) if len(message.timestamps) else None
+        if self.smooth_s > 0 and self.engagement is not None and at is not None and self.engagement_at is not None:
+            weight = 1.0 - math.exp(-max(at - self.engagement_at, 0.0) / self.smooth_s)
+            value = self.engagement + weight * (value - self.engagement)
+        self.engagement, self.engagement_at = value, at
 
     def on_metrics(self, message: TrainMetrics, client: ControlClient) -> None:
         self.iteration = message.iteration

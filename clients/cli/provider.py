@@ -85,11 +85,13 @@ def rule_group() -> None:
 @click.option("--stream", default="mock-bci", show_default=True, help="watch external.<stream>")
 @click.option("--index", default="engagement", show_default=True, help="the derived scalar to read")
 @click.option("--author", default="rule:engagement", show_default=True, help="recorded in patches.jsonl")
+@click.option("--smooth", "smooth_s", type=click.FloatRange(min=0), default=0.0, show_default=True,
+              help="act on a moving average of the index with this time constant (s, stream clock; 0: latest value)")
 @click.option("--duration", type=float, default=None, help="seconds, then exit (default: until stopped)")
 @overrides_argument
 def engagement(config_path: str, param: str, low: float, high: float | None, minimum: float, maximum: float,
-               step: float, every_iterations: int, stream: str, index: str, author: str, duration: float | None,
-               overrides: tuple[str, ...]) -> None:
+               step: float, every_iterations: int, stream: str, index: str, author: str, smooth_s: float,
+               duration: float | None, overrides: tuple[str, ...]) -> None:
     """Raise --param by --step (within [--min, --max]) while the stream's engagement is below --low."""
     from dynamicrl.clients.rules import EngagementRule, run_engagement_rule
 
@@ -98,7 +100,7 @@ def engagement(config_path: str, param: str, low: float, high: float | None, min
     try:
         rule = EngagementRule(config.addresses.controller, config.addresses.bus_out, param=param, low=low, high=high,
                               minimum=minimum, maximum=maximum, step=step, every_iterations=every_iterations,
-                              stream=stream, index=index, author=author,
+                              stream=stream, index=index, author=author, smooth_s=smooth_s,
                               timeout_s=max(config.timing.request_timeout_s, 2.0))
     except ValueError as exc:
         raise click.UsageError(str(exc)) from None

@@ -201,3 +201,22 @@ def test_procfile_bci_runs_the_services_the_provider_and_a_rule_with_valid_argum
         if words[2] in ("provider", "rule"):
             command_obj, rest = group.commands[words[3]], words[4:]
             command_obj.make_context(words[3], list(rest))  # raises on an unknown option or a bad value
+
+
+def engagement_sample(value: float, at: float) -> ExternalSample:
+    return ExternalSample(stream="mock-bci", channels=["c0"], rate=250.0, timestamps=np.array([at - 0.1, at]),
+                          samples=np.zeros((2, 1), np.float32), derived={"engagement": value})
+
+
+def test_the_rule_smooths_engagement_on_the_streams_clock():
+    latest = EngagementRule("a", "b")
+    smooth = EngagementRule("a", "b", smooth_s=1.0)
+    for rule in (latest, smooth):
+        rule.on_sample(engagement_sample(0.8, at=10.0))
+        rule.on_sample(engagement_sample(0.0, at=11.0))  # one time constant later
+    assert latest.engagement == 0.0
+    assert smooth.engagement == pytest.approx(0.8 * np.exp(-1.0))  # 0.8 + (1 - e^-1) * (0.0 - 0.8)
+    smooth.on_sample(engagement_sample(0.0, at=11.0))  # no time passed: no weight
+    assert smooth.engagement == pytest.approx(0.8 * np.exp(-1.0))
+    with pytest.raises(ValueError, match="--smooth"):
+        EngagementRule("a", "b", smooth_s=-1.0)
