@@ -339,8 +339,9 @@ def report(args: argparse.Namespace) -> str:
              "normalisation owned by the learner, state-independent log-std, orthogonal init, separate 64x64 tanh "
              "actor and critic, lr 3e-4 linearly annealed, 2048 env steps per iteration (256 steps x 8 envs in "
              "all), 10 epochs x 32 minibatches of 64, clip 0.2, value clipping, gamma 0.99, GAE lambda 0.95, "
-             "ent_coef 0, max_grad_norm 0.5; Ant and Humanoid start at log-std -0.5 and observe no contact "
-             "forces). Processes: controller, learner, env-runner(s), logger on 127.0.0.1, "
+             "ent_coef 0, max_grad_norm 0.5; the current configs start HalfCheetah and Ant at log-std -0.5 and "
+             "Humanoid at -1.0, and Ant and Humanoid observe no contact forces; a run's own settings are its "
+             "config at the time plus its command's overrides). Processes: controller, learner, env-runner(s), logger on 127.0.0.1, "
              "`run.mode` and the env-runners x envs as listed per run.\n")
     if summaries:
         dates = sorted({s["started_utc"][:10] for s in summaries})
