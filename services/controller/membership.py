@@ -127,6 +127,10 @@ class Membership:
         unready = [m.name for m in roster.active() if not m.ready]
         return f"{', '.join(unready)} to get ready" if unready else ""
 
+    def refuse_start(self, reason: str) -> None:
+        self.controller.exit_code = 1
+        self.controller.stopping.begin_stop(reason)
+
     def start(self) -> None:
         """RunStart to every member, with its replayed patches and, on resume, its saved state."""
         controller = self.controller
@@ -135,17 +139,13 @@ class Membership:
         runners = len(controller.roster.active(Role.ENVRUNNER))
         unknown = sorted(set(patching.replay) - set(members))
         if unknown:
-            controller.exit_code = 1
-            controller.stopping.begin_stop(f"patches={controller.config.patches} names services not in this run: "
-                                           f"{', '.join(unknown)}")
-            return
+            return self.refuse_start(f"patches={controller.config.patches} names services not in this run: "
+                                     f"{', '.join(unknown)}")
         patching.expect_replay()
         missing = sorted(set(controller.restore) - set(members))
         if missing:
-            controller.exit_code = 1
-            controller.stopping.begin_stop(f"cannot resume: the checkpoint has state for {', '.join(missing)}, "
-                                           f"not in this run (start as many env-runners as the checkpoint has)")
-            return
+            return self.refuse_start(f"cannot resume: the checkpoint has state for {', '.join(missing)}, "
+                                     f"not in this run (start as many env-runners as the checkpoint has)")
         for member in controller.roster.active():
             part = controller.restore.get(member.name)
             restore = None if part is None else CheckpointPart(

@@ -1,4 +1,5 @@
-"""`dynamicrl stop`: a checkpoint at the next iteration boundary, then every service exits 0."""
+"""Stopping: `dynamicrl stop` checkpoints at the next boundary, then every service exits 0;
+a start that cannot go on stops every service with one clear reason."""
 
 from __future__ import annotations
 
@@ -11,7 +12,7 @@ import pytest
 from dynamicrl.clients.control import ControlClient
 from dynamicrl.protocol.messages import StatusRequest
 from dynamicrl.services.controller import checkpoints
-from helpers import base_overrides, free_ports, log_text, start_service, stop, wait_until
+from helpers import base_overrides, free_ports, log_text, start_service, stop, stop_all, wait_exit, wait_until
 
 pytestmark = pytest.mark.e2e
 
@@ -36,3 +37,23 @@ def test_stop_checkpoints_then_stops_everything(tmp_path):
     finally:
         for proc in procs:
             stop(proc)
+
+
+def test_a_replay_naming_services_not_in_the_run_refuses_to_start(tmp_path):
+    """patches= replays a journal by service name: one naming an env-runner this run does not have
+    must stop the run at start with one clear reason (exit 1), not replay half of it."""
+    journal = tmp_path / "other-run.jsonl"
+    entry = {"patch_id": "aaaaaaaaaaaa", "author": "test", "service": "envrunner.7",
+             "changes": {"envrunner.reward_scale": {"old": 1.0, "new": 0.5}},
+             "ltime": {"iteration": 2, "env_step": 512}, "minibatch": None, "time": 0.0}
+    journal.write_text(json.dumps(entry) + "\n")
+    overrides = [*base_overrides(tmp_path, free_ports(4)), f"patches={journal}", "run.envrunners=1"]
+    procs = [start_service("controller", overrides, tmp_path), start_service("learner", overrides, tmp_path),
+             start_service("envrunner", overrides, tmp_path, args=["--rank", "0"]),
+             start_service("logger", overrides, tmp_path)]
+    try:
+        assert procs[0].wait(timeout=120) == 1, log_text(procs[0])
+        assert "names services not in this run: envrunner.7" in log_text(procs[0])
+        assert wait_exit(procs[1:], timeout=30), "members outlived the refused start"
+    finally:
+        stop_all(procs)

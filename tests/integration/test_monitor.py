@@ -116,12 +116,6 @@ def controller(tmp_path_factory):
         stop(running.proc)
 
 
-@pytest.fixture
-def ctx():
-    context = zmq.Context()
-    yield context
-    context.term()
-
 
 def _until_received(monitor: Monitor, publish: Callable[[], None], wanted: Callable[[Received], bool],
                     timeout: float = 15) -> Received:

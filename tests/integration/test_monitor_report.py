@@ -45,12 +45,6 @@ def forgetful(tmp_path_factory):
         stop(running.proc)
 
 
-@pytest.fixture
-def ctx():
-    context = zmq.Context()
-    yield context
-    context.term()
-
 
 def _listed(address: str, name: str) -> MonitorStatus | None:
     status = controller_status(address, timeout_s=2.0)
