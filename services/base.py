@@ -10,6 +10,7 @@ acts on a command half-way through a step.
 
 from __future__ import annotations
 
+import functools
 import importlib.metadata
 import logging
 import os
@@ -245,7 +246,7 @@ class Service:
 
     def restore_pending_patches(self, meta: dict) -> None:
         """The tunables in force at the checkpoint and the patches still due (they apply when due again)."""
-        saved, here = meta.get("versions", {}), library_versions()
+        saved, here = meta.get("versions", {}), library_versions()  # (a cached dict: read only)
         differ = {k: (saved[k], here.get(k)) for k in saved if saved[k] != here.get(k)}
         if differ:  # still resumed: a version change is often harmless, but it is the first suspect
             log.warning("%s: resuming with other library versions than the checkpoint's (%s): the continuation "
@@ -327,6 +328,7 @@ def setup_logging(name: str) -> None:
 VERSIONED = ("dynamicrl", "numpy", "torch", "gymnasium", "mujoco", "pyzmq", "msgpack")
 
 
+@functools.cache  # installed versions do not change while a process runs
 def library_versions() -> dict[str, str]:
     """Installed versions (from package metadata: nothing is imported) and the Python version."""
     versions = {"python": platform.python_version()}

@@ -78,6 +78,12 @@ def start_service(
     reads it). DYNAMICRL_* variables of the calling shell are not inherited;
     pass them in ``env`` when a test wants them.
     """
+    return start_module(f"dynamicrl.services.{name}", [*args, *overrides], tmp_path, name, env)
+
+
+def start_module(module: str, args: Sequence[str], tmp_path: Path, name: str,
+                 env: Mapping[str, str] | None = None) -> subprocess.Popen:
+    """``python -m MODULE ARGS`` in ``tmp_path``, output in ``tmp_path/<name>[.k].log`` (as ``start_service``)."""
     tmp_path = Path(tmp_path)
     log_path = tmp_path / f"{name}.log"
     k = 1
@@ -87,7 +93,7 @@ def start_service(
     child_env = {key: value for key, value in os.environ.items() if key not in _SCRUBBED_ENV}
     child_env["PYTHONUNBUFFERED"] = "1"
     child_env.update(env or {})
-    command = [sys.executable, "-m", f"dynamicrl.services.{name}", *args, *overrides]
+    command = [sys.executable, "-m", module, *args]
     with open(log_path, "wb") as log_file:
         proc = subprocess.Popen(
             command, cwd=tmp_path, env=child_env, stdin=subprocess.DEVNULL,

@@ -42,18 +42,13 @@ class ExternalSample(Message):
     def topic(self) -> str:
         return f"{self.TOPIC_PREFIX}{self.stream}"
 
-    @field_validator("timestamps")
+    @field_validator("timestamps", "samples")
     @classmethod
-    def _timestamps(cls, value: np.ndarray) -> np.ndarray:
-        if value.dtype != np.float64 or value.ndim != 1:
-            raise ValueError(f"timestamps must be float64 [n], got {value.dtype} {list(value.shape)}")
-        return value
-
-    @field_validator("samples")
-    @classmethod
-    def _samples(cls, value: np.ndarray) -> np.ndarray:
-        if value.dtype != np.float32 or value.ndim != 2:
-            raise ValueError(f"samples must be float32 [n, channels], got {value.dtype} {list(value.shape)}")
+    def _dtype_and_rank(cls, value: np.ndarray, info) -> np.ndarray:
+        dtype, ndim, shape = _ARRAYS[info.field_name]
+        if value.dtype != dtype or value.ndim != ndim:
+            raise ValueError(f"{info.field_name} must be {np.dtype(dtype).name} {shape}, "
+                             f"got {value.dtype} {list(value.shape)}")
         return value
 
     @model_validator(mode="after")
@@ -64,6 +59,10 @@ class ExternalSample(Message):
         if width != len(self.channels):
             raise ValueError(f"samples have {width} columns for {len(self.channels)} channels")
         return self
+
+
+#: field: (dtype, rank, shape as the error names it)
+_ARRAYS = {"timestamps": (np.float64, 1, "[n]"), "samples": (np.float32, 2, "[n, channels]")}
 
 
 def stream_topic(stream: str) -> str:

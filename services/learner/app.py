@@ -222,7 +222,7 @@ class Learner(Service):
             log.warning("no checkpoint: %s", exc)
             self.send_checkpoint_part(ckpt_id, {}, {"error": str(exc)})
             return
-        arrays.update({f"norm.{k}": v for k, v in {**pack("obs", self.obs_rms), **pack("ret", self.ret_rms)}.items()})
+        arrays.update({f"norm.{k}": v for k, v in self.statistics().items()})
         session, frame_sizes = Session(self.name, self.run_id), {}
         for rollout in unanswered:  # as protocol frames, one array per rollout: the codec round-trips every field
             frames = [bytes(f) for f in session.encode(rollout)]
@@ -268,8 +268,12 @@ class Learner(Service):
     def on_config_changed(self) -> None:
         self.algorithm.config = self.config.algo
 
+    def statistics(self) -> dict[str, np.ndarray]:
+        """The normalisation moments as arrays (``obs.*``, ``ret.*``): shipped with weights, saved in checkpoints."""
+        return {**pack("obs", self.obs_rms), **pack("ret", self.ret_rms)}
+
     def policy(self, done: bool) -> PolicyWeights:
-        normalizer = {**pack("obs", self.obs_rms), **pack("ret", self.ret_rms)}
+        normalizer = self.statistics()
         gamma = getattr(self.config.algo, "gamma", None)
         if gamma is not None:  # the env-runners' return accumulators discount alike, live patches included
             normalizer["ret.gamma"] = np.array([gamma], np.float64)

@@ -7,7 +7,6 @@ from __future__ import annotations
 import json
 import os
 import subprocess
-import sys
 import threading
 import time
 import uuid
@@ -21,21 +20,14 @@ import zmq
 from dynamicrl.clients.monitor import Monitor
 from dynamicrl.protocol.codec import Session
 from dynamicrl.protocol.messages import ExternalSample, RunState
-from helpers import base_overrides, controller_status, endpoint, free_ports, log_text, start_service, stop_all, wait_until
-
-CLI = [sys.executable, "-m", "dynamicrl.clients.cli"]
+from helpers import (
+    base_overrides, controller_status, endpoint, free_ports, log_text, start_module, start_service, stop_all, wait_until,
+)
 
 
 def start_cli(args: list[str], tmp_path: Path, name: str) -> subprocess.Popen:
-    """`python -m dynamicrl.clients.cli ARGS` with output in tmp_path/<name>.log (``proc.log_path``)."""
-    env = {k: v for k, v in os.environ.items() if k not in ("DYNAMICRL_CONFIG", "DYNAMICRL_OVERRIDES")}
-    env["PYTHONUNBUFFERED"] = "1"
-    log_path = tmp_path / f"{name}.log"
-    with open(log_path, "wb") as log_file:
-        proc = subprocess.Popen([*CLI, *args], cwd=tmp_path, env=env, stdin=subprocess.DEVNULL, stdout=log_file,
-                                stderr=subprocess.STDOUT)
-    proc.log_path = log_path  # type: ignore[attr-defined]
-    return proc
+    """`dynamicrl ARGS` with output in tmp_path/<name>.log (``proc.log_path``)."""
+    return start_module("dynamicrl.clients.cli", args, tmp_path, name)
 
 
 def _logs(procs) -> str:
