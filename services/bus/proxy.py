@@ -16,6 +16,9 @@ import zmq
 from dynamicrl.protocol.sockets import bind, make_socket
 
 BUS_HWM = 10_000
+#: At most this many messages forwarded per ``pump``: a publisher faster than the forwarding must not
+#: keep the owner's loop (the controller's commands, its timers) waiting behind an endless flood.
+PUMP_BATCH = 1_000
 
 
 class BusProxy:
@@ -35,13 +38,15 @@ class BusProxy:
         poller.register(self.xpub, zmq.POLLIN)
 
     def pump(self, events: dict) -> list[list[zmq.Frame]]:
-        """Forward what is waiting both ways; return the messages that went downstream."""
+        """Forward what is waiting both ways (downstream, up to ``PUMP_BATCH``); return what went downstream."""
         passed = []
         if self.xpub in events:  # (un)subscriptions travel upstream to publishers
             while self.xpub.poll(0):
                 self.xsub.send_multipart(self.xpub.recv_multipart())
         if self.xsub in events:
-            while self.xsub.poll(0):
+            for _ in range(PUMP_BATCH):
+                if not self.xsub.poll(0):
+                    break
                 frames = self.xsub.recv_multipart(copy=False)
                 self.xpub.send_multipart(frames, copy=False)
                 self.forwarded += 1

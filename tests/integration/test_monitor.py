@@ -289,6 +289,37 @@ def test_a_flood_is_accounted_for_and_the_controller_keeps_answering(controller,
     assert "Traceback" not in log_text(controller.proc)
 
 
+FLOODER = """
+import sys, zmq
+from dynamicrl.protocol.messages import TrainMetrics
+from dynamicrl.protocol.sockets import Publisher
+publisher = Publisher(zmq.Context(), sys.argv[1], "flooder.status")
+frames = [bytes(f) for f in publisher.session.encode(TrainMetrics(iteration=777, env_steps=1, sps=1.0, episodes=0,
+                                                                  values={}))]
+while True:  # one encoded message, as fast as zmq takes it, until the test kills the flooder; the
+    publisher.socket.send_multipart(frames)  # controller always takes metrics.train (status shows it)
+"""
+
+
+def test_the_controller_answers_commands_during_an_endless_flood(controller, tmp_path):
+    log_path = tmp_path / "flooder.log"
+    with open(log_path, "wb") as log_file:
+        flooder = subprocess.Popen([sys.executable, "-c", FLOODER, controller.bus_in],
+                                   stdout=log_file, stderr=subprocess.STDOUT)
+    try:
+        # The flooder's messages reaching the controller show in status (its latest train metrics).
+        flooding = wait_until(lambda: (s := controller_status(controller.controller, timeout_s=5)) is not None
+                              and s.ltime is not None and s.ltime.iteration == 777 and s,
+                              timeout=30, message="the flood never reached the controller")
+        assert flooding
+        for _ in range(3):  # still flooding: every request is answered within the client's timeout
+            assert controller_status(controller.controller, timeout_s=5) is not None, "no answer during the flood"
+        assert flooder.poll() is None, log_path.read_text()
+    finally:
+        stop(flooder)
+    assert controller.proc.poll() is None
+
+
 def test_another_major_version_raises(controller, ctx):
     plain = PlainPublisher(ctx, controller.bus_in, "future.peer")
     try:
