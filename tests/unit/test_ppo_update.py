@@ -125,3 +125,38 @@ def test_without_a_lag_the_decoupled_objective_is_plain_ppo_bitwise():
     wa, wb = a.get_weights(), b.get_weights()
     for k in wa:
         np.testing.assert_array_equal(wa[k], wb[k])
+
+
+def _same_update(x: tuple[dict, dict], y: tuple[dict, dict]) -> bool:
+    """Two (metrics, weights) results of an update are bitwise equal."""
+    return x[0] == y[0] and all(np.array_equal(x[1][k], y[1][k]) for k in x[1])
+
+
+def test_a_lagged_rollout_takes_its_values_from_the_learners_critic():
+    """With a lag the acting critic is an update behind: its values must not shape the advantages."""
+    space = spaces.Box(-1, 1, (2,), np.float32)
+    runs = {}
+    for decoupled in (True, False):
+        for offset in (0.0, 5.0):
+            rollout = lagged_rollout(space, 0.5)
+            rollout.values = rollout.values + np.float32(offset)  # what a stale critic might have said
+            algo = make_algo(space, decoupled=decoupled)
+            runs[decoupled, offset] = (algo.update(rollout, 0), algo.get_weights())
+    assert _same_update(runs[True, 0.0], runs[True, 5.0])
+    assert not _same_update(runs[False, 0.0], runs[False, 5.0])
+
+
+def test_recompute_adv_changes_nothing_in_the_first_epoch_and_then_uses_the_trained_critic():
+    space = spaces.Box(-1, 1, (2,), np.float32)
+    rollout = synthetic_rollout(space)
+    results = {}
+    for epochs in (1, 3):
+        for recompute in (False, True):
+            algo = make_algo(space, update_epochs=epochs, recompute_adv=recompute)
+            results[epochs, recompute] = (algo.update(rollout, 0), algo.get_weights())
+    assert _same_update(results[1, False], results[1, True])
+    assert not _same_update(results[3, False], results[3, True])
+    metrics_off, metrics_on = results[3, False][0], results[3, True][0]
+    assert all(math.isfinite(v) for v in metrics_on.values())
+    # explained variance is the acting critic's, before the update, either way
+    assert metrics_on["explained_variance"] == metrics_off["explained_variance"]

@@ -63,52 +63,62 @@ class PPOAlgorithm(Algorithm):
             return self.config.lr
         return self.config.lr * max(0.0, 1.0 - iteration / self.num_iterations)
 
+    def _gae(self, rollout: Rollout, values: np.ndarray, gamma: float, gae_lambda: float
+             ) -> tuple[np.ndarray, np.ndarray]:
+        """Advantages and returns of ``rollout`` given its ``values``, bootstrapped by the current critic."""
+        with torch.no_grad():
+            last_values = self.net.get_value(_tensor(rollout.last_obs)).numpy()
+        return compute_gae(rollout.rewards, values, rollout.dones, rollout.trunc_values,
+                           last_values, rollout.last_dones, gamma, gae_lambda)
+
     def update(self, rollout: Rollout, iteration: int,
                safe_point: Callable[[int], None] | None = None) -> dict[str, float]:
         rollout.validate()
         cfg = self.config
-        num_epochs, num_minibatches = cfg.update_epochs, cfg.num_minibatches  # fixed for this update
+        # fixed for this update (next_iteration settings)
+        num_epochs, num_minibatches, recompute_adv = cfg.update_epochs, cfg.num_minibatches, cfg.recompute_adv
+        gamma, gae_lambda = cfg.gamma, cfg.gae_lambda
         batch_size = rollout.num_steps * rollout.num_envs
         if num_minibatches > batch_size:
             raise ValueError(f"num_minibatches={num_minibatches} exceeds the batch size {batch_size}")
-
-        with torch.no_grad():
-            last_values = self.net.get_value(_tensor(rollout.last_obs)).numpy()
-        advantages, returns = compute_gae(
-            rollout.rewards, rollout.values, rollout.dones, rollout.trunc_values,
-            last_values, rollout.last_dones, cfg.gamma, cfg.gae_lambda,
-        )
 
         # Flatten time and envs once; minibatches index into these tensors.
         b_obs = _tensor(rollout.obs).flatten(0, 1)
         action_dtype = torch.int64 if self.net.discrete else torch.float32
         b_actions = torch.tensor(rollout.actions, dtype=action_dtype).flatten(0, 1)
         b_logprobs = _tensor(rollout.logprobs).flatten()
-        b_values = _tensor(rollout.values).flatten()
-        b_advantages = _tensor(advantages).flatten()
-        b_returns = _tensor(returns).flatten()
+        values = rollout.values
 
         # The ratio is clipped against the "proximal" policy. Without a lag that is the one that acted;
         # with one (overlap mode) it is the policy at this update's start, and each sample is weighted
-        # by proximal / acting probability, so the lag does not eat into the clip range.
+        # by proximal / acting probability, so the lag does not eat into the clip range. Likewise the
+        # advantages and the value clip start from this update's critic, not the acting one's, which
+        # has not yet learnt from the previous rollout.
         lag_kl = 0.0
+        b_weights = None
         if rollout.policy_lag and cfg.decoupled:
             with torch.no_grad():
-                _, b_prox, _, _ = self.net.get_action_and_value(b_obs, b_actions)
+                _, b_prox, _, b_current_values = self.net.get_action_and_value(b_obs, b_actions)
                 log_w = b_prox - b_logprobs
                 b_weights = log_w.exp()
                 lag_kl = ((b_weights - 1) - log_w).mean().item()
             b_logprobs = b_prox
-        else:
-            b_weights = None
+            values = b_current_values.numpy().reshape(rollout.values.shape)
 
-        batch = (b_obs, b_actions, b_logprobs, b_values, b_advantages, b_returns,
-                 *([] if b_weights is None else [b_weights]))
+        first_values, first_returns = values, None
         params = list(self.net.parameters())  # once: walking the modules every minibatch costs ~20 us
         sizes = [len(mb) for mb in torch.arange(batch_size).tensor_split(num_minibatches)]
 
         stats: list[torch.Tensor] = []  # per minibatch: policy, value, entropy losses, kl, clip frac, grad norm
         for epoch in range(num_epochs):
+            if epoch > 0 and recompute_adv:  # the critic has learnt since: fresher advantages
+                with torch.no_grad():
+                    values = self.net.get_value(b_obs).numpy().reshape(rollout.values.shape)
+            if epoch == 0 or recompute_adv:
+                advantages, returns = self._gae(rollout, values, gamma, gae_lambda)
+                first_returns = returns if first_returns is None else first_returns
+                batch = (b_obs, b_actions, b_logprobs, _tensor(values).flatten(), _tensor(advantages).flatten(),
+                         _tensor(returns).flatten(), *([] if b_weights is None else [b_weights]))
             epoch_kls = []
             # Shuffle the whole batch once per epoch (one gather per tensor); minibatches are then views.
             perm = torch.randperm(batch_size, generator=self.generator)
@@ -166,7 +176,7 @@ class PPOAlgorithm(Algorithm):
             "entropy": entropy,
             "approx_kl": approx_kl,
             "clip_frac": clip_frac,
-            "explained_variance": explained_variance(rollout.values, returns),
+            "explained_variance": explained_variance(first_values, first_returns),
             "lr": lr,
             "grad_norm": grad_norm,
             "epochs": float(epoch + 1),

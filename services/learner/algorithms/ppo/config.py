@@ -51,6 +51,12 @@ class PPOConfig(BaseModel):
         description="Minibatches per epoch; the rollout (num_steps x all envs) is split into this many.",
     )
     norm_adv: bool = Field(True, description="Normalise advantages per minibatch.")
+    recompute_adv: bool = Field(
+        False,
+        description=("Recompute values and GAE advantages with the current critic before every epoch after "
+                     "the first (Tianshou's recompute_advantage; Andrychowicz et al. 2021, 'What matters in "
+                     "on-policy RL'); false: once per update, as CleanRL."),
+    )
     clip_coef: float = Field(
         0.2, gt=0, le=10, json_schema_extra=_NEXT_MINIBATCH,
         description="Surrogate clipping range epsilon (also used for the value clip).",
