@@ -304,7 +304,7 @@ def plot(env: str, summaries: list[dict], csv_dir: Path, out: Path) -> None:
     ax.set_xlim(0, xmax * 1.02)
     ax.set_xlabel("env steps")
     ax.set_ylabel("return_mean (last 20 training episodes)")
-    ax.set_title(f"{env_id}: PPO, 8 envs x 256 steps, 64x64 tanh")
+    ax.set_title(f"{env_id}: PPO, configs/env/mujoco_{env}.yaml")
     ax.grid(alpha=0.3)
     ax.legend(fontsize=7, loc="best")
     fig.tight_layout()
@@ -317,6 +317,25 @@ def best_so_far(csv_dir: Path, summary: dict) -> float | None:
     """The run's largest ``return_mean`` up to its last row: the best 20-episode window it reached."""
     returns = [y for _, y in load_curve(csv_dir, summary["env"], summary["seed"]) if y is not None]
     return max(returns) if returns else None
+
+
+def settings_table() -> list[str]:
+    """The configs' settings as markdown: a column per ``algo``/``env`` setting that differs between envs,
+    then one line of the settings they share, so the table always says what the configs say."""
+    from dynamicrl.config import load_config
+    per_env = {}
+    for env, (env_id, config) in ENVS.items():
+        cfg = load_config(str(REPO / config), [])
+        per_env[env_id] = {"layout": f"{cfg.run.mode}, {cfg.run.envrunners} x {cfg.env.num_envs}",
+                           **{f"algo.{k}": v for k, v in cfg.algo.model_dump().items()},
+                           **{f"env.kwargs.{k}": v for k, v in cfg.env.kwargs.items()}}
+    keys = list(dict.fromkeys(k for values in per_env.values() for k in values))
+    varying = [k for k in keys if len({repr(v.get(k, "-")) for v in per_env.values()}) > 1]
+    lines = ["| env | " + " | ".join(f"`{k}`" for k in varying) + " |", "|---|" + "---|" * len(varying)]
+    lines += [f"| {env_id} | " + " | ".join(str(values.get(k, "-")) for k in varying) + " |"
+              for env_id, values in per_env.items()]
+    shared = ", ".join(f"`{k}` {next(iter(per_env.values()))[k]}" for k in keys if k not in varying)
+    return [*lines, "", f"Shared by all four: {shared}.\n"]
 
 
 def fmt_ret(v: float | None) -> str:
@@ -344,14 +363,12 @@ def report(args: argparse.Namespace) -> str:
              "at the end of training (the first iteration boundary at or past 1M env steps: 1,001,472 with one "
              "env-runner, 489 iterations of 2048 steps). No separate evaluation episodes are run.\n")
     L.append("**Setup.** `configs/env/mujoco_<env>.yaml` with the overrides of the commands below (`--set`, "
-             "`--mode`, `--envrunners`): CleanRL-style continuous PPO (obs + reward "
-             "normalisation owned by the learner, state-independent log-std, orthogonal init, separate 64x64 tanh "
-             "actor and critic, lr 3e-4 linearly annealed, 2048 env steps per iteration (256 steps x 8 envs in "
-             "all), 10 epochs x 32 minibatches of 64, clip 0.2, value clipping, gamma 0.99, GAE lambda 0.95, "
-             "ent_coef 0, max_grad_norm 0.5; the current configs start HalfCheetah and Ant at log-std -0.5 and "
-             "Humanoid at -1.0, and Ant and Humanoid observe no contact forces; a run's own settings are its "
-             "config at the time plus its command's overrides). Processes: controller, learner, env-runner(s), logger on 127.0.0.1, "
-             "`run.mode` and the env-runners x envs as listed per run.\n")
+             "`--mode`, `--envrunners`): CleanRL-style continuous PPO (obs + reward normalisation owned by the "
+             "learner, state-independent log-std, orthogonal init, separate actor and critic MLPs). A run's own "
+             "settings are its config at the time plus its command's overrides; the configs now say:\n")
+    L.extend(settings_table())
+    L.append("Processes: controller, learner, env-runner(s), logger on 127.0.0.1, `run.mode` and the "
+             "env-runners x envs as listed per run.\n")
     if summaries:
         dates = sorted({s["started_utc"][:10] for s in summaries})
         L.append(f"- date: {', '.join(dates)} (UTC; runs from {min(s['started_utc'] for s in summaries)[11:16]} "
