@@ -18,7 +18,7 @@ Written per run (``--csv-dir``, default bench/results/learning/):
 * ``<env>-seed<k>.json``: the run's summary (final return, env steps reached, SPS, wall time,
   status, load average, exact command).
 
-Then, from every ``*.json`` in ``--csv-dir`` (so runs of earlier invocations are included):
+Then, from every ``*.json`` in every ``--csv-dir`` (so runs of earlier invocations are included):
 a PNG learning curve per env (``--docs-dir``/results/<env>.png, every seed, with the published
 reference figures as dashed lines) and ``--docs-dir``/results.md (tables of the return at the
 end of training vs published 1M-step PPO figures, machine, date and commands). A section of
@@ -245,7 +245,7 @@ def run_one(env: str, seed: int, args: argparse.Namespace, deadline: dt.datetime
         "load_after": loadavg(), "run_dir": str(run_dir.relative_to(REPO)) if run_dir and run_dir.is_relative_to(REPO)
         else str(run_dir), "command": "python " + shlex.join([os.path.relpath(sys.argv[0], REPO), *sys.argv[1:]]),
     }
-    csv_dir = Path(args.csv_dir)
+    csv_dir = Path(args.csv_dir[0])
     csv_dir.mkdir(parents=True, exist_ok=True)
     with open(csv_dir / f"{env}-seed{seed}.csv", "w", newline="") as f:
         w = csv.writer(f)
@@ -266,23 +266,25 @@ def new_run_dirs(runs_root: Path, before: set[str]) -> list[Path]:
 
 
 # -- report ------------------------------------------------------------------------------------
-def load_summaries(csv_dir: Path) -> list[dict]:
+def load_summaries(csv_dirs: list[Path]) -> list[dict]:
+    """Every run summary in ``csv_dirs``; each remembers its directory (``csv_dir``) for its curve."""
     out = []
-    for path in sorted(csv_dir.glob("*-seed*.json")):
-        try:
-            out.append(json.loads(path.read_text()))
-        except (OSError, json.JSONDecodeError):
-            continue
+    for csv_dir in csv_dirs:
+        for path in sorted(csv_dir.glob("*-seed*.json")):
+            try:
+                out.append({**json.loads(path.read_text()), "csv_dir": csv_dir})
+            except (OSError, json.JSONDecodeError):
+                continue
     order = list(ENVS)
     return sorted(out, key=lambda s: (order.index(s["env"]) if s["env"] in order else 99, s["seed"]))
 
 
-def load_curve(csv_dir: Path, env: str, seed: int) -> list[tuple[int, float | None]]:
-    rows = read_metrics(csv_dir / f"{env}-seed{seed}.csv")
+def load_curve(summary: dict) -> list[tuple[int, float | None]]:
+    rows = read_metrics(summary["csv_dir"] / f"{summary['env']}-seed{summary['seed']}.csv")
     return [(int(r["env_steps"]), fnum(r["return_mean"])) for r in rows]
 
 
-def plot(env: str, summaries: list[dict], csv_dir: Path, out: Path) -> None:
+def plot(env: str, summaries: list[dict], out: Path) -> None:
     import matplotlib
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
@@ -290,9 +292,9 @@ def plot(env: str, summaries: list[dict], csv_dir: Path, out: Path) -> None:
     env_id = ENVS[env][0]
     fig, ax = plt.subplots(figsize=(7, 4.2), dpi=110)
     for s in summaries:
-        pts = [(x, y) for x, y in load_curve(csv_dir, env, s["seed"]) if y is not None]
+        pts = [(x, y) for x, y in load_curve(s) if y is not None]
         if pts:
-            label = f"DynamicRL seed {s['seed']}" + ("" if s["status"] == "complete" else f" ({s['status']})")
+            label = f"DynamicRL seed {s['seed']}, {layout(s)}" + ("" if s["status"] == "complete" else f" ({s['status']})")
             ax.plot([x for x, _ in pts], [y for _, y in pts], lw=1.4, label=label)
     styles = iter(["--", ":", "-."])
     for ref in REFERENCES:
@@ -313,9 +315,26 @@ def plot(env: str, summaries: list[dict], csv_dir: Path, out: Path) -> None:
     plt.close(fig)
 
 
-def best_so_far(csv_dir: Path, summary: dict) -> float | None:
+def layout(summary: dict) -> str:
+    return f"{summary['mode']}, {summary['envrunners']} x {summary.get('num_envs', 8)}"
+
+
+def by_layout(by_env: dict[str, list[dict]]) -> list[tuple[str, str, str, list[dict]]]:
+    """(env, env id, layout label, runs) per env and layout: one row each in the comparison; the label
+    is empty when an env was run in one layout only."""
+    out = []
+    for env, (env_id, _) in ENVS.items():
+        runs = by_env.get(env, [])
+        layouts = list(dict.fromkeys(layout(s) for s in runs)) or [""]
+        for name in layouts:
+            label = f" ({name})" if len(layouts) > 1 else ""
+            out.append((env, env_id, label, [s for s in runs if layout(s) == name]))
+    return out
+
+
+def best_so_far(summary: dict) -> float | None:
     """The run's largest ``return_mean`` up to its last row: the best 20-episode window it reached."""
-    returns = [y for _, y in load_curve(csv_dir, summary["env"], summary["seed"]) if y is not None]
+    returns = [y for _, y in load_curve(summary) if y is not None]
     return max(returns) if returns else None
 
 
@@ -343,20 +362,20 @@ def fmt_ret(v: float | None) -> str:
 
 
 def report(args: argparse.Namespace) -> str:
-    csv_dir = Path(args.csv_dir)
+    csv_dirs = [Path(d) for d in args.csv_dir]
     docs_dir = Path(args.docs_dir)
-    summaries = load_summaries(csv_dir)
+    summaries = load_summaries(csv_dirs)
     by_env: dict[str, list[dict]] = {}
     for s in summaries:
         by_env.setdefault(s["env"], []).append(s)
     for env, runs in by_env.items():
-        plot(env, runs, csv_dir, docs_dir / "results" / f"{env}.png")
+        plot(env, runs, docs_dir / "results" / f"{env}.png")
 
     L: list[str] = []
     L.append("# Learning results: PPO on MuJoCo at 1M env steps\n")
-    where = os.path.relpath(csv_dir.resolve(), REPO)
+    where = " and ".join(f"`{os.path.relpath(d.resolve(), REPO)}/`" for d in csv_dirs)
     L.append("Produced by `bench/learning_curves.py` (see its docstring); the raw per-run curves are in "
-             f"`{where}/<env>-seed<k>.csv` and the per-run summaries next to them (`.json`).\n")
+             f"{where} (`<env>-seed<k>.csv`) and the per-run summaries next to them (`.json`).\n")
     L.append("**Metric.** *Return at 1M* is `return_mean` of the last row of the run's `metrics.csv`: the mean "
              "undiscounted episodic return of the **last 20 finished training episodes** "
              "(`metrics.return_window`), collected with the stochastic policy, raw (unnormalised) rewards, "
@@ -386,10 +405,10 @@ def report(args: argparse.Namespace) -> str:
     L.append("|---|---:|---|---:|---:|---:|---:|---:|---:|---:|---|---|")
     for s in summaries:
         st = s["status"] + (f": {s['stop_reason']}" if s.get("stop_reason") else "")
-        tail = [y for _, y in load_curve(csv_dir, s["env"], s["seed"])[-10:] if y is not None]
+        tail = [y for _, y in load_curve(s)[-10:] if y is not None]
         tail_txt = fmt_ret(sum(tail) / len(tail) if tail else None)
-        L.append(f"| {s['env_id']} | {s['seed']} | {s['mode']}, {s['envrunners']} x {s.get('num_envs', 8)} | {s['env_steps']:,} | "
-                 f"{fmt_ret(s['final_return_mean'])} | {tail_txt} | {fmt_ret(best_so_far(csv_dir, s))} | "
+        L.append(f"| {s['env_id']} | {s['seed']} | {layout(s)} | {s['env_steps']:,} | "
+                 f"{fmt_ret(s['final_return_mean'])} | {tail_txt} | {fmt_ret(best_so_far(s))} | "
                  f"{s['sps_mean'] or 'n/a'} | "
                  f"{s['train_s'] / 60:.1f} min | "
                  f"{s['wall_s'] / 60:.1f} min | {s['load_before']} -> {s['load_after']} | {st} |")
@@ -412,14 +431,14 @@ def report(args: argparse.Namespace) -> str:
         sep += "---|"
     L.append(head)
     L.append(sep)
-    for env, (env_id, _) in ENVS.items():
-        runs = [s for s in by_env.get(env, []) if s["final_return_mean"] is not None]
+    for env, env_id, label, runs in by_layout(by_env):
+        runs = [s for s in runs if s["final_return_mean"] is not None]
         full = [s for s in runs if s["env_steps"] >= 1_000_000]
         best = None
         if full:
             vals = [s["final_return_mean"] for s in full]
             mean = sum(vals) / len(vals)
-            best = sum(best_so_far(csv_dir, s) for s in full) / len(full)
+            best = sum(best_so_far(s) for s in full) / len(full)
             per_seed = ", ".join(f"seed {s['seed']}: {s['final_return_mean']:.1f}" for s in full)
             ours = f"{mean:.1f} [{per_seed}] ({best:.1f})"
         elif runs:
@@ -428,7 +447,7 @@ def report(args: argparse.Namespace) -> str:
                 f"seed {s['seed']}: {s['final_return_mean']:.1f} at {s['env_steps']:,} steps" for s in runs)
         else:
             mean, ours = None, "not run"
-        row = f"| {env_id} | {ours} |"
+        row = f"| {env_id}{label} | {ours} |"
         for ref in REFERENCES:
             val = ref["values"].get(env)
             if val is None:
@@ -486,10 +505,13 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--deadline", default=None, help="HH:MM UTC: stop the run in progress then, start no other")
     p.add_argument("--progress-every", type=float, default=60, help="print progress every N s")
     p.add_argument("--runs-root", default=str(HERE / "runs"), help="run.root (run directories and service logs)")
-    p.add_argument("--csv-dir", default=str(HERE / "results" / "learning"))
+    p.add_argument("--csv-dir", action="append", default=None,
+                   help="where runs write their curve and summary (default bench/results/learning/); repeat it "
+                        "to report on the runs of several directories (runs write to the first)")
     p.add_argument("--docs-dir", default=str(REPO / "docs"), help="results.md and results/<env>.png go here")
     p.add_argument("--report-only", action="store_true", help="no runs: rebuild PNGs and results.md")
     args = p.parse_args(argv)
+    args.csv_dir = args.csv_dir or [str(HERE / "results" / "learning")]
 
     envs = [e.strip() for e in args.envs.split(",") if e.strip()]
     unknown = [e for e in envs if e not in ENVS]
