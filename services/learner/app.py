@@ -151,11 +151,7 @@ class Learner(Service):
         if self.deferred_checkpoint is not None:  # overlap mode: every rollout is in and none answered
             self.take_checkpoint(self.deferred_checkpoint, rollouts)
             self.deferred_checkpoint = None
-        for rollout in rollouts:  # rank order: the statistics do not depend on arrival order
-            for prefix, stats in (("obs", self.obs_rms), ("ret", self.ret_rms)):
-                moments = unpack(prefix, rollout.moments)
-                if moments is not None:
-                    stats.merge(moments["count"][0], moments["mean"], moments["var"])
+        self.merge_moments([rollout for routed, rollout in ordered if routed is not None])  # restored: merged
         values_seen = {f"normalizer/obs_count_used_rank{r.rank}": r.normalizer_count for r in rollouts}
         values_seen["normalizer/obs_count"] = self.obs_rms.count
         answer_first = self.overlap and self.iteration + 1 < self.num_iterations  # the last is answered after
@@ -198,6 +194,15 @@ class Learner(Service):
                     self.reply(routed, self.policy(done=done))
             self.pending.clear()
             self.served = None
+
+    def merge_moments(self, rollouts: list[Rollout]) -> None:
+        """Fold the rollouts' normaliser moments into the statistics, in rank order (so they do not
+        depend on arrival order), before the weights that ship them are served."""
+        for rollout in sorted(rollouts, key=lambda r: r.rank):
+            for prefix, stats in (("obs", self.obs_rms), ("ret", self.ret_rms)):
+                moments = unpack(prefix, rollout.moments)
+                if moments is not None:
+                    stats.merge(moments["count"][0], moments["mean"], moments["var"])
 
     # -- checkpoints: at the iteration boundary, before the env-runners get the new weights --
     def checkpoint_if_due(self, done: bool, defer: bool) -> None:
@@ -245,9 +250,11 @@ class Learner(Service):
         self.iteration, self.env_steps = part.meta["iteration"], part.meta["env_steps"]
         self.num_iterations = part.meta["num_iterations"]
         self.episodes.extend(tuple(e) for e in part.meta["episodes"])
-        for rollout in self.unanswered_rollouts(part.arrays, part.meta.get("rollout_frames", {})):
+        restored = self.unanswered_rollouts(part.arrays, part.meta.get("rollout_frames", {}))
+        for rollout in restored:
             self.pending[rollout.rank] = (None, rollout)
-        if self.pending:  # overlap mode: collection goes on with the weights these rollouts were answered with
+        if restored:  # overlap mode: collection goes on with what these rollouts were answered with: the
+            self.merge_moments(restored)  # weights of the update before, the statistics merged with theirs
             self.served = self.policy(done=False)
         self.restore_pending_patches(part.meta)
         self.ltime = LogicalTime(iteration=self.iteration, env_step=self.env_steps)

@@ -307,6 +307,8 @@ def replay_journal(path: Path, per_rollout: int, num_envs: int, checkpointed: in
 
 
 # -- 1. the determinism contract -----------------------------------------------------------------
+HOPPER = ["env.num_envs=2", "algo.num_steps=64", "algo.num_minibatches=4", "algo.update_epochs=2",
+          "normalize.obs=true", "normalize.reward=true", "run.total_env_steps=6144"]
 CASES = {
     # N = 30 iterations of 2 x 8 envs x 32 steps; checkpoints every 10; kill once metrics.csv is 3 past one
     "cartpole": dict(config=str(REPO / "configs/defaults.yaml"), iterations=30, every=10,
@@ -316,9 +318,10 @@ CASES = {
                              overrides=["run.total_env_steps=15360", "run.mode=overlap"]),
     # N = 24 iterations of 2 x 2 envs x 64 steps, normalised observations and rewards
     "hopper": dict(config=str(REPO / "configs/env/mujoco_hopper.yaml"), iterations=24, every=8,
-                   overrides=["env.num_envs=2", "algo.num_steps=64", "algo.num_minibatches=4",
-                              "algo.update_epochs=2", "normalize.obs=true", "normalize.reward=true",
-                              "run.total_env_steps=6144"]),
+                   overrides=[*HOPPER, "run.mode=sync"]),
+    # the MuJoCo configs' default mode: the restored rollouts' statistics are served again, merged alike
+    "hopper-overlap": dict(config=str(REPO / "configs/env/mujoco_hopper.yaml"), iterations=24, every=8,
+                           overrides=[*HOPPER, "run.mode=overlap"]),
 }
 
 
