@@ -100,13 +100,17 @@ class Service:
     def ready_and_wait(self) -> RunStart:
         """Report start-up done; block until every expected member is ready too."""
         self._send(Ready(service=self.name))
-        start = self._await(RunStart, self.config.timing.start_timeout_s, "the start of the run")
+        start = self._await(RunStart, self.config.timing.start_timeout_s, "the start of the run", beat=True)
         self.pending_patches.extend(start.patches)  # a replayed journal, due at exact logical times
         return start
 
-    def _await(self, kind: type[Message], timeout_s: float, what: str) -> Message:
+    def _await(self, kind: type[Message], timeout_s: float, what: str, beat: bool = False) -> Message:
+        """The next ``kind`` from the controller; ``beat``: a member heartbeats while it waits, so a
+        long wait for the others (a slow start, the join window) does not make it look missing."""
         deadline = time.monotonic() + timeout_s
         while not self.stopping:
+            if beat:
+                self._beat()
             if time.monotonic() > deadline:
                 raise StartupError(f"{self.name}: no {what} from the controller at "
                                    f"{self.local.addresses.controller} within {timeout_s:.0f} s")
