@@ -3,8 +3,8 @@
 For each env and seed it launches a real run as separate service processes (controller,
 learner, ``--envrunners`` env-runners with ``--rank``, logger:
 ``python -m dynamicrl.services.<name> -c configs/env/mujoco_<env>.yaml KEY=VALUE...``) on free
-ports with ``run.root=bench/runs``, ``run.seed=<seed>``, ``run.total_env_steps=<steps>``,
-``run.mode=<mode>`` (``--mode`` and ``--envrunners`` default to the config's), extra ``--set``
+ports with ``run.dir=<--runs-root>/<env>-seed<k>-<time>-<pid>``, ``run.seed=<seed>``,
+``run.total_env_steps=<steps>``, ``run.mode=<mode>`` (``--mode`` and ``--envrunners`` default to the config's), extra ``--set``
 overrides, ``logger.console=false``, ``checkpoint.at_end=false``; waits (bounded by
 ``--timeout``) for the controller to exit, then reads the run's ``metrics.csv``. Runs go one at a
 time, in the order given.
@@ -162,9 +162,11 @@ def run_one(env: str, seed: int, args: argparse.Namespace, deadline: dt.datetime
     log_dir = runs_root / "logs" / f"{env}-seed{seed}-{stamp}"
     log_dir.mkdir(parents=True, exist_ok=True)
     ports = free_ports(len(ADDRESS_KEYS))
+    # the run's own directory, named here: another invocation sharing --runs-root cannot be mistaken for it
+    run_dir = runs_root / f"{env}-seed{seed}-{stamp}-{os.getpid()}"
     overrides = [
         *(f"addresses.{k}=tcp://127.0.0.1:{p}" for k, p in zip(ADDRESS_KEYS, ports)),
-        f"run.root={runs_root}", f"run.seed={seed}", f"run.total_env_steps={args.steps}",
+        f"run.root={runs_root}", f"run.dir={run_dir}", f"run.seed={seed}", f"run.total_env_steps={args.steps}",
         f"run.mode={mode}", f"run.envrunners={envrunners}",
         "logger.console=false", "checkpoint.at_end=false", *args.set,
     ]
@@ -173,7 +175,6 @@ def run_one(env: str, seed: int, args: argparse.Namespace, deadline: dt.datetime
     services = [("controller", "controller", []), ("learner", "learner", []),
                 *((f"envrunner.{r + 1}", "envrunner", ["--rank", str(r)]) for r in range(envrunners)),
                 ("logger", "logger", [])]
-    before = {p.name for p in runs_root.iterdir() if p.is_dir()}
     procs: dict[str, subprocess.Popen] = {}
     status, stop_reason = "complete", ""
     load_before = loadavg()
@@ -205,7 +206,7 @@ def run_one(env: str, seed: int, args: argparse.Namespace, deadline: dt.datetime
                 break
             if now - last_note >= args.progress_every:
                 last_note = now
-                rows = read_metrics(next(iter(new_run_dirs(runs_root, before)), runs_root / "-") / "metrics.csv")
+                rows = read_metrics(run_dir / "metrics.csv")
                 if rows:
                     r = rows[-1]
                     print(f"  ... {int(r['env_steps']):>8} env steps, return_mean {r['return_mean'] or 'n/a'}, "
@@ -219,9 +220,7 @@ def run_one(env: str, seed: int, args: argparse.Namespace, deadline: dt.datetime
         wall = time.monotonic() - started
         stop_all(list(procs.values()))
     codes = {label: p.returncode for label, p in procs.items()}
-    dirs = new_run_dirs(runs_root, before)
-    run_dir = dirs[0] if dirs else None
-    rows = read_metrics(run_dir / "metrics.csv") if run_dir else []
+    rows = read_metrics(run_dir / "metrics.csv")
     reached = int(rows[-1]["env_steps"]) if rows else 0
     if status == "complete" and (codes.get("controller") != 0 or reached < args.steps):
         status = "failed"
@@ -242,8 +241,8 @@ def run_one(env: str, seed: int, args: argparse.Namespace, deadline: dt.datetime
         "train_s": round(train_s, 1), "wall_s": round(wall, 1), "status": status, "stop_reason": stop_reason,
         "exit_codes": codes, "started_utc": started_utc.strftime("%Y-%m-%d %H:%M:%S"),
         "ended_utc": utc_now().strftime("%Y-%m-%d %H:%M:%S"), "load_before": load_before,
-        "load_after": loadavg(), "run_dir": str(run_dir.relative_to(REPO)) if run_dir and run_dir.is_relative_to(REPO)
-        else str(run_dir), "command": "python " + shlex.join([os.path.relpath(sys.argv[0], REPO), *sys.argv[1:]]),
+        "load_after": loadavg(),
+        "run_dir": str(run_dir.relative_to(REPO)) if run_dir.is_relative_to(REPO) else str(run_dir), "command": "python " + shlex.join([os.path.relpath(sys.argv[0], REPO), *sys.argv[1:]]),
     }
     csv_dir = Path(args.csv_dir[0])
     csv_dir.mkdir(parents=True, exist_ok=True)
@@ -258,11 +257,6 @@ def run_one(env: str, seed: int, args: argparse.Namespace, deadline: dt.datetime
           f"{reached} env steps, return_mean(last 20 episodes) {ret_txt}, SPS {summary['sps_mean']}, "
           f"wall {wall:.0f} s, load {summary['load_after']}", flush=True)
     return summary
-
-
-def new_run_dirs(runs_root: Path, before: set[str]) -> list[Path]:
-    return sorted((p for p in runs_root.iterdir() if p.is_dir() and p.name not in before and p.name != "logs"
-                   and (p / "config.yaml").exists()), key=lambda p: p.stat().st_mtime)
 
 
 # -- report ------------------------------------------------------------------------------------
