@@ -4,8 +4,8 @@ For each env and seed it launches a real run as separate service processes (cont
 learner, ``--envrunners`` env-runners with ``--rank``, logger:
 ``python -m dynamicrl.services.<name> -c configs/env/mujoco_<env>.yaml KEY=VALUE...``) on free
 ports with ``run.dir=<--runs-root>/<env>-seed<k>-<time>-<pid>``, ``run.seed=<seed>``,
-``run.total_env_steps=<steps>``, ``run.mode=<mode>`` (``--mode`` and ``--envrunners`` default to the config's), extra ``--set``
-overrides, ``logger.console=false``, ``checkpoint.at_end=false``; waits (bounded by
+``run.total_env_steps=<steps>``, ``run.mode=<mode>`` (``--mode`` and ``--envrunners`` default to
+the config's), extra ``--set`` overrides, ``logger.console=false``, ``checkpoint.at_end=false``; waits (bounded by
 ``--timeout``) for the controller to exit, then reads the run's ``metrics.csv``. Runs go one at a
 time, in the order given.
 
@@ -166,7 +166,7 @@ def run_one(env: str, seed: int, args: argparse.Namespace, deadline: dt.datetime
     run_dir = runs_root / f"{env}-seed{seed}-{stamp}-{os.getpid()}"
     overrides = [
         *(f"addresses.{k}=tcp://127.0.0.1:{p}" for k, p in zip(ADDRESS_KEYS, ports)),
-        f"run.root={runs_root}", f"run.dir={run_dir}", f"run.seed={seed}", f"run.total_env_steps={args.steps}",
+        f"run.dir={run_dir}", f"run.seed={seed}", f"run.total_env_steps={args.steps}",
         f"run.mode={mode}", f"run.envrunners={envrunners}",
         "logger.console=false", "checkpoint.at_end=false", *args.set,
     ]
@@ -242,7 +242,8 @@ def run_one(env: str, seed: int, args: argparse.Namespace, deadline: dt.datetime
         "exit_codes": codes, "started_utc": started_utc.strftime("%Y-%m-%d %H:%M:%S"),
         "ended_utc": utc_now().strftime("%Y-%m-%d %H:%M:%S"), "load_before": load_before,
         "load_after": loadavg(),
-        "run_dir": str(run_dir.relative_to(REPO)) if run_dir.is_relative_to(REPO) else str(run_dir), "command": "python " + shlex.join([os.path.relpath(sys.argv[0], REPO), *sys.argv[1:]]),
+        "run_dir": str(run_dir.relative_to(REPO)) if run_dir.is_relative_to(REPO) else str(run_dir),
+        "command": "python " + shlex.join([os.path.relpath(sys.argv[0], REPO), *sys.argv[1:]]),
     }
     csv_dir = Path(args.csv_dir[0])
     csv_dir.mkdir(parents=True, exist_ok=True)
@@ -261,21 +262,18 @@ def run_one(env: str, seed: int, args: argparse.Namespace, deadline: dt.datetime
 
 # -- report ------------------------------------------------------------------------------------
 def load_summaries(csv_dirs: list[Path]) -> list[dict]:
-    """Every run summary in ``csv_dirs``; each remembers its directory (``csv_dir``) for its curve."""
+    """Every run summary in ``csv_dirs``, each with its learning curve (``curve``, read once here)."""
     out = []
     for csv_dir in csv_dirs:
         for path in sorted(csv_dir.glob("*-seed*.json")):
             try:
-                out.append({**json.loads(path.read_text()), "csv_dir": csv_dir})
+                summary = json.loads(path.read_text())
             except (OSError, json.JSONDecodeError):
                 continue
+            rows = read_metrics(path.with_suffix(".csv"))
+            out.append({**summary, "curve": [(int(r["env_steps"]), fnum(r["return_mean"])) for r in rows]})
     order = list(ENVS)
     return sorted(out, key=lambda s: (order.index(s["env"]) if s["env"] in order else 99, s["seed"]))
-
-
-def load_curve(summary: dict) -> list[tuple[int, float | None]]:
-    rows = read_metrics(summary["csv_dir"] / f"{summary['env']}-seed{summary['seed']}.csv")
-    return [(int(r["env_steps"]), fnum(r["return_mean"])) for r in rows]
 
 
 def plot(env: str, summaries: list[dict], out: Path) -> None:
@@ -286,9 +284,10 @@ def plot(env: str, summaries: list[dict], out: Path) -> None:
     env_id = ENVS[env][0]
     fig, ax = plt.subplots(figsize=(7, 4.2), dpi=110)
     for s in summaries:
-        pts = [(x, y) for x, y in load_curve(s) if y is not None]
+        pts = [(x, y) for x, y in s["curve"] if y is not None]
         if pts:
-            label = f"DynamicRL seed {s['seed']}, {layout(s)}" + ("" if s["status"] == "complete" else f" ({s['status']})")
+            label = f"DynamicRL seed {s['seed']}, {run_layout(s)}"
+            label += "" if s["status"] == "complete" else f" ({s['status']})"
             ax.plot([x for x, _ in pts], [y for _, y in pts], lw=1.4, label=label)
     styles = iter(["--", ":", "-."])
     for ref in REFERENCES:
@@ -309,8 +308,12 @@ def plot(env: str, summaries: list[dict], out: Path) -> None:
     plt.close(fig)
 
 
-def layout(summary: dict) -> str:
-    return f"{summary['mode']}, {summary['envrunners']} x {summary.get('num_envs', 8)}"
+def layout(mode: str, envrunners: int, num_envs: int) -> str:
+    return f"{mode}, {envrunners} x {num_envs}"
+
+
+def run_layout(summary: dict) -> str:
+    return layout(summary["mode"], summary["envrunners"], summary.get("num_envs", 8))
 
 
 def by_layout(by_env: dict[str, list[dict]]) -> list[tuple[str, str, str, list[dict]]]:
@@ -319,16 +322,16 @@ def by_layout(by_env: dict[str, list[dict]]) -> list[tuple[str, str, str, list[d
     out = []
     for env, (env_id, _) in ENVS.items():
         runs = by_env.get(env, [])
-        layouts = list(dict.fromkeys(layout(s) for s in runs)) or [""]
+        layouts = list(dict.fromkeys(run_layout(s) for s in runs)) or [""]
         for name in layouts:
             label = f" ({name})" if len(layouts) > 1 else ""
-            out.append((env, env_id, label, [s for s in runs if layout(s) == name]))
+            out.append((env, env_id, label, [s for s in runs if run_layout(s) == name]))
     return out
 
 
 def best_so_far(summary: dict) -> float | None:
     """The run's largest ``return_mean`` up to its last row: the best 20-episode window it reached."""
-    returns = [y for _, y in load_curve(summary) if y is not None]
+    returns = [y for _, y in summary["curve"] if y is not None]
     return max(returns) if returns else None
 
 
@@ -339,7 +342,7 @@ def settings_table() -> list[str]:
     per_env = {}
     for env, (env_id, config) in ENVS.items():
         cfg = load_config(str(REPO / config), [])
-        per_env[env_id] = {"layout": f"{cfg.run.mode}, {cfg.run.envrunners} x {cfg.env.num_envs}",
+        per_env[env_id] = {"layout": layout(cfg.run.mode, cfg.run.envrunners, cfg.env.num_envs),
                            **{f"algo.{k}": v for k, v in cfg.algo.model_dump().items()},
                            **{f"env.kwargs.{k}": v for k, v in cfg.env.kwargs.items()}}
     keys = list(dict.fromkeys(k for values in per_env.values() for k in values))
@@ -399,9 +402,9 @@ def report(args: argparse.Namespace) -> str:
     L.append("|---|---:|---|---:|---:|---:|---:|---:|---:|---:|---|---|")
     for s in summaries:
         st = s["status"] + (f": {s['stop_reason']}" if s.get("stop_reason") else "")
-        tail = [y for _, y in load_curve(s)[-10:] if y is not None]
+        tail = [y for _, y in s["curve"][-10:] if y is not None]
         tail_txt = fmt_ret(sum(tail) / len(tail) if tail else None)
-        L.append(f"| {s['env_id']} | {s['seed']} | {layout(s)} | {s['env_steps']:,} | "
+        L.append(f"| {s['env_id']} | {s['seed']} | {run_layout(s)} | {s['env_steps']:,} | "
                  f"{fmt_ret(s['final_return_mean'])} | {tail_txt} | {fmt_ret(best_so_far(s))} | "
                  f"{s['sps_mean'] or 'n/a'} | "
                  f"{s['train_s'] / 60:.1f} min | "

@@ -151,7 +151,8 @@ class Learner(Service):
         if self.deferred_checkpoint is not None:  # overlap mode: every rollout is in and none answered
             self.take_checkpoint(self.deferred_checkpoint, rollouts)
             self.deferred_checkpoint = None
-        self.merge_moments([rollout for routed, rollout in ordered if routed is not None])  # restored: merged
+        # rollouts restored from a checkpoint (no route) had their moments merged at load, before serving
+        self.merge_moments([rollout for routed, rollout in ordered if routed is not None])
         values_seen = {f"normalizer/obs_count_used_rank{r.rank}": r.normalizer_count for r in rollouts}
         values_seen["normalizer/obs_count"] = self.obs_rms.count
         answer_first = self.overlap and self.iteration + 1 < self.num_iterations  # the last is answered after

@@ -105,7 +105,13 @@ class PPOAlgorithm(Algorithm):
             b_logprobs = b_prox
             values = b_current_values.numpy().reshape(rollout.values.shape)
 
-        first_values, first_returns = values, None
+        def batch_from(values: np.ndarray) -> tuple[tuple[torch.Tensor, ...], np.ndarray]:
+            advantages, returns = self._gae(rollout, values, gamma, gae_lambda)
+            return (b_obs, b_actions, b_logprobs, _tensor(values).flatten(), _tensor(advantages).flatten(),
+                    _tensor(returns).flatten(), *([] if b_weights is None else [b_weights])), returns
+
+        batch, returns = batch_from(values)
+        ev = explained_variance(values, returns)  # of the critic the update starts from
         params = list(self.net.parameters())  # once: walking the modules every minibatch costs ~20 us
         sizes = [len(mb) for mb in torch.arange(batch_size).tensor_split(num_minibatches)]
 
@@ -113,12 +119,7 @@ class PPOAlgorithm(Algorithm):
         for epoch in range(num_epochs):
             if epoch > 0 and recompute_adv:  # the critic has learnt since: fresher advantages
                 with torch.no_grad():
-                    values = self.net.get_value(b_obs).numpy().reshape(rollout.values.shape)
-            if epoch == 0 or recompute_adv:
-                advantages, returns = self._gae(rollout, values, gamma, gae_lambda)
-                first_returns = returns if first_returns is None else first_returns
-                batch = (b_obs, b_actions, b_logprobs, _tensor(values).flatten(), _tensor(advantages).flatten(),
-                         _tensor(returns).flatten(), *([] if b_weights is None else [b_weights]))
+                    batch, _ = batch_from(self.net.get_value(b_obs).numpy().reshape(rollout.values.shape))
             epoch_kls = []
             # Shuffle the whole batch once per epoch (one gather per tensor); minibatches are then views.
             perm = torch.randperm(batch_size, generator=self.generator)
@@ -176,7 +177,7 @@ class PPOAlgorithm(Algorithm):
             "entropy": entropy,
             "approx_kl": approx_kl,
             "clip_frac": clip_frac,
-            "explained_variance": explained_variance(first_values, first_returns),
+            "explained_variance": ev,
             "lr": lr,
             "grad_norm": grad_norm,
             "epochs": float(epoch + 1),
