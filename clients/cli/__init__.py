@@ -338,10 +338,8 @@ def inspect(path: str) -> None:
 
     from dynamicrl.services.controller import checkpoints
 
-    target = Path(path)
     try:
-        if not (target / "manifest.json").exists() and (target / "checkpoints").is_dir():
-            target = checkpoints.latest_good(target / "checkpoints", report=lambda m: click.echo(m, err=True))
+        target = checkpoints.resolve(Path(path), report=lambda m: click.echo(m, err=True))
         manifest, _controller, parts = checkpoints.read(target)
     except checkpoints.CheckpointError as exc:
         raise click.ClickException(str(exc)) from None
@@ -354,6 +352,39 @@ def inspect(path: str) -> None:
     for name in sorted(manifest["files"]):
         click.echo(f"  ok  {name}  sha256 {manifest['files'][name][:16]}...")
     click.echo(f"policy_sha256: {actual}")
+
+
+@main.command()
+@click.argument("path", type=click.Path(exists=True, file_okay=False))
+@click.option("--episodes", "-n", type=click.IntRange(min=1), default=10, show_default=True,
+              help="whole episodes to play")
+@click.option("--stochastic", is_flag=True, help="sample actions as in training (default: the most likely action)")
+@click.option("--seed", type=int, default=0, show_default=True, help="episode i is reset with seed + i")
+@json_option
+def evaluate(path: str, episodes: int, stochastic: bool, seed: int, as_json: bool) -> None:
+    """Play a checkpoint's policy (or a run's latest good one's) offline and report its returns.
+
+    The policy acts with its most likely action and the learner's observation statistics, frozen,
+    on the run's own env config: the final-policy figure SB3 rl-zoo's benchmark reports, where a
+    run's own return is of training episodes with sampled actions. Needs no running services.
+    """
+    import json
+    from pathlib import Path
+
+    from dynamicrl.clients.evaluate import evaluate as run_evaluation, summary
+
+    try:
+        result = run_evaluation(Path(path), episodes=episodes, deterministic=not stochastic, seed=seed,
+                                report=lambda m: click.echo(m, err=True))
+    except (ValueError, NotImplementedError) as exc:  # CheckpointError, a bad env id: one message naming it
+        raise click.ClickException(str(exc)) from None
+    if as_json:
+        click.echo(json.dumps(result.to_dict(), indent=2))
+        return
+    click.echo(f"checkpoint {result.checkpoint}")
+    for i, (ret, length) in enumerate(zip(result.returns, result.lengths)):
+        click.echo(f"  episode {i} (seed {seed + i}): return {ret:.1f}, length {length}")
+    click.echo(summary(result))
 
 
 @main.command("resume-run")

@@ -158,6 +158,13 @@ def latest_good(root: Path, report=print) -> Path:
     raise CheckpointError(f"{root}: no complete checkpoint to resume from")
 
 
+def resolve(path: Path, report=print) -> Path:
+    """A checkpoint directory as given, or a run directory's latest good checkpoint."""
+    if not (path / "manifest.json").exists() and (path / "checkpoints").is_dir():
+        return latest_good(path / "checkpoints", report=report)
+    return path
+
+
 def prune(root: Path, keep: int) -> None:
     for path in complete(root)[keep:]:
         shutil.rmtree(path, ignore_errors=True)

@@ -90,6 +90,8 @@ class EnvRunner(Service):
 
     def collect(self, obs: np.ndarray, version: int) -> tuple[Rollout | None, np.ndarray]:
         """One rollout of ``num_steps`` vector steps; ``obs`` are raw observations."""
+        from .envs import clip_to_space  # imported by run() already: gymnasium stays off the start path
+
         cfg, envs, actor, norm = self.config, self.envs, self.actor, self.normalizer
         steps, n = cfg.algo.num_steps, envs.num_envs
         space = envs.single_action_space
@@ -112,8 +114,7 @@ class EnvRunner(Service):
             cfg = self.config  # a patch (e.g. envrunner.reward_scale) replaces it at the safe point
             policy_obs = norm.observe(obs)
             actions, logprobs, values = actor.act(policy_obs)
-            env_actions = np.clip(actions, space.low, space.high) if box else actions
-            next_obs, rewards, terminated, truncated, infos = envs.step(env_actions)
+            next_obs, rewards, terminated, truncated, infos = envs.step(clip_to_space(actions, space))
             dones = terminated | truncated
             buf["obs"][t], buf["actions"][t] = policy_obs, actions
             buf["logprobs"][t], buf["values"][t] = logprobs, values

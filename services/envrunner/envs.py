@@ -10,6 +10,7 @@ from __future__ import annotations
 from functools import partial
 
 import gymnasium as gym
+import numpy as np
 
 from dynamicrl.config import EnvConfig
 
@@ -31,3 +32,13 @@ def make_vector_env(config: EnvConfig) -> gym.vector.VectorEnv:
 def env_seed(base_seed: int, rank: int) -> int:
     """Distinct, reproducible seeds per env-runner (sub-env i gets seed + i)."""
     return base_seed + 1000 * (rank + 1)
+
+
+def clip_to_space(actions: np.ndarray, space: gym.Space) -> np.ndarray:
+    """What the env is given: a Gaussian policy's actions clipped to a Box's bounds, others as they are.
+
+    The rollout keeps the unclipped actions: their log-probs are the ones the policy computed.
+    """
+    if isinstance(space, gym.spaces.Box):
+        return np.clip(actions, space.low, space.high)
+    return actions

@@ -106,6 +106,23 @@ def test_actor_with_learner_weights_matches_learner(action_space):
     assert logprobs.dtype == values.dtype == np.float32 and values.shape == (7,)
 
 
+@pytest.mark.parametrize("action_space", [DISCRETE, BOX])
+def test_actor_mode_is_the_learners_most_likely_action(action_space):
+    algo = PPOAlgorithm(PPOConfig(hidden_sizes=[16]), OBS, action_space, seed=4, num_iterations=1)
+    actor = PPOActor(algo.config, OBS, action_space, seed=0)
+    actor.load_weights(algo.get_weights())
+    obs = obs_batch(6)
+    with torch.no_grad():
+        out = algo.net.actor(torch.tensor(obs)).numpy()
+    state = actor.rng_state()
+    if action_space is DISCRETE:
+        np.testing.assert_array_equal(actor.mode(obs), out.argmax(axis=1))
+    else:
+        np.testing.assert_allclose(actor.mode(obs), out, rtol=1e-5, atol=1e-7)
+        assert actor.mode(obs).shape == (6, 2)
+    np.testing.assert_array_equal(actor.rng_state(), state)  # acting by the mode draws no random numbers
+
+
 def test_get_weights_returns_copies_in_stable_order():
     algo = PPOAlgorithm(PPOConfig(hidden_sizes=[8]), OBS, BOX, seed=0, num_iterations=1)
     w1 = algo.get_weights()

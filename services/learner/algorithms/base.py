@@ -130,6 +130,10 @@ class Actor(ABC):
     def value(self, obs: np.ndarray) -> np.ndarray:
         """Value estimates [n] float32, e.g. for the final observation of a truncated episode."""
 
+    def mode(self, obs: np.ndarray) -> np.ndarray:
+        """The most likely actions for a batch of observations: what evaluation and deployment act with."""
+        raise NotImplementedError(f"{type(self).__name__} has no deterministic action; evaluate it stochastically")
+
     def rng_state(self) -> np.ndarray:
         """The sampling generator's state (weights come from the learner, so this is all an actor owns)."""
         raise NotImplementedError(f"{type(self).__name__} does not support checkpoints")

@@ -65,6 +65,14 @@ class PPOActor(Actor):
             logprob = -(0.5 * eps * eps + self.log_std + _HALF_LOG_2PI).sum(axis=1)
         return action, logprob.astype(np.float32), self.value(x)
 
+    def mode(self, obs: np.ndarray) -> np.ndarray:
+        """The Gaussian's mean, or the most probable of a categorical's actions."""
+        x = _flat(obs)
+        out = self._forward(self.actor, x)
+        if self.discrete:
+            return out.argmax(axis=1).astype(np.int64)
+        return out.reshape(len(x), *self.action_shape)
+
     def value(self, obs: np.ndarray) -> np.ndarray:
         return self._forward(self.critic, _flat(obs))[:, 0]
 

@@ -1,0 +1,112 @@
+"""Evaluate a checkpointed policy offline: whole episodes, no bus, no running services.
+
+Why a separate evaluation: the returns a run reports are of training episodes, acted by a
+policy that still samples its actions (exploration) and changes while the episode runs. What a
+user deploys, and what SB3 rl-zoo's benchmark reports, is the final policy taking its most
+likely action. This rebuilds that policy from a checkpoint exactly as the learner would resume
+it (its algorithm's ``load_state``, so a plugin algorithm works too), normalises observations
+with the learner's statistics, frozen, and plays ``episodes`` episodes of the run's own env
+config, one env, episode ``i`` reset with seed ``seed + i``: the same checkpoint and seed give
+the same returns.
+"""
+
+from __future__ import annotations
+
+import statistics
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+
+from dynamicrl.config import Config, ConfigError, config_from_dict
+from dynamicrl.services.controller import checkpoints
+
+
+@dataclass(frozen=True)
+class Evaluation:
+    checkpoint: str
+    env_id: str
+    iteration: int
+    env_steps: int
+    deterministic: bool
+    seed: int
+    returns: list[float]
+    lengths: list[int]
+
+    @property
+    def mean(self) -> float:
+        return statistics.fmean(self.returns)
+
+    @property
+    def std(self) -> float:
+        return statistics.pstdev(self.returns)
+
+    def to_dict(self) -> dict:
+        return {**asdict(self), "mean": self.mean, "std": self.std}
+
+
+def evaluate(path: Path, episodes: int = 10, deterministic: bool = True, seed: int = 0,
+             report: Callable[[str], None] = print) -> Evaluation:
+    """Play ``episodes`` episodes with the checkpoint's policy; CheckpointError names what is wrong."""
+    import torch
+
+    from dynamicrl.services.envrunner.envs import clip_to_space, make_env
+    from dynamicrl.services.learner.algorithms import get_algorithm, load_class
+
+    target = checkpoints.resolve(path, report)
+    manifest, controller, parts = checkpoints.read(target)
+    try:
+        config = config_from_dict(controller["config"], origin=str(target / "controller.json"))
+    except (ConfigError, KeyError) as exc:
+        raise checkpoints.CheckpointError(f"{target / 'controller.json'}: no usable run config: {exc}") from None
+    learner = parts.get(controller.get("learner", ""))
+    if learner is None or not any(k.startswith(checkpoints.POLICY_PREFIX) for k in learner.arrays):
+        raise checkpoints.CheckpointError(f"{target}: holds no learner state with a policy")
+    env = make_env(config.env)
+    try:
+        spec = get_algorithm(config.algo.name)
+        torch.set_num_threads(1)  # a forward pass per step: more threads only add overhead
+        algorithm = load_class(spec.learner)(config.algo, env.observation_space, env.action_space,
+                                             seed=config.run.seed, num_iterations=1)
+        try:
+            algorithm.load_state(learner.arrays, learner.meta)
+        except (KeyError, ValueError, RuntimeError) as exc:  # arrays missing or of another network's shape
+            raise checkpoints.CheckpointError(f"{target / learner.service}: the policy does not load: {exc}") from None
+        actor = load_class(spec.actor)(config.algo, env.observation_space, env.action_space, seed=seed)
+        actor.load_weights(algorithm.get_weights())
+        normalizer = _normalizer(config, env, learner.arrays)
+        act = actor.mode if deterministic else (lambda obs: actor.act(obs)[0])
+        returns, lengths = [], []
+        for episode in range(episodes):
+            obs, _ = env.reset(seed=seed + episode)
+            total, steps, done = 0.0, 0, False
+            while not done:
+                action = act(normalizer.peek(obs[None]))[0]
+                obs, reward, terminated, truncated, _ = env.step(clip_to_space(action, env.action_space))
+                total, steps, done = total + float(reward), steps + 1, terminated or truncated
+            returns.append(total)
+            lengths.append(steps)
+    finally:
+        env.close()
+    return Evaluation(checkpoint=str(target), env_id=config.env.id, iteration=manifest["iteration"],
+                      env_steps=manifest["env_step"], deterministic=deterministic, seed=seed,
+                      returns=returns, lengths=lengths)
+
+
+def _normalizer(config: Config, env, arrays: dict[str, np.ndarray]):
+    """The env-runners' normaliser, loaded with the learner's statistics (``peek`` never updates them)."""
+    from dynamicrl.services.envrunner.normalize import Normalizer
+
+    normalizer = Normalizer(config.normalize, env.observation_space.shape, 1, getattr(config.algo, "gamma", 0.99))
+    normalizer.load({k.removeprefix("norm."): v for k, v in arrays.items() if k.startswith("norm.")})
+    return normalizer
+
+
+def summary(result: Evaluation) -> str:
+    kind = "deterministic" if result.deterministic else "stochastic"
+    spread = f" +- {result.std:.1f}" if len(result.returns) > 1 else ""
+    return (f"{result.env_id} at iteration {result.iteration} ({result.env_steps} env steps), "
+            f"{len(result.returns)} {kind} episode(s) from seed {result.seed}: "
+            f"return {result.mean:.1f}{spread}, length {statistics.fmean(result.lengths):.0f}")
+

@@ -1,0 +1,111 @@
+"""`dynamicrl evaluate`: a run's final checkpoint played offline, checked against an independent
+replay (the learner's torch network and the normalisation formula written out), and bad input."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import gymnasium as gym
+import numpy as np
+import pytest
+import torch
+
+from dynamicrl.services.controller import checkpoints
+from dynamicrl.services.learner.algorithms.ppo.policy import ActorCritic
+from helpers import base_overrides, free_ports, metrics_rows, run_stack
+
+pytestmark = pytest.mark.e2e
+
+CLI = [sys.executable, "-m", "dynamicrl.clients.cli"]
+HIDDEN = [16, 16]
+
+
+def cli(*args: str, cwd: Path) -> subprocess.CompletedProcess:
+    return subprocess.run([*CLI, *args], cwd=cwd, capture_output=True, text=True, timeout=120,
+                          stdin=subprocess.DEVNULL)
+
+
+@pytest.fixture(scope="module")
+def hopper_run(tmp_path_factory) -> Path:
+    """A short Hopper-v5 run with observation normalisation; it checkpoints at the end (the default)."""
+    tmp_path = tmp_path_factory.mktemp("evaluate")
+    overrides = [*base_overrides(tmp_path, free_ports(4)),
+                 "env.id=Hopper-v5", "env.num_envs=2", "algo.num_steps=64", "algo.num_minibatches=4",
+                 "algo.update_epochs=2", f"algo.hidden_sizes={json.dumps(HIDDEN)}", "algo.init_log_std=-0.5",
+                 "normalize.obs=true", "normalize.reward=true", "run.total_env_steps=1024"]
+    run_stack(tmp_path, overrides)
+    assert int(metrics_rows(tmp_path)[-1]["iteration"]) == 8
+    (run_dir,) = (tmp_path / "runs").iterdir()
+    return run_dir
+
+
+def replay_first_episode(checkpoint: Path, seed: int) -> tuple[float, int]:
+    """The deterministic policy's episode from the checkpoint's arrays, by other code than the evaluator's."""
+    _, controller, parts = checkpoints.read(checkpoint)
+    arrays = parts[controller["learner"]].arrays
+    env = gym.make("Hopper-v5")
+    net = ActorCritic(env.observation_space, env.action_space, HIDDEN)
+    net.load_state_dict({k.removeprefix("policy."): torch.tensor(v) for k, v in arrays.items()
+                         if k.startswith("policy.")})
+    mean, var = arrays["norm.obs.mean"], arrays["norm.obs.var"]
+    assert arrays["norm.obs.count"][0] == 1024  # real statistics, not the identity
+    obs, _ = env.reset(seed=seed)
+    total, steps, done = 0.0, 0, False
+    while not done:
+        x = np.clip((obs - mean) / np.sqrt(var + 1e-8), -10, 10).astype(np.float32)
+        with torch.no_grad():
+            action = net.actor(torch.tensor(x[None]))[0].numpy()
+        obs, reward, terminated, truncated, _ = env.step(np.clip(action, -1, 1))
+        total, steps, done = total + float(reward), steps + 1, terminated or truncated
+    env.close()
+    return total, steps
+
+
+def test_evaluate_plays_the_final_policy_deterministically(hopper_run, tmp_path):
+    out = cli("evaluate", str(hopper_run), "--episodes", "3", "--seed", "7", "--json", cwd=tmp_path)
+    assert out.returncode == 0, out.stderr
+    result = json.loads(out.stdout)
+    final = checkpoints.latest_good(hopper_run / "checkpoints")
+    assert result["checkpoint"] == str(final) and result["iteration"] == 8 and result["env_steps"] == 1024
+    assert result["env_id"] == "Hopper-v5" and result["deterministic"] is True
+    assert len(result["returns"]) == len(result["lengths"]) == 3
+    assert result["mean"] == pytest.approx(np.mean(result["returns"]))
+
+    expected_return, expected_length = replay_first_episode(final, seed=7)
+    assert result["lengths"][0] == expected_length
+    assert result["returns"][0] == pytest.approx(expected_return, rel=1e-4)
+
+    again = json.loads(cli("evaluate", str(final), "-n", "3", "--seed", "7", "--json", cwd=tmp_path).stdout)
+    assert again["returns"] == result["returns"], "same checkpoint, same seed: the same episodes"
+    sampled = json.loads(cli("evaluate", str(final), "-n", "3", "--seed", "7", "--stochastic", "--json",
+                             cwd=tmp_path).stdout)
+    assert sampled["deterministic"] is False and sampled["returns"] != result["returns"]
+
+    text = cli("evaluate", str(hopper_run), "-n", "2", cwd=tmp_path)
+    assert text.returncode == 0, text.stderr
+    lines = text.stdout.strip().splitlines()
+    assert lines[0] == f"checkpoint {final}" and len(lines) == 4
+    assert lines[1].startswith("  episode 0 (seed 0): return ")
+    assert lines[3].startswith("Hopper-v5 at iteration 8 (1024 env steps), 2 deterministic episode(s) from seed 0")
+
+
+def test_evaluate_refuses_bad_checkpoints_with_one_message(hopper_run, tmp_path):
+    final = checkpoints.latest_good(hopper_run / "checkpoints")
+    damaged = shutil.copytree(final, tmp_path / "damaged")
+    npz = next(damaged.glob("learner*.npz"))
+    data = bytearray(npz.read_bytes())
+    data[len(data) // 2] ^= 0x01
+    npz.write_bytes(bytes(data))
+    empty_run = tmp_path / "empty-run"
+    (empty_run / "checkpoints").mkdir(parents=True)
+    cases = {damaged: f"{npz}: sha256", empty_run: "no complete checkpoint",
+             tmp_path: "manifest.json: missing"}
+    for path, problem in cases.items():
+        out = cli("evaluate", str(path), cwd=tmp_path)
+        lines = out.stderr.strip().splitlines()
+        assert out.returncode == 1 and out.stdout == "", out.stderr
+        assert len(lines) == 1 and lines[0].startswith("Error: ") and problem in lines[0], out.stderr
