@@ -5,9 +5,10 @@ learner, ``--envrunners`` env-runners with ``--rank``, logger:
 ``python -m dynamicrl.services.<name> -c configs/env/mujoco_<env>.yaml KEY=VALUE...``) on free
 ports with ``run.dir=<--runs-root>/<env>-seed<k>-<time>-<pid>``, ``run.seed=<seed>``,
 ``run.total_env_steps=<steps>``, ``run.mode=<mode>`` (``--mode`` and ``--envrunners`` default to
-the config's), extra ``--set`` overrides, ``logger.console=false``, ``checkpoint.at_end=false``; waits (bounded by
-``--timeout``) for the controller to exit, then reads the run's ``metrics.csv``. Runs go one at a
-time, in the order given.
+the config's), extra ``--set`` overrides and ``logger.console=false``; waits (bounded by
+``--timeout``) for the controller to exit, then reads the run's ``metrics.csv`` and plays
+``--eval-episodes`` episodes with the final checkpoint's most likely action (``dynamicrl
+evaluate``: SB3 rl-zoo's kind of figure). Runs go one at a time, in the order given.
 
 Written per run (``--csv-dir``, default bench/results/learning/):
 
@@ -15,8 +16,8 @@ Written per run (``--csv-dir``, default bench/results/learning/):
   ``return_mean`` (mean undiscounted return of the last ``metrics.return_window`` = 20 finished
   training episodes, stochastic policy, unnormalised rewards; empty before the first episode
   ends) and ``sps`` (env steps per second of that iteration, learner clock);
-* ``<env>-seed<k>.json``: the run's summary (final return, env steps reached, SPS, wall time,
-  status, load average, exact command).
+* ``<env>-seed<k>.json``: the run's summary (final return, the final policy's evaluation, env
+  steps reached, SPS, wall time, status, load average, exact command).
 
 Then, from every ``*.json`` in every ``--csv-dir`` (so runs of earlier invocations are included):
 a PNG learning curve per env (``--docs-dir``/results/<env>.png, every seed, with the published
@@ -99,7 +100,7 @@ REFERENCES = [
     },
     {
         "key": "sb3zoo",
-        "metric": "final",
+        "metric": "eval",
         "name": "SB3 rl-baselines3-zoo PPO",
         "envs": "v3",
         "url": "https://github.com/DLR-RM/rl-baselines3-zoo/blob/master/benchmark.md",
@@ -168,7 +169,7 @@ def run_one(env: str, seed: int, args: argparse.Namespace, deadline: dt.datetime
         *(f"addresses.{k}=tcp://127.0.0.1:{p}" for k, p in zip(ADDRESS_KEYS, ports)),
         f"run.dir={run_dir}", f"run.seed={seed}", f"run.total_env_steps={args.steps}",
         f"run.mode={mode}", f"run.envrunners={envrunners}",
-        "logger.console=false", "checkpoint.at_end=false", *args.set,
+        "logger.console=false", *args.set,
     ]
     child_env = {k: v for k, v in os.environ.items() if k not in SCRUBBED_ENV}
     child_env["PYTHONUNBUFFERED"] = "1"
@@ -245,6 +246,8 @@ def run_one(env: str, seed: int, args: argparse.Namespace, deadline: dt.datetime
         "run_dir": str(run_dir.relative_to(REPO)) if run_dir.is_relative_to(REPO) else str(run_dir),
         "command": "python " + shlex.join([os.path.relpath(sys.argv[0], REPO), *sys.argv[1:]]),
     }
+    if status == "complete" and args.eval_episodes:
+        summary["eval"] = evaluate_final(run_dir, args.eval_episodes)
     csv_dir = Path(args.csv_dir[0])
     csv_dir.mkdir(parents=True, exist_ok=True)
     with open(csv_dir / f"{env}-seed{seed}.csv", "w", newline="") as f:
@@ -254,10 +257,33 @@ def run_one(env: str, seed: int, args: argparse.Namespace, deadline: dt.datetime
             w.writerow([steps, "" if ret is None else f"{ret:.3f}", "" if sps is None else sps])
     (csv_dir / f"{env}-seed{seed}.json").write_text(json.dumps(summary, indent=2) + "\n")
     ret_txt = "n/a" if final_return is None else f"{final_return:.1f}"
+    eval_txt = f", final policy (deterministic) {summary['eval']['mean']:.1f}" if "eval" in summary else ""
     print(f"[{utc_now():%H:%M:%S}] {env_id} seed {seed}: {status}{' (' + stop_reason + ')' if stop_reason else ''}; "
-          f"{reached} env steps, return_mean(last 20 episodes) {ret_txt}, SPS {summary['sps_mean']}, "
+          f"{reached} env steps, return_mean(last 20 episodes) {ret_txt}{eval_txt}, SPS {summary['sps_mean']}, "
           f"wall {wall:.0f} s, load {summary['load_after']}", flush=True)
     return summary
+
+
+def evaluate_final(run_dir: Path, episodes: int) -> dict:
+    """The run's final checkpoint played with its most likely action (what ``dynamicrl evaluate`` prints)."""
+    from dynamicrl.clients.evaluate import evaluate
+
+    result = evaluate(run_dir, episodes=episodes, deterministic=True, seed=0)
+    keys = ("iteration", "env_steps", "seed", "returns", "lengths", "mean", "std")
+    return {k: v for k, v in result.to_dict().items() if k in keys}
+
+
+def evaluate_existing(csv_dir: Path, episodes: int) -> None:
+    """Add the final policy's evaluation to the complete runs in ``csv_dir`` whose directory has a checkpoint."""
+    for path in sorted(csv_dir.glob("*-seed*.json")):
+        summary = json.loads(path.read_text())
+        run_dir = Path(summary["run_dir"]) if Path(summary["run_dir"]).is_absolute() else REPO / summary["run_dir"]
+        if "eval" in summary or summary["status"] != "complete" or not (run_dir / "checkpoints").is_dir():
+            continue
+        summary["eval"] = evaluate_final(run_dir, episodes)
+        path.write_text(json.dumps(summary, indent=2) + "\n")
+        print(f"{path.name}: final policy (deterministic, {episodes} episodes) {summary['eval']['mean']:.1f}",
+              flush=True)
 
 
 # -- report ------------------------------------------------------------------------------------
@@ -358,6 +384,15 @@ def fmt_ret(v: float | None) -> str:
     return "n/a" if v is None else f"{v:.1f}"
 
 
+def fmt_eval(summary: dict) -> str:
+    ev = summary.get("eval")
+    return "not evaluated" if ev is None else f"{ev['mean']:.1f} ± {ev['std']:.1f}"
+
+
+def mean(values: list[float]) -> float | None:
+    return sum(values) / len(values) if values else None
+
+
 def report(args: argparse.Namespace) -> str:
     csv_dirs = [Path(d) for d in args.csv_dir]
     docs_dir = Path(args.docs_dir)
@@ -377,7 +412,11 @@ def report(args: argparse.Namespace) -> str:
              "undiscounted episodic return of the **last 20 finished training episodes** "
              "(`metrics.return_window`), collected with the stochastic policy, raw (unnormalised) rewards, "
              "at the end of training (the first iteration boundary at or past 1M env steps: 1,001,472 with one "
-             "env-runner, 489 iterations of 2048 steps). No separate evaluation episodes are run.\n")
+             "env-runner, 489 iterations of 2048 steps).\n")
+    L.append("**Final policy, deterministic** is a separate evaluation after training (`dynamicrl evaluate`): "
+             "the final checkpoint's policy acting with its most likely action (the Gaussian's mean), "
+             "observations normalised with the learner's final statistics, frozen, 10 episodes of the same "
+             "env, episode i reset with seed i. Runs that predate it have none.\n")
     L.append("**Setup.** `configs/env/mujoco_<env>.yaml` with the overrides of the commands below (`--set`, "
              "`--mode`, `--envrunners`): CleanRL-style continuous PPO (obs + reward normalisation owned by the "
              "learner, state-independent log-std, orthogonal init, separate actor and critic MLPs). A run's own "
@@ -397,16 +436,17 @@ def report(args: argparse.Namespace) -> str:
 
     L.append("## Results\n")
     L.append("| env | seed | mode, env-runners x envs | env steps reached | return at end (last 20 episodes) | "
-             "mean of the last 10 iterations' return_mean | best return_mean during the run | SPS (mean) | "
+             "mean of the last 10 iterations' return_mean | best return_mean during the run | "
+             "final policy, deterministic (10 episodes) | SPS (mean) | "
              "training time | wall time | load avg before -> after | status |")
-    L.append("|---|---:|---|---:|---:|---:|---:|---:|---:|---:|---|---|")
+    L.append("|---|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|---|---|")
     for s in summaries:
         st = s["status"] + (f": {s['stop_reason']}" if s.get("stop_reason") else "")
         tail = [y for _, y in s["curve"][-10:] if y is not None]
         tail_txt = fmt_ret(sum(tail) / len(tail) if tail else None)
         L.append(f"| {s['env_id']} | {s['seed']} | {run_layout(s)} | {s['env_steps']:,} | "
                  f"{fmt_ret(s['final_return_mean'])} | {tail_txt} | {fmt_ret(best_so_far(s))} | "
-                 f"{s['sps_mean'] or 'n/a'} | "
+                 f"{fmt_eval(s)} | {s['sps_mean'] or 'n/a'} | "
                  f"{s['train_s'] / 60:.1f} min | "
                  f"{s['wall_s'] / 60:.1f} min | {s['load_before']} -> {s['load_after']} | {st} |")
     L.append("")
@@ -417,12 +457,12 @@ def report(args: argparse.Namespace) -> str:
              "controller's exit (includes imports, env start-up and shutdown).\n")
 
     L.append("## Versus published 1M-step PPO figures\n")
-    L.append("Two of our figures per env: the **return at 1M** (the final window, CleanRL's kind of figure) and, "
-             "in brackets, the **best window during the run**, the largest `return_mean` of any iteration up to "
-             "1M steps (Tianshou's kind of figure: a best-so-far), each the mean over our seeds. Each reference "
-             "is compared with the figure of its own kind.\n")
-    head = "| env | DynamicRL (v5): return at 1M [seeds] (best during the run) |"
-    sep = "|---|---|"
+    L.append("Three of our figures per env, each the mean over our seeds that reached 1M steps: the **final "
+             "window** (the return at 1M: CleanRL's kind of figure), the **best window** during the run (the "
+             "largest `return_mean` of any iteration: Tianshou's kind, a best-so-far) and the **final policy, "
+             "deterministic** (rl-zoo's kind). Each reference is compared with the figure of its own kind.\n")
+    head = "| env | final window [seeds] | best window | final policy, deterministic [seeds] |"
+    sep = "|---|---|---:|---|"
     for ref in REFERENCES:
         head += f" {ref['name']} ({ref['envs']}) |"
         sep += "---|"
@@ -431,27 +471,27 @@ def report(args: argparse.Namespace) -> str:
     for env, env_id, label, runs in by_layout(by_env):
         runs = [s for s in runs if s["final_return_mean"] is not None]
         full = [s for s in runs if s["env_steps"] >= 1_000_000]
-        best = None
+        evaluated = [s for s in full if "eval" in s]
+        ours = {"final": mean([s["final_return_mean"] for s in full]),
+                "best": mean([best_so_far(s) for s in full]),
+                "eval": mean([s["eval"]["mean"] for s in evaluated]) if len(evaluated) == len(full) else None}
         if full:
-            vals = [s["final_return_mean"] for s in full]
-            mean = sum(vals) / len(vals)
-            best = sum(best_so_far(s) for s in full) / len(full)
-            per_seed = ", ".join(f"seed {s['seed']}: {s['final_return_mean']:.1f}" for s in full)
-            ours = f"{mean:.1f} [{per_seed}] ({best:.1f})"
+            final_txt = f"{ours['final']:.1f} [" + ", ".join(f"{s['final_return_mean']:.0f}" for s in full) + "]"
+            eval_txt = ("not evaluated" if ours["eval"] is None else
+                        f"{ours['eval']:.1f} [" + ", ".join(f"{s['eval']['mean']:.0f}" for s in full) + "]")
+            row = f"| {env_id}{label} | {final_txt} | {ours['best']:.1f} | {eval_txt} |"
         elif runs:
-            mean = None
-            ours = "below 1M only: " + ", ".join(
-                f"seed {s['seed']}: {s['final_return_mean']:.1f} at {s['env_steps']:,} steps" for s in runs)
+            row = f"| {env_id}{label} | below 1M only: " + ", ".join(
+                f"seed {s['seed']}: {s['final_return_mean']:.1f} at {s['env_steps']:,} steps" for s in runs) + " | | |"
         else:
-            mean, ours = None, "not run"
-        row = f"| {env_id}{label} | {ours} |"
+            row = f"| {env_id}{label} | not run | | |"
         for ref in REFERENCES:
             val = ref["values"].get(env)
             if val is None:
                 row += " not found |"
             else:
-                ours_kind = best if ref["metric"] == "best" else mean
-                rel = "" if ours_kind is None else f" (ours {100 * (ours_kind - val[0]) / val[0]:+.0f}%)"
+                mine = ours[ref["metric"]] if full else None
+                rel = "" if mine is None else f" (ours {100 * (mine - val[0]) / val[0]:+.0f}%)"
                 row += f" {val[0]:.1f} ± {val[1]:.1f}{rel} |"
         L.append(row)
     L.append("")
@@ -463,11 +503,12 @@ def report(args: argparse.Namespace) -> str:
              "but v5 changes some observations, defaults and bugs, and v3 ran on MuJoCo 2.0), different metrics "
              "(the final window of training episodes here and in CleanRL; the best test return seen during "
              "training in Tianshou, which is an upper envelope; a deterministic-policy evaluation in SB3 rl-zoo) "
-             "and different numbers of seeds (1-2 here, 3 in CleanRL, 10 in Tianshou, 1 in rl-zoo). CleanRL is "
-             "the closest reference. Percentages are (ours - reference) / reference, using the mean of our "
-             "seeds that reached 1M steps: our return at 1M against CleanRL and rl-zoo, our best window "
-             "during the run against Tianshou's best-so-far. Our best window is over 20 stochastic training "
-             "episodes at 489 points; Tianshou's over 10 test episodes at 100 points per run.\n")
+             "and different numbers of seeds (2-4 here, 3 in CleanRL, 10 in Tianshou, 1 in rl-zoo). CleanRL is "
+             "the closest reference. Percentages are (ours - reference) / reference: our final window against "
+             "CleanRL, our best window against Tianshou's best-so-far, our final policy's deterministic "
+             "evaluation against rl-zoo's. Our best window is over 20 stochastic training episodes at 489 "
+             "points; Tianshou's over 10 test episodes at 100 points per run. Our deterministic evaluation is "
+             "10 episodes per seed; rl-zoo's ~150 episodes of one run.\n")
 
     L.append("## Learning curves\n")
     for env, (env_id, _) in ENVS.items():
@@ -506,6 +547,11 @@ def main(argv: list[str] | None = None) -> int:
                    help="where runs write their curve and summary (default bench/results/learning/); repeat it "
                         "to report on the runs of several directories (runs write to the first)")
     p.add_argument("--docs-dir", default=str(REPO / "docs"), help="results.md and results/<env>.png go here")
+    p.add_argument("--eval-episodes", type=int, default=10,
+                   help="episodes of the final policy's deterministic evaluation after each run (0: none)")
+    p.add_argument("--evaluate-only", action="store_true",
+                   help="no runs: evaluate the first --csv-dir's runs that have a final checkpoint and no "
+                        "evaluation yet, then report")
     p.add_argument("--report-only", action="store_true", help="no runs: rebuild PNGs and results.md")
     args = p.parse_args(argv)
     args.csv_dir = args.csv_dir or [str(HERE / "results" / "learning")]
@@ -524,7 +570,9 @@ def main(argv: list[str] | None = None) -> int:
 
     signal.signal(signal.SIGTERM, _on_signal)
     signal.signal(signal.SIGINT, _on_signal)
-    if not args.report_only:
+    if args.evaluate_only:
+        evaluate_existing(Path(args.csv_dir[0]), args.eval_episodes)
+    elif not args.report_only:
         for env in envs:
             for seed in seeds:
                 if STOP_REQUESTED:
