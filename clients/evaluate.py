@@ -49,8 +49,6 @@ class Evaluation:
 def evaluate(path: Path, episodes: int = 10, deterministic: bool = True, seed: int = 0,
              report: Callable[[str], None] = print) -> Evaluation:
     """Play ``episodes`` episodes with the checkpoint's policy; CheckpointError names what is wrong."""
-    import torch
-
     from dynamicrl.services.envrunner.envs import clip_to_space, make_env
     from dynamicrl.services.learner.algorithms import get_algorithm, load_class
 
@@ -66,7 +64,6 @@ def evaluate(path: Path, episodes: int = 10, deterministic: bool = True, seed: i
     env = make_env(config.env)
     try:
         spec = get_algorithm(config.algo.name)
-        torch.set_num_threads(1)  # a forward pass per step: more threads only add overhead
         algorithm = load_class(spec.learner)(config.algo, env.observation_space, env.action_space,
                                              seed=config.run.seed, num_iterations=1)
         try:

@@ -360,7 +360,7 @@ def inspect(path: str) -> None:
               help="whole episodes to play")
 @click.option("--stochastic", is_flag=True, help="sample actions as in training (default: the most likely action)")
 @click.option("--seed", type=int, default=0, show_default=True, help="episode i is reset with seed + i")
-@json_option
+@click.option("--json", "as_json", is_flag=True, help="print the result (every episode, mean, std) as JSON")
 def evaluate(path: str, episodes: int, stochastic: bool, seed: int, as_json: bool) -> None:
     """Play a checkpoint's policy (or a run's latest good one's) offline and report its returns.
 
