@@ -34,11 +34,11 @@ def test_hopper_two_envrunners_share_the_learners_statistics(tmp_path):
 
 
 def test_the_ant_showcase_runs_in_overlap_mode_and_checkpoints(tmp_path):
-    """configs/experiments/mujoco_ant_interactive.yaml (2 env-runners x 4 Ant-v5 envs) in overlap mode,
+    """configs/experiments/mujoco_ant_interactive.yaml (2 env-runners x 4 Ant-v5 envs, overlap mode),
     cut to 3 iterations with a checkpoint due after the 2nd: in overlap mode it is taken at the next
     boundary with the unanswered rollouts, and the one at the end as in sync mode."""
     config = Path(__file__).resolve().parents[2] / "configs/experiments/mujoco_ant_interactive.yaml"
-    overrides = [*base_overrides(tmp_path, free_ports(4)), "run.mode=overlap", "run.total_env_steps=6144",
+    overrides = [*base_overrides(tmp_path, free_ports(4)), "run.total_env_steps=6144",
                  "checkpoint.every_iterations=2"]
     run_stack(tmp_path, overrides, envrunners=2, env={"DYNAMICRL_CONFIG": str(config)})
     rows = metrics_rows(tmp_path)
