@@ -413,10 +413,11 @@ def report(args: argparse.Namespace) -> str:
              "(`metrics.return_window`), collected with the stochastic policy, raw (unnormalised) rewards, "
              "at the end of training (the first iteration boundary at or past 1M env steps: 1,001,472 with one "
              "env-runner, 489 iterations of 2048 steps).\n")
+    episodes = "/".join(str(n) for n in sorted({len(s["eval"]["returns"]) for s in summaries if "eval" in s}))
     L.append("**Final policy, deterministic** is a separate evaluation after training (`dynamicrl evaluate`): "
              "the final checkpoint's policy acting with its most likely action (the Gaussian's mean), "
-             "observations normalised with the learner's final statistics, frozen, 10 episodes of the same "
-             "env, episode i reset with seed i. Runs that predate it have none.\n")
+             f"observations normalised with the learner's final statistics, frozen, {episodes or 'N'} episodes "
+             "of the same env, episode i reset with seed i. Runs that predate it have none.\n")
     L.append("**Setup.** `configs/env/mujoco_<env>.yaml` with the overrides of the commands below (`--set`, "
              "`--mode`, `--envrunners`): CleanRL-style continuous PPO (obs + reward normalisation owned by the "
              "learner, state-independent log-std, orthogonal init, separate actor and critic MLPs). A run's own "
@@ -437,7 +438,7 @@ def report(args: argparse.Namespace) -> str:
     L.append("## Results\n")
     L.append("| env | seed | mode, env-runners x envs | env steps reached | return at end (last 20 episodes) | "
              "mean of the last 10 iterations' return_mean | best return_mean during the run | "
-             "final policy, deterministic (10 episodes) | SPS (mean) | "
+             "final policy, deterministic | SPS (mean) | "
              "training time | wall time | load avg before -> after | status |")
     L.append("|---|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|---|---|")
     for s in summaries:
@@ -495,6 +496,8 @@ def report(args: argparse.Namespace) -> str:
                 row += f" {val[0]:.1f} ± {val[1]:.1f}{rel} |"
         L.append(row)
     L.append("")
+    counts = sorted({len(runs) for _, _, _, runs in by_layout(by_env) if runs})
+    seeds_here = f"{counts[0]}-{counts[-1]}" if counts and counts[0] != counts[-1] else str(counts[0] if counts else 0)
     L.append("References (the published number, its env version, and what it measures):\n")
     for ref in REFERENCES:
         L.append(f"- **{ref['name']}** ({ref['envs']} envs), <{ref['url']}>: {ref['what']}.")
@@ -503,12 +506,13 @@ def report(args: argparse.Namespace) -> str:
              "but v5 changes some observations, defaults and bugs, and v3 ran on MuJoCo 2.0), different metrics "
              "(the final window of training episodes here and in CleanRL; the best test return seen during "
              "training in Tianshou, which is an upper envelope; a deterministic-policy evaluation in SB3 rl-zoo) "
-             "and different numbers of seeds (2-4 here, 3 in CleanRL, 10 in Tianshou, 1 in rl-zoo). CleanRL is "
+             f"and different numbers of seeds ({seeds_here} here, 3 in CleanRL, 10 in Tianshou, 1 in rl-zoo). "
+             "CleanRL is "
              "the closest reference. Percentages are (ours - reference) / reference: our final window against "
              "CleanRL, our best window against Tianshou's best-so-far, our final policy's deterministic "
              "evaluation against rl-zoo's. Our best window is over 20 stochastic training episodes at 489 "
              "points; Tianshou's over 10 test episodes at 100 points per run. Our deterministic evaluation is "
-             "10 episodes per seed; rl-zoo's ~150 episodes of one run.\n")
+             f"{episodes or 'N'} episodes per seed; rl-zoo's ~150 episodes of one run.\n")
 
     L.append("## Learning curves\n")
     for env, (env_id, _) in ENVS.items():

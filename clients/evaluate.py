@@ -58,9 +58,7 @@ def evaluate(path: Path, episodes: int = 10, deterministic: bool = True, seed: i
         config = config_from_dict(controller["config"], origin=str(target / "controller.json"))
     except (ConfigError, KeyError) as exc:
         raise checkpoints.CheckpointError(f"{target / 'controller.json'}: no usable run config: {exc}") from None
-    learner = parts.get(controller.get("learner", ""))
-    if learner is None or not any(k.startswith(checkpoints.POLICY_PREFIX) for k in learner.arrays):
-        raise checkpoints.CheckpointError(f"{target}: holds no learner state with a policy")
+    learner = checkpoints.policy_part(target, parts)
     env = make_env(config.env)
     try:
         spec = get_algorithm(config.algo.name)

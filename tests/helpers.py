@@ -12,7 +12,9 @@ end-to-end tests can all use it:
 * ``stop_all(procs)``: the same for a whole run at once (reaping every process while
   waiting, so a controller that waits for its members' pids is not kept waiting);
 * ``wait_exit(procs, timeout)``: wait for processes that end by themselves (same reaping);
-* ``wait_until(fn, timeout)``: poll a predicate with a deadline instead of sleeping.
+* ``wait_until(fn, timeout)``: poll a predicate with a deadline instead of sleeping;
+* ``run_cli(*args, cwd=...)``: the ``dynamicrl`` command as a user runs it, outside any run's
+  environment (``$DYNAMICRL_*`` removed unless given in ``env``), bounded by ``timeout``.
 """
 
 from __future__ import annotations
@@ -29,6 +31,9 @@ from typing import Any, Callable, Mapping, Sequence
 
 #: Order of the ports ``base_overrides`` expects.
 ADDRESS_KEYS = ("controller", "bus_in", "bus_out", "data")
+
+#: The ``dynamicrl`` command, run by the interpreter running the tests.
+CLI = [sys.executable, "-m", "dynamicrl.clients.cli"]
 
 #: Variables that would silently change what a started service does.
 _SCRUBBED_ENV = ("DYNAMICRL_CONFIG", "DYNAMICRL_OVERRIDES", "HONCHO_PROCESS_NAME")
@@ -250,3 +255,10 @@ def metrics_rows(tmp_path: Path) -> list[dict[str, str]]:
 
     (run_dir,) = (Path(tmp_path) / "runs").iterdir()
     return list(csv.DictReader((run_dir / "metrics.csv").read_text().splitlines()))
+
+
+def run_cli(*args: str, cwd: Path, env: Mapping[str, str] | None = None,
+            timeout: float = 60) -> subprocess.CompletedProcess:
+    base = {k: v for k, v in os.environ.items() if not k.startswith("DYNAMICRL_")}
+    return subprocess.run([*CLI, *args], cwd=cwd, env={**base, **(env or {})}, capture_output=True, text=True,
+                          timeout=timeout, stdin=subprocess.DEVNULL)

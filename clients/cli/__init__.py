@@ -341,9 +341,9 @@ def inspect(path: str) -> None:
     try:
         target = checkpoints.resolve(Path(path), report=lambda m: click.echo(m, err=True))
         manifest, _controller, parts = checkpoints.read(target)
+        learner = checkpoints.policy_part(target, parts)
     except checkpoints.CheckpointError as exc:
         raise click.ClickException(str(exc)) from None
-    learner = next(p for p in parts.values() if any(k.startswith(checkpoints.POLICY_PREFIX) for k in p.arrays))
     actual = checkpoints.policy_sha256(learner.arrays)
     if actual != manifest["policy_sha256"]:
         raise click.ClickException(f"{target}: policy hash {actual} differs from the manifest's")

@@ -158,6 +158,14 @@ def latest_good(root: Path, report=print) -> Path:
     raise CheckpointError(f"{root}: no complete checkpoint to resume from")
 
 
+def policy_part(path: Path, parts: dict[str, Part]) -> Part:
+    """The member whose arrays hold the policy (the learner's), or CheckpointError."""
+    for part in parts.values():
+        if any(name.startswith(POLICY_PREFIX) for name in part.arrays):
+            return part
+    raise CheckpointError(f"{path}: no member holds a policy ({POLICY_PREFIX}* arrays)")
+
+
 def resolve(path: Path, report=print) -> Path:
     """A checkpoint directory as given, or a run directory's latest good checkpoint."""
     if not (path / "manifest.json").exists() and (path / "checkpoints").is_dir():

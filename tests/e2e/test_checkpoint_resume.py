@@ -50,13 +50,13 @@ from dynamicrl.protocol.messages import (
     ResumeRequest, RunState, ValueChange,
 )
 from dynamicrl.services.controller import checkpoints
-from helpers import base_overrides, endpoint, free_ports, wait_until
+from helpers import CLI, base_overrides, endpoint, free_ports, wait_until
+from helpers import run_cli as cli
 
 pytestmark = pytest.mark.e2e
 
 REPO = Path(__file__).resolve().parents[2]
 PROCFILE = REPO / "Procfile"
-CLI = [sys.executable, "-m", "dynamicrl.clients.cli"]
 WRITER = Path(__file__).with_name("checkpoint_writer.py")
 #: metrics.csv columns that depend on the wall clock, not on the training
 WALL_CLOCK_COLUMNS = {"time", "sps"}
@@ -625,12 +625,6 @@ BREAKAGES = {  # how -> what the one error line must say
     "missing part": (drop_part, "missing"),
     "missing manifest": (drop_manifest, "missing (the checkpoint was not completed)"),
 }
-
-
-def cli(*args: str, cwd: Path, env: dict | None = None, timeout: float = 60) -> subprocess.CompletedProcess:
-    base = {k: v for k, v in os.environ.items() if not k.startswith("DYNAMICRL_")}
-    return subprocess.run([*CLI, *args], cwd=cwd, env={**base, **(env or {})}, capture_output=True, text=True,
-                          timeout=timeout, stdin=subprocess.DEVNULL)
 
 
 @pytest.mark.parametrize("breakage", list(BREAKAGES))

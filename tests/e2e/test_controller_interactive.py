@@ -20,7 +20,6 @@ import math
 import os
 import signal
 import subprocess
-import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -37,11 +36,11 @@ from dynamicrl.protocol.messages import (
     StatusReply,
 )
 from dynamicrl.tunables import allowed
-from helpers import base_overrides, endpoint, free_port, free_ports, log_text, start_service, stop_all, wait_exit, wait_until
+from helpers import (CLI, base_overrides, endpoint, free_port, free_ports, log_text, start_service, stop_all,
+                     wait_exit, wait_until)
 
 pytestmark = pytest.mark.e2e
 
-CLI = [sys.executable, "-m", "dynamicrl.clients.cli"]
 #: never spent during a test: the shared run must not finish by itself
 ENDLESS = "run.total_env_steps=100000000"
 #: short enough to test faults quickly; dead_after_s large so a stopped env-runner does not end the run

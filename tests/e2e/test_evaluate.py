@@ -5,8 +5,6 @@ from __future__ import annotations
 
 import json
 import shutil
-import subprocess
-import sys
 from pathlib import Path
 
 import gymnasium as gym
@@ -16,17 +14,15 @@ import torch
 
 from dynamicrl.services.controller import checkpoints
 from dynamicrl.services.learner.algorithms.ppo.policy import ActorCritic
-from helpers import base_overrides, free_ports, metrics_rows, run_stack
+from helpers import base_overrides, free_ports, metrics_rows, run_cli, run_stack
 
 pytestmark = pytest.mark.e2e
 
-CLI = [sys.executable, "-m", "dynamicrl.clients.cli"]
 HIDDEN = [16, 16]
 
 
-def cli(*args: str, cwd: Path) -> subprocess.CompletedProcess:
-    return subprocess.run([*CLI, *args], cwd=cwd, capture_output=True, text=True, timeout=120,
-                          stdin=subprocess.DEVNULL)
+def cli(*args: str, cwd: Path):
+    return run_cli(*args, cwd=cwd, timeout=120)
 
 
 @pytest.fixture(scope="module")
@@ -102,10 +98,16 @@ def test_evaluate_refuses_bad_checkpoints_with_one_message(hopper_run, tmp_path)
     npz.write_bytes(bytes(data))
     empty_run = tmp_path / "empty-run"
     (empty_run / "checkpoints").mkdir(parents=True)
+    # intact, but no member saved a policy (an algorithm that saves none under policy.*)
+    no_policy = checkpoints.write(tmp_path / "no-policy", 1, 64,
+                                  [checkpoints.Part("learner.1", {"optim.0.step": np.zeros(1)}, {})],
+                                  {"run_id": "x", "learner": "learner.1", "config": {}, "journal_entries": 0},
+                                  keep=1)
     cases = {damaged: f"{npz}: sha256", empty_run: "no complete checkpoint",
-             tmp_path: "manifest.json: missing"}
+             tmp_path: "manifest.json: missing", no_policy: "no member holds a policy"}
     for path, problem in cases.items():
-        out = cli("evaluate", str(path), cwd=tmp_path)
-        lines = out.stderr.strip().splitlines()
-        assert out.returncode == 1 and out.stdout == "", out.stderr
-        assert len(lines) == 1 and lines[0].startswith("Error: ") and problem in lines[0], out.stderr
+        for command in ("evaluate", "inspect"):  # the two readers of a checkpoint's policy say the same
+            out = cli(command, str(path), cwd=tmp_path)
+            lines = out.stderr.strip().splitlines()
+            assert out.returncode == 1 and out.stdout == "", f"{command}: {out.stderr}"
+            assert len(lines) == 1 and lines[0].startswith("Error: ") and problem in lines[0], out.stderr
