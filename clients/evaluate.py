@@ -8,6 +8,9 @@ it (its algorithm's ``load_state``, so a plugin algorithm works too), normalises
 with the learner's statistics, frozen, and plays ``episodes`` episodes of the run's own env
 config, one env, episode ``i`` reset with seed ``seed + i``: the same checkpoint and seed give
 the same returns.
+
+``evaluate_run`` does this for every checkpoint a run kept: an evaluation curve of the policy
+itself, the test curve Tianshou reports and the way to pick the best checkpoint, not the last.
 """
 
 from __future__ import annotations
@@ -87,6 +90,25 @@ def evaluate(path: Path, episodes: int = 10, deterministic: bool = True, seed: i
     return Evaluation(checkpoint=str(target), env_id=config.env.id, iteration=manifest["iteration"],
                       env_steps=manifest["env_step"], deterministic=deterministic, seed=seed,
                       returns=returns, lengths=lengths)
+
+
+def evaluate_run(path: Path, episodes: int = 10, deterministic: bool = True, seed: int = 0,
+                 report: Callable[[str], None] = print) -> list[Evaluation]:
+    """Every good checkpoint of a run directory (or of a checkpoints directory), oldest first.
+
+    A bad checkpoint is reported and skipped, as resuming skips it; CheckpointError if none is good.
+    """
+    root = path / "checkpoints" if (path / "checkpoints").is_dir() else path
+    found = [path] if (path / "manifest.json").exists() else list(reversed(checkpoints.complete(root)))
+    results = []
+    for checkpoint in found:
+        try:
+            results.append(evaluate(checkpoint, episodes, deterministic, seed, report))
+        except checkpoints.CheckpointError as exc:
+            report(f"skipping a bad checkpoint: {exc}")
+    if not results:
+        raise checkpoints.CheckpointError(f"{root}: no complete checkpoint to evaluate")
+    return results
 
 
 def _normalizer(config: Config, env, arrays: dict[str, np.ndarray]):

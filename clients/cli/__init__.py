@@ -360,31 +360,45 @@ def inspect(path: str) -> None:
               help="whole episodes to play")
 @click.option("--stochastic", is_flag=True, help="sample actions as in training (default: the most likely action)")
 @click.option("--seed", type=int, default=0, show_default=True, help="episode i is reset with seed + i")
+@click.option("--all", "every_checkpoint", is_flag=True,
+              help="evaluate every good checkpoint the run kept, oldest first, and name the best")
 @click.option("--json", "as_json", is_flag=True, help="print the result (every episode, mean, std) as JSON")
-def evaluate(path: str, episodes: int, stochastic: bool, seed: int, as_json: bool) -> None:
+def evaluate(path: str, episodes: int, stochastic: bool, seed: int, every_checkpoint: bool, as_json: bool) -> None:
     """Play a checkpoint's policy (or a run's latest good one's) offline and report its returns.
 
     The policy acts with its most likely action and the learner's observation statistics, frozen,
     on the run's own env config: the final-policy figure SB3 rl-zoo's benchmark reports, where a
     run's own return is of training episodes with sampled actions. Needs no running services.
+    With --all, every checkpoint the run kept (set checkpoint.every_iterations and checkpoint.keep
+    to keep a series): how the policy itself improved, and which checkpoint to deploy.
     """
     import json
+    import statistics
     from pathlib import Path
 
-    from dynamicrl.clients.evaluate import evaluate as run_evaluation, summary
+    from dynamicrl.clients.evaluate import evaluate as run_evaluation, evaluate_run, summary
 
+    run = evaluate_run if every_checkpoint else run_evaluation
     try:
-        result = run_evaluation(Path(path), episodes=episodes, deterministic=not stochastic, seed=seed,
-                                report=lambda m: click.echo(m, err=True))
+        result = run(Path(path), episodes=episodes, deterministic=not stochastic, seed=seed,
+                     report=lambda m: click.echo(m, err=True))
     except (ValueError, NotImplementedError) as exc:  # CheckpointError, a bad env id: one message naming it
         raise click.ClickException(str(exc)) from None
     if as_json:
-        click.echo(json.dumps(result.to_dict(), indent=2))
-        return
-    click.echo(f"checkpoint {result.checkpoint}")
-    for i, (ret, length) in enumerate(zip(result.returns, result.lengths)):
-        click.echo(f"  episode {i} (seed {seed + i}): return {ret:.1f}, length {length}")
-    click.echo(summary(result))
+        click.echo(json.dumps([r.to_dict() for r in result] if every_checkpoint else result.to_dict(), indent=2))
+    elif every_checkpoint:
+        kind = "stochastic" if stochastic else "deterministic"
+        click.echo(f"{len(result)} checkpoint(s), {episodes} {kind} episode(s) each from seed {seed}:")
+        for r in result:
+            click.echo(f"  iteration {r.iteration:>7} ({r.env_steps:>10} env steps): return {r.mean:10.1f} "
+                       f"+- {r.std:.1f}, length {statistics.fmean(r.lengths):.0f}")
+        best = max(result, key=lambda r: r.mean)
+        click.echo(f"best: {best.checkpoint} (iteration {best.iteration}, return {best.mean:.1f})")
+    else:
+        click.echo(f"checkpoint {result.checkpoint}")
+        for i, (ret, length) in enumerate(zip(result.returns, result.lengths)):
+            click.echo(f"  episode {i} (seed {seed + i}): return {ret:.1f}, length {length}")
+        click.echo(summary(result))
 
 
 @main.command("resume-run")

@@ -27,12 +27,13 @@ def cli(*args: str, cwd: Path):
 
 @pytest.fixture(scope="module")
 def hopper_run(tmp_path_factory) -> Path:
-    """A short Hopper-v5 run with observation normalisation; it checkpoints at the end (the default)."""
+    """A short Hopper-v5 run with observation normalisation; it checkpoints at iteration 4 and at the end."""
     tmp_path = tmp_path_factory.mktemp("evaluate")
     overrides = [*base_overrides(tmp_path, free_ports(4)),
                  "env.id=Hopper-v5", "env.num_envs=2", "algo.num_steps=64", "algo.num_minibatches=4",
                  "algo.update_epochs=2", f"algo.hidden_sizes={json.dumps(HIDDEN)}", "algo.init_log_std=-0.5",
-                 "normalize.obs=true", "normalize.reward=true", "run.total_env_steps=1024"]
+                 "normalize.obs=true", "normalize.reward=true", "run.total_env_steps=1024",
+                 "checkpoint.every_iterations=4"]
     run_stack(tmp_path, overrides)
     assert int(metrics_rows(tmp_path)[-1]["iteration"]) == 8
     (run_dir,) = (tmp_path / "runs").iterdir()
@@ -111,3 +112,31 @@ def test_evaluate_refuses_bad_checkpoints_with_one_message(hopper_run, tmp_path)
             lines = out.stderr.strip().splitlines()
             assert out.returncode == 1 and out.stdout == "", f"{command}: {out.stderr}"
             assert len(lines) == 1 and lines[0].startswith("Error: ") and problem in lines[0], out.stderr
+    out = cli("evaluate", "--all", str(empty_run), cwd=tmp_path)
+    assert out.returncode == 1 and out.stderr.strip() == f"Error: {empty_run / 'checkpoints'}: no complete checkpoint to evaluate"
+
+
+def test_evaluate_all_plays_every_checkpoint_and_names_the_best(hopper_run, tmp_path):
+    """--all is the single evaluation repeated per checkpoint, oldest first; a bad one is skipped, said on stderr."""
+    run = shutil.copytree(hopper_run, tmp_path / "run")
+    out = cli("evaluate", str(run), "--all", "-n", "2", "--stochastic", "--json", cwd=tmp_path)
+    assert out.returncode == 0, out.stderr
+    results = json.loads(out.stdout)
+    assert [(r["iteration"], r["env_steps"]) for r in results] == [(4, 512), (8, 1024)]
+    for r in results:
+        single = json.loads(cli("evaluate", r["checkpoint"], "-n", "2", "--stochastic", "--json", cwd=tmp_path).stdout)
+        assert single == r
+    assert results[0]["returns"] != results[1]["returns"], "two policies, two sets of episodes"
+
+    text = cli("evaluate", str(run), "--all", "-n", "2", "--stochastic", cwd=tmp_path)
+    lines = text.stdout.strip().splitlines()
+    assert lines[0] == "2 checkpoint(s), 2 stochastic episode(s) each from seed 0:" and len(lines) == 4
+    assert lines[1].startswith("  iteration       4 (       512 env steps): return ")
+    best = max(results, key=lambda r: r["mean"])
+    assert lines[3] == f"best: {best['checkpoint']} (iteration {best['iteration']}, return {best['mean']:.1f})"
+
+    (run / "checkpoints" / "iter-00000004" / "manifest.json").unlink()  # as if the write had been cut short
+    out = cli("evaluate", str(run), "--all", "-n", "1", "--json", cwd=tmp_path)
+    assert out.returncode == 0, out.stderr
+    assert [r["iteration"] for r in json.loads(out.stdout)] == [8]
+    assert out.stderr.count("skipping a bad checkpoint") == 1 and "iter-00000004/manifest.json: missing" in out.stderr
