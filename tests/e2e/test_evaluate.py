@@ -113,7 +113,8 @@ def test_evaluate_refuses_bad_checkpoints_with_one_message(hopper_run, tmp_path)
             assert out.returncode == 1 and out.stdout == "", f"{command}: {out.stderr}"
             assert len(lines) == 1 and lines[0].startswith("Error: ") and problem in lines[0], out.stderr
     out = cli("evaluate", "--all", str(empty_run), cwd=tmp_path)
-    assert out.returncode == 1 and out.stderr.strip() == f"Error: {empty_run / 'checkpoints'}: no complete checkpoint to evaluate"
+    expected = f"Error: {empty_run / 'checkpoints'}: no complete checkpoint to evaluate"
+    assert out.returncode == 1 and out.stderr.strip() == expected
 
 
 def test_evaluate_all_plays_every_checkpoint_and_names_the_best(hopper_run, tmp_path):
