@@ -5,10 +5,14 @@ learner, ``--envrunners`` env-runners with ``--rank``, logger:
 ``python -m dynamicrl.services.<name> -c configs/env/mujoco_<env>.yaml KEY=VALUE...``) on free
 ports with ``run.dir=<--runs-root>/<env>-seed<k>-<time>-<pid>``, ``run.seed=<seed>``,
 ``run.total_env_steps=<steps>``, ``run.mode=<mode>`` (``--mode`` and ``--envrunners`` default to
-the config's), extra ``--set`` overrides and ``logger.console=false``; waits (bounded by
-``--timeout``) for the controller to exit, then reads the run's ``metrics.csv`` and plays
-``--eval-episodes`` episodes with the final checkpoint's most likely action (``dynamicrl
-evaluate``: SB3 rl-zoo's kind of figure). Runs go one at a time, in the order given.
+the config's), extra ``--set`` overrides and ``logger.console=false``, and a checkpoint every
+``--test-every`` iterations, all kept;
+waits (bounded by ``--timeout``) for the controller to exit, then reads the run's
+``metrics.csv``, tests every checkpoint with ``--test-episodes`` stochastic episodes
+(``dynamicrl evaluate --all --stochastic``: Tianshou's test curve, every 30,720 env steps by
+default as there) and plays ``--eval-episodes`` episodes with the final checkpoint's most likely
+action (``dynamicrl evaluate``: SB3 rl-zoo's kind of figure). Runs go one at a time, in the
+order given.
 
 Written per run (``--csv-dir``, default bench/results/learning/):
 
@@ -16,8 +20,9 @@ Written per run (``--csv-dir``, default bench/results/learning/):
   ``return_mean`` (mean undiscounted return of the last ``metrics.return_window`` = 20 finished
   training episodes, stochastic policy, unnormalised rewards; empty before the first episode
   ends) and ``sps`` (env steps per second of that iteration, learner clock);
-* ``<env>-seed<k>.json``: the run's summary (final return, the final policy's evaluation, env
-  steps reached, SPS, wall time, status, load average, exact command).
+* ``<env>-seed<k>.json``: the run's summary (final return, the test curve as ``tests``:
+  ``[env_steps, mean test return]`` per checkpoint, the final policy's evaluation, env steps
+  reached, SPS, wall time, status, load average, exact command).
 
 Then, from every ``*.json`` in every ``--csv-dir`` (so runs of earlier invocations are included):
 a PNG learning curve per env (``--docs-dir``/results/<env>.png, every seed, with the published
@@ -86,12 +91,16 @@ REFERENCES = [
     },
     {
         "key": "tianshou",
-        "metric": "best",
+        "metric": "best_test",
         "name": "Tianshou PPO",
         "envs": "v3",
         "url": "https://github.com/thu-ml/tianshou/tree/master/examples/mujoco#ppo",
-        "what": ("*max* over the first 1M steps of the average test return (10 test episodes), mean ± std "
-                 "over 10 seeds, gym 0.17.3 / MuJoCo 2.0 v3 envs (README footnotes). The script's defaults "
+        "what": ("the *max* over the test points of the first 1M steps of the 10-seed mean test return: a test "
+                 "every 30,720 env steps (15 collects of 2048) of 10 episodes with sampled actions "
+                 "(`mujoco_ppo.py` does not set `deterministic_eval`); ± is the seeds' std at that point "
+                 "(HalfCheetah's 5783.9 ± 1244.0 is the row at 921,600 steps of "
+                 "`benchmark/HalfCheetah-v3/ppo/test_rew_10seeds.csv`). gym 0.17.3 / MuJoCo 2.0 v3 envs "
+                 "(README footnotes). The script's defaults "
                  "(`examples/mujoco/mujoco_ppo.py`): 64x64 tanh, 2048 steps per collect, 10 repeats of "
                  "minibatch 64, lr 3e-4 linearly decayed, advantages recomputed every repeat, last actor layer "
                  "scaled by 0.01, observation and reward normalisation, no value clipping"),
@@ -163,13 +172,16 @@ def run_one(env: str, seed: int, args: argparse.Namespace, deadline: dt.datetime
     log_dir = runs_root / "logs" / f"{env}-seed{seed}-{stamp}"
     log_dir.mkdir(parents=True, exist_ok=True)
     ports = free_ports(len(ADDRESS_KEYS))
+    iteration_steps = cfg.algo.num_steps * cfg.env.num_envs * envrunners
+    tests = ([f"checkpoint.every_iterations={args.test_every}",  # kept, every one: the test curve is played after
+              f"checkpoint.keep={-(-args.steps // iteration_steps) // args.test_every + 2}"] if args.test_every else [])
     # the run's own directory, named here: another invocation sharing --runs-root cannot be mistaken for it
     run_dir = runs_root / f"{env}-seed{seed}-{stamp}-{os.getpid()}"
     overrides = [
         *(f"addresses.{k}=tcp://127.0.0.1:{p}" for k, p in zip(ADDRESS_KEYS, ports)),
         f"run.dir={run_dir}", f"run.seed={seed}", f"run.total_env_steps={args.steps}",
         f"run.mode={mode}", f"run.envrunners={envrunners}",
-        "logger.console=false", *args.set,
+        "logger.console=false", *tests, *args.set,
     ]
     child_env = {k: v for k, v in os.environ.items() if k not in SCRUBBED_ENV}
     child_env["PYTHONUNBUFFERED"] = "1"
@@ -246,8 +258,8 @@ def run_one(env: str, seed: int, args: argparse.Namespace, deadline: dt.datetime
         "run_dir": str(run_dir.relative_to(REPO)) if run_dir.is_relative_to(REPO) else str(run_dir),
         "command": "python " + shlex.join([os.path.relpath(sys.argv[0], REPO), *sys.argv[1:]]),
     }
-    if status == "complete" and args.eval_episodes:
-        summary["eval"] = evaluate_final(run_dir, args.eval_episodes)
+    if status == "complete":
+        evaluate_run(summary, run_dir, args)
     csv_dir = Path(args.csv_dir[0])
     csv_dir.mkdir(parents=True, exist_ok=True)
     with open(csv_dir / f"{env}-seed{seed}.csv", "w", newline="") as f:
@@ -264,26 +276,37 @@ def run_one(env: str, seed: int, args: argparse.Namespace, deadline: dt.datetime
     return summary
 
 
-def evaluate_final(run_dir: Path, episodes: int) -> dict:
-    """The run's final checkpoint played with its most likely action (what ``dynamicrl evaluate`` prints)."""
-    from dynamicrl.clients.evaluate import evaluate
+def evaluate_run(summary: dict, run_dir: Path, args: argparse.Namespace) -> None:
+    """Add what the summary lacks and the run's checkpoints allow: the test curve (``tests``: every
+    checkpoint, ``--test-episodes`` stochastic episodes, as ``dynamicrl evaluate --all --stochastic``)
+    when the run kept more than its final one, and the final policy's deterministic evaluation (``eval``)."""
+    from dynamicrl.clients.evaluate import evaluate, evaluate_run as evaluate_all
+    from dynamicrl.services.controller import checkpoints
 
-    result = evaluate(run_dir, episodes=episodes, deterministic=True, seed=0)
-    keys = ("iteration", "env_steps", "seed", "returns", "lengths", "mean", "std")
-    return {k: v for k, v in result.to_dict().items() if k in keys}
+    kept = checkpoints.complete(run_dir / "checkpoints")
+    if "tests" not in summary and args.test_episodes and len(kept) > 1:
+        results = evaluate_all(run_dir, episodes=args.test_episodes, deterministic=False, seed=0)
+        summary["tests"] = [[r.env_steps, round(r.mean, 3)] for r in results]
+        summary["test_episodes"] = args.test_episodes
+        print(f"  {summary['env']} seed {summary['seed']}: {len(results)} checkpoints tested, best "
+              f"{max(m for _, m in summary['tests']):.1f}", flush=True)
+    if "eval" not in summary and args.eval_episodes and kept:
+        result = evaluate(run_dir, episodes=args.eval_episodes, deterministic=True, seed=0)
+        keys = ("iteration", "env_steps", "seed", "returns", "lengths", "mean", "std")
+        summary["eval"] = {k: v for k, v in result.to_dict().items() if k in keys}
+        print(f"  {summary['env']} seed {summary['seed']}: final policy (deterministic, {args.eval_episodes} "
+              f"episodes) {summary['eval']['mean']:.1f}", flush=True)
 
 
-def evaluate_existing(csv_dir: Path, episodes: int) -> None:
-    """Add the final policy's evaluation to the complete runs in ``csv_dir`` whose directory has a checkpoint."""
-    for path in sorted(csv_dir.glob("*-seed*.json")):
+def evaluate_existing(args: argparse.Namespace, envs: list[str], seeds: list[int] | None) -> None:
+    """``evaluate_run`` for the complete runs of the first ``--csv-dir`` (of ``envs`` and ``seeds``)."""
+    for path in sorted(Path(args.csv_dir[0]).glob("*-seed*.json")):
         summary = json.loads(path.read_text())
-        run_dir = Path(summary["run_dir"]) if Path(summary["run_dir"]).is_absolute() else REPO / summary["run_dir"]
-        if "eval" in summary or summary["status"] != "complete" or not (run_dir / "checkpoints").is_dir():
+        if summary["status"] != "complete" or summary["env"] not in envs or (seeds and summary["seed"] not in seeds):
             continue
-        summary["eval"] = evaluate_final(run_dir, episodes)
+        run_dir = Path(summary["run_dir"]) if Path(summary["run_dir"]).is_absolute() else REPO / summary["run_dir"]
+        evaluate_run(summary, run_dir, args)
         path.write_text(json.dumps(summary, indent=2) + "\n")
-        print(f"{path.name}: final policy (deterministic, {episodes} episodes) {summary['eval']['mean']:.1f}",
-              flush=True)
 
 
 # -- report ------------------------------------------------------------------------------------
@@ -315,6 +338,11 @@ def plot(env: str, summaries: list[dict], out: Path) -> None:
             label = f"DynamicRL seed {s['seed']}, {run_layout(s)}"
             label += "" if s["status"] == "complete" else f" ({s['status']})"
             ax.plot([x for x, _ in pts], [y for _, y in pts], lw=1.4, label=label)
+    tested = [s for s in summaries if s.get("tests")]
+    if tested:
+        pts = seed_mean([s["tests"] for s in tested])
+        ax.plot([x for x, _ in pts], [y for _, y in pts], "k.-", lw=1, ms=4,
+                label=f"tests, mean of {len(tested)} seed(s) ({tested[0]['test_episodes']} stochastic episodes each)")
     styles = iter(["--", ":", "-."])
     for ref in REFERENCES:
         val = ref["values"].get(env)
@@ -359,6 +387,23 @@ def best_so_far(summary: dict) -> float | None:
     """The run's largest ``return_mean`` up to its last row: the best 20-episode window it reached."""
     returns = [y for _, y in summary["curve"] if y is not None]
     return max(returns) if returns else None
+
+
+def best_test(summary: dict) -> float | None:
+    return max(m for _, m in summary["tests"]) if summary.get("tests") else None
+
+
+def seed_mean(curves: list[list]) -> list[tuple[int, float]]:
+    """The seeds' mean curve, (env steps, mean) at the points every seed has."""
+    points = [{int(x): y for x, y in curve if y is not None} for curve in curves]
+    common = set.intersection(*(set(p) for p in points)) if points else set()
+    return [(x, mean([p[x] for p in points])) for x in sorted(common)]
+
+
+def best_of_seed_mean(curves: list[list]) -> tuple[float, int] | None:
+    """(value, env steps) of the highest point of the seeds' mean curve: Tianshou's best-so-far, a max
+    of the mean (the mean of each seed's max would be higher)."""
+    return max(((y, x) for x, y in seed_mean(curves)), default=None)
 
 
 def settings_table() -> list[str]:
@@ -414,10 +459,19 @@ def report(args: argparse.Namespace) -> str:
              "at the end of training (the first iteration boundary at or past 1M env steps: 1,001,472 with one "
              "env-runner, 489 iterations of 2048 steps).\n")
     episodes = "/".join(str(n) for n in sorted({len(s["eval"]["returns"]) for s in summaries if "eval" in s}))
+    tested = [s for s in summaries if s.get("tests")]
+    tests = "/".join(str(n) for n in sorted({s["test_episodes"] for s in tested}))
+    test_every = "/".join(f"{n:,}" for n in sorted({s["tests"][1][0] - s["tests"][0][0] for s in tested}))
     L.append("**Final policy, deterministic** is a separate evaluation after training (`dynamicrl evaluate`): "
              "the final checkpoint's policy acting with its most likely action (the Gaussian's mean), "
              f"observations normalised with the learner's final statistics, frozen, {episodes or 'N'} episodes "
              "of the same env, episode i reset with seed i. Runs that predate it have none.\n")
+    L.append("**Tests** follow Tianshou's protocol: the run checkpoints every `--test-every` iterations and keeps "
+             "every checkpoint; after training, each checkpoint's policy plays "
+             f"{tests or 'N'} episodes with sampled actions (`dynamicrl evaluate --all --stochastic`: that "
+             "checkpoint's observation statistics, frozen; episode i reset with seed i). The test curve is the "
+             "seeds' mean at each checkpoint and the **best test** its highest point. Runs that predate it have "
+             "none.\n")
     L.append("**Setup.** `configs/env/mujoco_<env>.yaml` with the overrides of the commands below (`--set`, "
              "`--mode`, `--envrunners`): CleanRL-style continuous PPO (obs + reward normalisation owned by the "
              "learner, state-independent log-std, orthogonal init, separate actor and critic MLPs). A run's own "
@@ -437,16 +491,17 @@ def report(args: argparse.Namespace) -> str:
 
     L.append("## Results\n")
     L.append("| env | seed | mode, env-runners x envs | env steps reached | return at end (last 20 episodes) | "
-             "mean of the last 10 iterations' return_mean | best return_mean during the run | "
+             "mean of the last 10 iterations' return_mean | best return_mean during the run | best test | "
              "final policy, deterministic | SPS (mean) | "
              "training time | wall time | load avg before -> after | status |")
-    L.append("|---|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|---|---|")
+    L.append("|---|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|---|")
     for s in summaries:
         st = s["status"] + (f": {s['stop_reason']}" if s.get("stop_reason") else "")
         tail = [y for _, y in s["curve"][-10:] if y is not None]
         tail_txt = fmt_ret(sum(tail) / len(tail) if tail else None)
         L.append(f"| {s['env_id']} | {s['seed']} | {run_layout(s)} | {s['env_steps']:,} | "
                  f"{fmt_ret(s['final_return_mean'])} | {tail_txt} | {fmt_ret(best_so_far(s))} | "
+                 f"{'not tested' if best_test(s) is None else fmt_ret(best_test(s))} | "
                  f"{fmt_eval(s)} | {s['sps_mean'] or 'n/a'} | "
                  f"{s['train_s'] / 60:.1f} min | "
                  f"{s['wall_s'] / 60:.1f} min | {s['load_before']} -> {s['load_after']} | {st} |")
@@ -458,12 +513,14 @@ def report(args: argparse.Namespace) -> str:
              "controller's exit (includes imports, env start-up and shutdown).\n")
 
     L.append("## Versus published 1M-step PPO figures\n")
-    L.append("Three of our figures per env, each the mean over our seeds that reached 1M steps: the **final "
-             "window** (the return at 1M: CleanRL's kind of figure), the **best window** during the run (the "
-             "largest `return_mean` of any iteration: Tianshou's kind, a best-so-far) and the **final policy, "
-             "deterministic** (rl-zoo's kind). Each reference is compared with the figure of its own kind.\n")
-    head = "| env | final window [seeds] | best window | final policy, deterministic [seeds] |"
-    sep = "|---|---|---:|---|"
+    L.append("Our figures per env, over our seeds that reached 1M steps: the **final window** (the mean of the "
+             "seeds' return at 1M: CleanRL's kind of figure); the **best window** (the highest point of the "
+             "seeds' mean `return_mean` curve); the **best test** (the highest point of the seeds' mean test "
+             "curve, at the env steps given: Tianshou's kind, a best-so-far of a mean) and the **final policy, "
+             "deterministic** (the mean of the seeds' evaluations: rl-zoo's kind). Each reference is compared "
+             "with the figure of its own kind.\n")
+    head = "| env | final window [seeds] | best window | best test | final policy, deterministic [seeds] |"
+    sep = "|---|---|---:|---:|---|"
     for ref in REFERENCES:
         head += f" {ref['name']} ({ref['envs']}) |"
         sep += "---|"
@@ -473,19 +530,24 @@ def report(args: argparse.Namespace) -> str:
         runs = [s for s in runs if s["final_return_mean"] is not None]
         full = [s for s in runs if s["env_steps"] >= 1_000_000]
         evaluated = [s for s in full if "eval" in s]
+        tested = [s for s in full if s.get("tests")]
+        window = best_of_seed_mean([s["curve"] for s in full])
+        test = best_of_seed_mean([s["tests"] for s in tested]) if full and len(tested) == len(full) else None
         ours = {"final": mean([s["final_return_mean"] for s in full]),
-                "best": mean([best_so_far(s) for s in full]),
+                "best": window and window[0], "best_test": test and test[0],
                 "eval": mean([s["eval"]["mean"] for s in evaluated]) if len(evaluated) == len(full) else None}
         if full:
             final_txt = f"{ours['final']:.1f} [" + ", ".join(f"{s['final_return_mean']:.0f}" for s in full) + "]"
+            test_txt = "not tested" if test is None else f"{test[0]:.1f} at {test[1]:,}"
             eval_txt = ("not evaluated" if ours["eval"] is None else
                         f"{ours['eval']:.1f} [" + ", ".join(f"{s['eval']['mean']:.0f}" for s in full) + "]")
-            row = f"| {env_id}{label} | {final_txt} | {ours['best']:.1f} | {eval_txt} |"
+            row = f"| {env_id}{label} | {final_txt} | {window[0]:.1f} at {window[1]:,} | {test_txt} | {eval_txt} |"
         elif runs:
             row = f"| {env_id}{label} | below 1M only: " + ", ".join(
-                f"seed {s['seed']}: {s['final_return_mean']:.1f} at {s['env_steps']:,} steps" for s in runs) + " | | |"
+                f"seed {s['seed']}: {s['final_return_mean']:.1f} at {s['env_steps']:,} steps" for s in runs
+            ) + " | | | |"
         else:
-            row = f"| {env_id}{label} | not run | | |"
+            row = f"| {env_id}{label} | not run | | | |"
         for ref in REFERENCES:
             val = ref["values"].get(env)
             if val is None:
@@ -504,15 +566,17 @@ def report(args: argparse.Namespace) -> str:
     L.append("")
     L.append("These are not like-for-like: different env versions (v5 here, v4 or v3 there: the same tasks, "
              "but v5 changes some observations, defaults and bugs, and v3 ran on MuJoCo 2.0), different metrics "
-             "(the final window of training episodes here and in CleanRL; the best test return seen during "
-             "training in Tianshou, which is an upper envelope; a deterministic-policy evaluation in SB3 rl-zoo) "
+             "(the final window of training episodes here and in CleanRL; the best point of a mean test curve "
+             "here and in Tianshou, which is an upper envelope; a deterministic-policy evaluation in SB3 rl-zoo) "
              f"and different numbers of seeds ({seeds_here} here, 3 in CleanRL, 10 in Tianshou, 1 in rl-zoo). "
              "CleanRL is "
              "the closest reference. Percentages are (ours - reference) / reference: our final window against "
-             "CleanRL, our best window against Tianshou's best-so-far, our final policy's deterministic "
-             "evaluation against rl-zoo's. Our best window is over 20 stochastic training episodes at 489 "
-             "points; Tianshou's over 10 test episodes at 100 points per run. Our deterministic evaluation is "
-             f"{episodes or 'N'} episodes per seed; rl-zoo's ~150 episodes of one run.\n")
+             "CleanRL, our best test against Tianshou's best-so-far (no percentage where the runs were not "
+             "tested), our final policy's deterministic evaluation against rl-zoo's. Our tests are "
+             f"{tests or 'N'} stochastic episodes of each kept checkpoint (`dynamicrl evaluate --all "
+             f"--stochastic`), every {test_every or 'N'} env steps; Tianshou's are 10 episodes every 30,720 steps. Our "
+             f"deterministic evaluation is {episodes or 'N'} episodes per seed; rl-zoo's ~150 episodes of one "
+             "run.\n")
 
     L.append("## Learning curves\n")
     for env, (env_id, _) in ENVS.items():
@@ -536,7 +600,8 @@ def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--envs", default=",".join(ENVS), help=f"comma-separated, from {', '.join(ENVS)}")
-    p.add_argument("--seeds", default="1", help="comma-separated run.seed values")
+    p.add_argument("--seeds", default=None, help="comma-separated run.seed values (default: 1; with "
+                   "--evaluate-only, every seed)")
     p.add_argument("--steps", type=int, default=1_000_000, help="run.total_env_steps")
     p.add_argument("--mode", choices=["sync", "overlap"], default=None, help="run.mode (default: the config's)")
     p.add_argument("--envrunners", type=int, default=None,
@@ -551,11 +616,16 @@ def main(argv: list[str] | None = None) -> int:
                    help="where runs write their curve and summary (default bench/results/learning/); repeat it "
                         "to report on the runs of several directories (runs write to the first)")
     p.add_argument("--docs-dir", default=str(REPO / "docs"), help="results.md and results/<env>.png go here")
+    p.add_argument("--test-every", type=int, default=15,
+                   help="checkpoint every N iterations and test each after the run (15 x 2048 = 30,720 env steps, "
+                        "Tianshou's test interval; 0: no tests)")
+    p.add_argument("--test-episodes", type=int, default=10,
+                   help="stochastic episodes per test (Tianshou's test_num: 10)")
     p.add_argument("--eval-episodes", type=int, default=10,
                    help="episodes of the final policy's deterministic evaluation after each run (0: none)")
     p.add_argument("--evaluate-only", action="store_true",
-                   help="no runs: evaluate the first --csv-dir's runs that have a final checkpoint and no "
-                        "evaluation yet, then report")
+                   help="no runs: add the tests and the final evaluation that the first --csv-dir's runs "
+                        "lack and their checkpoints allow (of --envs and --seeds), then report")
     p.add_argument("--report-only", action="store_true", help="no runs: rebuild PNGs and results.md")
     args = p.parse_args(argv)
     args.csv_dir = args.csv_dir or [str(HERE / "results" / "learning")]
@@ -564,7 +634,7 @@ def main(argv: list[str] | None = None) -> int:
     unknown = [e for e in envs if e not in ENVS]
     if unknown:
         p.error(f"unknown env(s) {unknown}; choose from {list(ENVS)}")
-    seeds = [int(s) for s in args.seeds.split(",") if s.strip()]
+    seeds = [int(s) for s in args.seeds.split(",") if s.strip()] if args.seeds else None
     deadline = None
     if args.deadline:
         hh, mm = (int(x) for x in args.deadline.split(":"))
@@ -575,10 +645,10 @@ def main(argv: list[str] | None = None) -> int:
     signal.signal(signal.SIGTERM, _on_signal)
     signal.signal(signal.SIGINT, _on_signal)
     if args.evaluate_only:
-        evaluate_existing(Path(args.csv_dir[0]), args.eval_episodes)
+        evaluate_existing(args, envs, seeds)
     elif not args.report_only:
         for env in envs:
-            for seed in seeds:
+            for seed in seeds or [1]:
                 if STOP_REQUESTED:
                     print(f"interrupted ({STOP_REQUESTED}): {env} seed {seed} not started", flush=True)
                 elif deadline is not None and utc_now() >= deadline:
