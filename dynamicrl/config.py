@@ -89,6 +89,8 @@ class TimingConfig(_Strict):
     pause_timeout_s: float = Field(5.0, gt=0, le=600, description="a pause not reached by every service by then is called off")
     patch_wait_s: float = Field(10.0, gt=0, le=600, description="how long `dynamicrl patch` waits for the patch to take effect")
     start_timeout_s: float = Field(180.0, gt=0, description="the controller gives up if members are not ready by then")
+    signal_grace_s: float = Field(10.0, gt=0, le=600, description="a member of a running run that gets SIGTERM/SIGINT "
+                                  "waits this long for the controller to stop it (after a last checkpoint)")
     request_timeout_s: float = Field(1.0, gt=0, le=60, description="clients wait this long for each reply attempt")
     monitor_expiry_s: float = Field(30.0, gt=0, description="the controller forgets (and `dynamicrl status` stops "
                                     "listing) an external monitor that has not reported for this long")

@@ -28,7 +28,7 @@ from dynamicrl.protocol.codec import ProtocolError, Received, Session
 from dynamicrl.protocol.messages import (
     ApplyPatch, BarrierReached, CheckpointCommand, CheckpointDone, CheckpointPart, ErrorReply, Goodbye, Heartbeat, LogicalTime, Message, PatchApplied,
     PauseCommand, Position, Ready, RegisterReply, RegisterRequest, ResumeCommand, Role, RunStart,
-    StopCommand,
+    StopCommand, StopReply, StopRequest,
 )
 from dynamicrl.protocol.sockets import Publisher, make_socket, recv, send
 
@@ -43,8 +43,9 @@ class Service:
     """Membership and lifecycle of one process; subclasses write the loop."""
 
     role: Role
-    #: False for observers (the logger): they report at the barrier at once and keep running.
-    pausable = True
+    #: True for the logger, which advances nothing: it reports at a pause barrier at once and keeps
+    #: running, and a signal to it alone waits for the run's stop without asking for one.
+    observer = False
 
     def __init__(self, local: Config, name: str | None = None, rank: int | None = None) -> None:
         self.local = local
@@ -57,6 +58,9 @@ class Service:
         self.bus = Publisher(self.ctx, local.addresses.bus_in, self.name)
         self.stopping = False
         self.stop_reason = ""
+        self.running = False  # the run has started (RunStart): a signal now waits for the controller's stop
+        self.signalled: tuple[str, float] | None = None  # (signal, monotonic time) of the first one
+        self.asked_to_stop = False  # the StopRequest a signal calls for has been sent
         self.exit_code = 0
         self.finished = False  # set when the service ends because training is complete
         self.ltime = LogicalTime(iteration=0, env_step=0)
@@ -75,6 +79,8 @@ class Service:
             ApplyPatch: self._on_apply_patch,
             CheckpointCommand: lambda r: self.checkpoint_requests.append(r.message),
             CheckpointDone: lambda r: self.checkpoint_done.__setitem__(r.message.ckpt_id, r.message),
+            StopReply: lambda r: log.info("%s: the controller: %s", self.name, r.message.message or
+                                          f"stopping after checkpoint {r.message.checkpoint}"),
         }
         for sig in (signal.SIGINT, signal.SIGTERM):
             signal.signal(sig, self._on_signal)
@@ -101,6 +107,7 @@ class Service:
         """Report start-up done; block until every expected member is ready too."""
         self._send(Ready(service=self.name))
         start = self._await(RunStart, self.config.timing.start_timeout_s, "the start of the run", beat=True)
+        self.running = True
         self.pending_patches.extend(start.patches)  # a replayed journal, due at exact logical times
         return start
 
@@ -169,6 +176,15 @@ class Service:
 
     def _beat(self) -> None:
         now = time.monotonic()
+        if self.signalled is not None and not self.stopping:
+            grace = self.config.timing.signal_grace_s
+            if not self.asked_to_stop and not self.observer:
+                self.asked_to_stop = True
+                log.info("%s: %s: asking the controller to stop the run after a checkpoint (waiting %g s at most)",
+                         self.name, self.signalled[0], grace)
+                self._send(StopRequest(checkpoint=True))
+            elif now - self.signalled[1] > grace:
+                self.stop(f"{self.signalled[0]}, and no stop from the controller in {grace:g} s")
         if now >= self._next_beat:
             self._next_beat = now + self.config.timing.heartbeat_s
             self._send(Heartbeat(service=self.name, ltime=self.ltime, missed=self.missed))
@@ -176,7 +192,7 @@ class Service:
     # -- pauses ----------------------------------------------------------------------
     def _on_pause(self, received: Received) -> None:
         self.pause_id = received.message.pause_id
-        if not self.pausable:
+        if self.observer:
             self._send(BarrierReached(pause_id=self.pause_id, position=self.position()))
             self.pause_id = None
 
@@ -289,7 +305,16 @@ class Service:
         self.stop(f"controller: {received.message.reason}")
 
     def _on_signal(self, signum: int, _frame: object) -> None:
-        self.stop(signal.Signals(signum).name)
+        """A member of a running run does not stop by itself on SIGTERM/SIGINT: it asks the controller
+        to stop the run after a last checkpoint, which needs every member (honcho, on Ctrl-C, signals
+        them all at once), and waits for the stop, ``timing.signal_grace_s`` at most; an observer
+        only waits. A second signal, or one before the run started, stops it at once. The request is
+        sent from the next safe point, not from this handler: the link may be mid-send here."""
+        name = signal.Signals(signum).name
+        if self.running and self.signalled is None:
+            self.signalled = (name, time.monotonic())
+        else:
+            self.stop(name)
 
     def stop(self, reason: str) -> None:
         if not self.stopping:

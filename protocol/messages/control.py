@@ -235,8 +235,9 @@ class PatchEvent(Message):
 
 
 class StopRequest(Message):
-    """Client -> controller: stop the run cleanly. With ``checkpoint`` (and run.mode=sync) it first
-    checkpoints at the next iteration boundary. Reply: StopReply once the stop has begun."""
+    """Client (or a member that got SIGTERM/SIGINT) -> controller: stop the run cleanly. With
+    ``checkpoint`` it first checkpoints at the next iteration boundary. Reply: StopReply once the
+    stop has begun."""
 
     TYPE: ClassVar[str] = "control.stop_request"
     checkpoint: bool = True

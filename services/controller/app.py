@@ -124,7 +124,7 @@ class Controller:
         }
         self._next_beacon = 0.0
         for sig in (signal.SIGINT, signal.SIGTERM):
-            signal.signal(sig, lambda s, _f: self.stopping.begin_stop(signal.Signals(s).name))
+            signal.signal(sig, lambda s, _f: self.stopping.signals.append(signal.Signals(s).name))
 
     # -- the loop -------------------------------------------------------------------
     def run(self) -> int:
@@ -206,6 +206,7 @@ class Controller:
             self.membership.start_when_ready(now)
         if self.state is RunState.PAUSING:
             self.pausing.call_off_if_expired(now)
+        self.stopping.on_signals()
         self.checkpointing.abandon_if_overdue(now)
         self.patching.answer_overdue(now)
         if self.state in (RunState.RUNNING, RunState.PAUSING, RunState.PAUSED):

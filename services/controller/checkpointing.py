@@ -43,7 +43,8 @@ class CheckpointInProgress:
     learner_ckpt_id: str | None = None               # the id the learner holds for
     boundary: int | None = None
     env_step: int = 0
-    stop_waiters: list[str] = field(default_factory=list)  # `dynamicrl stop` requests to answer, then stop
+    stop_waiters: list[str] = field(default_factory=list)  # `dynamicrl stop` requests to answer
+    stop_reason: str | None = None                           # set: the run stops when this checkpoint ends
     started: float = field(default_factory=time.monotonic)
 
     def missing(self, roster: Roster) -> list[str]:
@@ -179,8 +180,8 @@ class Checkpointing:
             controller.send(learner.route, CheckpointDone(ckpt_id=ck.learner_ckpt_id, ok=not error, message=error))
         for request_id in ck.waiters:
             controller.answer(request_id, reply)
-        if ck.stop_waiters:
+        if ck.stop_reason:
             saved = None if error else str(path)
             for request_id in ck.stop_waiters:
                 controller.answer(request_id, StopReply(checkpoint=saved, message=error))
-            controller.stopping.begin_stop("stop requested" + (f" after checkpoint {saved}" if saved else f" ({error})"))
+            controller.stopping.begin_stop(ck.stop_reason + (f" after checkpoint {saved}" if saved else f" ({error})"))

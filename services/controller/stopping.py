@@ -1,7 +1,8 @@
 """Stopping: how a run ends, and the orderly shutdown that follows.
 
-Training done, a ``dynamicrl stop`` (after a checkpoint if asked and possible), a signal, or a
-failure (see the callers of ``begin_stop``) all end the same way: ``StopCommand`` to every member
+Training done, a ``dynamicrl stop`` (after a checkpoint if asked and possible), a signal (after a
+checkpoint if possible: Ctrl-C under honcho loses nothing), or a failure (see the callers of
+``begin_stop``) all end the same way: ``StopCommand`` to every member
 (the logger last), ``stopping``, then ``stopped`` once every member said goodbye and its process
 on this host exited, or after ``STOP_GRACE_S``.
 """
@@ -21,6 +22,7 @@ from .defer import DEFER
 
 if TYPE_CHECKING:
     from .app import Controller
+    from .checkpointing import CheckpointInProgress
 
 log = logging.getLogger(__name__)
 
@@ -31,6 +33,8 @@ class Stopping:
     def __init__(self, controller: Controller) -> None:
         self.controller = controller
         self.deadline: float | None = None  # when `stopping` gives up waiting for goodbyes
+        self.signals: list[str] = []  # SIGTERM/SIGINT received, acted on by the loop (not in the handler)
+        self.signalled = False
 
     def on_training_done(self, routed: Routed) -> None:
         message: TrainingDone = routed.received.message
@@ -44,16 +48,38 @@ class Stopping:
         sender = routed.received.envelope.sender
         if controller.state in (RunState.STOPPING, RunState.STOPPED):
             return StopReply(message="already stopping")
-        can_checkpoint = (request.checkpoint and controller.state is RunState.RUNNING
-                          and controller.roster.active(Role.LEARNER))
-        if not can_checkpoint:
+        if not (request.checkpoint and self.can_checkpoint()):
             self.begin_stop(f"stop requested by {sender}")
             why = "" if not request.checkpoint else f" (no checkpoint: the run is {controller.state.value})"
             return StopReply(message="stopping" + why)
         # answered, and the stop begun, when the checkpoint (this one or one in progress) is done
-        checkpoint = controller.checkpointing.checkpoint or controller.checkpointing.ask_learner()
-        checkpoint.stop_waiters.append(routed.received.envelope.id)
+        self.checkpoint_then_stop(f"stop requested by {sender}").stop_waiters.append(routed.received.envelope.id)
         return DEFER
+
+    def on_signals(self) -> None:
+        """The first SIGTERM/SIGINT stops the run after a checkpoint at the next boundary, as
+        `dynamicrl stop` does (the members wait for it, see ``Service._on_signal``); a second one,
+        or a run that cannot checkpoint (starting, paused), stops it at once."""
+        while self.signals:
+            name = self.signals.pop(0)
+            if self.controller.state in (RunState.STOPPING, RunState.STOPPED):
+                continue
+            if self.signalled or not self.can_checkpoint():
+                self.begin_stop(name)
+            else:
+                log.info("%s: checkpoint at the next iteration boundary, then stop", name)
+                self.checkpoint_then_stop(name)
+            self.signalled = True
+
+    def can_checkpoint(self) -> bool:
+        return self.controller.state is RunState.RUNNING and bool(self.controller.roster.active(Role.LEARNER))
+
+    def checkpoint_then_stop(self, reason: str) -> CheckpointInProgress:
+        """The checkpoint in progress, or a new one, after which the run stops (``finish_checkpoint``)."""
+        checkpointing = self.controller.checkpointing
+        checkpoint = checkpointing.checkpoint or checkpointing.ask_learner()
+        checkpoint.stop_reason = checkpoint.stop_reason or reason
+        return checkpoint
 
     def begin_stop(self, reason: str) -> None:
         controller = self.controller

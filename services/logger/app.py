@@ -26,7 +26,7 @@ DRAIN_IDLE_S = 0.3
 
 class Logger(Service):
     role = Role.LOGGER
-    pausable = False  # it advances nothing; it keeps logging while the run is paused
+    observer = True  # it keeps logging while the run is paused; a signal to it alone does not stop the run
 
     def run(self) -> int:
         self.register()

@@ -4,8 +4,11 @@ a start that cannot go on stops every service with one clear reason."""
 from __future__ import annotations
 
 import json
+import re
+import signal
 import subprocess
 import sys
+import time
 
 import pytest
 
@@ -55,5 +58,50 @@ def test_a_replay_naming_services_not_in_the_run_refuses_to_start(tmp_path):
         assert procs[0].wait(timeout=120) == 1, log_text(procs[0])
         assert "names services not in this run: envrunner.7" in log_text(procs[0])
         assert wait_exit(procs[1:], timeout=30), "members outlived the refused start"
+    finally:
+        stop_all(procs)
+
+
+def test_sigterm_to_one_member_stops_the_run_after_a_checkpoint(tmp_path):
+    """SIGTERM to an env-runner alone: the run cannot go on without it, so it asks the controller for
+    the stop `dynamicrl stop` makes, and nothing since the last checkpoint is lost."""
+    ports = free_ports(4)
+    overrides = [*base_overrides(tmp_path, ports), "run.envrunners=1", "run.total_env_steps=100000000",
+                 "checkpoint.at_end=false"]
+    procs = [start_service(name, overrides, tmp_path) for name in ("controller", "learner", "envrunner", "logger")]
+    try:
+        with ControlClient(f"tcp://127.0.0.1:{ports[0]}") as client:
+            signalled_at = wait_until(lambda: (s := client.call(StatusRequest())).ltime and s.ltime.iteration >= 2
+                                      and s.ltime.iteration, timeout=120)
+        procs[2].send_signal(signal.SIGTERM)
+        for proc in procs:
+            assert proc.wait(timeout=30) == 0, log_text(proc)
+        (run_dir,) = (tmp_path / "runs").iterdir()
+        last = checkpoints.latest_good(run_dir / "checkpoints")
+        assert checkpoints.verify(last)["iteration"] > signalled_at
+        assert re.search(rf"stop requested by envrunner\.\d+ after checkpoint {re.escape(str(last))}", log_text(procs[0]))
+    finally:
+        stop_all(procs)
+
+
+def test_a_signalled_member_without_a_controller_stops_by_itself(tmp_path):
+    """A member of a running run waits for the controller's stop after SIGTERM (the controller takes a
+    last checkpoint first), but only ``timing.signal_grace_s``: with the controller gone it still exits."""
+    ports = free_ports(4)
+    overrides = [*base_overrides(tmp_path, ports), "run.envrunners=1", "run.total_env_steps=100000000",
+                 "timing.signal_grace_s=1"]
+    procs = [start_service(name, overrides, tmp_path) for name in ("controller", "learner", "envrunner", "logger")]
+    controller, learner, envrunner, logger = procs
+    try:
+        with ControlClient(f"tcp://127.0.0.1:{ports[0]}") as client:
+            wait_until(lambda: (s := client.call(StatusRequest())).ltime and s.ltime.iteration >= 2, timeout=120)
+        controller.kill()
+        controller.wait(timeout=10)
+        envrunner.send_signal(signal.SIGTERM)
+        started = time.monotonic()
+        assert envrunner.wait(timeout=30) == 0, log_text(envrunner)
+        assert time.monotonic() - started >= 1, "it did not wait for the controller"
+        assert "SIGTERM, and no stop from the controller in 1 s" in log_text(envrunner)
+        assert learner.poll() is None and logger.poll() is None, "only the signalled member stops"
     finally:
         stop_all(procs)

@@ -22,6 +22,7 @@ import zmq
 
 from dynamicrl.protocol.codec import Session, decode
 from dynamicrl.protocol.messages import ErrorCode, ErrorReply
+from dynamicrl.services.controller import checkpoints
 from helpers import free_ports, wait_until
 from helpers_messages import sample
 
@@ -191,10 +192,14 @@ def test_two_envrunners_both_contribute(honcho):
     check_learned(honcho([], envrunners=2), envrunners=2)
 
 
-def test_sigint_stops_every_process(honcho, tmp_path):
-    h = honcho(["run.total_env_steps=100000000"])
-    wait_until(lambda: (s := h.status()) and s["ltime"] and s, timeout=180)
+def test_ctrl_c_checkpoints_then_stops_every_process(honcho, tmp_path):
+    """Ctrl-C: honcho SIGTERMs every process at once; the run still ends with a last checkpoint."""
+    h = honcho(["run.total_env_steps=100000000", "checkpoint.at_end=false"])
+    status = wait_until(lambda: (s := h.status()) and s["ltime"] and s["ltime"]["iteration"] >= 2 and s, timeout=180)
     os.killpg(h.proc.pid, signal.SIGINT)
-    h.wait(timeout=10)
+    h.wait(timeout=30)
     wait_until(lambda: not h.alive(), timeout=10)
     assert "rc=-" not in h.log(), h.log()[-2000:]  # every service exited on its own, not killed
+    last = checkpoints.latest_good(h.run_dir() / "checkpoints")
+    assert checkpoints.verify(last)["iteration"] > status["ltime"]["iteration"]
+    assert f"after checkpoint {last}" in h.log(), h.log()[-3000:]
