@@ -223,8 +223,9 @@ class Controller:
     def publish_state(self, reason: str = "") -> None:
         self.bus.publish(RunStateChanged(state=self.state, reason=reason))
 
-    def send(self, route: list[bytes], message: Message) -> None:
-        send_routed(self.commands, self.session, route, message)
+    def send(self, route: list[bytes], message: Message) -> bool:
+        """False when the member is gone (its connection closed) or its queue is full."""
+        return send_routed(self.commands, self.session, route, message)
 
     def close(self) -> None:
         self.bus.close()

@@ -87,12 +87,15 @@ class Checkpointing:
         self.controller = controller
         self.checkpoint: CheckpointInProgress | None = None  # one at a time
 
-    def ask_learner(self) -> CheckpointInProgress:
-        """Begin a checkpoint: the learner picks the boundary (its next one) and sends its part first."""
+    def ask_learner(self) -> CheckpointInProgress | None:
+        """Begin a checkpoint: the learner picks the boundary (its next one) and sends its part first.
+        None when the learner cannot be reached (killed a moment ago: not yet missing, but gone)."""
         learner = self.controller.roster.active(Role.LEARNER)[0]
-        self.checkpoint = CheckpointInProgress(new_patch_id())
-        self.controller.send(learner.route, CheckpointCommand(ckpt_id=self.checkpoint.ckpt_id))
-        return self.checkpoint
+        checkpoint = CheckpointInProgress(new_patch_id())
+        if not self.controller.send(learner.route, CheckpointCommand(ckpt_id=checkpoint.ckpt_id)):
+            return None
+        self.checkpoint = checkpoint
+        return checkpoint
 
     def on_checkpoint(self, routed: Routed) -> Message | object:
         controller = self.controller
@@ -104,7 +107,10 @@ class Checkpointing:
             return ErrorReply(code=ErrorCode.CONFLICT, message=f"cannot checkpoint: the run is {controller.state.value}"
                               + (" (resume first: a checkpoint is taken at the next iteration boundary)"
                                  if controller.state is RunState.PAUSED else ""))
-        self.ask_learner().waiters.append(request_id)
+        checkpoint = self.ask_learner()
+        if checkpoint is None:
+            return ErrorReply(code=ErrorCode.CONFLICT, message="cannot checkpoint: the learner cannot be reached")
+        checkpoint.waiters.append(request_id)
         return DEFER
 
     def on_checkpoint_part(self, routed: Routed) -> None:

@@ -53,7 +53,10 @@ class Stopping:
             why = "" if not request.checkpoint else f" (no checkpoint: the run is {controller.state.value})"
             return StopReply(message="stopping" + why)
         # answered, and the stop begun, when the checkpoint (this one or one in progress) is done
-        self.checkpoint_then_stop(f"stop requested by {sender}").stop_waiters.append(routed.received.envelope.id)
+        checkpoint = self.checkpoint_then_stop(f"stop requested by {sender}")
+        if checkpoint is None:
+            return StopReply(message="stopping (no checkpoint: the learner cannot be reached)")
+        checkpoint.stop_waiters.append(routed.received.envelope.id)
         return DEFER
 
     def on_signals(self) -> None:
@@ -74,10 +77,14 @@ class Stopping:
     def can_checkpoint(self) -> bool:
         return self.controller.state is RunState.RUNNING and bool(self.controller.roster.active(Role.LEARNER))
 
-    def checkpoint_then_stop(self, reason: str) -> CheckpointInProgress:
-        """The checkpoint in progress, or a new one, after which the run stops (``finish_checkpoint``)."""
+    def checkpoint_then_stop(self, reason: str) -> CheckpointInProgress | None:
+        """The checkpoint in progress, or a new one, after which the run stops (``finish_checkpoint``);
+        None, and the stop begun now, when the learner cannot be reached."""
         checkpointing = self.controller.checkpointing
         checkpoint = checkpointing.checkpoint or checkpointing.ask_learner()
+        if checkpoint is None:
+            self.begin_stop(f"{reason} (no checkpoint: the learner cannot be reached)")
+            return None
         checkpoint.stop_reason = checkpoint.stop_reason or reason
         return checkpoint
 
