@@ -1,5 +1,6 @@
-"""Stopping: `dynamicrl stop` checkpoints at the next boundary, then every service exits 0;
-a start that cannot go on stops every service with one clear reason."""
+"""Stopping: `dynamicrl stop`, Ctrl-C (SIGTERM to every process, as honcho sends it) and SIGTERM to
+one member all checkpoint at the next boundary, then every service exits 0; a start that cannot go
+on stops every service with one clear reason."""
 
 from __future__ import annotations
 
@@ -8,37 +9,50 @@ import re
 import signal
 import subprocess
 import sys
+from contextlib import contextmanager
+from typing import Iterator
 
 import pytest
 
 from dynamicrl.clients.control import ControlClient
 from dynamicrl.protocol.messages import StatusRequest
 from dynamicrl.services.controller import checkpoints
-from helpers import base_overrides, free_ports, log_text, start_service, stop, stop_all, wait_exit, wait_until
+from helpers import base_overrides, free_ports, log_text, start_service, stop_all, wait_exit, wait_until
 
 pytestmark = pytest.mark.e2e
 
 
-def test_stop_checkpoints_then_stops_everything(tmp_path):
+@contextmanager
+def running(tmp_path, *extra: str) -> Iterator[tuple[list[str], list, int]]:
+    """(overrides, [controller, learner, envrunner, logger], iteration reached) of a CartPole run that
+    never finishes by itself, once it is past iteration 2; every process is stopped at the end."""
     ports = free_ports(4)
-    overrides = [*base_overrides(tmp_path, ports), "run.envrunners=1", "run.total_env_steps=100000000",
-                 "checkpoint.at_end=false"]
+    overrides = [*base_overrides(tmp_path, ports), "run.envrunners=1", "run.total_env_steps=100000000", *extra]
     procs = [start_service(name, overrides, tmp_path) for name in ("controller", "learner", "envrunner", "logger")]
     try:
         with ControlClient(f"tcp://127.0.0.1:{ports[0]}") as client:
-            wait_until(lambda: (s := client.call(StatusRequest())).ltime and s.ltime.iteration >= 3, timeout=120)
+            iteration = wait_until(lambda: (s := client.call(StatusRequest())).ltime and s.ltime.iteration >= 2
+                                   and s.ltime.iteration, timeout=120)
+        yield overrides, procs, iteration
+    finally:
+        stop_all(procs)
+
+
+def last_checkpoint(tmp_path) -> checkpoints.Path:
+    (run_dir,) = (tmp_path / "runs").iterdir()
+    return checkpoints.latest_good(run_dir / "checkpoints")
+
+
+def test_stop_checkpoints_then_stops_everything(tmp_path):
+    with running(tmp_path, "checkpoint.at_end=false") as (overrides, procs, iteration):
         out = subprocess.run([sys.executable, "-m", "dynamicrl.clients.cli", "stop", "--json", *overrides],
                              capture_output=True, text=True, timeout=90)
         assert out.returncode == 0, out.stderr
         reply = json.loads(out.stdout)
-        manifest = checkpoints.verify(checkpoints.Path(reply["checkpoint"]))
-        assert manifest["iteration"] >= 3
+        assert checkpoints.verify(checkpoints.Path(reply["checkpoint"]))["iteration"] > iteration
         for proc in procs:
             assert proc.wait(timeout=30) == 0, log_text(proc)
         assert "stop requested" in log_text(procs[0])
-    finally:
-        for proc in procs:
-            stop(proc)
 
 
 def test_a_replay_naming_services_not_in_the_run_refuses_to_start(tmp_path):
@@ -64,61 +78,36 @@ def test_a_replay_naming_services_not_in_the_run_refuses_to_start(tmp_path):
 def test_sigterm_to_one_member_stops_the_run_after_a_checkpoint(tmp_path):
     """SIGTERM to an env-runner alone: the run cannot go on without it, so it asks the controller for
     the stop `dynamicrl stop` makes, and nothing since the last checkpoint is lost."""
-    ports = free_ports(4)
-    overrides = [*base_overrides(tmp_path, ports), "run.envrunners=1", "run.total_env_steps=100000000",
-                 "checkpoint.at_end=false"]
-    procs = [start_service(name, overrides, tmp_path) for name in ("controller", "learner", "envrunner", "logger")]
-    try:
-        with ControlClient(f"tcp://127.0.0.1:{ports[0]}") as client:
-            signalled_at = wait_until(lambda: (s := client.call(StatusRequest())).ltime and s.ltime.iteration >= 2
-                                      and s.ltime.iteration, timeout=120)
+    with running(tmp_path, "checkpoint.at_end=false") as (_, procs, iteration):
         procs[2].send_signal(signal.SIGTERM)
         for proc in procs:
             assert proc.wait(timeout=30) == 0, log_text(proc)
-        (run_dir,) = (tmp_path / "runs").iterdir()
-        last = checkpoints.latest_good(run_dir / "checkpoints")
-        assert checkpoints.verify(last)["iteration"] > signalled_at
-        assert re.search(rf"stop requested by envrunner\.\d+ after checkpoint {re.escape(str(last))}", log_text(procs[0]))
-    finally:
-        stop_all(procs)
+        last = last_checkpoint(tmp_path)
+        assert checkpoints.verify(last)["iteration"] > iteration
+        expected = rf"stop requested by envrunner\.\d+ after checkpoint {re.escape(str(last))}"
+        assert re.search(expected, log_text(procs[0])), log_text(procs[0])
 
 
 def test_a_signalled_member_without_a_controller_stops_by_itself(tmp_path):
     """A member of a running run waits for the controller's stop after SIGTERM (the controller takes a
     last checkpoint first), but only ``timing.signal_grace_s``: with the controller gone it still exits."""
-    ports = free_ports(4)
-    overrides = [*base_overrides(tmp_path, ports), "run.envrunners=1", "run.total_env_steps=100000000",
-                 "timing.signal_grace_s=1"]
-    procs = [start_service(name, overrides, tmp_path) for name in ("controller", "learner", "envrunner", "logger")]
-    controller, learner, envrunner, logger = procs
-    try:
-        with ControlClient(f"tcp://127.0.0.1:{ports[0]}") as client:
-            wait_until(lambda: (s := client.call(StatusRequest())).ltime and s.ltime.iteration >= 2, timeout=120)
+    with running(tmp_path, "timing.signal_grace_s=1") as (_, (controller, learner, envrunner, logger), _):
         controller.kill()
         controller.wait(timeout=10)
         envrunner.send_signal(signal.SIGTERM)
         assert envrunner.wait(timeout=30) == 0, log_text(envrunner)
         assert "SIGTERM, and no stop from the controller in 1 s" in log_text(envrunner)
         assert learner.poll() is None and logger.poll() is None, "only the signalled member stops"
-    finally:
-        stop_all(procs)
 
 
 def test_ctrl_c_after_the_learner_died_stops_at_once(tmp_path):
     """The learner killed, then SIGTERM to the rest (what honcho does next): no checkpoint can be
     taken, and the controller must not wait for one (honcho SIGKILLs 5 s after the first exit)."""
-    ports = free_ports(4)
-    overrides = [*base_overrides(tmp_path, ports), "run.envrunners=1", "run.total_env_steps=100000000"]
-    procs = [start_service(name, overrides, tmp_path) for name in ("controller", "learner", "envrunner", "logger")]
-    try:
-        with ControlClient(f"tcp://127.0.0.1:{ports[0]}") as client:
-            wait_until(lambda: (s := client.call(StatusRequest())).ltime and s.ltime.iteration >= 2, timeout=120)
-        procs[1].kill()
-        procs[1].wait(timeout=10)
-        for proc in (procs[0], procs[2], procs[3]):
+    with running(tmp_path) as (_, (controller, learner, *rest), _):
+        learner.kill()
+        learner.wait(timeout=10)
+        for proc in (controller, *rest):
             proc.send_signal(signal.SIGTERM)
-        assert wait_exit([procs[0], procs[2], procs[3]], timeout=30)
-        assert [p.returncode for p in (procs[0], procs[2], procs[3])] == [0, 0, 0]
-        assert "no checkpoint: the learner cannot be reached" in log_text(procs[0])
-    finally:
-        stop_all(procs)
+        assert wait_exit([controller, *rest], timeout=30)
+        assert [p.returncode for p in (controller, *rest)] == [0, 0, 0]
+        assert "no checkpoint: the learner cannot be reached" in log_text(controller)
