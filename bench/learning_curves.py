@@ -403,7 +403,8 @@ def seed_mean(curves: list[list]) -> list[tuple[int, float]]:
 def best_of_seed_mean(curves: list[list]) -> tuple[float, int] | None:
     """(value, env steps) of the highest point of the seeds' mean curve: Tianshou's best-so-far, a max
     of the mean (the mean of each seed's max would be higher)."""
-    return max(((y, x) for x, y in seed_mean(curves)), default=None)
+    best = max(seed_mean(curves), key=lambda point: point[1], default=None)  # the first, if tied
+    return None if best is None else (best[1], best[0])
 
 
 def settings_table() -> list[str]:
