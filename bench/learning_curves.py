@@ -352,7 +352,8 @@ def plot(env: str, summaries: list[dict], out: Path) -> None:
     xmax = max([1_000_000] + [s["env_steps"] for s in summaries])
     ax.set_xlim(0, xmax * 1.02)
     ax.set_xlabel("env steps")
-    ax.set_ylabel("return_mean (last 20 training episodes)")
+    ax.set_ylabel("return: last 20 training episodes; tests (dots)" if tested else
+                  "return_mean (last 20 training episodes)")
     ax.set_title(f"{env_id}: PPO, configs/env/mujoco_{env}.yaml")
     ax.grid(alpha=0.3)
     ax.legend(fontsize=7, loc="best")
