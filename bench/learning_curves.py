@@ -173,15 +173,17 @@ def run_one(env: str, seed: int, args: argparse.Namespace, deadline: dt.datetime
     log_dir.mkdir(parents=True, exist_ok=True)
     ports = free_ports(len(ADDRESS_KEYS))
     iteration_steps = cfg.algo.num_steps * cfg.env.num_envs * envrunners
-    tests = ([f"checkpoint.every_iterations={args.test_every}",  # kept, every one: the test curve is played after
-              f"checkpoint.keep={-(-args.steps // iteration_steps) // args.test_every + 2}"] if args.test_every else [])
+    # every checkpoint kept: the test curve is played after the run
+    test_overrides = ([f"checkpoint.every_iterations={args.test_every}",
+                       f"checkpoint.keep={-(-args.steps // iteration_steps) // args.test_every + 2}"]
+                      if args.test_every else [])
     # the run's own directory, named here: another invocation sharing --runs-root cannot be mistaken for it
     run_dir = runs_root / f"{env}-seed{seed}-{stamp}-{os.getpid()}"
     overrides = [
         *(f"addresses.{k}=tcp://127.0.0.1:{p}" for k, p in zip(ADDRESS_KEYS, ports)),
         f"run.dir={run_dir}", f"run.seed={seed}", f"run.total_env_steps={args.steps}",
         f"run.mode={mode}", f"run.envrunners={envrunners}",
-        "logger.console=false", *tests, *args.set,
+        "logger.console=false", *test_overrides, *args.set,
     ]
     child_env = {k: v for k, v in os.environ.items() if k not in SCRUBBED_ENV}
     child_env["PYTHONUNBUFFERED"] = "1"
@@ -259,7 +261,7 @@ def run_one(env: str, seed: int, args: argparse.Namespace, deadline: dt.datetime
         "command": "python " + shlex.join([os.path.relpath(sys.argv[0], REPO), *sys.argv[1:]]),
     }
     if status == "complete":
-        evaluate_run(summary, run_dir, args)
+        add_evaluations(summary, run_dir, args)
     csv_dir = Path(args.csv_dir[0])
     csv_dir.mkdir(parents=True, exist_ok=True)
     with open(csv_dir / f"{env}-seed{seed}.csv", "w", newline="") as f:
@@ -276,16 +278,16 @@ def run_one(env: str, seed: int, args: argparse.Namespace, deadline: dt.datetime
     return summary
 
 
-def evaluate_run(summary: dict, run_dir: Path, args: argparse.Namespace) -> None:
+def add_evaluations(summary: dict, run_dir: Path, args: argparse.Namespace) -> None:
     """Add what the summary lacks and the run's checkpoints allow: the test curve (``tests``: every
     checkpoint, ``--test-episodes`` stochastic episodes, as ``dynamicrl evaluate --all --stochastic``)
     when the run kept more than its final one, and the final policy's deterministic evaluation (``eval``)."""
-    from dynamicrl.clients.evaluate import evaluate, evaluate_run as evaluate_all
+    from dynamicrl.clients.evaluate import evaluate, evaluate_run
     from dynamicrl.services.controller import checkpoints
 
     kept = checkpoints.complete(run_dir / "checkpoints")
     if "tests" not in summary and args.test_episodes and len(kept) > 1:
-        results = evaluate_all(run_dir, episodes=args.test_episodes, deterministic=False, seed=0)
+        results = evaluate_run(run_dir, episodes=args.test_episodes, deterministic=False, seed=0)
         summary["tests"] = [[r.env_steps, round(r.mean, 3)] for r in results]
         summary["test_episodes"] = args.test_episodes
         print(f"  {summary['env']} seed {summary['seed']}: {len(results)} checkpoints tested, best "
@@ -299,13 +301,13 @@ def evaluate_run(summary: dict, run_dir: Path, args: argparse.Namespace) -> None
 
 
 def evaluate_existing(args: argparse.Namespace, envs: list[str], seeds: list[int] | None) -> None:
-    """``evaluate_run`` for the complete runs of the first ``--csv-dir`` (of ``envs`` and ``seeds``)."""
+    """``add_evaluations`` for the complete runs of the first ``--csv-dir`` (of ``envs`` and ``seeds``)."""
     for path in sorted(Path(args.csv_dir[0]).glob("*-seed*.json")):
         summary = json.loads(path.read_text())
         if summary["status"] != "complete" or summary["env"] not in envs or (seeds and summary["seed"] not in seeds):
             continue
         run_dir = Path(summary["run_dir"]) if Path(summary["run_dir"]).is_absolute() else REPO / summary["run_dir"]
-        evaluate_run(summary, run_dir, args)
+        add_evaluations(summary, run_dir, args)
         path.write_text(json.dumps(summary, indent=2) + "\n")
 
 
@@ -463,7 +465,8 @@ def report(args: argparse.Namespace) -> str:
     episodes = "/".join(str(n) for n in sorted({len(s["eval"]["returns"]) for s in summaries if "eval" in s}))
     tested = [s for s in summaries if s.get("tests")]
     tests = "/".join(str(n) for n in sorted({s["test_episodes"] for s in tested}))
-    test_every = "/".join(f"{n:,}" for n in sorted({s["tests"][1][0] - s["tests"][0][0] for s in tested}))
+    test_every = "/".join(f"{n:,}" for n in sorted({s["tests"][1][0] - s["tests"][0][0] for s in tested
+                                                     if len(s["tests"]) > 1}))
     L.append("**Final policy, deterministic** is a separate evaluation after training (`dynamicrl evaluate`): "
              "the final checkpoint's policy acting with its most likely action (the Gaussian's mean), "
              f"observations normalised with the learner's final statistics, frozen, {episodes or 'N'} episodes "

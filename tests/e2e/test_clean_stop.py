@@ -78,7 +78,7 @@ def test_a_replay_naming_services_not_in_the_run_refuses_to_start(tmp_path):
 def test_sigterm_to_one_member_stops_the_run_after_a_checkpoint(tmp_path):
     """SIGTERM to an env-runner alone: the run cannot go on without it, so it asks the controller for
     the stop `dynamicrl stop` makes, and nothing since the last checkpoint is lost."""
-    with running(tmp_path, "checkpoint.at_end=false") as (_, procs, iteration):
+    with running(tmp_path) as (_, procs, iteration):
         procs[2].send_signal(signal.SIGTERM)
         for proc in procs:
             assert proc.wait(timeout=30) == 0, log_text(proc)

@@ -194,7 +194,7 @@ def test_two_envrunners_both_contribute(honcho):
 
 def test_ctrl_c_checkpoints_then_stops_every_process(honcho, tmp_path):
     """Ctrl-C: honcho SIGTERMs every process at once; the run still ends with a last checkpoint."""
-    h = honcho(["run.total_env_steps=100000000", "checkpoint.at_end=false"])
+    h = honcho(["run.total_env_steps=100000000"])
     status = wait_until(lambda: (s := h.status()) and s["ltime"] and s["ltime"]["iteration"] >= 2 and s, timeout=180)
     os.killpg(h.proc.pid, signal.SIGINT)
     h.wait(timeout=30)
