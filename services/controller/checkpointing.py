@@ -26,7 +26,7 @@ from dynamicrl.protocol.sockets import Routed
 from . import checkpoints
 from .defer import DEFER
 from .members import Roster
-from .patches import new_patch_id
+from .patches import new_id
 
 if TYPE_CHECKING:
     from .app import Controller
@@ -91,7 +91,7 @@ class Checkpointing:
         """Begin a checkpoint: the learner picks the boundary (its next one) and sends its part first.
         None when the learner cannot be reached (killed a moment ago: not yet missing, but gone)."""
         learner = self.controller.roster.active(Role.LEARNER)[0]
-        checkpoint = CheckpointInProgress(new_patch_id())
+        checkpoint = CheckpointInProgress(new_id())
         if not self.controller.send(learner.route, CheckpointCommand(ckpt_id=checkpoint.ckpt_id)):
             return None
         self.checkpoint = checkpoint

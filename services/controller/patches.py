@@ -31,7 +31,8 @@ class PendingPatch:
         return not any(self.owed.values())
 
 
-def new_patch_id() -> str:
+def new_id() -> str:
+    """A fresh patch or checkpoint id: 12 hex digits, unique enough within one run."""
     return uuid.uuid4().hex[:12]
 
 

@@ -21,7 +21,7 @@ from dynamicrl.protocol.messages import (
 from dynamicrl.protocol.sockets import Routed
 
 from .defer import DEFER
-from .patches import Journal, PendingPatch, load_replay, new_patch_id
+from .patches import Journal, PendingPatch, load_replay, new_id
 
 if TYPE_CHECKING:
     from .app import Controller
@@ -71,7 +71,7 @@ class Patching:
                 owed.setdefault(owner.name, set()).add(name)
         controller.config = new_config
         author = request.author or routed.received.envelope.sender
-        pending = PendingPatch(new_patch_id(), author, owed, deadline=now + controller.config.timing.patch_wait_s)
+        pending = PendingPatch(new_id(), author, owed, deadline=now + controller.config.timing.patch_wait_s)
         self.patches[pending.patch_id] = pending
         at = LogicalTime(iteration=request.at_iteration, env_step=0) if request.at_iteration is not None else None
         for member in controller.roster.active():

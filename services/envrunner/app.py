@@ -90,12 +90,14 @@ class EnvRunner(Service):
 
     def collect(self, obs: np.ndarray, version: int) -> tuple[Rollout | None, np.ndarray]:
         """One rollout of ``num_steps`` vector steps; ``obs`` are raw observations."""
-        from .envs import clip_to_space  # imported by run() already: gymnasium stays off the start path
+        from gymnasium.spaces import Box  # imported by run() already: gymnasium stays off the start path
+
+        from .envs import clip_to_space
 
         cfg, envs, actor, norm = self.config, self.envs, self.actor, self.normalizer
         steps, n = cfg.algo.num_steps, envs.num_envs
         space = envs.single_action_space
-        box = hasattr(space, "low") and hasattr(space, "high")
+        box = isinstance(space, Box)
         buf = {
             "obs": np.zeros((steps, n, *envs.single_observation_space.shape), np.float32),
             "actions": np.zeros((steps, n, *space.shape), np.float32 if box else np.int64),
