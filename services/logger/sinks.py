@@ -34,7 +34,8 @@ def flat(metrics: TrainMetrics) -> dict[str, float | int | None]:
 
 
 class CsvSink:
-    """One row per iteration; the first row fixes the columns (later extras are ignored)."""
+    """One row per iteration; the first row fixes the columns (later extras are ignored). A resumed run
+    appends under the file's own header, which older code may have written with other columns."""
 
     def __init__(self, path: Path) -> None:
         self.path = path
@@ -44,8 +45,12 @@ class CsvSink:
     def write(self, metrics: TrainMetrics) -> None:
         row = flat(metrics)
         if self.writer is None:
-            columns = CSV_HEAD + sorted(k for k in row if k not in CSV_HEAD)
             fresh = not self.path.exists() or self.path.stat().st_size == 0
+            if fresh:
+                columns = CSV_HEAD + sorted(k for k in row if k not in CSV_HEAD)
+            else:
+                with self.path.open(newline="") as existing:
+                    columns = next(csv.reader(existing))
             self.file = self.path.open("a", newline="")
             self.writer = csv.DictWriter(self.file, fieldnames=columns, extrasaction="ignore")
             if fresh:

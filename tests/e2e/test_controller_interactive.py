@@ -247,7 +247,9 @@ def csv_value(text: str) -> float | None:
 
 
 def same(value: Any, text: str) -> bool:
-    """A param value equals its metrics.csv cell."""
+    """A param value equals its metrics.csv cell (a bool is written True/False)."""
+    if isinstance(value, bool):
+        return text == str(value)
     return csv_value(text) is None if value is None else csv_value(text) == pytest.approx(float(value), rel=1e-9)
 
 

@@ -73,8 +73,19 @@ def test_lr_anneals_linearly_from_iteration_zero():
     space = spaces.Discrete(3)
     algo = make_algo(space, lr=1e-3)
     assert algo.update(synthetic_rollout(space), iteration=5)["lr"] == pytest.approx(0.5e-3)
-    assert algo.learning_rate(0) == pytest.approx(1e-3)
-    assert algo.learning_rate(10) == 0.0
+    assert algo.learning_rate(0, 48) == pytest.approx(1e-3)
+    assert algo.learning_rate(10, 48) == 0.0
+
+
+def test_lr_anneals_by_anneal_env_steps_and_a_patch_can_stop_it():
+    """A horizon past the run's end (Tianshou's 1M steps of a 3M schedule) stops part-way down;
+    anneal_lr=false (a live patch) holds lr from the next minibatch on."""
+    space = spaces.Discrete(3)
+    algo = make_algo(space, lr=1e-3, anneal_env_steps=48 * 30)  # 48 env steps per update, 10 planned
+    assert algo.learning_rate(10, 48) == pytest.approx(1e-3 * 2 / 3)
+    assert algo.update(synthetic_rollout(space), iteration=15)["lr"] == pytest.approx(0.5e-3)
+    algo.config = algo.config.model_copy(update={"anneal_lr": False, "lr": 2e-4})
+    assert algo.update(synthetic_rollout(space), iteration=15)["lr"] == pytest.approx(2e-4)
 
 
 def test_target_kl_stops_epochs_early():

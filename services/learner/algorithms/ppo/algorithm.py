@@ -57,11 +57,15 @@ class PPOAlgorithm(Algorithm):
         self.generator.set_state(torch.tensor(arrays["rng.shuffle"], dtype=torch.uint8))
         self.num_iterations = meta["num_iterations"]
 
-    def learning_rate(self, iteration: int) -> float:
-        """Linear decay to 0 over ``num_iterations`` when ``anneal_lr`` (iteration counts from 0)."""
-        if not self.config.anneal_lr:
-            return self.config.lr
-        return self.config.lr * max(0.0, 1.0 - iteration / self.num_iterations)
+    def learning_rate(self, iteration: int, batch_size: int) -> float:
+        """``lr``, when ``anneal_lr`` decayed linearly to 0 by ``anneal_env_steps`` or else by the run's last
+        update. ``iteration`` counts the updates done, each of ``batch_size`` env steps."""
+        cfg = self.config
+        if not cfg.anneal_lr:
+            return cfg.lr
+        spent = (iteration / self.num_iterations if cfg.anneal_env_steps is None
+                 else iteration * batch_size / cfg.anneal_env_steps)
+        return cfg.lr * max(0.0, 1.0 - spent)
 
     def _gae(self, rollout: Rollout, values: np.ndarray, gamma: float, gae_lambda: float
              ) -> tuple[np.ndarray, np.ndarray]:
@@ -128,7 +132,7 @@ class PPOAlgorithm(Algorithm):
                 if safe_point is not None:
                     safe_point(len(stats))
                 cfg = self.config  # a live patch of a next_minibatch setting lands here
-                lr = self.learning_rate(iteration)
+                lr = self.learning_rate(iteration, batch_size)
                 for group in self.optimizer.param_groups:
                     group["lr"] = lr
 

@@ -29,7 +29,13 @@ class PPOConfig(BaseModel):
         description="Adam learning rate (before annealing).",
     )
     anneal_lr: bool = Field(
-        True, description="Decay the learning rate linearly to 0 over the run's iterations.",
+        True, json_schema_extra=_NEXT_MINIBATCH,
+        description="Decay the learning rate linearly to 0 (by anneal_env_steps); false: lr as it is.",
+    )
+    anneal_env_steps: int | None = Field(
+        None, gt=0, json_schema_extra=_NEXT_MINIBATCH,
+        description=("Env steps by which the annealed learning rate reaches 0 (None: run.total_env_steps); "
+                     "past the run's end, the run ends part-way down."),
     )
     num_steps: int = Field(
         128, ge=1, description="Rollout length per env per iteration.",
