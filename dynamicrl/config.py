@@ -128,6 +128,9 @@ class Config(_Strict):
     checkpoint: CheckpointConfig = Field(default_factory=CheckpointConfig)
     resume: str | None = Field(None, description="a run directory to continue from its latest good checkpoint "
                                "(set by `dynamicrl resume-run` / $DYNAMICRL_RESUME)")
+    resume_total_env_steps: int | None = Field(
+        None, gt=0, description="with resume: the run's new run.total_env_steps, to train it longer than it planned "
+        "(set by `dynamicrl resume-run --total-env-steps`)")
     patches: str | None = Field(None, description="a patches.jsonl to replay: its patches apply at the same logical times")
     plugins: list[str] = Field(default_factory=list, description="modules imported first (e.g. to register algorithms)")
 

@@ -404,11 +404,15 @@ def evaluate(path: str, episodes: int, stochastic: bool, seed: int, every_checkp
 @main.command("resume-run")
 @click.argument("run_dir", type=click.Path(exists=True, file_okay=False))
 @click.option("--procfile", "-f", default="Procfile", show_default=True, help="the Procfile to start")
-def resume_run(run_dir: str, procfile: str) -> None:
+@click.option("--total-env-steps", type=click.IntRange(min=1), default=None,
+              help="a new budget, past the checkpoint: train the run longer than it planned (a finished run too)")
+def resume_run(run_dir: str, procfile: str, total_env_steps: int | None) -> None:
     """Continue a run from its latest good checkpoint: `honcho start` with $DYNAMICRL_RESUME set.
 
     Starts as many env-runners as the checkpoint holds; the run directory,
     metrics.csv, TensorBoard and patches.jsonl continue where the checkpoint stood.
+    With --total-env-steps the run trains on to that budget, and an annealed
+    learning rate follows the line to the new end (ppo.anneal_env_steps aside).
     """
     import shutil
     from pathlib import Path
@@ -418,15 +422,21 @@ def resume_run(run_dir: str, procfile: str) -> None:
     try:
         path = checkpoints.latest_good(Path(run_dir) / "checkpoints", report=lambda m: click.echo(m, err=True))
         manifest = checkpoints.verify(path)
+        if total_env_steps is not None:
+            checkpoints.check_budget(total_env_steps, manifest, path)
     except checkpoints.CheckpointError as exc:
         raise click.ClickException(str(exc)) from None
     envrunners = sum(1 for s in manifest["services"] if s.startswith("envrunner"))
     honcho = shutil.which("honcho")
     if honcho is None:
         raise click.ClickException("honcho is not installed (pip install honcho)")
+    budget = "" if total_env_steps is None else f", on to {total_env_steps} env steps"
     click.echo(f"resuming {run_dir} from {path.name} (iteration {manifest['iteration']}, "
-               f"{envrunners} env-runner(s))", err=True)
+               f"{envrunners} env-runner(s){budget})", err=True)
     os.environ["DYNAMICRL_RESUME"] = str(Path(run_dir).resolve())
+    if total_env_steps is not None:  # after the user's overrides: this one wins
+        os.environ["DYNAMICRL_OVERRIDES"] = f"{os.environ.get('DYNAMICRL_OVERRIDES', '')} " \
+                                            f"resume_total_env_steps={total_env_steps}"
     os.execv(honcho, [honcho, "-f", procfile, "start", "-c", f"envrunner={envrunners}"])
 
 

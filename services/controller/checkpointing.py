@@ -66,19 +66,25 @@ class Resume:
 def load_resume(run_dir: Path, config: Config) -> Resume:
     """Take config, run id and every member's state from the run's latest good checkpoint.
 
-    Only ``addresses`` and ``timing`` stay those of ``config`` (this controller's).
+    Only ``addresses`` and ``timing`` stay those of ``config`` (this controller's), and its
+    ``resume_total_env_steps``, if set, becomes the run's budget: a run can train longer, not shorter.
     """
     path = checkpoints.latest_good(run_dir / "checkpoints", report=log.warning)
     manifest, controller, parts = checkpoints.read(path)
     data = controller["config"]
-    data.update(addresses=config.addresses.model_dump(), resume=str(run_dir), timing=config.timing.model_dump())
+    data.update(addresses=config.addresses.model_dump(), resume=str(run_dir), timing=config.timing.model_dump(),
+                resume_total_env_steps=config.resume_total_env_steps)
+    if config.resume_total_env_steps is not None:
+        checkpoints.check_budget(config.resume_total_env_steps, manifest, path)
+        data["run"]["total_env_steps"] = config.resume_total_env_steps
     data["run"].update(dir=str(run_dir),
                        envrunners=sum(1 for s in parts if s != controller["learner"] and s.startswith("envrunner")))
     resume = Resume(config_from_dict(data, origin=str(path / "controller.json")), run_dir, controller["run_id"],
                     parts, LogicalTime(iteration=manifest["iteration"], env_step=manifest["env_step"]),
                     controller["journal_entries"])
-    log.info("resuming run %s from %s (iteration %d, %d env steps)", resume.run_id, path,
-             manifest["iteration"], manifest["env_step"])
+    log.info("resuming run %s from %s (iteration %d, %d env steps)%s", resume.run_id, path,
+             manifest["iteration"], manifest["env_step"],
+             "" if config.resume_total_env_steps is None else f", on to {config.resume_total_env_steps} env steps")
     return resume
 
 

@@ -179,3 +179,11 @@ def prune(root: Path, keep: int) -> None:
     for stale in root.glob(".tmp-*"):  # a crash mid-write leaves these; never used, safe to drop
         if stale.is_dir():
             shutil.rmtree(stale, ignore_errors=True)
+
+
+def check_budget(total_env_steps: int, manifest: dict, path: Path) -> None:
+    """A new budget must lie past the checkpoint: CheckpointError naming both otherwise."""
+    if total_env_steps <= manifest["env_step"]:
+        raise CheckpointError(
+            f"{path}: the run is at {manifest['env_step']} env steps (iteration {manifest['iteration']}); "
+            f"a new budget of {total_env_steps} env steps must be more")

@@ -249,7 +249,6 @@ class Learner(Service):
             if moments is not None:
                 stats.load(moments)
         self.iteration, self.env_steps = part.meta["iteration"], part.meta["env_steps"]
-        self.num_iterations = part.meta["num_iterations"]
         self.episodes.extend(tuple(e) for e in part.meta["episodes"])
         restored = self.unanswered_rollouts(part.arrays, part.meta.get("rollout_frames", {}))
         for rollout in restored:

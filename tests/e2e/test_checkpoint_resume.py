@@ -194,9 +194,9 @@ class Run:
         return self._spawn([sys.executable, "-m", "honcho", "-f", str(PROCFILE), "start",
                             "-c", f"envrunner={self.envrunners}"])
 
-    def resume_run(self, run_dir: Path) -> Supervised:
+    def resume_run(self, run_dir: Path, *options: str) -> Supervised:
         """`dynamicrl resume-run RUN_DIR` as a user types it, with the same environment."""
-        return self._spawn([*CLI, "resume-run", str(run_dir), "-f", str(PROCFILE)])
+        return self._spawn([*CLI, "resume-run", str(run_dir), "-f", str(PROCFILE), *options])
 
     def cli(self, *args: str, timeout: float = 60) -> subprocess.CompletedProcess:
         return subprocess.run([*CLI, *args], cwd=self.tmp, env=self.env, capture_output=True, text=True,
@@ -456,6 +456,31 @@ def test_final_policy_is_bitwise_the_same_uninterrupted_paused_and_killed(runs, 
 
 
 # -- 2. crashes while saving -----------------------------------------------------------------------
+def test_a_finished_run_trains_on_to_a_larger_budget(runs):
+    """`resume-run --total-env-steps` continues a finished run to the new budget, its learning rate
+    annealed to 0 at the new end; a budget not past the checkpoint is one error line, and starts nothing."""
+    run = runs("extend", str(REPO / "configs/defaults.yaml"), ["run.total_env_steps=5120"])  # 10 x 2 x 8 x 32
+    run_dir = finish(run, run.start())
+    assert last_iteration(run_dir) == 10
+
+    refused = run.cli("resume-run", str(run_dir), "--total-env-steps", "5120", "-f", str(PROCFILE))
+    assert refused.returncode == 1 and "must be more" in refused.stderr and "5120 env steps" in refused.stderr, \
+        refused.stderr
+    assert len(refused.stderr.strip().splitlines()) == 1, refused.stderr
+    assert last_iteration(run_dir) == 10
+
+    resumed = run.resume_run(run_dir, "--total-env-steps", "10240")
+    finish(run, resumed)
+    assert "on to 10240 env steps" in resumed.log() and "resumed at iteration 10" in resumed.log(), resumed.log()
+    rows = metrics(run_dir)
+    assert [int(r["iteration"]) for r in rows] == list(range(1, 21))
+    assert int(rows[-1]["env_steps"]) == 10240
+    base = run.config.algo.lr
+    planned = [base * (1 - i / 10) for i in range(10)] + [base * (1 - i / 20) for i in range(10, 20)]
+    assert [float(r["lr"]) for r in rows] == pytest.approx(planned, rel=1e-6)
+    assert checkpoints.latest_good(run_dir / "checkpoints").name == f"{checkpoints.PREFIX}{20:08d}"
+
+
 def good_checkpoints(root: Path) -> list[Path]:
     good = []
     for path in checkpoints.complete(root):

@@ -68,7 +68,8 @@ class Algorithm(ABC):
     """Learner side: owns the network and optimiser, consumes rollouts.
 
     ``num_iterations`` is the planned number of updates, so schedules (such as
-    learning-rate annealing) know where they are. Construction must be a
+    learning-rate annealing) know where they are; it comes from the run's config, not
+    from ``load_state``, as a resumed run may plan more. Construction must be a
     function of ``seed`` only, so two learners with the same seed and the same
     rollouts produce the same weights.
     """

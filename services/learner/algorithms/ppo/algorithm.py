@@ -43,7 +43,7 @@ class PPOAlgorithm(Algorithm):
             for slot, value in slots.items():
                 arrays[f"optim.{index}.{slot}"] = value.detach().numpy().copy()
         arrays["rng.shuffle"] = self.generator.get_state().numpy().copy()
-        return arrays, {"param_groups": optim["param_groups"], "num_iterations": self.num_iterations}
+        return arrays, {"param_groups": optim["param_groups"]}
 
     def load_state(self, arrays: dict[str, np.ndarray], meta: dict) -> None:
         self.net.load_state_dict({k.removeprefix("policy."): torch.tensor(v) for k, v in arrays.items()
@@ -55,7 +55,6 @@ class PPOAlgorithm(Algorithm):
                 slots.setdefault(int(index), {})[slot] = torch.tensor(value)
         self.optimizer.load_state_dict({"state": slots, "param_groups": meta["param_groups"]})
         self.generator.set_state(torch.tensor(arrays["rng.shuffle"], dtype=torch.uint8))
-        self.num_iterations = meta["num_iterations"]
 
     def learning_rate(self, iteration: int, batch_size: int) -> float:
         """``lr``, when ``anneal_lr`` decayed linearly to 0 by ``anneal_env_steps`` or else by the run's last
