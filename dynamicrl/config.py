@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, ValidationError, field_validator
 
 from dynamicrl.services.learner.algorithms import get_algorithm
 
@@ -143,6 +143,14 @@ class Config(_Strict):
             raise ValueError("must be a mapping with a 'name' key")
         name = value.get("name", "ppo")
         return get_algorithm(name).config_cls.model_validate({**value, "name": name})
+
+    @field_validator("resume_total_env_steps")
+    @classmethod
+    def _with_resume(cls, value: int | None, info: ValidationInfo) -> int | None:
+        if value is not None and not info.data.get("resume"):
+            raise ValueError("only with resume (`dynamicrl resume-run RUN_DIR --total-env-steps N`); "
+                             "a new run's budget is run.total_env_steps")
+        return value
 
     def to_dict(self) -> dict[str, Any]:
         return self.model_dump(mode="json")

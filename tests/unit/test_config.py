@@ -315,3 +315,10 @@ def test_cli_reports_a_bad_override_from_the_environment(monkeypatch):
     result = CliRunner().invoke(cli, ["status"])
     assert result.exit_code != 0
     assert "env.num_envs" in result.output
+
+
+def test_a_new_budget_without_resume_is_an_error():
+    message = config_error(CONFIGS / "defaults.yaml", ["resume_total_env_steps=5000"])
+    assert "resume_total_env_steps" in message and "only with resume" in message and "5000" in message
+    assert load_config(CONFIGS / "defaults.yaml", ["resume=runs/x", "resume_total_env_steps=5000"]
+                       ).resume_total_env_steps == 5000
