@@ -456,10 +456,12 @@ def test_final_policy_is_bitwise_the_same_uninterrupted_paused_and_killed(runs, 
 
 
 # -- 2. crashes while saving -----------------------------------------------------------------------
-def test_a_finished_run_trains_on_to_a_larger_budget(runs):
+@pytest.mark.parametrize("mode", ["sync", "overlap"])
+def test_a_finished_run_trains_on_to_a_larger_budget(runs, mode):
     """`resume-run --total-env-steps` continues a finished run to the new budget, its learning rate
     annealed to 0 at the new end; a budget not past the checkpoint is one error line, and starts nothing."""
-    run = runs("extend", str(REPO / "configs/defaults.yaml"), ["run.total_env_steps=5120"])  # 10 x 2 x 8 x 32
+    run = runs(f"extend-{mode}", str(REPO / "configs/defaults.yaml"),
+               ["run.total_env_steps=5120", f"run.mode={mode}"])  # 10 iterations of 2 x 8 envs x 32 steps
     run_dir = finish(run, run.start())
     assert last_iteration(run_dir) == 10
 
