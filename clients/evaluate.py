@@ -50,8 +50,12 @@ class Evaluation:
 
 
 def evaluate(path: Path, episodes: int = 10, deterministic: bool = True, seed: int = 0,
-             report: Callable[[str], None] = print) -> Evaluation:
-    """Play ``episodes`` episodes with the checkpoint's policy; CheckpointError names what is wrong."""
+             report: Callable[[str], None] = print, envs: dict | None = None) -> Evaluation:
+    """Play ``episodes`` episodes with the checkpoint's policy; CheckpointError names what is wrong.
+
+    ``envs``: envs to reuse, by env config, left open (each episode resets with its seed, so a
+    reused env plays as a new one); without it the env is made here and closed.
+    """
     from dynamicrl.services.envrunner.envs import clip_to_space, make_env
     from dynamicrl.services.learner.algorithms import get_algorithm, load_class
 
@@ -62,7 +66,10 @@ def evaluate(path: Path, episodes: int = 10, deterministic: bool = True, seed: i
     except (ConfigError, KeyError) as exc:
         raise checkpoints.CheckpointError(f"{target / 'controller.json'}: no usable run config: {exc}") from None
     learner = checkpoints.policy_part(target, parts)
-    env = make_env(config.env)
+    key = config.env.model_dump_json()
+    env = make_env(config.env) if envs is None or key not in envs else envs[key]
+    if envs is not None:
+        envs[key] = env
     try:
         spec = get_algorithm(config.algo.name)
         algorithm = load_class(spec.learner)(config.algo, env.observation_space, env.action_space,
@@ -86,7 +93,8 @@ def evaluate(path: Path, episodes: int = 10, deterministic: bool = True, seed: i
             returns.append(total)
             lengths.append(steps)
     finally:
-        env.close()
+        if envs is None:
+            env.close()
     return Evaluation(checkpoint=str(target), env_id=config.env.id, iteration=manifest["iteration"],
                       env_steps=manifest["env_step"], deterministic=deterministic, seed=seed,
                       returns=returns, lengths=lengths)
@@ -100,12 +108,16 @@ def evaluate_run(path: Path, episodes: int = 10, deterministic: bool = True, see
     """
     root = path / "checkpoints" if (path / "checkpoints").is_dir() else path
     found = [path] if (path / "manifest.json").exists() else list(reversed(checkpoints.complete(root)))
-    results = []
-    for checkpoint in found:
-        try:
-            results.append(evaluate(checkpoint, episodes, deterministic, seed, report))
-        except checkpoints.CheckpointError as exc:
-            report(f"skipping a bad checkpoint: {exc}")
+    results, envs = [], {}  # one env for all the checkpoints: built, and its model compiled (warnings too), once
+    try:
+        for checkpoint in found:
+            try:
+                results.append(evaluate(checkpoint, episodes, deterministic, seed, report, envs))
+            except checkpoints.CheckpointError as exc:
+                report(f"skipping a bad checkpoint: {exc}")
+    finally:
+        for env in envs.values():
+            env.close()
     if not results:
         raise checkpoints.CheckpointError(f"{root}: no complete checkpoint to evaluate")
     return results
