@@ -104,12 +104,15 @@ class Learner(Service):
                  self.num_iterations, self.steps_per_iteration, envrunners)
         while not self.stopping:
             self.safe_point(LogicalTime(iteration=self.iteration, env_step=self.env_steps), minibatch=0)
-            if not self.wait(self.data, 100):
-                continue
-            while self.data.poll(0):
-                routed = recv_routed(self.data, self.data_session)
-                if routed is not None:
-                    self.on_data(routed)
+            if len(self.pending) < envrunners:
+                if not self.wait(self.data, 100):
+                    continue
+                # A full set is trained on before anything else is read: an env-runner's next rollout (in
+                # overlap mode, after rollouts restored from a checkpoint) belongs to the next iteration.
+                while len(self.pending) < envrunners and self.data.poll(0):
+                    routed = recv_routed(self.data, self.data_session)
+                    if routed is not None:
+                        self.on_data(routed)
             if len(self.pending) == envrunners:
                 self.safe_point(minibatch=0)  # the iteration boundary: next-iteration patches land here
                 if not self.stopping:
