@@ -66,10 +66,11 @@ def evaluate(path: Path, episodes: int = 10, deterministic: bool = True, seed: i
     except (ConfigError, KeyError) as exc:
         raise checkpoints.CheckpointError(f"{target / 'controller.json'}: no usable run config: {exc}") from None
     learner = checkpoints.policy_part(target, parts)
+    own, envs = envs is None, {} if envs is None else envs
     key = config.env.model_dump_json()
-    env = make_env(config.env) if envs is None or key not in envs else envs[key]
-    if envs is not None:
-        envs[key] = env
+    if key not in envs:
+        envs[key] = make_env(config.env)
+    env = envs[key]
     try:
         spec = get_algorithm(config.algo.name)
         algorithm = load_class(spec.learner)(config.algo, env.observation_space, env.action_space,
@@ -93,7 +94,7 @@ def evaluate(path: Path, episodes: int = 10, deterministic: bool = True, seed: i
             returns.append(total)
             lengths.append(steps)
     finally:
-        if envs is None:
+        if own:
             env.close()
     return Evaluation(checkpoint=str(target), env_id=config.env.id, iteration=manifest["iteration"],
                       env_steps=manifest["env_step"], deterministic=deterministic, seed=seed,

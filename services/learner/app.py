@@ -90,11 +90,10 @@ class Learner(Service):
         self.iteration = 0
         self.env_steps = 0
         self.pending: dict[int, tuple[Routed | None, Rollout]] = {}  # None: restored from a checkpoint
-        self.served: PolicyWeights | None = None  # overlap mode: what the rollouts in flight are collected with
-        # overlap mode: the rollouts in flight were served before the update they follow, so they carry the
-        # policy before it (a lag of one). Not at the start, nor after a run's last update, which is answered
-        # after it: a run that trains on from its final checkpoint (a larger budget) collects one lag-free round.
-        self.served_early = False
+        # overlap mode: what the rollouts in flight are collected with, served before the update they follow
+        # (a lag of one). None at the start and after a run's last update, which is answered after it: a run
+        # that trains on from its final checkpoint (a larger budget) collects one lag-free round.
+        self.served: PolicyWeights | None = None
         self.deferred_checkpoint: str | None = None  # overlap mode: due, taken at the next boundary
         self.episodes: deque[tuple[float, int]] = deque(maxlen=cfg.metrics.return_window)
         if restore is not None:
@@ -138,7 +137,7 @@ class Learner(Service):
         cfg = self.config
         if rollout.rank >= self.envrunners:
             return f"rank {rollout.rank} is not in this run of {self.envrunners} env-runner(s)"
-        expected = self.iteration - 1 if self.served_early else self.iteration
+        expected = self.served.version if self.served is not None else self.iteration
         if rollout.version != expected:
             return f"collected with policy {rollout.version}, iteration {self.iteration} needs policy {expected}"
         if rollout.rank in self.pending:
@@ -169,7 +168,6 @@ class Learner(Service):
                 if routed is not None:  # restored ones asked with a PolicyRequest (answered with `served`)
                     self.reply(routed, self.served)
             self.pending.clear()
-        self.served_early = answer_first
         batch = self.as_batch(rollouts)
         batch.policy_lag = self.iteration - rollouts[0].version  # 1 in overlap mode (after the first iteration)
         values = self.algorithm.update(batch, self.iteration,
