@@ -45,7 +45,9 @@ class RunConfig(_Strict):
     seed: int = Field(1, ge=0, description="base seed; env-runner r uses seed + 1000 * (r + 1)")
     dir: str | None = Field(None, description="run directory; default <root>/<run_id>")
     root: str = Field("runs", description="parent of run directories when dir is not set")
-    total_env_steps: int = Field(100_000, ge=1, description="training budget in env steps, all env-runners together")
+    total_env_steps: int = Field(
+        100_000, ge=1, json_schema_extra={"tunable": True, "apply": "next_iteration"},
+        description="training budget in env steps, all env-runners together (a live patch: more than the steps done)")
     envrunners: int | Literal["auto"] = Field(
         "auto",
         description="env-runners to wait for; 'auto' takes every one that registers within join_window_s of the first",

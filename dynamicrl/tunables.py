@@ -2,7 +2,9 @@
 
 A config field tagged ``json_schema_extra={"tunable": True, "apply": ...}`` is
 tunable. Its public name is ``<namespace>.<field>``: the algorithm's name for
-the ``algo`` section (``ppo.lr``), ``envrunner`` for the env-runner section.
+the ``algo`` section (``ppo.lr``), ``envrunner`` for the env-runner section,
+``run`` for the run section (``run.total_env_steps``: a run trained longer or
+shorter while it runs).
 The same declaration drives validation of a patch, ``dynamicrl params`` and
 the docs, and says who applies it and when:
 
@@ -40,10 +42,15 @@ class Spec:
     owner: Role
 
 
+def _sections(config: Config) -> tuple[tuple[str, str], ...]:
+    """(Config attribute, public namespace) of every section that may hold tunables."""
+    return ("algo", config.algo.name), ("envrunner", "envrunner"), ("run", "run")
+
+
 def specs(config: Config) -> dict[str, Spec]:
     """Every tunable of this run's config, by public name."""
     found = {}
-    for section, namespace in (("algo", config.algo.name), ("envrunner", "envrunner")):
+    for section, namespace in _sections(config):
         model = type(getattr(config, section))
         for field, info in model.model_fields.items():
             extra = info.json_schema_extra if isinstance(info.json_schema_extra, dict) else {}
@@ -136,9 +143,17 @@ def validate(config: Config, changes: dict[str, Any]) -> tuple[Config, dict[str,
     return new_config, diff
 
 
+def budget_problem(total_env_steps: int, iteration: int, env_step: int) -> str:
+    """Why ``total_env_steps`` cannot be a run's new budget at this point ('' if it can)."""
+    if total_env_steps <= env_step:
+        return (f"the run is at {env_step} env steps (iteration {iteration}); "
+                f"a new budget of {total_env_steps} env steps must be more")
+    return ""
+
+
 def _unknown(config: Config, name: str, known: dict[str, Spec]) -> str:
     namespace, _, field = name.partition(".")
-    for section, ns in (("algo", config.algo.name), ("envrunner", "envrunner")):
+    for section, ns in _sections(config):
         if namespace == ns and field in type(getattr(config, section)).model_fields:
             return "exists but cannot change while the run is live (not tunable)"
     import difflib

@@ -77,6 +77,10 @@ def load_resume(run_dir: Path, config: Config) -> Resume:
     if config.resume_total_env_steps is not None:
         checkpoints.check_budget(config.resume_total_env_steps, manifest, path)
         data["run"]["total_env_steps"] = config.resume_total_env_steps
+        for part in parts.values():  # members restore the tunables they saved: the budget is one of them
+            saved = part.meta.get("tunables", {})
+            if "run.total_env_steps" in saved:
+                saved["run.total_env_steps"] = config.resume_total_env_steps
     data["run"].update(dir=str(run_dir),
                        envrunners=sum(1 for s in parts if s != controller["learner"] and s.startswith("envrunner")))
     resume = Resume(config_from_dict(data, origin=str(path / "controller.json")), run_dir, controller["run_id"],

@@ -24,6 +24,8 @@ from typing import Any
 
 import numpy as np
 
+from dynamicrl import tunables
+
 FORMAT_VERSION = 1
 PREFIX = "iter-"
 POLICY_PREFIX = "policy."  # learner arrays holding the policy's parameters
@@ -183,7 +185,6 @@ def prune(root: Path, keep: int) -> None:
 
 def check_budget(total_env_steps: int, manifest: dict, path: Path) -> None:
     """A new budget must lie past the checkpoint: CheckpointError naming both otherwise."""
-    if total_env_steps <= manifest["env_step"]:
-        raise CheckpointError(
-            f"{path}: the run is at {manifest['env_step']} env steps (iteration {manifest['iteration']}); "
-            f"a new budget of {total_env_steps} env steps must be more")
+    problem = tunables.budget_problem(total_env_steps, manifest["iteration"], manifest["env_step"])
+    if problem:
+        raise CheckpointError(f"{path}: {problem}")

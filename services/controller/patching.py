@@ -54,6 +54,14 @@ class Patching:
             new_config, diff = tunables.validate(controller.config, request.changes)
         except tunables.PatchError as exc:
             return ErrorReply(code=ErrorCode.REJECTED, message=str(exc))
+        budget, metrics = diff.get("run.total_env_steps"), controller.last_metrics
+        at = (LogicalTime(iteration=metrics.iteration, env_step=metrics.env_steps) if metrics is not None
+              else controller.resumed_from)  # may lag the learner by an iteration: it ends the run past it anyway
+        if budget is not None and at is not None:
+            problem = tunables.budget_problem(budget[1], at.iteration, at.env_step)
+            if problem:
+                return ErrorReply(code=ErrorCode.REJECTED, message="patch rejected, nothing changed:\n  "
+                                  f"run.total_env_steps={budget[1]!r}: {problem}")
         specs, now = tunables.specs(controller.config), time.monotonic()
         owed: dict[str, set[str]] = {}
         for name in diff:

@@ -113,9 +113,10 @@ class TensorBoardSink:
 
 
 def console_line(metrics: TrainMetrics, total_env_steps: int) -> str:
-    """One readable line per iteration."""
+    """One readable line per iteration; the budget in force is the learner's (a live patch may move it)."""
     ret = "   n/a" if metrics.return_mean is None else f"{metrics.return_mean:8.1f}"
-    pct = 100.0 * metrics.env_steps / max(total_env_steps, 1)
+    total = metrics.hyperparameters.get("run.total_env_steps", total_env_steps)
+    pct = 100.0 * metrics.env_steps / max(total, 1)
     extra = "  ".join(f"{k} {metrics.values[k]:.3g}" for k in ("policy_loss", "value_loss", "entropy", "approx_kl")
                       if k in metrics.values)
     return (f"iter {metrics.iteration:5d}  steps {metrics.env_steps:9d} ({pct:5.1f}%)  "

@@ -385,7 +385,11 @@ class TestTwoEnvRunners:
         (["ppo.ent_coef=5"], "ppo.ent_coef=5", ["less than or equal to 1"], "ppo.ent_coef"),
         (["ppo.hidden_sizes=[8]"], "ppo.hidden_sizes='[8]'", ["not tunable"], None),
         (["ppo.lr=1e-3", "ppo.ent_coef=5"], "ppo.ent_coef=5", ["less than or equal to 1"], "ppo.ent_coef"),
-    ], ids=["unknown", "not-a-number", "not-an-int", "below-min", "above-max", "not-tunable", "mixed"])
+        (["run.seed=3"], "run.seed=3", ["not tunable"], None),
+        (["run.total_env_steps=1"], "run.total_env_steps=1",
+         ["the run is at", "; a new budget of 1 env steps must be more"], None),
+    ], ids=["unknown", "not-a-number", "not-an-int", "below-min", "above-max", "not-tunable", "mixed",
+            "run-not-tunable", "budget-behind"])
     def test_bad_patch_changes_nothing(self, run2, changes, bad, expected, allowed_for):
         rows = run2.param_rows()
         before, journal, history = run2.params(), run2.journal_text(), run2.cli("history").json
@@ -640,6 +644,40 @@ def test_replay_reapplies_the_journal(runs):
             differ[column] = first
     assert not differ, ("runs A and B differ (column: first iteration that differs): "
                         + ", ".join(f"{c}: {i}" for c, i in sorted(differ.items(), key=lambda kv: kv[1])))
+
+
+def test_a_live_budget_patch_moves_the_end(runs):
+    """`patch run.total_env_steps=N`: the run trains on to the first boundary past N and stops there,
+    its lr annealing to 0 at the new end; the journal, params, status and the logger follow."""
+    run = runs("budget", 1, ["run.total_env_steps=10240"])  # 40 iterations of 256 env steps
+    per, old = run.per_iteration, run.num_iterations
+    budget = (old + 20) * per - per // 2  # not a whole iteration: the run ends at the boundary past it
+    run.wait_iteration(2)
+    run_dir = run.run_dir  # (asked while the run is live)
+    paused = run.cli("pause")  # so the patch is in well before the old end, on a loaded machine too
+    assert paused.code == 0, paused.err
+    reply = run.call(PatchRequest(changes={"run.total_env_steps": budget}, author="e2e"))
+    assert reply.status is PatchStatus.ON_RESUME, reply
+    assert run.params()["run.total_env_steps"] == budget
+    assert run.status().total_env_steps == budget
+    assert run.cli("resume").code == 0
+    assert wait_exit(run.procs, 90), f"the run did not finish by itself:\n{run.logs()}"
+    assert [p.returncode for p in run.procs] == [0] * len(run.procs), run.logs()
+
+    learner, = [e for e in run.journal() if e["patch_id"] == reply.patch_id]
+    assert learner["service"].startswith("learner") and learner["minibatch"] == 0
+    assert learner["changes"] == {"run.total_env_steps": {"old": old * per, "new": budget}}
+    at = learner["ltime"]["iteration"]  # the updates done when it applied: update `at` (row at + 1) is the first
+    assert 2 <= at < old
+    rows = _read_csv(run_dir / "metrics.csv")
+    assert [int(r["iteration"]) for r in rows] == list(range(1, old + 21))
+    for row in rows:
+        i = int(row["iteration"])
+        planned = old if i <= at else old + 20
+        assert same(old * per if i <= at else budget, row["run.total_env_steps"]), (at, row)
+        assert float(row["lr"]) == pytest.approx(run.config.algo.lr * (1 - (i - 1) / planned), rel=1e-9), (at, row)
+    last = [line for line in log_text(run.procs[-1]).splitlines() if line.startswith("iter ")][-1]
+    assert f"({100.0 * (old + 20) * per / budget:5.1f}%)" in last, last  # the logger's progress: the new budget
 
 
 def _read_csv(path: Path) -> list[dict[str, str]]:
