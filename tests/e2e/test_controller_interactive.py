@@ -646,38 +646,46 @@ def test_replay_reapplies_the_journal(runs):
                         + ", ".join(f"{c}: {i}" for c, i in sorted(differ.items(), key=lambda kv: kv[1])))
 
 
-def test_a_live_budget_patch_moves_the_end(runs):
-    """`patch run.total_env_steps=N`: the run trains on to the first boundary past N and stops there,
-    its lr annealing to 0 at the new end; the journal, params, status and the logger follow."""
-    run = runs("budget", 1, ["run.total_env_steps=10240"])  # 40 iterations of 256 env steps
-    per, old = run.per_iteration, run.num_iterations
-    budget = (old + 20) * per - per // 2  # not a whole iteration: the run ends at the boundary past it
+@pytest.mark.parametrize("mode", ["sync", "overlap"])
+def test_a_live_budget_patch_moves_the_end(runs, mode):
+    """`patch run.total_env_steps=N`, once mid-run and once landing in the last update: each time the run
+    trains on to the first boundary past N, its lr annealing to 0 at the new end; the journal, params,
+    status and the logger's progress follow."""
+    run = runs(f"budget-{mode}", 1, ["run.total_env_steps=10240", f"run.mode={mode}"])  # 40 iterations of 256
+    per, first = run.per_iteration, run.num_iterations
+    second, third = first + 10, first + 20
+    budget = third * per - per // 2  # not a whole iteration: the run ends at the boundary past it
     run.wait_iteration(2)
     run_dir = run.run_dir  # (asked while the run is live)
-    paused = run.cli("pause")  # so the patch is in well before the old end, on a loaded machine too
+    paused = run.cli("pause")  # so the patches are in well before the old end, on a loaded machine too
     assert paused.code == 0, paused.err
-    reply = run.call(PatchRequest(changes={"run.total_env_steps": budget}, author="e2e"))
-    assert reply.status is PatchStatus.ON_RESUME, reply
+    early = run.call(PatchRequest(changes={"run.total_env_steps": second * per}, author="e2e"))
+    assert early.status is PatchStatus.ON_RESUME, early
+    # due once `second` updates are done: only the safe point after the (then) last update reaches it
+    late = run.call(PatchRequest(changes={"run.total_env_steps": budget}, at_iteration=second, author="e2e"))
+    assert late.status is PatchStatus.SCHEDULED, late
     assert run.params()["run.total_env_steps"] == budget
     assert run.status().total_env_steps == budget
     assert run.cli("resume").code == 0
     assert wait_exit(run.procs, 90), f"the run did not finish by itself:\n{run.logs()}"
     assert [p.returncode for p in run.procs] == [0] * len(run.procs), run.logs()
 
-    learner, = [e for e in run.journal() if e["patch_id"] == reply.patch_id]
-    assert learner["service"].startswith("learner") and learner["minibatch"] == 0
-    assert learner["changes"] == {"run.total_env_steps": {"old": old * per, "new": budget}}
-    at = learner["ltime"]["iteration"]  # the updates done when it applied: update `at` (row at + 1) is the first
-    assert 2 <= at < old
+    (a,), (b,) = ([e for e in run.journal() if e["patch_id"] == r.patch_id] for r in (early, late))
+    assert a["service"].startswith("learner") and a["minibatch"] == 0 == b["minibatch"]
+    assert a["changes"] == {"run.total_env_steps": {"old": first * per, "new": second * per}}
+    assert b["changes"] == {"run.total_env_steps": {"old": second * per, "new": budget}}
+    at = a["ltime"]["iteration"]  # the updates done when it applied: update `at` (row at + 1) is the first
+    assert 2 <= at < first and b["ltime"]["iteration"] == second
     rows = _read_csv(run_dir / "metrics.csv")
-    assert [int(r["iteration"]) for r in rows] == list(range(1, old + 21))
+    assert [int(r["iteration"]) for r in rows] == list(range(1, third + 1))
     for row in rows:
         i = int(row["iteration"])
-        planned = old if i <= at else old + 20
-        assert same(old * per if i <= at else budget, row["run.total_env_steps"]), (at, row)
+        planned = first if i <= at else second if i <= second else third
+        assert same(first * per if i <= at else second * per if i <= second else budget,
+                    row["run.total_env_steps"]), (at, row)
         assert float(row["lr"]) == pytest.approx(run.config.algo.lr * (1 - (i - 1) / planned), rel=1e-9), (at, row)
     last = [line for line in log_text(run.procs[-1]).splitlines() if line.startswith("iter ")][-1]
-    assert f"({100.0 * (old + 20) * per / budget:5.1f}%)" in last, last  # the logger's progress: the new budget
+    assert f"({100.0 * third * per / budget:5.1f}%)" in last, last  # the logger's progress: the new budget
 
 
 def _read_csv(path: Path) -> list[dict[str, str]]:
