@@ -54,14 +54,12 @@ class Patching:
             new_config, diff = tunables.validate(controller.config, request.changes)
         except tunables.PatchError as exc:
             return ErrorReply(code=ErrorCode.REJECTED, message=str(exc))
-        budget, metrics = diff.get("run.total_env_steps"), controller.last_metrics
-        at = (LogicalTime(iteration=metrics.iteration, env_step=metrics.env_steps) if metrics is not None
-              else controller.resumed_from)  # may lag the learner by an iteration: it ends the run past it anyway
-        if budget is not None and at is not None:
-            problem = tunables.budget_problem(budget[1], at.iteration, at.env_step)
+        if "run.total_env_steps" in diff:
+            budget = diff["run.total_env_steps"][1]
+            problem = self.behind(budget)
             if problem:
                 return ErrorReply(code=ErrorCode.REJECTED, message="patch rejected, nothing changed:\n  "
-                                  f"run.total_env_steps={budget[1]!r}: {problem}")
+                                  f"run.total_env_steps={budget!r}: {problem}")
         specs, now = tunables.specs(controller.config), time.monotonic()
         owed: dict[str, set[str]] = {}
         for name in diff:
@@ -99,6 +97,14 @@ class Patching:
         else:
             status = PatchStatus.PENDING
         return PatchReply(patch_id=pending.patch_id, status=status)
+
+    def behind(self, budget: int) -> str:
+        """Why ``budget`` is not past the run's progress ('' if it is). The latest ``metrics.train`` may lag
+        the learner by an update; a budget it has passed by then ends the run at the next boundary."""
+        metrics = self.controller.last_metrics
+        at = (LogicalTime(iteration=metrics.iteration, env_step=metrics.env_steps) if metrics is not None
+              else self.controller.resumed_from)
+        return tunables.budget_problem(budget, at.iteration, at.env_step) if at is not None else ""
 
     def on_patch_applied(self, routed: Routed) -> None:
         controller = self.controller

@@ -69,10 +69,10 @@ class Algorithm(ABC):
 
     ``num_iterations`` is the planned number of updates, so schedules (such as
     learning-rate annealing) know where they are; it comes from the run's config, not
-    from ``load_state``, as a resumed run may plan more, and the learner sets the
-    attribute ``num_iterations`` anew when a live patch of ``run.total_env_steps`` moves the end. Construction must be a
-    function of ``seed`` only, so two learners with the same seed and the same
-    rollouts produce the same weights.
+    from ``load_state``, as a resumed run may plan more; the learner sets the attribute
+    ``num_iterations`` anew when a live ``run.total_env_steps`` patch moves the end.
+    Construction must be a function of ``seed`` only, so two learners with the same
+    seed and the same rollouts produce the same weights.
     """
 
     @abstractmethod
