@@ -120,6 +120,36 @@ REFERENCES = [
     },
 ]
 
+#: Tianshou's own PPO rerun here on the v5 envs (bench/tianshou_reference.py), where it has been run
+RERUN_DIR = HERE / "results" / "tianshou"
+
+
+def references() -> list[dict]:
+    """The published figures, plus Tianshou's PPO rerun here on the v5 envs for the envs it was run on."""
+    import tianshou_reference as rerun  # bench/tianshou_reference.py: reads its CSVs, needs no tianshou
+
+    values, curves, seeds = {}, {}, {}
+    for env, (env_id, _) in ENVS.items():
+        figures = rerun.summarize(RERUN_DIR, env_id)
+        if figures is not None:
+            values[env] = (figures["best_test"], figures["best_test_std"])
+            curves[env], seeds[env] = figures["curve"], len(figures["seeds"])
+    if not values:
+        return REFERENCES
+    return [*REFERENCES, {
+        "key": "tianshou_rerun", "metric": "best_test", "name": "Tianshou 2.0.1 PPO rerun here", "envs": "v5",
+        "url": "../bench/tianshou_reference.py",
+        "what": ("Tianshou's own PPO (`tianshou==2.0.1`) with the defaults of its `mujoco_ppo.py` (the row "
+                 "above), trained on this machine on the same Gymnasium v5 / MuJoCo 3 envs as ours and tested "
+                 "by the same protocol (10 stochastic episodes every 30,720 env steps); the best test counted as "
+                 "ours, ± the seeds' std at that point; "
+                 + ", ".join(f"{ENVS[env][0]}: {n} seeds" for env, n in seeds.items())
+                 + " (`bench/results/tianshou/`). The one like-for-like reference: same env version, metric "
+                 "and machine"),
+        "values": values, "curves": curves,
+    }]
+
+
 DISCUSSION_BEGIN = "<!-- discussion:begin -->"
 DISCUSSION_END = "<!-- discussion:end -->"
 
@@ -345,11 +375,12 @@ def plot(env: str, summaries: list[dict], out: Path) -> None:
         pts = seed_mean([s["tests"] for s in tested])
         ax.plot([x for x, _ in pts], [y for _, y in pts], "k.-", lw=1, ms=4,
                 label=f"tests, mean of {len(tested)} seed(s) ({tested[0]['test_episodes']} stochastic episodes each)")
-    styles = iter(["--", ":", "-."])
-    for ref in REFERENCES:
-        val = ref["values"].get(env)
-        style = next(styles)
-        if val is not None:
+    for ref, style in zip(references(), ["--", ":", "-.", "-"]):
+        val, curve = ref["values"].get(env), ref.get("curves", {}).get(env)
+        if curve is not None:  # a rerun: its mean test curve, beside ours
+            ax.plot([x for x, _ in curve], [y for _, y in curve], color="gray", ls=style, marker=".", lw=1, ms=4,
+                    label=f"{ref['name']} ({ref['envs']}): tests, mean of its seeds")
+        elif val is not None:
             ax.axhline(val[0], color="gray", ls=style, lw=1, label=f"{ref['name'].split(' `')[0]} ({ref['envs']}, 1M): {val[0]:.0f}")
     xmax = max([1_000_000] + [s["env_steps"] for s in summaries])
     ax.set_xlim(0, xmax * 1.02)
@@ -524,9 +555,10 @@ def report(args: argparse.Namespace) -> str:
              "curve, at the env steps given: Tianshou's kind, a best-so-far of a mean) and the **final policy, "
              "deterministic** (the mean of the seeds' evaluations: rl-zoo's kind). Each reference is compared "
              "with the figure of its own kind.\n")
+    refs = references()
     head = "| env | final window [seeds] | best window | best test | final policy, deterministic [seeds] |"
     sep = "|---|---|---:|---:|---|"
-    for ref in REFERENCES:
+    for ref in refs:
         head += f" {ref['name']} ({ref['envs']}) |"
         sep += "---|"
     L.append(head)
@@ -553,7 +585,7 @@ def report(args: argparse.Namespace) -> str:
             ) + " | | | |"
         else:
             row = f"| {env_id}{label} | not run | | | |"
-        for ref in REFERENCES:
+        for ref in refs:
             val = ref["values"].get(env)
             if val is None:
                 row += " not found |"
@@ -566,16 +598,17 @@ def report(args: argparse.Namespace) -> str:
     counts = sorted({len(runs) for _, _, _, runs in by_layout(by_env) if runs})
     seeds_here = f"{counts[0]}-{counts[-1]}" if counts and counts[0] != counts[-1] else str(counts[0] if counts else 0)
     L.append("References (the published number, its env version, and what it measures):\n")
-    for ref in REFERENCES:
-        L.append(f"- **{ref['name']}** ({ref['envs']} envs), <{ref['url']}>: {ref['what']}.")
+    for ref in refs:
+        where = f"<{ref['url']}>" if ref["url"].startswith("http") else f"[`{ref['url'].removeprefix('../')}`]({ref['url']})"
+        L.append(f"- **{ref['name']}** ({ref['envs']} envs), {where}: {ref['what']}.")
     L.append("")
-    L.append("These are not like-for-like: different env versions (v5 here, v4 or v3 there: the same tasks, "
+    L.append("The published figures are not like-for-like: different env versions (v5 here, v4 or v3 there: the same tasks, "
              "but v5 changes some observations, defaults and bugs, and v3 ran on MuJoCo 2.0), different metrics "
              "(the final window of training episodes here and in CleanRL; the best point of a mean test curve "
              "here and in Tianshou, which is an upper envelope; a deterministic-policy evaluation in SB3 rl-zoo) "
              f"and different numbers of seeds ({seeds_here} here, 3 in CleanRL, 10 in Tianshou, 1 in rl-zoo). "
-             "CleanRL is "
-             "the closest reference. Percentages are (ours - reference) / reference: our final window against "
+             "Of those, CleanRL is "
+             "the closest. Percentages are (ours - reference) / reference: our final window against "
              "CleanRL, our best test against Tianshou's best-so-far (no percentage where the runs were not "
              "tested), our final policy's deterministic evaluation against rl-zoo's. Our tests are "
              f"{tests or 'N'} stochastic episodes of each kept checkpoint (`dynamicrl evaluate --all "

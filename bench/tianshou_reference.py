@@ -137,25 +137,40 @@ def train(env_id: str, seed: int, out: Path) -> dict:
     return summary
 
 
-def report(out: Path, env_id: str) -> None:
-    """The seeds' mean figures, counted as docs/results.md counts ours (points up to 1M steps)."""
+def summarize(out: Path, env_id: str) -> dict | None:
+    """The seeds' figures, counted as docs/results.md counts ours over the test points up to 1M steps:
+    the best test (the highest point of the seeds' mean test curve, with the seeds' std there), the mean
+    test curve itself and the final window. None when ``out`` holds no run of ``env_id``."""
     stem = env_id.split("-")[0].lower()
     curves = {}
-    for path in sorted(out.glob(f"{stem}-seed*.csv")):
+    for path in sorted(out.glob(f"{stem}-seed*.csv"), key=lambda p: int(p.stem.rsplit("seed", 1)[1])):
         with path.open() as f:
-            curves[path.stem] = [r for r in csv.DictReader(f) if int(r["env_steps"]) <= BUDGET]
+            curves[int(path.stem.rsplit("seed", 1)[1])] = [r for r in csv.DictReader(f)
+                                                           if int(r["env_steps"]) <= BUDGET]
     if not curves:
-        raise SystemExit(f"no {stem}-seed*.csv in {out}")
+        return None
     n = min(len(c) for c in curves.values())
+    steps = [int(r["env_steps"]) for r in next(iter(curves.values()))[:n]]
     tests = np.array([[float(r["test_return"]) for r in c[:n]] for c in curves.values()])
     mean = tests.mean(axis=0)
     i = int(mean.argmax())
-    steps = int(next(iter(curves.values()))[i]["env_steps"])
     finals = [float(c[n - 1]["train_window"]) for c in curves.values()]
-    print(f"{env_id}: {len(curves)} seeds ({', '.join(curves)})")
-    print(f"  best test (max of the seeds' mean test curve): {mean[i]:.1f} +- {tests[:, i].std():.1f} at {steps:,}")
-    print(f"  final window (last {RETURN_WINDOW} training episodes at the last point <= 1M): "
-          f"{np.mean(finals):.1f} ({', '.join(f'{x:.0f}' for x in finals)})")
+    return {"seeds": list(curves), "best_test": float(mean[i]), "best_test_std": float(tests[:, i].std()),
+            "best_test_at": steps[i], "curve": list(zip(steps, mean.tolist())),
+            "final_window": float(np.mean(finals)), "final_windows": finals,
+            "seed_best_tests": tests.max(axis=1).tolist()}
+
+
+def report(out: Path, env_id: str) -> None:
+    figures = summarize(out, env_id)
+    if figures is None:
+        raise SystemExit(f"no {env_id} runs in {out}")
+    print(f"{env_id}: {len(figures['seeds'])} seeds ({', '.join(map(str, figures['seeds']))})")
+    print(f"  best test (max of the seeds' mean test curve): {figures['best_test']:.1f} "
+          f"+- {figures['best_test_std']:.1f} at {figures['best_test_at']:,}")
+    print(f"  final window (last {RETURN_WINDOW} training episodes at the last test point <= 1M): "
+          f"{figures['final_window']:.1f} ({', '.join(f'{x:.0f}' for x in figures['final_windows'])})")
+    print(f"  each seed's own best test: {', '.join(f'{x:.0f}' for x in figures['seed_best_tests'])}")
 
 
 def main() -> None:
