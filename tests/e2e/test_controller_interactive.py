@@ -651,7 +651,8 @@ def test_a_live_budget_patch_moves_the_end(runs, mode):
     """`patch run.total_env_steps=N`, once mid-run and once landing in the last update: each time the run
     trains on to the first boundary past N, its lr annealing to 0 at the new end; the journal, params,
     status and the logger's progress follow."""
-    run = runs(f"budget-{mode}", 1, ["run.total_env_steps=10240", f"run.mode={mode}"])  # 40 iterations of 256
+    settings = ["run.total_env_steps=10240", f"run.mode={mode}"]  # 40 iterations of 256 env steps
+    run = runs(f"budget-{mode}", 1, settings)
     per, first = run.per_iteration, run.num_iterations
     second, third = first + 10, first + 20
     budget = third * per - per // 2  # not a whole iteration: the run ends at the boundary past it
@@ -686,6 +687,14 @@ def test_a_live_budget_patch_moves_the_end(runs, mode):
         assert float(row["lr"]) == pytest.approx(run.config.algo.lr * (1 - (i - 1) / planned), rel=1e-9), (at, row)
     last = [line for line in log_text(run.procs[-1]).splitlines() if line.startswith("iter ")][-1]
     assert f"({100.0 * third * per / budget:5.1f}%)" in last, last  # the logger's progress: the new budget
+    if mode == "sync":  # the journal replays the budget too: the same config + journal is the same run
+        replay = runs("budget-replay", 1, [*settings, f"patches={run_dir / 'patches.jsonl'}"])
+        replay.wait_state(RunState.RUNNING)
+        replay_dir = replay.run_dir
+        assert wait_exit(replay.procs, 90), f"the replay did not finish by itself:\n{replay.logs()}"
+        again = _read_csv(replay_dir / "metrics.csv")
+        columns = [c for c in rows[0] if c not in WALL_CLOCK_COLUMNS]
+        assert [[r[c] for c in columns] for r in again] == [[r[c] for c in columns] for r in rows]
 
 
 def _read_csv(path: Path) -> list[dict[str, str]]:
