@@ -599,11 +599,12 @@ def report(args: argparse.Namespace) -> str:
     seeds_here = f"{counts[0]}-{counts[-1]}" if counts and counts[0] != counts[-1] else str(counts[0] if counts else 0)
     L.append("References (the published number, its env version, and what it measures):\n")
     for ref in refs:
-        where = f"<{ref['url']}>" if ref["url"].startswith("http") else f"[`{ref['url'].removeprefix('../')}`]({ref['url']})"
+        url = ref["url"]
+        where = f"<{url}>" if url.startswith("http") else f"[`{url.removeprefix('../')}`]({url})"
         L.append(f"- **{ref['name']}** ({ref['envs']} envs), {where}: {ref['what']}.")
     L.append("")
-    L.append("The published figures are not like-for-like: different env versions (v5 here, v4 or v3 there: the same tasks, "
-             "but v5 changes some observations, defaults and bugs, and v3 ran on MuJoCo 2.0), different metrics "
+    L.append("The published figures are not like-for-like: different env versions (v5 here, v4 or v3 there: "
+             "the same tasks, but v5 changes some observations, defaults and bugs, and v3 ran on MuJoCo 2.0), different metrics "
              "(the final window of training episodes here and in CleanRL; the best point of a mean test curve "
              "here and in Tianshou, which is an upper envelope; a deterministic-policy evaluation in SB3 rl-zoo) "
              f"and different numbers of seeds ({seeds_here} here, 3 in CleanRL, 10 in Tianshou, 1 in rl-zoo). "
