@@ -588,7 +588,7 @@ def report(args: argparse.Namespace) -> str:
         for ref in refs:
             val = ref["values"].get(env)
             if val is None:
-                row += " not found |"
+                row += " not rerun |" if "curves" in ref else " not found |"
             else:
                 mine = ours[ref["metric"]] if full else None
                 rel = "" if mine is None else f" (ours {100 * (mine - val[0]) / val[0]:+.0f}%)"

@@ -10,7 +10,9 @@ and env version, and tests it by Tianshou's protocol: 10 stochastic episodes aft
 15 collects (30,720 env steps). `learning_curves.py` tests our runs on the same grid.
 
     pip install -e ".[bench]"     # brings tianshou==2.0.1
-    python bench/tianshou_reference.py --env HalfCheetah-v5 --seeds 1 2 --out bench/results/tianshou
+    python bench/tianshou_reference.py --config configs/env/mujoco_ant.yaml --seeds 1 2
+
+The env (id and `env.kwargs`) is the DynamicRL config's, so both train on the same observations.
 
 Writes <env>-seed<N>.csv (env_steps, test_return, test_return_std, train_window) and a JSON
 summary per seed; `--report` prints the seeds' figures as docs/results.md counts them.
@@ -53,7 +55,7 @@ class EpisodeReturns(gym.Wrapper):
         return obs, reward, terminated, truncated, info
 
 
-def train(env_id: str, seed: int, out: Path) -> dict:
+def train(env_id: str, kwargs: dict, seed: int, out: Path) -> dict:
     import torch
     from torch import nn
     from torch.distributions import Independent, Normal
@@ -71,8 +73,8 @@ def train(env_id: str, seed: int, out: Path) -> dict:
     torch.manual_seed(seed)
     returns: list[float] = []
     train_envs = VectorEnvNormObs(DummyVectorEnv(
-        [lambda: EpisodeReturns(gym.make(env_id), returns) for _ in range(TRAIN_ENVS)]))
-    test_envs = VectorEnvNormObs(DummyVectorEnv([lambda: gym.make(env_id) for _ in range(TEST_EPISODES)]),
+        [lambda: EpisodeReturns(gym.make(env_id, **kwargs), returns) for _ in range(TRAIN_ENVS)]))
+    test_envs = VectorEnvNormObs(DummyVectorEnv([lambda: gym.make(env_id, **kwargs) for _ in range(TEST_EPISODES)]),
                                  update_obs_rms=False)
     test_envs.set_obs_rms(train_envs.get_obs_rms())  # the same object: tests see the current stats
     train_envs.seed(seed)
@@ -129,7 +131,7 @@ def train(env_id: str, seed: int, out: Path) -> dict:
         writer.writerows(rows)
     within = [r for r in rows if r["env_steps"] <= BUDGET]
     best = max(within, key=lambda r: r["test_return"])
-    summary = {"env_id": env_id, "seed": seed, "tianshou": __import__("tianshou").__version__,
+    summary = {"env_id": env_id, "env_kwargs": kwargs, "seed": seed, "tianshou": __import__("tianshou").__version__,
                "env_steps": rows[-1]["env_steps"], "final_window": within[-1]["train_window"],
                "best_test": best["test_return"], "best_test_at": best["env_steps"],
                "wall_s": round(time.monotonic() - start, 1)}
@@ -175,15 +177,19 @@ def report(out: Path, env_id: str) -> None:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--env", default="HalfCheetah-v5", help="a Gymnasium MuJoCo id")
+    parser.add_argument("--config", default="configs/env/mujoco_halfcheetah.yaml",
+                        help="a DynamicRL config: its env.id and env.kwargs are trained on")
     parser.add_argument("--seeds", type=int, nargs="+", default=[1], help="trained one after another")
     parser.add_argument("--out", type=Path, default=Path("bench/results/tianshou"), help="CSV/JSON directory")
     parser.add_argument("--report", action="store_true", help="only summarise the seeds already in --out")
     args = parser.parse_args()
+    from dynamicrl.config import load_config
+
+    env = load_config(args.config).env
     if not args.report:
         for seed in args.seeds:
-            print(json.dumps(train(args.env, seed, args.out)), flush=True)
-    report(args.out, args.env)
+            print(json.dumps(train(env.id, env.kwargs, seed, args.out)), flush=True)
+    report(args.out, env.id)
 
 
 if __name__ == "__main__":
