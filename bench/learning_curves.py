@@ -46,6 +46,7 @@ from __future__ import annotations
 import argparse
 import csv
 import datetime as dt
+import functools
 import json
 import os
 import shlex
@@ -124,8 +125,10 @@ REFERENCES = [
 RERUN_DIR = HERE / "results" / "tianshou"
 
 
+@functools.cache
 def references() -> list[dict]:
-    """The published figures, plus Tianshou's PPO rerun here on the v5 envs for the envs it was run on."""
+    """The published figures, plus Tianshou's PPO rerun here on the v5 envs for the envs it was run on
+    (read once per report, not once per plot)."""
     import tianshou_reference as rerun  # bench/tianshou_reference.py: reads its CSVs, needs no tianshou
 
     values, curves, seeds = {}, {}, {}
@@ -381,7 +384,8 @@ def plot(env: str, summaries: list[dict], out: Path) -> None:
             ax.plot([x for x, _ in curve], [y for _, y in curve], color="gray", ls=style, marker=".", lw=1, ms=4,
                     label=f"{ref['name']} ({ref['envs']}): tests, mean of its seeds")
         elif val is not None:
-            ax.axhline(val[0], color="gray", ls=style, lw=1, label=f"{ref['name'].split(' `')[0]} ({ref['envs']}, 1M): {val[0]:.0f}")
+            ax.axhline(val[0], color="gray", ls=style, lw=1,
+                       label=f"{ref['name'].split(' `')[0]} ({ref['envs']}, 1M): {val[0]:.0f}")
     xmax = max([1_000_000] + [s["env_steps"] for s in summaries])
     ax.set_xlim(0, xmax * 1.02)
     ax.set_xlabel("env steps")
@@ -604,8 +608,8 @@ def report(args: argparse.Namespace) -> str:
         L.append(f"- **{ref['name']}** ({ref['envs']} envs), {where}: {ref['what']}.")
     L.append("")
     L.append("The published figures are not like-for-like: different env versions (v5 here, v4 or v3 there: "
-             "the same tasks, but v5 changes some observations, defaults and bugs, and v3 ran on MuJoCo 2.0), different metrics "
-             "(the final window of training episodes here and in CleanRL; the best point of a mean test curve "
+             "the same tasks, but v5 changes some observations, defaults and bugs, and v3 ran on MuJoCo 2.0), "
+             "different metrics (the final window of training episodes here and in CleanRL; the best point of a mean test curve "
              "here and in Tianshou, which is an upper envelope; a deterministic-policy evaluation in SB3 rl-zoo) "
              f"and different numbers of seeds ({seeds_here} here, 3 in CleanRL, 10 in Tianshou, 1 in rl-zoo). "
              "Of those, CleanRL is "

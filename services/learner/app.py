@@ -80,7 +80,6 @@ class Learner(Service):
         cfg = self.config
         self.envrunners = envrunners
         self.steps_per_iteration = cfg.algo.num_steps * cfg.env.num_envs * envrunners
-        self.num_iterations = self.planned_iterations()
         self.algorithm = self.algorithm_cls(cfg.algo, self.observation_space, self.action_space,
                                             seed=cfg.run.seed, num_iterations=self.num_iterations)
         self.weights = self.algorithm.get_weights()
@@ -195,7 +194,6 @@ class Learner(Service):
         done = self.iteration >= self.num_iterations
         self.checkpoint_if_due(done, defer=answer_first)
         if done:  # before the env-runners hear it, so their goodbyes do not look like desertion
-            self.ltime = ltime
             self._send(TrainingDone(ltime=ltime))
         if self.pending:  # sync mode, or the last iteration
             for routed, _ in ordered:
@@ -280,16 +278,14 @@ class Learner(Service):
     def hyperparameters(self) -> dict:
         return {row.name: row.value for row in tunables.describe(self.config) if row.owner is Role.LEARNER}
 
-    def planned_iterations(self) -> int:
+    @property
+    def num_iterations(self) -> int:
         """Updates in the run's budget: the first iteration boundary at or past ``run.total_env_steps``."""
         return math.ceil(self.config.run.total_env_steps / self.steps_per_iteration)
 
     def on_config_changed(self) -> None:
         self.algorithm.config = self.config.algo
-        planned = self.planned_iterations()
-        if planned != self.num_iterations:  # a live budget patch moves the end, and the lr schedule's with it
-            log.info("the budget is now %d env steps: %d iteration(s)", self.config.run.total_env_steps, planned)
-            self.num_iterations = self.algorithm.num_iterations = planned
+        self.algorithm.num_iterations = self.num_iterations  # a live budget patch moves the lr schedule's end too
 
     def statistics(self) -> dict[str, np.ndarray]:
         """The normalisation moments as arrays (``obs.*``, ``ret.*``): shipped with weights, saved in checkpoints."""
