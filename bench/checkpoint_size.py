@@ -110,11 +110,11 @@ def wait_for(what, timeout: float, launched: Launched, interval: float = 0.01):
 
 
 def in_process_restore(checkpoint: Path) -> dict[str, float]:
-    from dynamicrl.config import config_from_dict
-    from dynamicrl.services.controller import checkpoints
-    from dynamicrl.services.envrunner import envstate
-    from dynamicrl.services.envrunner.envs import make_vector_env
-    from dynamicrl.services.learner.algorithms import get_algorithm, load_class
+    from dynamicrl.core.settings import config_from_dict
+    from dynamicrl.core import checkpoints
+    from dynamicrl.core import envstate
+    from dynamicrl.core.envs import make_vector_env
+    from dynamicrl.core.algorithms import get_algorithm, load_class
 
     started = time.perf_counter()
     _manifest, controller, parts = checkpoints.read(checkpoint)

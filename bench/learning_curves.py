@@ -195,7 +195,7 @@ def fnum(value: str | None) -> float | None:
 # -- one run -----------------------------------------------------------------------------------
 def run_one(env: str, seed: int, args: argparse.Namespace, deadline: dt.datetime | None) -> dict:
     env_id, config = ENVS[env]
-    from dynamicrl.config import load_config
+    from dynamicrl.core.settings import load_config
     cfg = load_config(str(REPO / config), list(args.set))
     mode = args.mode or cfg.run.mode  # the config's unless given
     envrunners = args.envrunners or (cfg.run.envrunners if isinstance(cfg.run.envrunners, int) else 1)
@@ -316,7 +316,7 @@ def add_evaluations(summary: dict, run_dir: Path, args: argparse.Namespace) -> N
     checkpoint, ``--test-episodes`` stochastic episodes, as ``dynamicrl evaluate --all --stochastic``)
     when the run kept more than its final one, and the final policy's deterministic evaluation (``eval``)."""
     from dynamicrl.clients.evaluate import evaluate, evaluate_run
-    from dynamicrl.services.controller import checkpoints
+    from dynamicrl.core import checkpoints
 
     kept = checkpoints.complete(run_dir / "checkpoints")
     if "tests" not in summary and args.test_episodes and len(kept) > 1:
@@ -448,7 +448,7 @@ def best_of_seed_mean(curves: list[list]) -> tuple[float, int] | None:
 def settings_table() -> list[str]:
     """The configs' settings as markdown: a column per ``algo``/``env`` setting that differs between envs,
     then one line of the settings they share, so the table always says what the configs say."""
-    from dynamicrl.config import load_config
+    from dynamicrl.core.settings import load_config
     per_env = {}
     for env, (env_id, config) in ENVS.items():
         cfg = load_config(str(REPO / config), [])

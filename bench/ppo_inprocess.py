@@ -20,10 +20,10 @@ import gymnasium as gym
 import numpy as np
 import torch
 
-from dynamicrl.services.learner.algorithms.base import Rollout
-from dynamicrl.services.learner.algorithms.ppo.algorithm import PPOAlgorithm
-from dynamicrl.services.learner.algorithms.ppo.config import PPOConfig
-from dynamicrl.services.learner.algorithms.ppo.actor import PPOActor
+from dynamicrl.core.algorithms.base import Rollout
+from dynamicrl.core.algorithms.ppo.algorithm import PPOAlgorithm
+from dynamicrl.core.algorithms.ppo.config import PPOConfig
+from dynamicrl.core.algorithms.ppo.actor import PPOActor
 
 
 def collect(envs: gym.vector.VectorEnv, actor: PPOActor, obs: np.ndarray, num_steps: int,

@@ -156,17 +156,17 @@ def worker_breakdown(seed: int, update_repeats: int) -> dict:
     import torch
     import zmq
 
-    from dynamicrl.config import EnvConfig, NormalizeConfig
+    from dynamicrl.core.settings import EnvConfig, NormalizeConfig
     from dynamicrl.protocol.codec import Session, decode
     from dynamicrl.protocol.messages import PolicyWeights
     from dynamicrl.protocol.messages import Rollout as RolloutMessage
-    from dynamicrl.services.envrunner.envs import make_vector_env
-    from dynamicrl.services.envrunner.normalize import Normalizer
-    from dynamicrl.services.learner.algorithms.base import Rollout
-    from dynamicrl.services.learner.algorithms.ppo.algorithm import PPOAlgorithm
-    from dynamicrl.services.learner.algorithms.ppo.config import PPOConfig
-    from dynamicrl.services.learner.algorithms.ppo.actor import PPOActor
-    from dynamicrl.services.learner.algorithms.ppo.policy import build_actor_critic, weights_to_numpy
+    from dynamicrl.core.envs import make_vector_env
+    from dynamicrl.core.normalization import Normalizer
+    from dynamicrl.core.algorithms.base import Rollout
+    from dynamicrl.core.algorithms.ppo.algorithm import PPOAlgorithm
+    from dynamicrl.core.algorithms.ppo.config import PPOConfig
+    from dynamicrl.core.algorithms.ppo.actor import PPOActor
+    from dynamicrl.core.algorithms.ppo.policy import build_actor_critic, weights_to_numpy
 
     torch.set_num_threads(1)
     algo_config = PPOConfig(**SB3_DEFAULTS)

@@ -183,7 +183,7 @@ def main() -> None:
     parser.add_argument("--out", type=Path, default=Path("bench/results/tianshou"), help="CSV/JSON directory")
     parser.add_argument("--report", action="store_true", help="only summarise the seeds already in --out")
     args = parser.parse_args()
-    from dynamicrl.config import load_config
+    from dynamicrl.core.settings import load_config
 
     env = load_config(args.config).env
     if not args.report:

@@ -22,8 +22,8 @@ from typing import Callable
 
 import numpy as np
 
-from dynamicrl.config import Config, ConfigError, config_from_dict
-from dynamicrl.services.controller import checkpoints
+from dynamicrl.core.settings import Config, ConfigError, config_from_dict
+from dynamicrl.core import checkpoints
 
 
 @dataclass(frozen=True)
@@ -56,8 +56,8 @@ def evaluate(path: Path, episodes: int = 10, deterministic: bool = True, seed: i
     ``envs``: envs to reuse, by env config, left open (each episode resets with its seed, so a
     reused env plays as a new one); without it the env is made here and closed.
     """
-    from dynamicrl.services.envrunner.envs import clip_to_space, make_env
-    from dynamicrl.services.learner.algorithms import get_algorithm, load_class
+    from dynamicrl.core.envs import clip_to_space, make_env
+    from dynamicrl.core.algorithms import get_algorithm, load_class
 
     target = checkpoints.resolve(path, report)
     manifest, controller, parts = checkpoints.read(target)
@@ -126,7 +126,7 @@ def evaluate_run(path: Path, episodes: int = 10, deterministic: bool = True, see
 
 def _normalizer(config: Config, env, arrays: dict[str, np.ndarray]):
     """The env-runners' normaliser, loaded with the learner's statistics (``peek`` never updates them)."""
-    from dynamicrl.services.envrunner.normalize import Normalizer
+    from dynamicrl.core.normalization import Normalizer
 
     normalizer = Normalizer(config.normalize, env.observation_space.shape, 1, getattr(config.algo, "gamma", 0.99))
     normalizer.load({k.removeprefix("norm."): v for k, v in arrays.items() if k.startswith("norm.")})

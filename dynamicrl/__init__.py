@@ -1,8 +1,8 @@
 """DynamicRL: interactive reinforcement learning on a ZeroMQ bus.
 
-The code lives in the repository's top-level ``protocol/``, ``services/`` and
-``clients/`` folders, installed as ``dynamicrl.protocol``, ``dynamicrl.services``
-and ``dynamicrl.clients``.
+The import namespace of the repository's top-level folders: ``dynamicrl/``
+holds a link to each, so ``protocol/`` is ``dynamicrl.protocol``, and likewise
+``core/`` (the shared RL core), ``services/``, ``clients/`` and ``configs/``.
 """
 
 __version__ = "0.1.0"

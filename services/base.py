@@ -22,8 +22,8 @@ from typing import Callable
 
 import zmq
 
-from dynamicrl import tunables
-from dynamicrl.config import Config, config_from_dict
+from dynamicrl.core import tunables
+from dynamicrl.core.settings import Config, config_from_dict
 from dynamicrl.protocol.codec import ProtocolError, Received, Session
 from dynamicrl.protocol.messages import (
     ApplyPatch, BarrierReached, CheckpointCommand, CheckpointDone, CheckpointPart, ErrorReply, Goodbye, Heartbeat, LogicalTime, Message, PatchApplied,

@@ -7,23 +7,16 @@ fast, and only ``dynamicrl service learner|envrunner`` needs torch.
 from __future__ import annotations
 
 import os
-import shlex
-import sys
 
 import click
 
-from dynamicrl.config import DEFAULT_CONFIG, Config, ConfigError, load_config
-
-SERVICES = ("controller", "learner", "envrunner", "logger")
+from dynamicrl.core.settings import DEFAULT_CONFIG, Config, ConfigError, load_from_environment
 
 
 def _load(config_path: str, overrides: tuple[str, ...]) -> Config:
-    """Config file + $DYNAMICRL_OVERRIDES + command-line overrides (these win)."""
-    env_overrides = shlex.split(os.environ.get("DYNAMICRL_OVERRIDES", ""))
-    if os.environ.get("DYNAMICRL_RESUME"):  # set by `dynamicrl resume-run`; only the controller acts on it
-        env_overrides.append(f"resume={os.environ['DYNAMICRL_RESUME']}")
+    """The run's config as its processes load it; a config error is one message and exit 1."""
     try:
-        return load_config(config_path, [*env_overrides, *overrides])
+        return load_from_environment(config_path, overrides)
     except ConfigError as exc:
         raise click.ClickException(str(exc)) from None
 
@@ -42,47 +35,6 @@ def main() -> None:
     Start a run with `honcho start` (or `dynamicrl service NAME` per process),
     then watch and steer it with the commands below.
     """
-
-
-@main.command()
-@click.argument("name", type=click.Choice(SERVICES))
-@click.argument("overrides", nargs=-1, metavar="[KEY=VALUE]...")
-@config_option
-@click.option("--rank", type=int, default=None, help="env-runner rank (default: from honcho's process name, else assigned)")
-def service(name: str, overrides: tuple[str, ...], config_path: str, rank: int | None) -> None:
-    """Run one service process (what the Procfile starts)."""
-    config = _load(config_path, overrides)
-    if name == "controller":
-        from dynamicrl.services.controller.app import main as run
-    elif name == "learner":
-        from dynamicrl.services.learner.app import main as run
-    elif name == "envrunner":
-        from dynamicrl.services.envrunner.app import main as run
-
-        _guard(lambda: run(config, rank=rank))
-    else:
-        from dynamicrl.services.logger.app import main as run
-    _guard(lambda: run(config))
-
-
-def _guard(run) -> int:
-    """Run a service; exit without interpreter teardown once it has closed everything.
-
-    A service closes its sockets and files itself. Python's teardown (torch,
-    MuJoCo) can then take a second, during which it no longer handles SIGTERM, so
-    a supervisor stopping the others would kill it mid-way and report a failure.
-    """
-    from dynamicrl.protocol.sockets import BindError
-    from dynamicrl.services.base import StartupError
-
-    try:
-        code = run()
-    except (StartupError, BindError) as exc:
-        click.echo(f"error: {exc}", err=True)
-        code = 2
-    sys.stdout.flush()
-    sys.stderr.flush()
-    os._exit(code)
 
 
 def _call(config: Config, request, timeout_s: float | None = None, extra_s: float = 0.0):
@@ -213,7 +165,7 @@ def resume(config_path: str, as_json: bool, overrides: tuple[str, ...]) -> None:
 def params(config_path: str, as_json: bool, overrides: tuple[str, ...]) -> None:
     """Every live-tunable hyperparameter: type, bounds, apply point, current value."""
     from dynamicrl.protocol.messages import ParamsRequest
-    from dynamicrl.tunables import allowed
+    from dynamicrl.core.tunables import allowed
 
     reply = _call(_load(config_path, overrides), ParamsRequest())
     if as_json:
@@ -247,7 +199,7 @@ def patch(changes: tuple[str, ...], config_path: str, at_iteration: int | None, 
     import getpass
 
     from dynamicrl.protocol.messages import PatchRequest
-    from dynamicrl.tunables import parse_value
+    from dynamicrl.core.tunables import parse_value
 
     parsed = {}
     for item in changes:
@@ -336,7 +288,7 @@ def inspect(path: str) -> None:
     import json
     from pathlib import Path
 
-    from dynamicrl.services.controller import checkpoints
+    from dynamicrl.core import checkpoints
 
     try:
         target = checkpoints.resolve(Path(path), report=lambda m: click.echo(m, err=True))
@@ -417,7 +369,7 @@ def resume_run(run_dir: str, procfile: str, total_env_steps: int | None) -> None
     import shutil
     from pathlib import Path
 
-    from dynamicrl.services.controller import checkpoints
+    from dynamicrl.core import checkpoints
 
     try:
         path = checkpoints.latest_good(Path(run_dir) / "checkpoints", report=lambda m: click.echo(m, err=True))
@@ -445,6 +397,9 @@ from dynamicrl.clients.cli.protocol_cmd import protocol_group  # noqa: E402
 from dynamicrl.clients.cli.provider import provider_group, rule_group  # noqa: E402
 from dynamicrl.clients.cli.watch import watch_command  # noqa: E402
 
+from dynamicrl.services.launch import service  # noqa: E402
+
+main.add_command(service)
 main.add_command(protocol_group)
 main.add_command(watch_command)
 main.add_command(provider_group)

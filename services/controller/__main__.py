@@ -1,7 +1,5 @@
 """`python -m dynamicrl.services.controller` == `dynamicrl service controller`."""
 
-import sys
+from dynamicrl.services.launch import main
 
-from dynamicrl.clients.cli import main
-
-main(["service", "controller", *sys.argv[1:]])
+main("controller")

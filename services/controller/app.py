@@ -37,7 +37,7 @@ from pathlib import Path
 
 import zmq
 
-from dynamicrl.config import Config, dump_yaml
+from dynamicrl.core.settings import Config, dump_yaml
 from dynamicrl.protocol.codec import ProtocolError, Session, decode
 from dynamicrl.protocol.messages import (
     BarrierReached, CheckpointPart, CheckpointRequest, ErrorCode, ErrorReply, Goodbye, Heartbeat, HistoryRequest,
@@ -47,9 +47,9 @@ from dynamicrl.protocol.messages import (
 )
 from dynamicrl.protocol.sockets import Publisher, Routed, bind, make_socket, recv_routed, send_routed
 from dynamicrl.services.base import StartupError, setup_logging
-from dynamicrl.services.bus.proxy import BusProxy
+from dynamicrl.services.controller.bus import BusProxy
 
-from . import checkpoints
+from dynamicrl.core import checkpoints
 from .checkpointing import Checkpointing, load_resume
 from .defer import DEFER
 from .members import Roster

@@ -16,14 +16,14 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from dynamicrl.config import Config, config_from_dict
+from dynamicrl.core.settings import Config, config_from_dict
 from dynamicrl.protocol.messages import (
     CheckpointCommand, CheckpointDone, CheckpointPart, CheckpointReply, ErrorCode, ErrorReply, LogicalTime, Message,
     Role, RunState, StopReply,
 )
 from dynamicrl.protocol.sockets import Routed
 
-from . import checkpoints
+from dynamicrl.core import checkpoints
 from .defer import DEFER
 from .members import Roster
 from .patches import new_id

@@ -13,7 +13,7 @@ import logging
 import time
 from typing import TYPE_CHECKING
 
-from dynamicrl import tunables
+from dynamicrl.core import tunables
 from dynamicrl.protocol.messages import (
     ApplyPatch, ErrorCode, ErrorReply, Health, LogicalTime, Message, PatchApplied, PatchEvent, PatchReply,
     PatchRequest, PatchStatus, RunState,

@@ -10,7 +10,7 @@ from __future__ import annotations
 import time
 from typing import TYPE_CHECKING
 
-from dynamicrl import tunables
+from dynamicrl.core import tunables
 from dynamicrl.protocol.messages import (
     ErrorCode, ErrorReply, HistoryReply, LogicalTime, Message, MonitorReportReply, ParamsReply, StatusReply,
 )

@@ -1,7 +1,5 @@
 """`python -m dynamicrl.services.envrunner` == `dynamicrl service envrunner`."""
 
-import sys
+from dynamicrl.services.launch import main
 
-from dynamicrl.clients.cli import main
-
-main(["service", "envrunner", *sys.argv[1:]])
+main("envrunner")

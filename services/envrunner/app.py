@@ -16,8 +16,8 @@ import time
 import numpy as np
 import zmq
 
-from dynamicrl import tunables
-from dynamicrl.config import Config
+from dynamicrl.core import tunables
+from dynamicrl.core.settings import Config
 from dynamicrl.protocol.codec import ProtocolError, Session
 from dynamicrl.protocol.messages import (
     CheckpointPart,
@@ -26,8 +26,8 @@ from dynamicrl.protocol.messages import (
 from dynamicrl.protocol.sockets import make_socket, recv, send
 from dynamicrl.services.base import Service, rank_from_environment, setup_logging
 
-from . import envstate
-from .normalize import Normalizer
+from dynamicrl.core import envstate
+from dynamicrl.core.normalization import Normalizer
 
 log = logging.getLogger(__name__)
 
@@ -39,9 +39,9 @@ class EnvRunner(Service):
         self.register()  # before the imports below: the roster must not wait on them
         import sys
 
-        from dynamicrl.services.learner.algorithms import get_algorithm, load_class
+        from dynamicrl.core.algorithms import get_algorithm, load_class
 
-        from .envs import env_seed, make_vector_env
+        from dynamicrl.core.envs import env_seed, make_vector_env
 
         cfg = self.config
         self.seed = env_seed(cfg.run.seed, self.rank)
@@ -92,7 +92,7 @@ class EnvRunner(Service):
         """One rollout of ``num_steps`` vector steps; ``obs`` are raw observations."""
         from gymnasium.spaces import Box  # imported by run() already: gymnasium stays off the start path
 
-        from .envs import clip_to_space
+        from dynamicrl.core.envs import clip_to_space
 
         cfg, envs, actor, norm = self.config, self.envs, self.actor, self.normalizer
         steps, n = cfg.algo.num_steps, envs.num_envs

@@ -1,7 +1,5 @@
 """`python -m dynamicrl.services.learner` == `dynamicrl service learner`."""
 
-import sys
+from dynamicrl.services.launch import main
 
-from dynamicrl.clients.cli import main
-
-main(["service", "learner", *sys.argv[1:]])
+main("learner")

@@ -28,8 +28,8 @@ from collections import deque
 import numpy as np
 import zmq
 
-from dynamicrl import tunables
-from dynamicrl.config import Config
+from dynamicrl.core import tunables
+from dynamicrl.core.settings import Config
 from dynamicrl.protocol.codec import Session, decode
 from dynamicrl.protocol.messages import (
     CheckpointPart,
@@ -39,8 +39,8 @@ from dynamicrl.protocol.messages import (
 from dynamicrl.protocol.sockets import Routed, bind, make_socket, recv_routed, send_routed
 from dynamicrl.services.base import Service, setup_logging
 
-from .algorithms import base
-from .algorithms.normalization import RunningMeanStd, pack, unpack
+from dynamicrl.core.algorithms import base
+from dynamicrl.core.normalization import RunningMeanStd, pack, unpack
 
 log = logging.getLogger(__name__)
 
@@ -55,9 +55,9 @@ class Learner(Service):
         self.register()
         import torch
 
-        from dynamicrl.services.envrunner.envs import make_env
+        from dynamicrl.core.envs import make_env
 
-        from .algorithms import get_algorithm, load_class
+        from dynamicrl.core.algorithms import get_algorithm, load_class
 
         cfg = self.config
         torch.set_num_threads(cfg.run.torch_threads)

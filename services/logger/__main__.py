@@ -1,7 +1,5 @@
 """`python -m dynamicrl.services.logger` == `dynamicrl service logger`."""
 
-import sys
+from dynamicrl.services.launch import main
 
-from dynamicrl.clients.cli import main
-
-main(["service", "logger", *sys.argv[1:]])
+main("logger")

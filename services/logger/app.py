@@ -11,7 +11,7 @@ import logging
 import time
 from pathlib import Path
 
-from dynamicrl.config import Config
+from dynamicrl.core.settings import Config
 from dynamicrl.protocol import topics
 from dynamicrl.protocol.messages import LogicalTime, PatchEvent, Role, RunStateChanged, TrainMetrics
 from dynamicrl.protocol.sockets import Subscriber

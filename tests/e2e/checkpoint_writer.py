@@ -18,7 +18,7 @@ from pathlib import Path
 
 import numpy as np
 
-from dynamicrl.services.controller import checkpoints
+from dynamicrl.core import checkpoints
 
 
 def parts(iteration: int, seed: int) -> list[checkpoints.Part]:

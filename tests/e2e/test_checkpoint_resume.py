@@ -44,12 +44,12 @@ import numpy as np
 import pytest
 
 from dynamicrl.clients.control import ControlClient, ControlError, RequestTimeout
-from dynamicrl.config import load_config
+from dynamicrl.core.settings import load_config
 from dynamicrl.protocol.messages import (
     CheckpointReply, CheckpointRequest, JournalEntry, LogicalTime, PatchRequest, PatchStatus, PauseRequest,
     ResumeRequest, RunState, ValueChange,
 )
-from dynamicrl.services.controller import checkpoints
+from dynamicrl.core import checkpoints
 from helpers import CLI, base_overrides, endpoint, free_ports, wait_until
 from helpers import run_cli as cli
 

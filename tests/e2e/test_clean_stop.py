@@ -16,7 +16,7 @@ import pytest
 
 from dynamicrl.clients.control import ControlClient
 from dynamicrl.protocol.messages import StatusRequest
-from dynamicrl.services.controller import checkpoints
+from dynamicrl.core import checkpoints
 from helpers import base_overrides, free_ports, log_text, start_service, stop_all, wait_exit, wait_until
 
 pytestmark = pytest.mark.e2e

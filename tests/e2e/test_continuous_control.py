@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from dynamicrl.services.controller import checkpoints
+from dynamicrl.core import checkpoints
 from helpers import base_overrides, free_ports, metrics_rows, run_stack
 
 pytestmark = pytest.mark.e2e

@@ -29,13 +29,13 @@ import pytest
 import zmq
 
 from dynamicrl.clients.control import ControlClient
-from dynamicrl.config import DEFAULT_CONFIG, load_config
+from dynamicrl.core.settings import DEFAULT_CONFIG, load_config
 from dynamicrl.protocol.codec import ProtocolError, decode
 from dynamicrl.protocol.messages import (
     Health, ParamsRequest, PatchEvent, PatchRequest, PatchStatus, Role, RunState, RunStateChanged,
     StatusReply,
 )
-from dynamicrl.tunables import allowed
+from dynamicrl.core.tunables import allowed
 from helpers import (CLI, base_overrides, endpoint, free_port, free_ports, log_text, start_service, stop_all,
                      wait_exit, wait_until)
 

@@ -12,8 +12,8 @@ import numpy as np
 import pytest
 import torch
 
-from dynamicrl.services.controller import checkpoints
-from dynamicrl.services.learner.algorithms.ppo.policy import ActorCritic
+from dynamicrl.core import checkpoints
+from dynamicrl.core.algorithms.ppo.policy import ActorCritic
 from helpers import base_overrides, free_ports, metrics_rows, run_cli, run_stack
 
 pytestmark = pytest.mark.e2e

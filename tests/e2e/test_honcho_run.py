@@ -22,7 +22,7 @@ import zmq
 
 from dynamicrl.protocol.codec import Session, decode
 from dynamicrl.protocol.messages import ErrorCode, ErrorReply
-from dynamicrl.services.controller import checkpoints
+from dynamicrl.core import checkpoints
 from helpers import free_ports, wait_until
 from helpers_messages import sample
 

@@ -6,10 +6,10 @@ import sys
 import pytest
 from pydantic import BaseModel
 
-from dynamicrl.services.learner import algorithms as registry
-from dynamicrl.services.learner.algorithms import AlgorithmSpec, get_algorithm, load_class, register_algorithm
-from dynamicrl.services.learner.algorithms.base import Actor, Algorithm
-from dynamicrl.services.learner.algorithms.ppo.config import PPOConfig
+from dynamicrl.core import algorithms as registry
+from dynamicrl.core.algorithms import AlgorithmSpec, get_algorithm, load_class, register_algorithm
+from dynamicrl.core.algorithms.base import Actor, Algorithm
+from dynamicrl.core.algorithms.ppo.config import PPOConfig
 
 
 class RandomConfig(BaseModel):
@@ -108,9 +108,9 @@ def test_malformed_spec_is_rejected():
 def test_importing_the_registry_does_not_import_torch():
     code = (
         "import sys\n"
-        "from dynamicrl.services.learner.algorithms import get_algorithm\n"
+        "from dynamicrl.core.algorithms import get_algorithm\n"
         "get_algorithm('ppo').config_cls()\n"
-        "import dynamicrl.services.learner.algorithms.base\n"
+        "import dynamicrl.core.algorithms.base\n"
         "assert 'torch' not in sys.modules, 'torch was imported'\n"
     )
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)

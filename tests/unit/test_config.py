@@ -9,7 +9,7 @@ import yaml
 from click.testing import CliRunner
 
 from dynamicrl.clients.cli import main as cli
-from dynamicrl.config import DEFAULT_CONFIG, Config, ConfigError, config_from_dict, load_config
+from dynamicrl.core.settings import DEFAULT_CONFIG, Config, ConfigError, config_from_dict, load_config
 
 REPO = Path(__file__).resolve().parents[2]
 CONFIGS = REPO / "configs"

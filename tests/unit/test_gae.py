@@ -3,7 +3,7 @@
 import numpy as np
 import pytest
 
-from dynamicrl.services.learner.algorithms.ppo.gae import compute_gae
+from dynamicrl.core.algorithms.ppo.gae import compute_gae
 
 PARAMS = [(0.99, 0.95), (0.9, 1.0), (0.5, 0.0), (1.0, 0.5)]
 

@@ -8,10 +8,10 @@ import torch
 from gymnasium import spaces
 from torch.distributions import Categorical, Normal
 
-from dynamicrl.services.learner.algorithms.ppo.algorithm import PPOAlgorithm
-from dynamicrl.services.learner.algorithms.ppo.config import PPOConfig
-from dynamicrl.services.learner.algorithms.ppo.actor import PPOActor
-from dynamicrl.services.learner.algorithms.ppo.policy import ActorCritic
+from dynamicrl.core.algorithms.ppo.algorithm import PPOAlgorithm
+from dynamicrl.core.algorithms.ppo.config import PPOConfig
+from dynamicrl.core.algorithms.ppo.actor import PPOActor
+from dynamicrl.core.algorithms.ppo.policy import ActorCritic
 
 OBS = spaces.Box(-1.0, 1.0, (3,), np.float32)
 BOX = spaces.Box(-1.0, 1.0, (2,), np.float32)
@@ -173,7 +173,7 @@ def test_ppo_actor_does_not_import_torch():
     """Env-runners act with it: torch would cost every one of them seconds of start-up and memory."""
     import subprocess
     import sys
-    code = ("import sys; from dynamicrl.services.learner.algorithms import get_algorithm, load_class; "
+    code = ("import sys; from dynamicrl.core.algorithms import get_algorithm, load_class; "
             "load_class(get_algorithm('ppo').actor); print('torch' in sys.modules)")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
     assert out.returncode == 0, out.stderr

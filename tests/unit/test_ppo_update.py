@@ -7,10 +7,10 @@ import torch
 import pytest
 from gymnasium import spaces
 
-from dynamicrl.services.learner.algorithms.base import Rollout
-from dynamicrl.services.learner.algorithms.ppo.algorithm import PPOAlgorithm
-from dynamicrl.services.learner.algorithms.ppo.config import PPOConfig
-from dynamicrl.services.learner.algorithms.ppo.actor import PPOActor
+from dynamicrl.core.algorithms.base import Rollout
+from dynamicrl.core.algorithms.ppo.algorithm import PPOAlgorithm
+from dynamicrl.core.algorithms.ppo.config import PPOConfig
+from dynamicrl.core.algorithms.ppo.actor import PPOActor
 
 OBS = spaces.Box(-np.inf, np.inf, (4,), np.float32)
 METRICS = {"policy_loss", "value_loss", "entropy", "approx_kl", "clip_frac", "explained_variance", "lr", "grad_norm"}

@@ -11,8 +11,8 @@ from typing import Callable, Literal
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field
 
-from dynamicrl.services.learner.algorithms import AlgorithmSpec, register_algorithm
-from dynamicrl.services.learner.algorithms.base import Actor, Algorithm, Rollout
+from dynamicrl.core.algorithms import AlgorithmSpec, register_algorithm
+from dynamicrl.core.algorithms.base import Actor, Algorithm, Rollout
 
 
 class RandomConfig(BaseModel):

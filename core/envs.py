@@ -12,7 +12,7 @@ from functools import partial
 import gymnasium as gym
 import numpy as np
 
-from dynamicrl.config import EnvConfig
+from dynamicrl.core.settings import EnvConfig
 
 
 def make_env(config: EnvConfig) -> gym.Env:

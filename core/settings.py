@@ -12,13 +12,15 @@ from __future__ import annotations
 
 import importlib
 import importlib.resources
+import os
+import shlex
 from pathlib import Path
 from typing import Any, Literal
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, ValidationError, field_validator
 
-from dynamicrl.services.learner.algorithms import get_algorithm
+from dynamicrl.core.algorithms import get_algorithm
 
 DEFAULT_CONFIG = "configs/defaults.yaml"
 
@@ -165,6 +167,18 @@ def load_config(path: str | Path = DEFAULT_CONFIG, overrides: list[str] | tuple[
     for item in overrides:
         _apply_override(raw, item, origins)
     return _validate(raw, origins)
+
+
+def load_from_environment(path: str | Path, overrides: tuple[str, ...] = ()) -> Config:
+    """Config file + ``$DYNAMICRL_OVERRIDES`` + ``overrides`` (these win), as every process loads it.
+
+    ``$DYNAMICRL_RESUME`` (set by ``dynamicrl resume-run``) becomes ``resume=<dir>``;
+    only the controller acts on it.
+    """
+    env_overrides = shlex.split(os.environ.get("DYNAMICRL_OVERRIDES", ""))
+    if os.environ.get("DYNAMICRL_RESUME"):
+        env_overrides.append(f"resume={os.environ['DYNAMICRL_RESUME']}")
+    return load_config(path, [*env_overrides, *overrides])
 
 
 def config_from_dict(data: dict[str, Any], origin: str = "<controller>") -> Config:

@@ -71,7 +71,7 @@ register_algorithm(
     AlgorithmSpec(
         name="ppo",
         config_cls=PPOConfig,
-        learner="dynamicrl.services.learner.algorithms.ppo.algorithm:PPOAlgorithm",
-        actor="dynamicrl.services.learner.algorithms.ppo.actor:PPOActor",
+        learner="dynamicrl.core.algorithms.ppo.algorithm:PPOAlgorithm",
+        actor="dynamicrl.core.algorithms.ppo.actor:PPOActor",
     )
 )

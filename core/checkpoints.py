@@ -24,7 +24,7 @@ from typing import Any
 
 import numpy as np
 
-from dynamicrl import tunables
+from dynamicrl.core import tunables
 
 FORMAT_VERSION = 1
 PREFIX = "iter-"

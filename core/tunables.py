@@ -23,7 +23,7 @@ import annotated_types
 import yaml
 from pydantic import ValidationError
 
-from dynamicrl.config import Config
+from dynamicrl.core.settings import Config
 from dynamicrl.protocol.messages import Role, Tunable
 
 APPLY_OWNER = {"next_minibatch": Role.LEARNER, "next_iteration": Role.LEARNER, "next_env_step": Role.ENVRUNNER}

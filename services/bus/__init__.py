@@ -1,1 +1,0 @@
-"""The message bus: one well-known place to publish (XSUB) and to subscribe (XPUB)."""

@@ -1,0 +1,71 @@
+"""Start one service process: ``dynamicrl service NAME`` and ``python -m dynamicrl.services.NAME``.
+
+The one place that knows every service, so that no service imports another.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from collections.abc import Callable
+
+import click
+
+from dynamicrl.core.settings import DEFAULT_CONFIG, ConfigError, load_from_environment
+
+SERVICES = ("controller", "learner", "envrunner", "logger")
+
+
+@click.command()
+@click.argument("name", type=click.Choice(SERVICES))
+@click.argument("overrides", nargs=-1, metavar="[KEY=VALUE]...")
+@click.option("--config", "-c", "config_path", envvar="DYNAMICRL_CONFIG", default=DEFAULT_CONFIG, show_default=True,
+              help="Run config (YAML). Env: DYNAMICRL_CONFIG. Overrides: $DYNAMICRL_OVERRIDES and KEY=VALUE arguments.")
+@click.option("--rank", type=int, default=None, help="env-runner rank (default: from honcho's process name, else assigned)")
+def service(name: str, overrides: tuple[str, ...], config_path: str, rank: int | None) -> None:
+    """Run one service process (what the Procfile starts)."""
+    try:
+        config = load_from_environment(config_path, overrides)
+    except ConfigError as exc:
+        raise click.ClickException(str(exc)) from None
+    if name == "controller":
+        from dynamicrl.services.controller.app import main as run_controller
+
+        _guard(lambda: run_controller(config))
+    elif name == "learner":
+        from dynamicrl.services.learner.app import main as run_learner
+
+        _guard(lambda: run_learner(config))
+    elif name == "envrunner":
+        from dynamicrl.services.envrunner.app import main as run_envrunner
+
+        _guard(lambda: run_envrunner(config, rank=rank))
+    else:
+        from dynamicrl.services.logger.app import main as run_logger
+
+        _guard(lambda: run_logger(config))
+
+
+def _guard(run: Callable[[], int]) -> None:
+    """Run a service; exit without interpreter teardown once it has closed everything.
+
+    A service closes its sockets and files itself. Python's teardown (torch,
+    MuJoCo) can then take a second, during which it no longer handles SIGTERM, so
+    a supervisor stopping the others would kill it mid-way and report a failure.
+    """
+    from dynamicrl.protocol.sockets import BindError
+    from dynamicrl.services.base import StartupError
+
+    try:
+        code = run()
+    except (StartupError, BindError) as exc:
+        click.echo(f"error: {exc}", err=True)
+        code = 2
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(code)
+
+
+def main(name: str) -> None:
+    """``python -m dynamicrl.services.<name> [ARGS]`` is ``dynamicrl service <name> [ARGS]``."""
+    service.main([name, *sys.argv[1:]], prog_name=f"python -m dynamicrl.services.{name}")
