@@ -1,6 +1,6 @@
 """In-process PPO on a gymnasium vector env: a sanity check and tuning loop with no bus.
 
-Runs the same ``PPOActor`` / ``PPOAlgorithm`` / ``Rollout`` path the services
+Runs the same ``PPOActor`` / ``PPOAlgorithm`` / ``Experience`` path the services
 use, so a hyperparameter set found here transfers. Prints one line per
 iteration and stops once the mean return of the last 20 episodes reaches
 ``--target`` (or at ``--max-steps`` / ``--max-seconds``).
@@ -20,19 +20,19 @@ import gymnasium as gym
 import numpy as np
 import torch
 
-from dynamicrl.core.algorithms.base import Rollout
+from dynamicrl.core.algorithms.base import Experience
 from dynamicrl.core.algorithms.ppo.algorithm import PPOAlgorithm
 from dynamicrl.core.algorithms.ppo.config import PPOConfig
 from dynamicrl.core.algorithms.ppo.actor import PPOActor
 
 
 def collect(envs: gym.vector.VectorEnv, actor: PPOActor, obs: np.ndarray, num_steps: int,
-            episode_returns: np.ndarray, finished: deque) -> tuple[Rollout, np.ndarray]:
+            episode_returns: np.ndarray, finished: deque) -> tuple[Experience, np.ndarray]:
     """Step ``num_steps`` times; return the rollout and the observation to continue from."""
     n = envs.num_envs
     act_space = envs.single_action_space
     discrete = isinstance(act_space, gym.spaces.Discrete)
-    r = Rollout(
+    r = Experience(
         obs=np.zeros((num_steps, *obs.shape), np.float32),
         actions=np.zeros((num_steps, n, *act_space.shape), np.int64 if discrete else np.float32),
         logprobs=np.zeros((num_steps, n), np.float32),

@@ -56,18 +56,16 @@ import tempfile
 import time
 from pathlib import Path
 
+import harness  # bench/harness.py: a run's processes on free ports, stopped by pid
+import machine  # bench/machine.py
+
 HERE = Path(__file__).resolve().parent
 REPO = HERE.parent
-sys.path.insert(0, str(REPO))
-from tests.helpers import free_ports  # noqa: E402  (one copy, shared with the tests)
-
-import machine  # noqa: E402  (bench/machine.py)
 ANT_CONFIG = REPO / "configs" / "env" / "mujoco_ant.yaml"
 ENV_ID = "Ant-v5"
 NUM_ENVS = 8  # in total, whatever the split over processes
 NUM_STEPS = 2048  # per env per iteration (SB3 n_steps)
 STEPS_PER_ITERATION = NUM_ENVS * NUM_STEPS
-ADDRESS_KEYS = ("controller", "bus_in", "bus_out", "data")
 
 #: SB3 PPO defaults (stable_baselines3.PPO.__init__ and ActorCriticPolicy) as PPOConfig fields.
 SB3_DEFAULTS = {
@@ -162,7 +160,7 @@ def worker_breakdown(seed: int, update_repeats: int) -> dict:
     from dynamicrl.protocol.messages import Rollout as RolloutMessage
     from dynamicrl.core.envs import make_vector_env
     from dynamicrl.core.normalization import Normalizer
-    from dynamicrl.core.algorithms.base import Rollout
+    from dynamicrl.core.algorithms.base import Experience
     from dynamicrl.core.algorithms.ppo.algorithm import PPOAlgorithm
     from dynamicrl.core.algorithms.ppo.config import PPOConfig
     from dynamicrl.core.algorithms.ppo.actor import PPOActor
@@ -261,7 +259,7 @@ def worker_breakdown(seed: int, update_repeats: int) -> dict:
     out["round_trip_ms"] = statistics.median(rtts) * 1e3
 
     # The update on that rollout (fresh algorithm each time: the first update of a run).
-    batch = Rollout(**{k: buf[k] for k in buf}, last_obs=norm.peek(obs), last_dones=buf["dones"][-1].copy())
+    batch = Experience(**{k: buf[k] for k in buf}, last_obs=norm.peek(obs), last_dones=buf["dones"][-1].copy())
     times = []
     for _ in range(update_repeats):
         algo = PPOAlgorithm(algo_config, obs_space, act_space, seed=seed, num_iterations=10)
@@ -349,28 +347,15 @@ def run_dynamicrl(mode: str, envrunners: int, envs_each: int, timed_steps: int, 
     total_steps = timed_steps + (warmup_iterations + drain_iterations) * STEPS_PER_ITERATION
     with tempfile.TemporaryDirectory(prefix="dynamicrl-throughput-") as tmp:
         workdir = Path(tmp)
-        ports = free_ports(len(ADDRESS_KEYS))
-        overrides = [*SB3_DEFAULTS_AS_DYNAMICRL, f"env.num_envs={envs_each}", f"run.mode={mode}",
-                     f"run.envrunners={envrunners}", f"run.total_env_steps={total_steps}", f"run.seed={seed}",
-                     f"run.root={workdir / 'runs'}",
-                     *(f"addresses.{k}=tcp://127.0.0.1:{p}" for k, p in zip(ADDRESS_KEYS, ports))]
-        env = {k: v for k, v in os.environ.items()
-               if k not in ("DYNAMICRL_CONFIG", "DYNAMICRL_OVERRIDES", "HONCHO_PROCESS_NAME")}
-        env["PYTHONUNBUFFERED"] = "1"
-        services = [("controller", "controller", []), ("learner", "learner", []),
-                    *((f"envrunner.{r + 1}", "envrunner", ["--rank", str(r)]) for r in range(envrunners)),
-                    ("logger", "logger", [])]
-        procs: dict[str, subprocess.Popen] = {}
+        run = harness.Run(workdir, [*SB3_DEFAULTS_AS_DYNAMICRL, f"env.num_envs={envs_each}", f"run.mode={mode}",
+                                    f"run.envrunners={envrunners}", f"run.total_env_steps={total_steps}",
+                                    f"run.seed={seed}"], config=ANT_CONFIG, envrunners=envrunners)
+        procs = run.procs
         usage: dict[str, float] = {}
         codes: dict[str, int] = {}
         started = time.perf_counter()
         try:
-            for label, service, args in services:
-                command = [sys.executable, "-m", f"dynamicrl.services.{service}", *args, "-c", str(ANT_CONFIG),
-                           *overrides]
-                with open(workdir / f"{label}.log", "wb") as log_file:
-                    procs[label] = subprocess.Popen(command, cwd=workdir, env=env, stdin=subprocess.DEVNULL,
-                                                    stdout=log_file, stderr=subprocess.STDOUT)
+            run.start()
             deadline = time.monotonic() + timeout
             while len(codes) < len(procs) and time.monotonic() < deadline:
                 for label, proc in procs.items():  # wait4: exit code and the CPU time it used
@@ -382,18 +367,9 @@ def run_dynamicrl(mode: str, envrunners: int, envs_each: int, timed_steps: int, 
                 time.sleep(0.05)
             wall = time.perf_counter() - started
         finally:
-            for label, proc in procs.items():
-                if label not in codes and proc.poll() is None:
-                    os.kill(proc.pid, signal.SIGTERM)
-            for label, proc in procs.items():
-                if label not in codes:
-                    try:
-                        proc.wait(timeout=10)
-                    except subprocess.TimeoutExpired:
-                        os.kill(proc.pid, signal.SIGKILL)
-                        proc.wait(timeout=10)
+            run.stop()  # the ones wait4 has not seen exit (none, unless it failed or timed out)
         if len(codes) < len(procs) or any(codes.values()):
-            tails = {label: (workdir / f"{label}.log").read_text(errors="replace")[-1500:] for label in procs}
+            tails = {label: run.log(label)[-1500:] for label in procs}
             raise RuntimeError(f"run failed or timed out: exit codes {codes}\n" +
                                "\n".join(f"--- {k}\n{v}" for k, v in tails.items()))
         metrics = sorted((workdir / "runs").glob("*/metrics.csv"))

@@ -10,15 +10,19 @@ transport code.
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from dataclasses import dataclass
-from typing import Any, Callable
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, fields
+from typing import Any
 
 import numpy as np
 
 
 @dataclass
-class Rollout:
-    """One iteration of experience from all env-runners, time-major.
+class Experience:
+    """One iteration of experience from all env-runners, time-major: what an update learns from.
+
+    The learner builds it from the env-runners' ``Rollout`` messages (``concatenate``);
+    the arrays keep the message's field names.
 
     ``N`` is every env of every env-runner, concatenated in rank order, and
     ``T`` the rollout length. ``obs[t]`` is the observation the action at
@@ -40,6 +44,17 @@ class Rollout:
     last_obs: np.ndarray  # [N, *obs_shape] float32, the observation after the last step
     last_dones: np.ndarray  # [N] bool, whether last_obs starts a new episode (== dones[-1])
     policy_lag: int = 0  # updates between the policy that acted and the weights about to be updated
+
+    @classmethod
+    def concatenate(cls, rollouts: Sequence[Any]) -> Experience:
+        """Experience from rollouts (objects with these array fields) side by side on the env axis:
+        axis 1 of the time-major arrays, axis 0 of ``last_*``."""
+
+        def cat(name: str) -> np.ndarray:
+            arrays = [getattr(r, name) for r in rollouts]
+            return arrays[0] if len(arrays) == 1 else np.concatenate(arrays, axis=0 if name.startswith("last_") else 1)
+
+        return cls(**{f.name: cat(f.name) for f in fields(cls) if f.name != "policy_lag"})
 
     @property
     def num_steps(self) -> int:
@@ -81,9 +96,9 @@ class Algorithm(ABC):
     ) -> None: ...
 
     @abstractmethod
-    def update(self, rollout: Rollout, iteration: int,
+    def update(self, experience: Experience, iteration: int,
                safe_point: Callable[[int], None] | None = None) -> dict[str, float]:
-        """Learn from one rollout; ``iteration`` counts from 0.
+        """Learn from one iteration's experience; ``iteration`` counts from 0.
 
         Call ``safe_point(k)`` before gradient step ``k`` (k counts from 0), where
         the state is consistent: the learner answers the controller there
@@ -91,8 +106,8 @@ class Algorithm(ABC):
         like a hang and a pause lands within one gradient step. Read patchable
         settings from ``self.config`` after each call: a patch replaces it.
 
-        Returns scalar metrics: policy_loss, value_loss, entropy, approx_kl,
-        clip_frac, explained_variance, lr, grad_norm.
+        Returns scalar metrics by name; each becomes a column of metrics.csv and a
+        TensorBoard scalar.
         """
 
     @abstractmethod

@@ -39,13 +39,11 @@ from dynamicrl.protocol.messages import (
 from dynamicrl.protocol.sockets import Routed, bind, make_socket, recv_routed, send_routed
 from dynamicrl.services.base import Service, setup_logging
 
-from dynamicrl.core.algorithms import base
+from dynamicrl.core.algorithms.base import Experience
 from dynamicrl.core.normalization import RunningMeanStd, pack, unpack
 
 log = logging.getLogger(__name__)
 
-ROLLOUT_FIELDS = ("obs", "actions", "logprobs", "values", "rewards", "dones", "trunc_values",
-                  "last_obs", "last_dones")
 
 
 class Learner(Service):
@@ -114,7 +112,7 @@ class Learner(Service):
             if len(self.pending) == envrunners:
                 self.safe_point(minibatch=0)  # the iteration boundary: next-iteration patches land here
                 if not self.stopping:
-                    self.update()
+                    self.train_iteration()
 
     def on_data(self, routed: Routed) -> None:
         message = routed.received.message
@@ -142,7 +140,7 @@ class Learner(Service):
         if rollout.rank in self.pending:
             return f"rank {rollout.rank} already sent iteration {self.iteration}"
         try:
-            self.as_batch([rollout]).validate()
+            Experience.concatenate([rollout]).validate()
         except ValueError as exc:
             return str(exc)
         expected = (cfg.algo.num_steps, cfg.env.num_envs, *self.observation_space.shape)
@@ -150,7 +148,8 @@ class Learner(Service):
             return f"obs has shape {rollout.obs.shape}, expected {expected}"
         return ""
 
-    def update(self) -> None:
+    def train_iteration(self) -> None:
+        """One iteration once every rank's rollout is in: update, publish metrics, answer the env-runners."""
         ordered = [self.pending[rank] for rank in sorted(self.pending)]
         rollouts = [rollout for _, rollout in ordered]
         if self.deferred_checkpoint is not None:  # overlap mode: every rollout is in and none answered
@@ -167,9 +166,9 @@ class Learner(Service):
                 if routed is not None:  # restored ones asked with a PolicyRequest (answered with `served`)
                     self.reply(routed, self.served)
             self.pending.clear()
-        batch = self.as_batch(rollouts)
-        batch.policy_lag = self.iteration - rollouts[0].version  # 1 in overlap mode (after the first iteration)
-        values = self.algorithm.update(batch, self.iteration,
+        experience = Experience.concatenate(rollouts)
+        experience.policy_lag = self.iteration - rollouts[0].version  # 1 in overlap mode (after the first iteration)
+        metrics = self.algorithm.update(experience, self.iteration,
                                        safe_point=lambda k: self.safe_point(minibatch=k, boundary=False))
         self.weights = self.algorithm.get_weights()
         self.iteration += 1
@@ -185,7 +184,7 @@ class Learner(Service):
             iteration=self.iteration, env_steps=self.env_steps, sps=round(sps, 1),
             return_mean=float(np.mean([r for r, _ in self.episodes])) if self.episodes else None,
             length_mean=float(np.mean([n for _, n in self.episodes])) if self.episodes else None,
-            episodes=finished, values={**{k: float(v) for k, v in values.items()}, **values_seen},
+            episodes=finished, values={**{k: float(v) for k, v in metrics.items()}, **values_seen},
             hyperparameters={**rollouts[0].hyperparameters, **self.hyperparameters()},
         ), ltime=ltime)
         self.ltime = ltime
@@ -300,15 +299,6 @@ class Learner(Service):
 
     def reply(self, routed: Routed, message) -> None:
         send_routed(self.data, self.data_session, routed.route, message, parent=routed.received.envelope.id)
-
-    @staticmethod
-    def as_batch(rollouts: list[Rollout]) -> base.Rollout:
-        """Concatenate along the env axis (time-major arrays: axis 1; last_* arrays: axis 0)."""
-        def cat(name: str) -> np.ndarray:
-            axis = 0 if name.startswith("last_") else 1
-            arrays = [getattr(r, name) for r in rollouts]
-            return arrays[0] if len(arrays) == 1 else np.concatenate(arrays, axis=axis)
-        return base.Rollout(**{name: cat(name) for name in ROLLOUT_FIELDS})
 
 
 def main(local: Config) -> int:

@@ -7,7 +7,7 @@ import torch
 import pytest
 from gymnasium import spaces
 
-from dynamicrl.core.algorithms.base import Rollout
+from dynamicrl.core.algorithms.base import Experience
 from dynamicrl.core.algorithms.ppo.algorithm import PPOAlgorithm
 from dynamicrl.core.algorithms.ppo.config import PPOConfig
 from dynamicrl.core.algorithms.ppo.actor import PPOActor
@@ -25,7 +25,7 @@ def synthetic_rollout(action_space, num_steps=16, num_envs=3, seed=0):
     dones = rng.random((num_steps, num_envs)) < 0.1
     truncated = dones & (rng.random((num_steps, num_envs)) < 0.5)
     last_obs = rng.normal(size=(num_envs, 4)).astype(np.float32)
-    return Rollout(
+    return Experience(
         obs=obs,
         actions=np.stack([a for a, _, _ in acted]),
         logprobs=np.stack([lp for _, lp, _ in acted]),

@@ -1,15 +1,21 @@
-"""Learner-side PPO: the clipped-surrogate update, CleanRL style."""
+"""Learner-side PPO: the clipped-surrogate update, CleanRL style.
+
+``PPOAlgorithm.update`` reads top to bottom: the batch is prepared once
+(``prepare``, ``with_advantages``), then epochs of shuffled minibatches, each
+one call of ``minibatch_loss`` and one optimiser step.
+"""
 
 from __future__ import annotations
 
-from typing import Callable
+from collections.abc import Callable, Iterator
+from typing import NamedTuple
 
 import numpy as np
 import torch
 from gymnasium import spaces
 from torch import nn
 
-from ..base import Algorithm, Rollout
+from ..base import Algorithm, Experience
 from .config import PPOConfig
 from .gae import compute_gae
 from .policy import build_actor_critic, weights_to_numpy
@@ -66,54 +72,18 @@ class PPOAlgorithm(Algorithm):
                  else iteration * batch_size / cfg.anneal_env_steps)
         return cfg.lr * max(0.0, 1.0 - spent)
 
-    def _gae(self, rollout: Rollout, values: np.ndarray, gamma: float, gae_lambda: float
-             ) -> tuple[np.ndarray, np.ndarray]:
-        """Advantages and returns of ``rollout`` given its ``values``, bootstrapped by the current critic."""
-        with torch.no_grad():
-            last_values = self.net.get_value(_tensor(rollout.last_obs)).numpy()
-        return compute_gae(rollout.rewards, values, rollout.dones, rollout.trunc_values,
-                           last_values, rollout.last_dones, gamma, gae_lambda)
-
-    def update(self, rollout: Rollout, iteration: int,
+    def update(self, experience: Experience, iteration: int,
                safe_point: Callable[[int], None] | None = None) -> dict[str, float]:
-        rollout.validate()
+        experience.validate()
         cfg = self.config
-        # fixed for this update (next_iteration settings)
+        # next_iteration settings: fixed for this update
         num_epochs, num_minibatches, recompute_adv = cfg.update_epochs, cfg.num_minibatches, cfg.recompute_adv
         gamma, gae_lambda = cfg.gamma, cfg.gae_lambda
-        batch_size = rollout.num_steps * rollout.num_envs
+        batch_size = experience.num_steps * experience.num_envs
         if num_minibatches > batch_size:
             raise ValueError(f"num_minibatches={num_minibatches} exceeds the batch size {batch_size}")
-
-        # Flatten time and envs once; minibatches index into these tensors.
-        b_obs = _tensor(rollout.obs).flatten(0, 1)
-        action_dtype = torch.int64 if self.net.discrete else torch.float32
-        b_actions = torch.tensor(rollout.actions, dtype=action_dtype).flatten(0, 1)
-        b_logprobs = _tensor(rollout.logprobs).flatten()
-        values = rollout.values
-
-        # The ratio is clipped against the "proximal" policy. Without a lag that is the one that acted;
-        # with one (overlap mode) it is the policy at this update's start, and each sample is weighted
-        # by proximal / acting probability, so the lag does not eat into the clip range. Likewise the
-        # advantages and the value clip start from this update's critic, not the acting one's, which
-        # has not yet learnt from the previous rollout.
-        lag_kl = 0.0
-        b_weights = None
-        if rollout.policy_lag and cfg.decoupled:
-            with torch.no_grad():
-                _, b_prox, _, b_current_values = self.net.get_action_and_value(b_obs, b_actions)
-                log_w = b_prox - b_logprobs
-                b_weights = log_w.exp()
-                lag_kl = ((b_weights - 1) - log_w).mean().item()
-            b_logprobs = b_prox
-            values = b_current_values.numpy().reshape(rollout.values.shape)
-
-        def batch_from(values: np.ndarray) -> tuple[tuple[torch.Tensor, ...], np.ndarray]:
-            advantages, returns = self._gae(rollout, values, gamma, gae_lambda)
-            return (b_obs, b_actions, b_logprobs, _tensor(values).flatten(), _tensor(advantages).flatten(),
-                    _tensor(returns).flatten(), *([] if b_weights is None else [b_weights])), returns
-
-        batch, returns = batch_from(values)
+        batch, values, lag_kl = self.prepare(experience)
+        batch, returns = self.with_advantages(batch, experience, values, gamma, gae_lambda)
         ev = explained_variance(values, returns)  # of the critic the update starts from
         params = list(self.net.parameters())  # once: walking the modules every minibatch costs ~20 us
         sizes = [len(mb) for mb in torch.arange(batch_size).tensor_split(num_minibatches)]
@@ -122,70 +92,125 @@ class PPOAlgorithm(Algorithm):
         for epoch in range(num_epochs):
             if epoch > 0 and recompute_adv:  # the critic has learnt since: fresher advantages
                 with torch.no_grad():
-                    batch, _ = batch_from(self.net.get_value(b_obs).numpy().reshape(rollout.values.shape))
+                    values = self.net.get_value(batch.obs).numpy().reshape(experience.values.shape)
+                batch, _ = self.with_advantages(batch, experience, values, gamma, gae_lambda)
             epoch_kls = []
             # Shuffle the whole batch once per epoch (one gather per tensor); minibatches are then views.
             perm = torch.randperm(batch_size, generator=self.generator)
-            shuffled = [t[perm].split(sizes) for t in batch]
-            for mb_obs, mb_actions, mb_logprobs, mb_values, mb_adv, mb_returns, *mb_weights in zip(*shuffled):
+            for minibatch in batch.minibatches(perm, sizes):
                 if safe_point is not None:
                     safe_point(len(stats))
                 cfg = self.config  # a live patch of a next_minibatch setting lands here
                 lr = self.learning_rate(iteration, batch_size)
                 for group in self.optimizer.param_groups:
                     group["lr"] = lr
-
-                _, newlogprob, entropy, newvalue = self.net.get_action_and_value(mb_obs, mb_actions)
-                logratio = newlogprob - mb_logprobs
-                ratio = logratio.exp()
-                with torch.no_grad():
-                    # Low-variance unbiased KL estimator, http://joschu.net/blog/kl-approx.html
-                    approx_kl = ((ratio - 1) - logratio).mean()
-                    clip_frac = ((ratio - 1.0).abs() > cfg.clip_coef).float().mean()
-
-                if cfg.norm_adv and len(mb_adv) > 1:
-                    mb_adv = (mb_adv - mb_adv.mean()) / (mb_adv.std() + 1e-8)
-
-                # Pessimistic (max of negatives) clipped surrogate.
-                pg_losses = torch.max(-mb_adv * ratio, -mb_adv * ratio.clamp(1 - cfg.clip_coef, 1 + cfg.clip_coef))
-                pg_loss = (pg_losses * mb_weights[0] if mb_weights else pg_losses).mean()
-
-                v_loss_unclipped = (newvalue - mb_returns) ** 2
-                if cfg.clip_vloss:
-                    v_clipped = mb_values + (newvalue - mb_values).clamp(-cfg.clip_coef, cfg.clip_coef)
-                    v_loss = 0.5 * torch.max(v_loss_unclipped, (v_clipped - mb_returns) ** 2).mean()
-                else:
-                    v_loss = 0.5 * v_loss_unclipped.mean()
-
-                entropy_loss = entropy.mean()
-                loss = pg_loss - cfg.ent_coef * entropy_loss + cfg.vf_coef * v_loss
-
+                loss, losses = minibatch_loss(self.net, minibatch, cfg)
                 self.optimizer.zero_grad()
                 loss.backward()
                 grad_norm = nn.utils.clip_grad_norm_(params, cfg.max_grad_norm)
                 self.optimizer.step()
-
-                stats.append(torch.stack([pg_loss.detach(), v_loss.detach(), entropy_loss.detach(),
-                                          approx_kl, clip_frac, grad_norm.detach()]))
-                epoch_kls.append(approx_kl)
-
+                stats.append(torch.stack([*losses, grad_norm.detach()]))
+                epoch_kls.append(losses.approx_kl)
             # The epoch's mean KL: steadier than the last minibatch's alone.
             if cfg.target_kl is not None and torch.stack(epoch_kls).mean().item() > cfg.target_kl:
                 break
 
-        policy_loss, value_loss, entropy, approx_kl, clip_frac, grad_norm = torch.stack(stats).mean(0).tolist()
-        return {
-            "policy_loss": policy_loss,
-            "value_loss": value_loss,
-            "entropy": entropy,
-            "approx_kl": approx_kl,
-            "clip_frac": clip_frac,
-            "explained_variance": ev,
-            "lr": lr,
-            "grad_norm": grad_norm,
-            "epochs": float(epoch + 1),
-            "lag_kl": lag_kl,
-        }
+        *losses_mean, grad_norm_mean = torch.stack(stats).mean(0).tolist()
+        return {**dict(zip(MinibatchLosses._fields, losses_mean)), "explained_variance": ev, "lr": lr,
+                "grad_norm": grad_norm_mean, "epochs": float(epoch + 1), "lag_kl": lag_kl}
+
+    def prepare(self, experience: Experience) -> tuple[Batch, np.ndarray, float]:
+        """The flat batch (advantages still empty), the values it starts from and the lag's KL.
+
+        The ratio is clipped against the "proximal" policy. Without a lag that is the one that
+        acted; with one (overlap mode) it is the policy at this update's start, and each sample is
+        weighted by proximal / acting probability, so the lag does not eat into the clip range.
+        Likewise the advantages and the value clip start from this update's critic, not the
+        acting one's, which has not yet learnt from the previous rollout.
+        """
+        obs = _tensor(experience.obs).flatten(0, 1)
+        action_dtype = torch.int64 if self.net.discrete else torch.float32
+        actions = torch.tensor(experience.actions, dtype=action_dtype).flatten(0, 1)
+        logprobs = _tensor(experience.logprobs).flatten()
+        weights = torch.ones_like(logprobs)
+        values, lag_kl = experience.values, 0.0
+        if experience.policy_lag and self.config.decoupled:
+            with torch.no_grad():
+                _, proximal, _, current_values = self.net.get_action_and_value(obs, actions)
+                log_w = proximal - logprobs
+                weights = log_w.exp()
+                lag_kl = ((weights - 1) - log_w).mean().item()
+            logprobs = proximal
+            values = current_values.numpy().reshape(experience.values.shape)
+        empty = torch.empty(0)
+        return Batch(obs, actions, logprobs, empty, empty, empty, weights), values, lag_kl
+
+    def with_advantages(self, batch: Batch, experience: Experience, values: np.ndarray, gamma: float,
+                        gae_lambda: float) -> tuple[Batch, np.ndarray]:
+        """``batch`` with ``values`` and the advantages and returns GAE gives for them (bootstrapped
+        by the current critic); the returns also as an array, for the explained variance."""
+        with torch.no_grad():
+            last_values = self.net.get_value(_tensor(experience.last_obs)).numpy()
+        advantages, returns = compute_gae(experience.rewards, values, experience.dones, experience.trunc_values,
+                                          last_values, experience.last_dones, gamma, gae_lambda)
+        flat = (_tensor(a).flatten() for a in (values, advantages, returns))
+        return batch._replace(**dict(zip(("values", "advantages", "returns"), flat))), returns
+
+
+class Batch(NamedTuple):
+    """An update's samples, time and envs flattened: row ``i`` of every tensor is one sample."""
+
+    obs: torch.Tensor
+    actions: torch.Tensor
+    logprobs: torch.Tensor  # under the proximal policy (see PPOAlgorithm.prepare)
+    values: torch.Tensor  # what the value clip starts from
+    advantages: torch.Tensor
+    returns: torch.Tensor  # the critic's targets
+    weights: torch.Tensor  # proximal / acting probability; ones without a lag
+
+    def minibatches(self, perm: torch.Tensor, sizes: list[int]) -> Iterator[Batch]:
+        """The batch in the order ``perm``, cut into consecutive minibatches of ``sizes``."""
+        for columns in zip(*(t[perm].split(sizes) for t in self)):
+            yield Batch(*columns)
+
+
+class MinibatchLosses(NamedTuple):
+    """A minibatch's loss terms and diagnostics, detached (the metric names are the field names)."""
+
+    policy_loss: torch.Tensor
+    value_loss: torch.Tensor
+    entropy: torch.Tensor
+    approx_kl: torch.Tensor
+    clip_frac: torch.Tensor
+
+
+def minibatch_loss(net: nn.Module, mb: Batch, cfg: PPOConfig) -> tuple[torch.Tensor, MinibatchLosses]:
+    """PPO's loss on one minibatch (clipped surrogate, clipped value loss, entropy bonus) and its terms."""
+    _, newlogprob, entropy, newvalue = net.get_action_and_value(mb.obs, mb.actions)
+    logratio = newlogprob - mb.logprobs
+    ratio = logratio.exp()
+    with torch.no_grad():
+        # Low-variance unbiased KL estimator, http://joschu.net/blog/kl-approx.html
+        approx_kl = ((ratio - 1) - logratio).mean()
+        clip_frac = ((ratio - 1.0).abs() > cfg.clip_coef).float().mean()
+
+    advantages = mb.advantages
+    if cfg.norm_adv and len(advantages) > 1:
+        advantages = (advantages - advantages.mean()) / (advantages.std() + 1e-8)
+    # Pessimistic (max of negatives) clipped surrogate.
+    pg_losses = torch.max(-advantages * ratio, -advantages * ratio.clamp(1 - cfg.clip_coef, 1 + cfg.clip_coef))
+    pg_loss = (pg_losses * mb.weights).mean()
+
+    v_loss_unclipped = (newvalue - mb.returns) ** 2
+    if cfg.clip_vloss:
+        v_clipped = mb.values + (newvalue - mb.values).clamp(-cfg.clip_coef, cfg.clip_coef)
+        v_loss = 0.5 * torch.max(v_loss_unclipped, (v_clipped - mb.returns) ** 2).mean()
+    else:
+        v_loss = 0.5 * v_loss_unclipped.mean()
+
+    entropy_loss = entropy.mean()
+    loss = pg_loss - cfg.ent_coef * entropy_loss + cfg.vf_coef * v_loss
+    return loss, MinibatchLosses(pg_loss.detach(), v_loss.detach(), entropy_loss.detach(), approx_kl, clip_frac)
 
 
 def explained_variance(predictions: np.ndarray, targets: np.ndarray) -> float:
