@@ -48,7 +48,7 @@ class RunConfig(_Strict):
     dir: str | None = Field(None, description="run directory; default <root>/<run_id>")
     root: str = Field("runs", description="parent of run directories when dir is not set")
     total_env_steps: int = Field(
-        100_000, ge=1, json_schema_extra={"tunable": True, "apply": "next_iteration"},
+        150_000, ge=1, json_schema_extra={"tunable": True, "apply": "next_iteration"},
         description="training budget in env steps, all env-runners together (a live patch: more than the steps done)")
     envrunners: int | Literal["auto"] = Field(
         "auto",
@@ -281,7 +281,9 @@ def _apply_override(raw: dict[str, Any], item: str, origins: dict) -> None:
         raise ConfigError(f"override {item!r}: cannot parse the value: {exc}") from None
     parts = key.strip().split(".")
     node = raw
-    for part in parts[:-1]:
+    for depth, part in enumerate(parts[:-1], start=1):
+        if part not in node:  # a section this override creates is the override's, for error messages
+            origins[tuple(parts[:depth])] = f"override {item!r}"
         node = node.setdefault(part, {})
         if not isinstance(node, dict):
             raise ConfigError(f"override {item!r}: {part} is not a section")

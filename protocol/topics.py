@@ -5,16 +5,13 @@ whose topic is ``external.<stream>``; these constants name the families and the
 topics services publish, so no code spells a topic as a bare string.
 """
 
-from .messages import EpisodeStats, ExternalSample, RunStateChanged, TrainMetrics
+from .messages import ExternalSample, TrainMetrics
 
 METRICS = "metrics."
 CONTROL = "control."
 EXTERNAL = ExternalSample.TOPIC_PREFIX
-ALL = ""
 
 METRICS_TRAIN = TrainMetrics.TYPE
-METRICS_EPISODE = EpisodeStats.TYPE
-CONTROL_STATE = RunStateChanged.TYPE
 
 
 def matches(topic: str, prefix: str) -> bool:

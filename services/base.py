@@ -84,7 +84,7 @@ class Service:
         }
         for sig in (signal.SIGINT, signal.SIGTERM):
             signal.signal(sig, self._on_signal)
-        # filled by join()
+        # the local config until register() brings the run's
         self.config: Config = local
         self.run_id = ""
         self.run_dir = ""
@@ -279,9 +279,6 @@ class Service:
 
     def on_config_changed(self) -> None:
         """Hook: a patch changed ``self.config``; push the new values where they are read."""
-
-    def on(self, kind: type[Message], handler: Callable[[Received], None]) -> None:
-        self._handlers[kind] = handler
 
     def _dispatch(self, received: Received) -> None:
         handler = self._handlers.get(type(received.message))
