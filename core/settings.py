@@ -36,86 +36,101 @@ class _Strict(BaseModel):
 class Addresses(_Strict):
     """Endpoints; all on loopback by default. ``:0`` is not allowed: peers must know them."""
 
-    controller: str = Field("tcp://127.0.0.1:5550", description="controller command socket (ROUTER)")
-    bus_in: str = Field("tcp://127.0.0.1:5551", description="bus XSUB: publishers connect here")
-    bus_out: str = Field("tcp://127.0.0.1:5552", description="bus XPUB: subscribers connect here")
-    data: str = Field("tcp://127.0.0.1:5553", description="learner data socket (ROUTER): rollouts in, weights out")
+    controller: str = Field(default="tcp://127.0.0.1:5550", description="controller command socket (ROUTER)")
+    bus_in: str = Field(default="tcp://127.0.0.1:5551", description="bus XSUB: publishers connect here")
+    bus_out: str = Field(default="tcp://127.0.0.1:5552", description="bus XPUB: subscribers connect here")
+    data: str = Field(
+        default="tcp://127.0.0.1:5553", description="learner data socket (ROUTER): rollouts in, weights out")
 
 
 class RunConfig(_Strict):
-    name: str = Field("dynamicrl", description="a label for the run; part of the run id")
-    seed: int = Field(1, ge=0, description="base seed; env-runner r uses seed + 1000 * (r + 1)")
-    dir: str | None = Field(None, description="run directory; default <root>/<run_id>")
-    root: str = Field("runs", description="parent of run directories when dir is not set")
+    name: str = Field(default="dynamicrl", description="a label for the run; part of the run id")
+    seed: int = Field(default=1, ge=0, description="base seed; env-runner r uses seed + 1000 * (r + 1)")
+    dir: str | None = Field(default=None, description="run directory; default <root>/<run_id>")
+    root: str = Field(default="runs", description="parent of run directories when dir is not set")
     total_env_steps: int = Field(
-        150_000, ge=1, json_schema_extra={"tunable": True, "apply": "next_iteration"},
+        default=150_000, ge=1, json_schema_extra={"tunable": True, "apply": "next_iteration"},
         description="training budget in env steps, all env-runners together (a live patch: more than the steps done)")
     envrunners: int | Literal["auto"] = Field(
-        "auto",
+        default="auto",
         description="env-runners to wait for; 'auto' takes every one that registers within join_window_s of the first",
     )
-    join_window_s: float = Field(3.0, gt=0, le=60, description="with envrunners=auto: how long the roster stays open")
-    torch_threads: int = Field(1, ge=1, le=64, description="torch threads per process (fixed for reproducibility)")
+    join_window_s: float = Field(
+        default=3.0, gt=0, le=60, description="with envrunners=auto: how long the roster stays open")
+    torch_threads: int = Field(
+        default=1, ge=1, le=64, description="torch threads per process (fixed for reproducibility)")
     mode: Literal["sync", "overlap"] = Field(
-        "sync", description="sync: collect with the newest policy; overlap: collect iteration k+1 with policy k "
+        default="sync",
+        description="sync: collect with the newest policy; overlap: collect iteration k+1 with policy k "
         "while the learner trains on k (one-iteration policy lag, still deterministic; a checkpoint waits for "
         "the next boundary)")
 
 
 class EnvConfig(_Strict):
-    id: str = Field("CartPole-v1", description="Gymnasium environment id")
-    num_envs: int = Field(8, ge=1, le=1024, description="environments per env-runner")
+    id: str = Field(default="CartPole-v1", description="Gymnasium environment id")
+    num_envs: int = Field(default=8, ge=1, le=1024, description="environments per env-runner")
     kwargs: dict[str, Any] = Field(default_factory=dict, description="keyword arguments for gymnasium.make")
 
 
 class NormalizeConfig(_Strict):
     """Observation and reward normalisation (the continuous-control recipe); statistics live in the learner."""
 
-    obs: bool = Field(False, description="normalise observations by a running mean/std shared by all env-runners")
-    reward: bool = Field(False, description="scale rewards by the running std of the discounted return")
-    clip_obs: float = Field(10.0, gt=0, description="clip normalised observations to +-this")
-    clip_reward: float = Field(10.0, gt=0, description="clip scaled rewards to +-this")
+    obs: bool = Field(
+        default=False, description="normalise observations by a running mean/std shared by all env-runners")
+    reward: bool = Field(default=False, description="scale rewards by the running std of the discounted return")
+    clip_obs: float = Field(default=10.0, gt=0, description="clip normalised observations to +-this")
+    clip_reward: float = Field(default=10.0, gt=0, description="clip scaled rewards to +-this")
 
 
 class EnvRunnerConfig(_Strict):
     """Env-runner settings; the tunable ones may be patched live as ``envrunner.<name>``."""
 
     reward_scale: float = Field(
-        1.0, gt=0, le=1e6, json_schema_extra={"tunable": True, "apply": "next_env_step"},
+        default=1.0, gt=0, le=1e6, json_schema_extra={"tunable": True, "apply": "next_env_step"},
         description="Multiplies every reward the learner sees (episode returns are reported unscaled).",
     )
 
 
 class TimingConfig(_Strict):
-    heartbeat_s: float = Field(0.5, gt=0, le=10, description="heartbeat interval of every service")
-    missing_after_s: float = Field(2.0, gt=0, description="a member silent this long is reported missing")
-    dead_after_s: float = Field(15.0, gt=0, description="a learner or env-runner silent this long stops the run (exit 1)")
-    pause_timeout_s: float = Field(5.0, gt=0, le=600, description="a pause not reached by every service by then is called off")
-    patch_wait_s: float = Field(10.0, gt=0, le=600, description="how long `dynamicrl patch` waits for the patch to take effect")
-    start_timeout_s: float = Field(180.0, gt=0, description="the controller gives up if members are not ready by then")
-    signal_grace_s: float = Field(10.0, gt=0, le=600, description="a member of a running run that gets SIGTERM/SIGINT "
-                                  "waits this long for the controller to stop it (after a last checkpoint)")
-    request_timeout_s: float = Field(1.0, gt=0, le=60, description="clients wait this long for each reply attempt")
-    monitor_expiry_s: float = Field(30.0, gt=0, description="the controller forgets (and `dynamicrl status` stops "
-                                    "listing) an external monitor that has not reported for this long")
+    heartbeat_s: float = Field(default=0.5, gt=0, le=10, description="heartbeat interval of every service")
+    missing_after_s: float = Field(default=2.0, gt=0, description="a member silent this long is reported missing")
+    dead_after_s: float = Field(
+        default=15.0, gt=0, description="a learner or env-runner silent this long stops the run (exit 1)")
+    pause_timeout_s: float = Field(
+        default=5.0, gt=0, le=600, description="a pause not reached by every service by then is called off")
+    patch_wait_s: float = Field(
+        default=10.0, gt=0, le=600, description="how long `dynamicrl patch` waits for the patch to take effect")
+    start_timeout_s: float = Field(
+        default=180.0, gt=0, description="the controller gives up if members are not ready by then")
+    signal_grace_s: float = Field(
+        default=10.0, gt=0, le=600, description="a member of a running run that gets SIGTERM/SIGINT "
+        "waits this long for the controller to stop it (after a last checkpoint)")
+    request_timeout_s: float = Field(
+        default=1.0, gt=0, le=60, description="clients wait this long for each reply attempt")
+    monitor_expiry_s: float = Field(
+        default=30.0, gt=0, description="the controller forgets (and `dynamicrl status` stops "
+        "listing) an external monitor that has not reported for this long")
 
 
 class LoggerConfig(_Strict):
-    console: bool = Field(True, description="print one line per iteration")
-    csv: bool = Field(True, description="write metrics.csv in the run directory")
-    tensorboard: bool = Field(True, description="write TensorBoard events in the run directory")
-    required: bool = Field(True, description="the run waits for a logger before it starts")
+    console: bool = Field(default=True, description="print one line per iteration")
+    csv: bool = Field(default=True, description="write metrics.csv in the run directory")
+    tensorboard: bool = Field(default=True, description="write TensorBoard events in the run directory")
+    required: bool = Field(default=True, description="the run waits for a logger before it starts")
 
 
 class MetricsConfig(_Strict):
-    return_window: int = Field(20, ge=1, description="return_mean is over the last N finished episodes")
+    return_window: int = Field(default=20, ge=1, description="return_mean is over the last N finished episodes")
 
 
 class CheckpointConfig(_Strict):
-    every_iterations: int | None = Field(None, ge=1, description="also checkpoint every N iterations (None: only on request and at the end)")
-    keep: int = Field(3, ge=1, description="complete checkpoints kept in <run_dir>/checkpoints (older ones are deleted)")
-    at_end: bool = Field(True, description="checkpoint when training finishes")
-    timeout_s: float = Field(60.0, gt=0, description="a checkpoint not complete by then is abandoned (the run goes on)")
+    every_iterations: int | None = Field(
+        default=None, ge=1, description="also checkpoint every N iterations (None: only on request and at the end)")
+    keep: int = Field(
+        default=3, ge=1, description="complete checkpoints kept in <run_dir>/checkpoints (older ones are deleted)")
+    at_end: bool = Field(default=True, description="checkpoint when training finishes")
+    timeout_s: float = Field(
+        default=60.0, gt=0, description="a checkpoint not complete by then is abandoned (the run goes on)")
 
 
 class Config(_Strict):
@@ -130,12 +145,15 @@ class Config(_Strict):
     logger: LoggerConfig = Field(default_factory=LoggerConfig)
     metrics: MetricsConfig = Field(default_factory=MetricsConfig)
     checkpoint: CheckpointConfig = Field(default_factory=CheckpointConfig)
-    resume: str | None = Field(None, description="a run directory to continue from its latest good checkpoint "
-                               "(set by `dynamicrl resume-run` / $DYNAMICRL_RESUME)")
+    resume: str | None = Field(
+        default=None, description="a run directory to continue from its latest good checkpoint "
+        "(set by `dynamicrl resume-run` / $DYNAMICRL_RESUME)")
     resume_total_env_steps: int | None = Field(
-        None, gt=0, description="with resume: the run's new run.total_env_steps, to train it longer than it planned "
+        default=None, gt=0,
+        description="with resume: the run's new run.total_env_steps, to train it longer than it planned "
         "(set by `dynamicrl resume-run --total-env-steps`)")
-    patches: str | None = Field(None, description="a patches.jsonl to replay: its patches apply at the same logical times")
+    patches: str | None = Field(
+        default=None, description="a patches.jsonl to replay: its patches apply at the same logical times")
     plugins: list[str] = Field(default_factory=list, description="modules imported first (e.g. to register algorithms)")
 
     @field_validator("algo", mode="before")

@@ -82,7 +82,7 @@ class Position(BaseModel):
     model_config = ConfigDict(extra="forbid")
     service: str
     ltime: LogicalTime
-    minibatch: int | None = Field(None, ge=0, description="gradient steps done in the current update")
+    minibatch: int | None = Field(default=None, ge=0, description="gradient steps done in the current update")
 
 
 class Role(str, Enum):

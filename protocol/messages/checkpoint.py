@@ -43,7 +43,7 @@ class CheckpointCommand(Message):
 
     TYPE: ClassVar[str] = "membership.checkpoint"
     ckpt_id: str
-    at_iteration: int | None = Field(None, ge=0)
+    at_iteration: int | None = Field(default=None, ge=0)
 
 
 class CheckpointPart(Message):

@@ -55,8 +55,8 @@ class ServiceStatus(BaseModel):
     pid: int
     health: Health
     last_seen_s: float = Field(description="seconds since the last message from it")
-    ltime: LogicalTime | None = Field(None, description="its logical time at its last heartbeat")
-    missed: int = Field(0, ge=0, description="bus messages it lost (as of its last heartbeat)")
+    ltime: LogicalTime | None = Field(default=None, description="its logical time at its last heartbeat")
+    missed: int = Field(default=0, ge=0, description="bus messages it lost (as of its last heartbeat)")
 
 
 class MonitorStatus(BaseModel):
@@ -68,8 +68,8 @@ class MonitorStatus(BaseModel):
     received: int = Field(ge=0)
     missed: int = Field(ge=0)
     missed_by_sender: dict[str, Annotated[int, Field(ge=0)]] = Field(default_factory=dict)
-    rejected: int = Field(0, ge=0)
-    closed: bool = Field(False, description="its last report was its final one")
+    rejected: int = Field(default=0, ge=0)
+    closed: bool = Field(default=False, description="its last report was its final one")
     last_report_s: float = Field(description="seconds since its last report")
 
 
@@ -98,10 +98,11 @@ class MonitorReport(Message):
     name: str = Field(min_length=1, max_length=128, description="one entry per name in status")
     topics: list[str] = Field(default_factory=list, description="topic prefixes it subscribes to")
     received: int = Field(ge=0, description="valid bus messages received")
-    missed: int = Field(0, ge=0, description="bus messages known lost (sequence gaps), all senders")
+    missed: int = Field(default=0, ge=0, description="bus messages known lost (sequence gaps), all senders")
     missed_by_sender: dict[str, Annotated[int, Field(ge=0)]] = Field(default_factory=dict)
-    rejected: int = Field(0, ge=0, description="bus messages it refused (undecodable, invalid, other major version)")
-    final: bool = Field(False, description="it is closing: no further report will come")
+    rejected: int = Field(
+        default=0, ge=0, description="bus messages it refused (undecodable, invalid, other major version)")
+    final: bool = Field(default=False, description="it is closing: no further report will come")
 
 
 class MonitorReportReply(Message):
@@ -146,7 +147,7 @@ class ResumeRequest(Message):
 class ResumeReply(Message):
     TYPE: ClassVar[str] = "control.resume_reply"
     already: bool
-    paused_s: float = Field(0.0, description="how long the run stood paused")
+    paused_s: float = Field(default=0.0, description="how long the run stood paused")
 
 
 # -- hyperparameters ---------------------------------------------------------------------
@@ -196,8 +197,8 @@ class PatchRequest(Message):
 
     TYPE: ClassVar[str] = "control.patch_request"
     changes: dict[str, ParamValue]
-    at_iteration: int | None = Field(None, ge=0)
-    author: str = Field("cli", max_length=128)
+    at_iteration: int | None = Field(default=None, ge=0)
+    author: str = Field(default="cli", max_length=128)
     wait: bool = True
 
 
@@ -245,7 +246,7 @@ class StopRequest(Message):
 
 class StopReply(Message):
     TYPE: ClassVar[str] = "control.stop_reply"
-    checkpoint: str | None = Field(None, description="the checkpoint taken before stopping, if any")
+    checkpoint: str | None = Field(default=None, description="the checkpoint taken before stopping, if any")
     message: str = ""
 
 

@@ -60,7 +60,7 @@ class Rollout(Message):
     hyperparameters: dict[str, ParamValue] = Field(
         default_factory=dict, description="the env-runner's tunables in force at the end of collection")
     normalizer_count: float = Field(
-        0.0, ge=0, description="sample count of the observation statistics it normalised with (0: none)")
+        default=0.0, ge=0, description="sample count of the observation statistics it normalised with (0: none)")
     moments: dict[str, NDArray] = Field(
         default_factory=dict, description="moments of the raw observations / discounted returns it saw, "
         "obs.{count,mean,var} and ret.{...}, for the learner's running statistics")

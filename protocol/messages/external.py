@@ -34,7 +34,7 @@ class ExternalSample(Message):
     stream: str = Field(pattern=STREAM_NAME, description="stream name; the topic is external.<stream>")
     channels: list[str] = Field(min_length=1, max_length=1024)
     rate: float = Field(ge=0, description="nominal sampling rate in Hz (0: irregular)")
-    chunk: int = Field(0, ge=0, description="the provider's own chunk counter")
+    chunk: int = Field(default=0, ge=0, description="the provider's own chunk counter")
     timestamps: NDArray = Field(description="float64 [n]: time of each sample in seconds")
     samples: NDArray = Field(description="float32 [n, channels]")
     derived: dict[str, float] = Field(default_factory=dict, description="scalars derived from the stream")

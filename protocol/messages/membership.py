@@ -37,7 +37,7 @@ class RegisterReply(Message):
     run_dir: str
     rank: int = Field(ge=0)
     config: dict[str, Any]
-    resumed_from: LogicalTime | None = Field(None, description="set when the run continues from a checkpoint")
+    resumed_from: LogicalTime | None = Field(default=None, description="set when the run continues from a checkpoint")
 
 
 class Ready(Message):
@@ -60,7 +60,7 @@ class ApplyPatch(Message):
     author: str
     changes: dict[str, ParamValue]
     at: LogicalTime | None = None
-    at_minibatch: int | None = Field(None, ge=0)
+    at_minibatch: int | None = Field(default=None, ge=0)
 
 
 class RunStart(Message):
@@ -74,7 +74,7 @@ class RunStart(Message):
     envrunners: int = Field(ge=1, description="number of env-runners in the run (ranks 0..n-1)")
     members: list[str]
     patches: list[ApplyPatch] = Field(default_factory=list)
-    restore: CheckpointPart | None = Field(None, description="on resume: the member's state to continue from")
+    restore: CheckpointPart | None = Field(default=None, description="on resume: the member's state to continue from")
 
 
 class PauseCommand(Message):
@@ -115,7 +115,7 @@ class Heartbeat(Message):
     TYPE: ClassVar[str] = "membership.heartbeat"
     service: str
     ltime: LogicalTime | None = None
-    missed: int = Field(0, ge=0, description="bus messages its subscriptions lost so far (sequence gaps)")
+    missed: int = Field(default=0, ge=0, description="bus messages its subscriptions lost so far (sequence gaps)")
 
 
 class Goodbye(Message):
@@ -124,7 +124,7 @@ class Goodbye(Message):
     TYPE: ClassVar[str] = "membership.goodbye"
     service: str
     reason: str = ""
-    finished: bool = Field(False, description="it left because training is complete (not a failure)")
+    finished: bool = Field(default=False, description="it left because training is complete (not a failure)")
 
 
 class StopCommand(Message):
