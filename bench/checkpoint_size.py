@@ -30,48 +30,33 @@ import re
 import shutil
 import signal
 import subprocess
-import sys
 import tempfile
 import time
 from pathlib import Path
 
+from dynamicrl.clients.processes import ADDRESS_KEYS, endpoint, free_ports, log_text, start_module, stop
+
+import harness  # bench/harness.py: descendants()
+
 REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO))
-from tests.helpers import free_ports  # noqa: E402  (one copy, shared with the tests)
 CONFIG = str(REPO / "configs/env/mujoco_ant.yaml")
 SAVE_LINE = re.compile(r"checkpoint (\S+): (\d+) bytes in ([\d.]+) s \(write\), ([\d.]+) s since it began")
 
 
-def descendants(pid: int) -> list[int]:
-    children: dict[int, list[int]] = {}
-    for entry in filter(str.isdigit, os.listdir("/proc")):
-        try:
-            ppid = int(Path(f"/proc/{entry}/stat").read_text().rsplit(")", 1)[1].split()[1])
-        except (OSError, IndexError, ValueError):
-            continue
-        children.setdefault(ppid, []).append(int(entry))
-    found, stack = [], [pid]
-    while stack:
-        for child in children.get(stack.pop(), []):
-            found.append(child)
-            stack.append(child)
-    return found
-
-
 class Launched:
-    def __init__(self, args: list[str], env: dict, log: Path) -> None:
-        self.log_path = log
-        with log.open("w") as f:
-            self.proc = subprocess.Popen(args, cwd=REPO, env=env, stdout=f, stderr=subprocess.STDOUT,
-                                         stdin=subprocess.DEVNULL, start_new_session=True)
+    """``python -m MODULE ARGS`` (honcho, or the CLI that execs it) with its log in ``tmp``; every
+    process seen below it is remembered, so ``kill9`` can crash the whole run at once."""
+
+    def __init__(self, module: str, args: list[str], env: dict, tmp: Path, name: str) -> None:
+        self.proc: subprocess.Popen = start_module(module, args, tmp, name, env)
         self.started = time.monotonic()
         self.seen: set[int] = set()
 
     def log(self) -> str:
-        return self.log_path.read_text(errors="replace")
+        return log_text(self.proc)
 
     def watch(self) -> None:
-        self.seen.update(descendants(self.proc.pid))
+        self.seen.update(harness.descendants(self.proc.pid))
 
     def kill9(self) -> None:
         self.watch()
@@ -83,13 +68,10 @@ class Launched:
         self.proc.wait(timeout=10)
 
     def stop(self) -> None:
+        """SIGTERM honcho (it stops its processes, as on Ctrl-C), bounded wait, then SIGKILL every one left."""
         if self.proc.poll() is None:
             self.watch()
-            os.killpg(self.proc.pid, signal.SIGINT)
-            try:
-                self.proc.wait(timeout=20)
-            except subprocess.TimeoutExpired:
-                pass
+            stop(self.proc, timeout=20)
         self.kill9()
 
 
@@ -153,23 +135,22 @@ def main() -> None:
     from dynamicrl.protocol.messages import CheckpointRequest, RunState
 
     tmp = Path(tempfile.mkdtemp(prefix="dynamicrl-ckpt-bench-"))
-    ports = free_ports(4)
-    endpoint = f"tcp://127.0.0.1:{ports[0]}"
-    overrides = [f"addresses.{k}=tcp://127.0.0.1:{p}" for k, p in zip(("controller", "bus_in", "bus_out", "data"), ports)]
+    ports = free_ports(len(ADDRESS_KEYS))
+    controller = endpoint(ports[0])
+    overrides = [f"addresses.{k}={endpoint(p)}" for k, p in zip(ADDRESS_KEYS, ports)]
     overrides += [f"run.root={tmp / 'runs'}", "run.envrunners=2", f"env.num_envs={args.envs}",
                   f"run.total_env_steps={args.iterations * 2 * args.envs * 256}", "checkpoint.every_iterations=2"]
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("DYNAMICRL_", "HONCHO_"))}
-    env.update(DYNAMICRL_CONFIG=CONFIG, DYNAMICRL_OVERRIDES=" ".join(overrides), PYTHONUNBUFFERED="1")
+    # the run's settings reach every service through honcho's environment, as a user's would
+    env = {**harness.NO_RESUME, "DYNAMICRL_CONFIG": CONFIG, "DYNAMICRL_OVERRIDES": " ".join(overrides)}
     launched: list[Launched] = []
     try:
         # a fresh run, killed after its iteration-4 checkpoint
-        fresh = Launched([sys.executable, "-m", "honcho", "-f", str(REPO / "Procfile"), "start", "-c", "envrunner=2"],
-                         env, tmp / "fresh.log")
+        fresh = Launched("honcho", ["-f", str(REPO / "Procfile"), "start", "-c", "envrunner=2"], env, tmp, "fresh")
         launched.append(fresh)
         run_dir = wait_for(lambda: (tmp / "runs").is_dir() and next((tmp / "runs").iterdir(), None), 120, fresh)
         wait_for(lambda: rows(run_dir) >= 1, 300, fresh)
         fresh_first_row = time.monotonic() - fresh.started
-        with ControlClient(endpoint, timeout_s=120, retries=0) as client:
+        with ControlClient(controller, timeout_s=120, retries=0) as client:
             while client.status().state is not RunState.RUNNING:
                 time.sleep(0.1)
             try:
@@ -185,8 +166,8 @@ def main() -> None:
         saves = SAVE_LINE.findall(fresh.log())
 
         # resume-run, timed to the services' "resumed at" lines and the first new metrics row
-        resumed = Launched([sys.executable, "-m", "dynamicrl.clients.cli", "resume-run", str(run_dir),
-                            "-f", str(REPO / "Procfile")], env, tmp / "resume.log")
+        resumed = Launched("dynamicrl.clients.cli", ["resume-run", str(run_dir), "-f", str(REPO / "Procfile")],
+                           env, tmp, "resume")
         launched.append(resumed)
         marks: dict[str, float] = {}
         for name in ("learner.1", "envrunner.1", "envrunner.2"):  # each logs "... resumed at iteration 4"
@@ -197,7 +178,7 @@ def main() -> None:
         wait_for(lambda: rows(run_dir) > 4, 300, resumed)
         resumed_first_row = time.monotonic() - resumed.started
         try:
-            with ControlClient(endpoint, timeout_s=2, retries=0) as client:
+            with ControlClient(controller, timeout_s=2, retries=0) as client:
                 client.status()
         except RequestTimeout:
             pass

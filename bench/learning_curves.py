@@ -51,19 +51,15 @@ import json
 import os
 import shlex
 import signal
-import subprocess
 import sys
 import time
 from pathlib import Path
 
+import harness  # bench/harness.py: a run's processes on free ports, stopped by pid
+import machine  # bench/machine.py
+
 HERE = Path(__file__).resolve().parent
 REPO = HERE.parent
-sys.path.insert(0, str(REPO))
-from tests.helpers import free_ports, stop_all  # noqa: E402  (one copy, shared with the tests)
-
-import machine  # noqa: E402  (bench/machine.py)
-ADDRESS_KEYS = ("controller", "bus_in", "bus_out", "data")
-SCRUBBED_ENV = ("DYNAMICRL_CONFIG", "DYNAMICRL_OVERRIDES", "DYNAMICRL_RESUME", "HONCHO_PROCESS_NAME")
 
 #: short name: (gymnasium id, config file)
 ENVS = {
@@ -204,7 +200,6 @@ def run_one(env: str, seed: int, args: argparse.Namespace, deadline: dt.datetime
     stamp = utc_now().strftime("%Y%m%d-%H%M%S")
     log_dir = runs_root / "logs" / f"{env}-seed{seed}-{stamp}"
     log_dir.mkdir(parents=True, exist_ok=True)
-    ports = free_ports(len(ADDRESS_KEYS))
     iteration_steps = cfg.algo.num_steps * cfg.env.num_envs * envrunners
     # every checkpoint kept: the test curve is played after the run
     test_overrides = ([f"checkpoint.every_iterations={args.test_every}",
@@ -213,17 +208,12 @@ def run_one(env: str, seed: int, args: argparse.Namespace, deadline: dt.datetime
     # the run's own directory, named here: another invocation sharing --runs-root cannot be mistaken for it
     run_dir = runs_root / f"{env}-seed{seed}-{stamp}-{os.getpid()}"
     overrides = [
-        *(f"addresses.{k}=tcp://127.0.0.1:{p}" for k, p in zip(ADDRESS_KEYS, ports)),
-        f"run.dir={run_dir}", f"run.seed={seed}", f"run.total_env_steps={args.steps}",
+        f"run.seed={seed}", f"run.total_env_steps={args.steps}",
         f"run.mode={mode}", f"run.envrunners={envrunners}",
         "logger.console=false", *test_overrides, *args.set,
     ]
-    child_env = {k: v for k, v in os.environ.items() if k not in SCRUBBED_ENV}
-    child_env["PYTHONUNBUFFERED"] = "1"
-    services = [("controller", "controller", []), ("learner", "learner", []),
-                *((f"envrunner.{r + 1}", "envrunner", ["--rank", str(r)]) for r in range(envrunners)),
-                ("logger", "logger", [])]
-    procs: dict[str, subprocess.Popen] = {}
+    run = harness.Run(log_dir, overrides, config=REPO / config, envrunners=envrunners, run_dir=run_dir)
+    procs = run.procs
     status, stop_reason = "complete", ""
     load_before = loadavg()
     started_utc = utc_now()
@@ -231,12 +221,7 @@ def run_one(env: str, seed: int, args: argparse.Namespace, deadline: dt.datetime
     print(f"[{started_utc:%H:%M:%S}] {env_id} seed {seed}: starting ({args.steps} env steps, mode {mode}, "
           f"{envrunners} env-runner(s) x {cfg.env.num_envs} envs, load {load_before}); logs in {log_dir}", flush=True)
     try:
-        for label, service, extra in services:
-            command = [sys.executable, "-m", f"dynamicrl.services.{service}", *extra, "-c", str(REPO / config),
-                       *overrides]
-            with open(log_dir / f"{label}.log", "wb") as log_file:
-                procs[label] = subprocess.Popen(command, cwd=REPO, env=child_env, stdin=subprocess.DEVNULL,
-                                                stdout=log_file, stderr=subprocess.STDOUT)
+        run.start()
         limit = time.monotonic() + args.timeout
         last_note = time.monotonic()
         while procs["controller"].poll() is None:
@@ -266,7 +251,7 @@ def run_one(env: str, seed: int, args: argparse.Namespace, deadline: dt.datetime
                 time.sleep(0.1)
     finally:
         wall = time.monotonic() - started
-        stop_all(list(procs.values()))
+        run.stop()
     codes = {label: p.returncode for label, p in procs.items()}
     rows = read_metrics(run_dir / "metrics.csv")
     reached = int(rows[-1]["env_steps"]) if rows else 0
@@ -274,7 +259,7 @@ def run_one(env: str, seed: int, args: argparse.Namespace, deadline: dt.datetime
         status = "failed"
         stop_reason = f"controller exit code {codes.get('controller')}, reached {reached} env steps"
         for label in procs:
-            tail = (log_dir / f"{label}.log").read_text(errors="replace")[-800:]
+            tail = run.log(label)[-800:]
             print(f"--- {label} (exit {codes[label]}) log tail:\n{tail}", flush=True)
     curve = [(int(r["env_steps"]), fnum(r["return_mean"]), fnum(r["sps"])) for r in rows]
     steps_per_iter = (curve[1][0] - curve[0][0]) if len(curve) > 1 else (curve[0][0] if curve else 0)

@@ -32,7 +32,6 @@ import os
 import random
 import shlex
 import signal
-import subprocess
 import sys
 import tempfile
 import time
@@ -46,112 +45,14 @@ from dynamicrl.protocol.messages import (
     ParamsRequest, PatchRequest, PatchStatus, PauseRequest, ResumeRequest, RunState, StatusRequest,
 )
 
-HERE = Path(__file__).resolve().parent
-sys.path.insert(0, str(HERE.parent))
-from tests.helpers import free_ports  # noqa: E402  (one copy, shared with the tests)
+import harness  # bench/harness.py: a run's processes on free ports, stopped by pid
+import machine  # bench/machine.py
 
-import machine  # noqa: E402  (bench/machine.py)
-ADDRESS_KEYS = ("controller", "bus_in", "bus_out", "data")
+HERE = Path(__file__).resolve().parent
 PATCH_PARAM = "ppo.ent_coef"
 TARGET_P99_MS = 50.0
 NOTES_MARKER = "<!-- notes: everything from this line on is kept when the benchmark rewrites this file -->"
 CONTENDED_CORES = 0.2  # average busy cores of other processes above which a run counts as contended
-
-
-# -- processes ---------------------------------------------------------------------------------
-class Run:
-    """The run's processes; ``stop()`` ends them by pid with bounded waits."""
-
-    def __init__(self, workdir: Path, config: str, overrides: list[str], envrunners: int) -> None:
-        self.workdir = workdir
-        ports = free_ports(len(ADDRESS_KEYS))
-        self.endpoint = f"tcp://127.0.0.1:{ports[0]}"
-        self.overrides = [f"addresses.{k}=tcp://127.0.0.1:{p}" for k, p in zip(ADDRESS_KEYS, ports)]
-        self.overrides += [f"run.root={workdir / 'runs'}", *overrides]
-        self.config = config
-        self.procs: dict[str, subprocess.Popen] = {}
-        self.logs: dict[str, Path] = {}
-        self.envrunners = envrunners
-
-    def start(self) -> None:
-        self._start("controller", "controller")
-        self._start("learner", "learner")
-        for rank in range(self.envrunners):
-            self._start(f"envrunner.{rank + 1}", "envrunner", ["--rank", str(rank)])
-        self._start("logger", "logger")
-
-    def _start(self, label: str, service: str, args: list[str] = ()) -> None:
-        env = {k: v for k, v in os.environ.items()
-               if k not in ("DYNAMICRL_CONFIG", "DYNAMICRL_OVERRIDES", "HONCHO_PROCESS_NAME")}
-        env["PYTHONUNBUFFERED"] = "1"
-        log_path = self.workdir / f"{label}.log"
-        command = [sys.executable, "-m", f"dynamicrl.services.{service}", *args,
-                   "-c", self.config, *self.overrides]
-        with open(log_path, "wb") as log_file:
-            self.procs[label] = subprocess.Popen(command, cwd=self.workdir, env=env, stdin=subprocess.DEVNULL,
-                                                 stdout=log_file, stderr=subprocess.STDOUT)
-        self.logs[label] = log_path
-
-    def dead(self) -> list[str]:
-        return [f"{label} (exit {p.returncode})" for label, p in self.procs.items() if p.poll() is not None]
-
-    def log_tail(self, label: str, lines: int = 15) -> str:
-        try:
-            return "\n".join(self.logs[label].read_text(errors="replace").splitlines()[-lines:])
-        except OSError:
-            return ""
-
-    def cpu_seconds(self) -> float:
-        """utime + stime of the run's live processes (from /proc)."""
-        total = 0.0
-        tick = os.sysconf("SC_CLK_TCK")
-        for p in self.procs.values():
-            try:
-                fields = Path(f"/proc/{p.pid}/stat").read_text().rsplit(")", 1)[1].split()
-                total += (int(fields[11]) + int(fields[12])) / tick
-            except (OSError, IndexError, ValueError):
-                pass
-        return total
-
-    def stop(self) -> None:
-        """SIGTERM the controller (it stops the members in order), then everyone; SIGKILL after bounded waits."""
-        ctl = self.procs.get("controller")
-        if ctl is not None and ctl.poll() is None:
-            _signal(ctl, signal.SIGTERM)
-            _wait(ctl, 10.0)
-        for p in self.procs.values():
-            if p.poll() is None:
-                _signal(p, signal.SIGTERM)
-        deadline = time.monotonic() + 8.0
-        for p in self.procs.values():
-            _wait(p, max(0.1, deadline - time.monotonic()))
-        for p in self.procs.values():
-            if p.poll() is None:
-                _signal(p, signal.SIGKILL)
-                _wait(p, 5.0)
-
-
-def _signal(p: subprocess.Popen, sig: int) -> None:
-    try:
-        os.kill(p.pid, sig)
-    except ProcessLookupError:
-        pass
-
-
-def _wait(p: subprocess.Popen, timeout: float) -> None:
-    try:
-        p.wait(timeout=timeout)
-    except subprocess.TimeoutExpired:
-        pass
-
-
-def cpu_busy_seconds() -> tuple[float, float]:
-    """(busy, total) CPU seconds of the whole machine since boot, from /proc/stat."""
-    values = [int(v) for v in Path("/proc/stat").read_text().splitlines()[0].split()[1:]]
-    tick = os.sysconf("SC_CLK_TCK")
-    idle = values[3] + (values[4] if len(values) > 4 else 0)
-    total = sum(values[:8])
-    return (total - idle) / tick, total / tick
 
 
 # -- measuring ---------------------------------------------------------------------------------
@@ -214,7 +115,7 @@ def call(client: ControlClient, request):
     return reply, (time.perf_counter() - t0) * 1000.0
 
 
-def wait_running(run: Run, client: ControlClient, warmup: int, timeout_s: float) -> tuple[str, int]:
+def wait_running(run: harness.Run, client: ControlClient, warmup: int, timeout_s: float) -> tuple[str, int]:
     """Block until the run is RUNNING with ``warmup`` iterations done; return (run_dir, iteration)."""
     deadline = time.monotonic() + timeout_s
     last = ""
@@ -254,9 +155,9 @@ def wait_idle(max_wait_s: float, busy_cores: float = 0.2, window_s: float = 5.0)
     """Wait (at most ``max_wait_s``) until the machine was nearly idle over ``window_s``: others' load skews latency."""
     deadline = time.monotonic() + max_wait_s
     while True:
-        b0, _ = cpu_busy_seconds()
+        b0 = machine.busy_cpu_s()
         time.sleep(window_s)
-        busy = (cpu_busy_seconds()[0] - b0) / window_s
+        busy = (machine.busy_cpu_s() - b0) / window_s
         if busy <= busy_cores:
             print(f"  machine idle ({busy:.2f} busy cores over {window_s:.0f} s)", flush=True)
             return
@@ -270,7 +171,7 @@ def measure(args, num_steps: int, workdir: Path) -> Result:
     overrides = [f"env.id={args.env}", f"env.num_envs={args.num_envs}", f"algo.num_steps={num_steps}",
                  f"run.envrunners={args.envrunners}", f"run.total_env_steps={args.total_env_steps}",
                  f"run.seed={args.seed}", *args.set]
-    run = Run(workdir, args.config, overrides, args.envrunners)
+    run = harness.Run(workdir, overrides, config=args.config, envrunners=args.envrunners)
     rng = random.Random(args.seed)
     moments: list[Moment] = []
     print(f"\n== {args.env}, num_steps={num_steps}, {args.envrunners} env-runners x {args.num_envs} envs; "
@@ -297,7 +198,7 @@ def measure(args, num_steps: int, workdir: Path) -> Result:
         except Exception:  # noqa: BLE001 - only for the description
             epochs, mode = 0, "?"
         load_before = os.getloadavg()
-        busy0 = cpu_busy_seconds()[0]
+        busy0 = machine.busy_cpu_s()
         run_cpu0, bench_cpu0 = run.cpu_seconds(), sum(os.times()[:2])
         t_phase = time.monotonic()
         for i in range(args.pauses):
@@ -343,7 +244,7 @@ def measure(args, num_steps: int, workdir: Path) -> Result:
             if run.dead():
                 raise RuntimeError(f"process(es) exited during the benchmark: {', '.join(run.dead())}")
         phase_s = time.monotonic() - t_phase
-        busy1 = cpu_busy_seconds()[0]
+        busy1 = machine.busy_cpu_s()
         run_cpu1, bench_cpu1 = run.cpu_seconds(), sum(os.times()[:2])
         load_after = os.getloadavg()
         end_status = client.call(StatusRequest())
@@ -456,13 +357,6 @@ def summary_lines(result: Result) -> list[str]:
     return lines
 
 
-def uptime() -> str:
-    try:
-        return subprocess.run(["uptime"], capture_output=True, text=True, timeout=5).stdout.strip()
-    except (OSError, subprocess.SubprocessError):
-        return "load average: %.2f, %.2f, %.2f" % os.getloadavg()
-
-
 def markdown(args, results: list[Result], contended: list[Result], started: str, uptime_before: str,
              uptime_after: str) -> str:
     out = ["# Pause latency", ""]
@@ -566,7 +460,7 @@ def main() -> int:
     signal.signal(signal.SIGTERM, on_term)
 
     started = dt.datetime.now().astimezone().strftime("%Y-%m-%d %H:%M %Z")
-    uptime_before = uptime()
+    uptime_before = machine.uptime()
     print(f"machine: {machine.describe()}\nload: {uptime_before}", flush=True)
     results, contended = [], []
     with tempfile.TemporaryDirectory(prefix="dynamicrl-pause-bench-") as tmp:
@@ -583,7 +477,7 @@ def main() -> int:
                 contended.append(result)
                 print(f"   (contended: measuring num_steps={num_steps} again)", flush=True)
             results.append(result)
-    uptime_after = uptime()
+    uptime_after = machine.uptime()
     print(f"\nload: {uptime_after}")
     if len(results) > 1:
         print("\nrollout length vs pause latency (client side, ms):")

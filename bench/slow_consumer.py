@@ -51,12 +51,12 @@ import threading
 import time
 from pathlib import Path
 
-HERE = Path(__file__).resolve().parent
-REPO = HERE.parent
-sys.path.insert(0, str(REPO))
+from dynamicrl.clients.processes import stop_all, wait_exit
 
-from tests.helpers import base_overrides, endpoint, free_ports, start_service, stop_all, wait_exit  # noqa: E402
-import machine  # noqa: E402  (bench/machine.py)
+import harness  # bench/harness.py: a run's processes on free ports, stopped by pid
+import machine  # bench/machine.py
+
+HERE = Path(__file__).resolve().parent
 
 CONDITIONS = {  # name: (description, stalled monitors, slow monitors, flood)
     "A": ("no extra subscriber", 0, 0, False),
@@ -68,7 +68,7 @@ CONDITIONS = {  # name: (description, stalled monitors, slow monitors, flood)
     "G": ("flood + 1 slow monitor", 0, 1, True),
 }
 BASELINE = {"B": "A", "C": "A", "D": "A", "F": "E", "G": "E"}
-SERVICES = ("controller", "learner", "envrunner", "logger")
+SERVICES = ("controller", "learner", "envrunner.1", "logger")  # harness.Run's labels
 
 
 # -- the extra processes ---------------------------------------------------------------------
@@ -155,15 +155,6 @@ def vmrss_kib(pid: int) -> int | None:
     return None
 
 
-def cpu_ticks(pid: int) -> int | None:
-    """utime + stime of ``pid`` in clock ticks."""
-    try:
-        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-        return int(fields[11]) + int(fields[12])
-    except (FileNotFoundError, ProcessLookupError, IndexError, ValueError):
-        return None
-
-
 def read_rows(workdir: Path) -> list[dict]:
     files = sorted((workdir / "runs").glob("*/metrics.csv"))
     if not files:
@@ -179,15 +170,14 @@ def run_once(cond: str, args: argparse.Namespace) -> dict:
     _desc, n_stalled, n_slow, flood = CONDITIONS[cond]
     with tempfile.TemporaryDirectory(prefix="dynamicrl-slowconsumer-") as tmp:
         workdir = Path(tmp)
-        ports = free_ports(4)
-        bus_in, bus_out = endpoint(ports[1]), endpoint(ports[2])
-        overrides = [*base_overrides(workdir, ports), f"run.total_env_steps={args.steps}", "logger.console=false",
-                     "checkpoint.at_end=false", "run.envrunners=1", f"run.seed={args.seed}"]
+        run = harness.Run(workdir, [f"run.total_env_steps={args.steps}", "logger.console=false",
+                                    "checkpoint.at_end=false", "run.envrunners=1", f"run.seed={args.seed}"])
+        bus_in, bus_out = run.address["bus_in"], run.address["bus_out"]
         load_at_start = os.getloadavg()
-        procs: dict[str, subprocess.Popen] = {}
+        procs = run.procs
         extras: dict[str, tuple[subprocess.Popen, Path]] = {}
         started = time.monotonic()
-        procs["controller"] = start_service("controller", overrides, workdir)
+        run.start_controller()  # then the monitors and the flooder, then the members
         for k in range(n_stalled):
             path = workdir / f"stalled{k}.json"
             extras[f"stalled{k}"] = (start_worker("stalled", bus_out, path, workdir, 0, 0), path)
@@ -197,9 +187,7 @@ def run_once(cond: str, args: argparse.Namespace) -> dict:
         if flood:
             path = workdir / "flood.json"
             extras["flood"] = (start_worker("flood", bus_in, path, workdir, args.flood_rate, 0), path)
-        procs["learner"] = start_service("learner", overrides, workdir)
-        procs["envrunner"] = start_service("envrunner", overrides, workdir, args=["--rank", "0"])
-        procs["logger"] = start_service("logger", overrides, workdir)
+        run.start_members()
 
         pids = {label: p.pid for label, p in procs.items()} | {label: p.pid for label, (p, _) in extras.items()}
         peak: dict[str, int] = {}
@@ -220,7 +208,7 @@ def run_once(cond: str, args: argparse.Namespace) -> dict:
                     timeline.setdefault(label, []).append((round(time.monotonic() - started, 1), kib))
                     if warm and label not in at_warm:
                         at_warm[label] = kib
-                    ticks = cpu_ticks(pid)
+                    ticks = harness.cpu_ticks(pid)
                     if ticks is not None:
                         cpu_last[label] = ticks
                         if warm and label not in cpu_warm:
@@ -235,15 +223,14 @@ def run_once(cond: str, args: argparse.Namespace) -> dict:
             wall = time.monotonic() - started
             done.set()
             sampler.join()
-            codes = stop_all(list(procs.values()), timeout=10)
+            codes = list(run.stop(timeout=10).values())
             for proc, _ in extras.values():
                 if proc.poll() is None:
                     os.kill(proc.pid, signal.SIGTERM)
             wait_exit([p for p, _ in extras.values()], 15)
             stop_all([p for p, _ in extras.values()], timeout=2)
         rows = read_rows(workdir)
-        logs = {label: (workdir / f"{label}.log").read_text(errors="replace") if (workdir / f"{label}.log").exists()
-                else "" for label in SERVICES}
+        logs = {label: run.log(label) for label in SERVICES}
         if not finished or any(codes) or len(rows) <= args.warmup:
             tails = "\n".join(f"--- {k}\n{v[-1500:]}" for k, v in logs.items())
             raise RuntimeError(f"{cond}: run failed (finished={finished}, codes={codes}, rows={len(rows)})\n{tails}")

@@ -276,20 +276,6 @@ def worker_breakdown(seed: int, update_repeats: int) -> dict:
 
 
 # -- the orchestrator -----------------------------------------------------------------------------
-def load_line() -> str:
-    try:
-        return subprocess.run(["uptime"], capture_output=True, text=True, timeout=5).stdout.strip()
-    except (OSError, subprocess.SubprocessError):
-        return "load average: %.2f, %.2f, %.2f" % os.getloadavg()
-
-
-def busy_cpu_s() -> float:
-    """CPU seconds the whole machine has been busy since boot (/proc/stat, all cores)."""
-    fields = [int(x) for x in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]]
-    user, nice, system, _idle, _iowait, irq, softirq, steal = fields[:8]
-    return (user + nice + system + irq + softirq + steal) / os.sysconf("SC_CLK_TCK")
-
-
 def own_cpu_s() -> float:
     """CPU seconds of this process and its children that have been waited for."""
     import resource
@@ -303,9 +289,9 @@ def wait_for_quiet(max_load: float, max_busy: float, max_wait: float, label: str
     deadline = time.monotonic() + max_wait
     announced = False
     while True:
-        before, t0 = busy_cpu_s(), time.monotonic()
+        before, t0 = machine.busy_cpu_s(), time.monotonic()
         time.sleep(5)
-        busy = (busy_cpu_s() - before) / (time.monotonic() - t0)
+        busy = (machine.busy_cpu_s() - before) / (time.monotonic() - t0)
         load = os.getloadavg()[0]
         if load < max_load and busy < max_busy:
             return load
@@ -414,7 +400,7 @@ def measure_quietly(name: str, label: str, args: argparse.Namespace) -> dict:
     best: dict | None = None
     for attempt in range(1 + args.retry_contended):
         load = wait_for_quiet(args.max_load, args.max_busy, args.load_wait, label)
-        t0, busy0, own0 = time.perf_counter(), busy_cpu_s(), own_cpu_s()
+        t0, busy0, own0 = time.perf_counter(), machine.busy_cpu_s(), own_cpu_s()
         try:
             result = measure(name, args)
         except Exception as exc:  # report what failed, keep measuring the rest
@@ -422,7 +408,7 @@ def measure_quietly(name: str, label: str, args: argparse.Namespace) -> dict:
             result = {"error": str(exc)[:2000]}
         took = time.perf_counter() - t0
         # Whatever the machine was busy with that was not ours: other people's work competing with ours.
-        result["other_cores"] = max(0.0, (busy_cpu_s() - busy0) - (own_cpu_s() - own0)) / took
+        result["other_cores"] = max(0.0, (machine.busy_cpu_s() - busy0) - (own_cpu_s() - own0)) / took
         result["load_at_start"], result["attempt"] = load, attempt + 1
         figure = result.get("steps_per_s")
         print(f"{label}: {f'{figure:.0f} env steps/s' if figure else result.get('error', 'done')[:200]} "
@@ -460,7 +446,7 @@ def report(runs: dict[str, list[dict]], args: argparse.Namespace, started: str, 
         f"torch {torch.__version__}, stable-baselines3 {sb3_version}, gymnasium {gymnasium.__version__}, "
         f"mujoco {mujoco.__version__}",
         f"- load before: `{load_before}`",
-        f"- load after: `{load_line()}`",
+        f"- load after: `{machine.uptime()}`",
         f"- budget per configuration: {args.warmup_iterations} untimed warm-up iteration(s) + {args.steps} timed "
         f"env steps ({args.steps // STEPS_PER_ITERATION} iteration(s) of {STEPS_PER_ITERATION}); each configuration "
         f"waited for a 1-min load average < {args.max_load} and < {args.max_busy} cores busy (at most "
@@ -602,7 +588,7 @@ def main() -> None:
     if unknown:
         parser.error(f"unknown configuration(s): {', '.join(unknown)}")
     started = dt.datetime.now(dt.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
-    load_before = load_line()
+    load_before = machine.uptime()
     print(f"{load_before}\nconfigurations: {', '.join(names)}", flush=True)
     runs: dict[str, list[dict]] = {name: [] for name in names}  # per configuration: one result per round
     for round_ in range(args.rounds):
