@@ -18,7 +18,7 @@ import os
 import time
 import uuid
 from dataclasses import dataclass
-from typing import Any, Sequence
+from typing import Any, Generic, Sequence, TypeVar
 
 import msgpack
 import numpy as np
@@ -33,6 +33,8 @@ MAX_PAYLOAD_BYTES = 4 * 1024 * 1024
 #: Largest number of array frames in one message.
 MAX_ARRAY_FRAMES = 256
 _ND = "__ndarray__"
+
+M_co = TypeVar("M_co", bound=Message, covariant=True)
 
 
 class ProtocolError(ValueError):
@@ -60,11 +62,11 @@ class ProtocolVersionMismatch(ProtocolError):
 
 
 @dataclass(frozen=True)
-class Received:
-    """A decoded message with its envelope."""
+class Received(Generic[M_co]):
+    """A decoded message with its envelope; ``Received[Heartbeat]`` where the type is known."""
 
     envelope: Envelope
-    message: Message
+    message: M_co
 
 
 class Session:
@@ -134,7 +136,7 @@ def _plain(value: Any) -> Any:
     raise TypeError(f"cannot encode {type(value).__name__}")
 
 
-def decode(frames: Sequence[Any], *, expect: Sequence[type[Message]] | None = None) -> Received:
+def decode(frames: Sequence[Any], *, expect: Sequence[type[Message]] | None = None) -> Received[Message]:
     """Validate ``frames`` fully and return the message, or raise ProtocolError."""
     try:
         return _decode(frames, expect)
@@ -148,7 +150,7 @@ def decode(frames: Sequence[Any], *, expect: Sequence[type[Message]] | None = No
         raise ProtocolError(f"undecodable frame: {type(exc).__name__}: {exc}") from None
 
 
-def _decode(frames: Sequence[Any], expect: Sequence[type[Message]] | None) -> Received:
+def _decode(frames: Sequence[Any], expect: Sequence[type[Message]] | None) -> Received[Message]:
     if len(frames) < 2:
         raise ProtocolError(f"expected [topic, payload, *arrays], got {len(frames)} frame(s)")
     if len(frames) - 2 > MAX_ARRAY_FRAMES:

@@ -12,11 +12,11 @@ from __future__ import annotations
 import logging
 import uuid
 from dataclasses import dataclass, field
-from typing import Sequence
+from typing import Generic, Sequence
 
 import zmq
 
-from .codec import ProtocolError, Received, Session, decode
+from .codec import M_co, ProtocolError, Received, Session, decode
 from .messages import ErrorCode, ErrorReply, LogicalTime, Message
 
 log = logging.getLogger(__name__)
@@ -160,14 +160,14 @@ class Requester:
 
 
 @dataclass(frozen=True)
-class Routed:
+class Routed(Generic[M_co]):
     """A message received on a ROUTER, with the route to answer it."""
 
     route: list[bytes]
-    received: Received
+    received: Received[M_co]
 
 
-def recv_routed(sock: zmq.Socket, session: Session) -> Routed | None:
+def recv_routed(sock: zmq.Socket, session: Session) -> Routed[Message] | None:
     """Receive on a ROUTER. Garbage gets an ErrorReply (REQ peers would wedge otherwise)."""
     frames = sock.recv_multipart(copy=False)
     # DEALER peers: [identity, *msg]; REQ peers: [identity, b"", *msg]
@@ -198,7 +198,7 @@ def send(sock: zmq.Socket, session: Session, message: Message, *, ltime: Logical
     sock.send_multipart(session.encode(message, ltime=ltime, parent=parent), copy=False)
 
 
-def recv(sock: zmq.Socket) -> Received:
+def recv(sock: zmq.Socket) -> Received[Message]:
     """Receive one message on a DEALER; raises ProtocolError on garbage."""
     return decode(sock.recv_multipart(copy=False))
 

@@ -18,7 +18,7 @@ import platform
 import signal
 import socket
 import time
-from typing import Callable
+from typing import Any, Callable, TypeVar
 
 import zmq
 
@@ -33,6 +33,8 @@ from dynamicrl.protocol.messages import (
 from dynamicrl.protocol.sockets import Publisher, make_socket, recv, send
 
 log = logging.getLogger(__name__)
+
+M = TypeVar("M", bound=Message)
 
 
 class StartupError(RuntimeError):
@@ -72,7 +74,7 @@ class Service:
         self.checkpoint_requests: list[CheckpointCommand] = []
         self.checkpoint_done: dict[str, CheckpointDone] = {}
         self.minibatch: int | None = None
-        self._handlers: dict[type[Message], Callable[[Received], None]] = {
+        self._handlers: dict[type[Message], Callable[[Received[Any]], None]] = {
             StopCommand: self._on_stop,
             PauseCommand: self._on_pause,
             ResumeCommand: self._on_resume,
@@ -111,7 +113,7 @@ class Service:
         self.pending_patches.extend(start.patches)  # a replayed journal, due at exact logical times
         return start
 
-    def _await(self, kind: type[Message], timeout_s: float, what: str, beat: bool = False) -> Message:
+    def _await(self, kind: type[M], timeout_s: float, what: str, beat: bool = False) -> M:
         """The next ``kind`` from the controller; ``beat``: a member heartbeats while it waits, so a
         long wait for the others (a slow start, the join window) does not make it look missing."""
         deadline = time.monotonic() + timeout_s
@@ -190,13 +192,13 @@ class Service:
             self._send(Heartbeat(service=self.name, ltime=self.ltime, missed=self.missed))
 
     # -- pauses ----------------------------------------------------------------------
-    def _on_pause(self, received: Received) -> None:
+    def _on_pause(self, received: Received[PauseCommand]) -> None:
         self.pause_id = received.message.pause_id
         if self.observer:
             self._send(BarrierReached(pause_id=self.pause_id, position=self.position()))
             self.pause_id = None
 
-    def _on_resume(self, received: Received) -> None:
+    def _on_resume(self, received: Received[ResumeCommand]) -> None:
         self.pause_id = None
 
     def _stand_at_barrier(self) -> None:
@@ -211,7 +213,7 @@ class Service:
             self._beat()
 
     # -- patches ---------------------------------------------------------------------
-    def _on_apply_patch(self, received: Received) -> None:
+    def _on_apply_patch(self, received: Received[ApplyPatch]) -> None:
         self.pending_patches.append(received.message)
 
     def _apply_due_patches(self, boundary: bool) -> None:
@@ -239,6 +241,7 @@ class Service:
                      self.position().model_dump(exclude={"service"}), diff)
 
     def _before(self, patch: ApplyPatch) -> bool:
+        assert patch.at is not None  # only asked of a patch scheduled for a logical time
         here = (self.ltime.iteration, self.ltime.env_step, self.minibatch or 0)
         due = (patch.at.iteration, patch.at.env_step, patch.at_minibatch or 0)
         return here < due
@@ -280,7 +283,7 @@ class Service:
     def on_config_changed(self) -> None:
         """Hook: a patch changed ``self.config``; push the new values where they are read."""
 
-    def _dispatch(self, received: Received) -> None:
+    def _dispatch(self, received: Received[Message]) -> None:
         handler = self._handlers.get(type(received.message))
         if handler is None:
             log.warning("%s: ignoring unexpected %s from %s", self.name, received.message.TYPE,
@@ -288,7 +291,7 @@ class Service:
             return
         handler(received)
 
-    def _recv_link(self) -> Received | None:
+    def _recv_link(self) -> Received[Message] | None:
         try:
             return recv(self.link)
         except ProtocolError as exc:
@@ -298,7 +301,7 @@ class Service:
     def _send(self, message: Message) -> None:
         send(self.link, self.link_session, message, ltime=self.ltime)
 
-    def _on_stop(self, received: Received) -> None:
+    def _on_stop(self, received: Received[StopCommand]) -> None:
         self.stop(f"controller: {received.message.reason}")
 
     def _on_signal(self, signum: int, _frame: object) -> None:

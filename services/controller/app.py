@@ -34,6 +34,7 @@ import signal
 import time
 from collections import OrderedDict
 from pathlib import Path
+from typing import Any, Callable, cast
 
 import zmq
 
@@ -51,7 +52,7 @@ from dynamicrl.services.controller.bus import BusProxy
 
 from dynamicrl.core import checkpoints
 from .checkpointing import Checkpointing, load_resume
-from .defer import DEFER
+from .defer import DEFER, Defer
 from .members import Roster
 from .membership import Membership
 from .monitors import Monitors
@@ -103,7 +104,7 @@ class Controller:
         self.checkpointing = Checkpointing(self)
         self.stopping = Stopping(self)
         self.reports = Reports(self)
-        self.handlers = {
+        self.handlers: dict[type[Message], Callable[[Routed[Any]], Message | Defer | None]] = {
             RegisterRequest: self.membership.on_register,
             Ready: self.membership.on_ready,
             Heartbeat: self.membership.on_heartbeat,
@@ -190,7 +191,7 @@ class Controller:
         if frames[0].bytes != TrainMetrics.TYPE.encode():
             return
         try:
-            self.last_metrics = decode(frames).message
+            self.last_metrics = cast(TrainMetrics, decode(frames).message)  # decode checked the topic
         except ProtocolError:
             pass  # subscribers log bad bus messages; the proxy just forwards them
 

@@ -18,13 +18,13 @@ from typing import TYPE_CHECKING
 
 from dynamicrl.core.settings import Config, config_from_dict
 from dynamicrl.protocol.messages import (
-    CheckpointCommand, CheckpointDone, CheckpointPart, CheckpointReply, ErrorCode, ErrorReply, LogicalTime, Message,
-    Role, RunState, StopReply,
+    CheckpointCommand, CheckpointDone, CheckpointPart, CheckpointReply, CheckpointRequest, ErrorCode, ErrorReply,
+    LogicalTime, Message, Role, RunState, StopReply,
 )
 from dynamicrl.protocol.sockets import Routed
 
 from dynamicrl.core import checkpoints
-from .defer import DEFER
+from .defer import DEFER, Defer
 from .members import Roster
 from .patches import new_id
 
@@ -107,7 +107,7 @@ class Checkpointing:
         self.checkpoint = checkpoint
         return checkpoint
 
-    def on_checkpoint(self, routed: Routed) -> Message | object:
+    def on_checkpoint(self, routed: Routed[CheckpointRequest]) -> Message | Defer:
         controller = self.controller
         request_id = routed.received.envelope.id
         if self.checkpoint is not None:
@@ -123,7 +123,7 @@ class Checkpointing:
         checkpoint.waiters.append(request_id)
         return DEFER
 
-    def on_checkpoint_part(self, routed: Routed) -> None:
+    def on_checkpoint_part(self, routed: Routed[CheckpointPart]) -> None:
         controller = self.controller
         part: CheckpointPart = routed.received.message
         member = controller.roster.members.get(part.service)
@@ -167,8 +167,10 @@ class Checkpointing:
         """Write the parts (unless it failed), release the learner, answer, and stop if a stop waited for it."""
         controller = self.controller
         ck, self.checkpoint = self.checkpoint, None
+        assert ck is not None  # called only while a checkpoint is in progress
         reply: Message
         if not error:
+            assert ck.boundary is not None  # set by the learner's part, which every other part follows
             try:
                 started = time.monotonic()
                 path = checkpoints.write(

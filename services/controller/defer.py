@@ -4,4 +4,14 @@ Its own module so that the handler modules and app.py can share it without impor
 The controller keeps the request's route until something calls ``Controller.answer``.
 """
 
-DEFER = object()
+from enum import Enum
+from typing import Final
+
+
+class Defer(Enum):
+    """The type of ``DEFER`` alone (an enum, so that a handler's return type can name it)."""
+
+    DEFER = "defer"
+
+
+DEFER: Final = Defer.DEFER

@@ -13,7 +13,8 @@ import time
 from typing import TYPE_CHECKING
 
 from dynamicrl.protocol.messages import (
-    CheckpointPart, ErrorCode, ErrorReply, Goodbye, Message, RegisterReply, RegisterRequest, Role, RunStart, RunState,
+    CheckpointPart, ErrorCode, ErrorReply, Goodbye, Heartbeat, Message, Ready, RegisterReply, RegisterRequest, Role,
+    RunStart, RunState,
 )
 from dynamicrl.protocol.sockets import Routed
 
@@ -31,7 +32,7 @@ class Membership:
         self.started_at = time.monotonic()
         self.waiting_noted_at = self.started_at  # a still-waiting line every WAITING_NOTE_S
 
-    def on_register(self, routed: Routed) -> Message:
+    def on_register(self, routed: Routed[RegisterRequest]) -> Message:
         controller = self.controller
         request: RegisterRequest = routed.received.message
         if controller.state in (RunState.STOPPING, RunState.STOPPED):
@@ -50,7 +51,7 @@ class Membership:
         return RegisterReply(run_id=controller.run_id, run_dir=str(controller.run_dir), rank=member.rank,
                              config=controller.config.to_dict(), resumed_from=controller.resumed_from)
 
-    def on_ready(self, routed: Routed) -> None:
+    def on_ready(self, routed: Routed[Ready]) -> None:
         controller = self.controller
         member = controller.roster.seen(routed.received.message.service)
         if member is None:
@@ -62,14 +63,14 @@ class Membership:
                                                    members=[m.name for m in controller.roster.active()]))
         return None
 
-    def on_heartbeat(self, routed: Routed) -> None:
+    def on_heartbeat(self, routed: Routed[Heartbeat]) -> None:
         member = self.controller.roster.members.get(routed.received.message.service)
         if member is not None:
             member.ltime = routed.received.message.ltime
             member.missed = routed.received.message.missed
         return None
 
-    def on_goodbye(self, routed: Routed) -> None:
+    def on_goodbye(self, routed: Routed[Goodbye]) -> None:
         controller = self.controller
         message: Goodbye = routed.received.message
         member = controller.roster.members.get(message.service)
@@ -148,9 +149,11 @@ class Membership:
                                      f"not in this run (start as many env-runners as the checkpoint has)")
         for member in controller.roster.active():
             part = controller.restore.get(member.name)
-            restore = None if part is None else CheckpointPart(
-                ckpt_id="resume", service=part.service, ltime=controller.resumed_from, arrays=part.arrays,
-                meta=part.meta)
+            restore = None
+            if part is not None:
+                assert controller.resumed_from is not None  # set with restore, from the same checkpoint
+                restore = CheckpointPart(ckpt_id="resume", service=part.service, ltime=controller.resumed_from,
+                                         arrays=part.arrays, meta=part.meta)
             controller.send(member.route, RunStart(envrunners=runners, members=members, restore=restore,
                                                    patches=patching.replay.get(member.name, [])))
         controller.set_state(RunState.RUNNING, f"{len(members)} members, {runners} env-runner(s)")

@@ -20,7 +20,7 @@ from dynamicrl.protocol.messages import (
 )
 from dynamicrl.protocol.sockets import Routed
 
-from .defer import DEFER
+from .defer import DEFER, Defer
 from .patches import Journal, PendingPatch, load_replay, new_id
 
 if TYPE_CHECKING:
@@ -45,7 +45,7 @@ class Patching:
                 pending = self.patches.setdefault(patch.patch_id, PendingPatch(patch.patch_id, patch.author, {}))
                 pending.owed.setdefault(service, set()).update(patch.changes)
 
-    def on_patch(self, routed: Routed) -> Message | object:
+    def on_patch(self, routed: Routed[PatchRequest]) -> Message | Defer:
         controller = self.controller
         request: PatchRequest = routed.received.message
         if controller.state not in (RunState.RUNNING, RunState.PAUSING, RunState.PAUSED):
@@ -106,7 +106,7 @@ class Patching:
               else self.controller.resumed_from)
         return tunables.budget_problem(budget, at.iteration, at.env_step) if at is not None else ""
 
-    def on_patch_applied(self, routed: Routed) -> None:
+    def on_patch_applied(self, routed: Routed[PatchApplied]) -> None:
         controller = self.controller
         message: PatchApplied = routed.received.message
         pending = self.patches.get(message.patch_id)

@@ -12,12 +12,13 @@ import time
 from typing import TYPE_CHECKING
 
 from dynamicrl.protocol.messages import (
-    BarrierReached, ErrorCode, ErrorReply, Message, PauseCommand, PauseReply, ResumeCommand, ResumeReply, RunState,
+    BarrierReached, ErrorCode, ErrorReply, Message, PauseCommand, PauseReply, PauseRequest, ResumeCommand, ResumeReply,
+    ResumeRequest, RunState,
 )
 from dynamicrl.protocol.sockets import Routed
 
 from .barrier import Barrier
-from .defer import DEFER
+from .defer import DEFER, Defer
 
 if TYPE_CHECKING:
     from .app import Controller
@@ -30,10 +31,11 @@ class Pausing:
         self.waiters: list[str] = []  # request ids awaiting the pause's reply
         self.paused_at = 0.0
 
-    def on_pause(self, routed: Routed) -> Message | object:
+    def on_pause(self, routed: Routed[PauseRequest]) -> Message | Defer:
         controller = self.controller
         request_id = routed.received.envelope.id
         if controller.state is RunState.PAUSED:
+            assert self.barrier is not None  # paused: the barrier is complete and held until resumed
             return PauseReply(already=True, positions=self.barrier.positions(), latency_s=0.0)
         if controller.state is RunState.PAUSING:
             self.waiters.append(request_id)
@@ -48,7 +50,7 @@ class Pausing:
         controller.set_state(RunState.PAUSING, f"pause requested by {routed.received.envelope.sender}")
         return DEFER
 
-    def on_barrier_reached(self, routed: Routed) -> None:
+    def on_barrier_reached(self, routed: Routed[BarrierReached]) -> None:
         controller = self.controller
         message: BarrierReached = routed.received.message
         if controller.state is not RunState.PAUSING or self.barrier is None:
@@ -76,13 +78,14 @@ class Pausing:
         controller.set_state(RunState.RUNNING, reason)
         self.answer_waiters(ErrorReply(code=ErrorCode.TIMEOUT, message=reason))
 
-    def on_resume(self, routed: Routed) -> Message:
+    def on_resume(self, routed: Routed[ResumeRequest]) -> Message:
         controller = self.controller
         if controller.state is RunState.RUNNING:
             return ResumeReply(already=True)
         if controller.state is not RunState.PAUSED:
             return ErrorReply(code=ErrorCode.CONFLICT,
                               message=f"cannot resume: the run is {controller.state.value}")
+        assert self.barrier is not None  # paused: the barrier is complete and held until resumed
         for member in controller.roster.active():
             controller.send(member.route, ResumeCommand(pause_id=self.barrier.pause_id))
         paused_s = time.monotonic() - self.paused_at

@@ -12,7 +12,8 @@ from typing import TYPE_CHECKING
 
 from dynamicrl.core import tunables
 from dynamicrl.protocol.messages import (
-    ErrorCode, ErrorReply, HistoryReply, LogicalTime, Message, MonitorReportReply, ParamsReply, StatusReply,
+    ErrorCode, ErrorReply, HistoryReply, HistoryRequest, LogicalTime, Message, MonitorReport, MonitorReportReply,
+    ParamsReply, ParamsRequest, StatusReply, StatusRequest,
 )
 from dynamicrl.protocol.sockets import Routed
 
@@ -24,7 +25,7 @@ class Reports:
     def __init__(self, controller: Controller) -> None:
         self.controller = controller
 
-    def on_status(self, routed: Routed) -> Message:
+    def on_status(self, routed: Routed[StatusRequest]) -> Message:
         controller = self.controller
         now = time.monotonic()
         metrics = controller.last_metrics
@@ -39,13 +40,13 @@ class Reports:
             monitors=controller.monitors.statuses(now),
         )
 
-    def on_params(self, routed: Routed) -> Message:
+    def on_params(self, routed: Routed[ParamsRequest]) -> Message:
         return ParamsReply(params=tunables.describe(self.controller.config))
 
-    def on_history(self, routed: Routed) -> Message:
+    def on_history(self, routed: Routed[HistoryRequest]) -> Message:
         return HistoryReply(entries=self.controller.patching.journal.entries)
 
-    def on_monitor_report(self, routed: Routed) -> Message:
+    def on_monitor_report(self, routed: Routed[MonitorReport]) -> Message:
         controller = self.controller
         try:
             controller.monitors.record(routed.received.message, time.monotonic())

@@ -18,7 +18,7 @@ from dynamicrl.protocol.messages import (
 )
 from dynamicrl.protocol.sockets import Routed
 
-from .defer import DEFER
+from .defer import DEFER, Defer
 
 if TYPE_CHECKING:
     from .app import Controller
@@ -36,13 +36,13 @@ class Stopping:
         self.signals: list[str] = []  # SIGTERM/SIGINT received, acted on by the loop (not in the handler)
         self.signalled = False
 
-    def on_training_done(self, routed: Routed) -> None:
+    def on_training_done(self, routed: Routed[TrainingDone]) -> None:
         message: TrainingDone = routed.received.message
         log.info("training done at iteration %d, %d env steps", message.ltime.iteration, message.ltime.env_step)
         self.begin_stop("training done")
         return None
 
-    def on_stop_request(self, routed: Routed) -> Message | object:
+    def on_stop_request(self, routed: Routed[StopRequest]) -> Message | Defer:
         controller = self.controller
         request: StopRequest = routed.received.message
         sender = routed.received.envelope.sender
@@ -108,7 +108,7 @@ class Stopping:
         # supervisor (honcho) that reacts to our exit finds nothing to kill
         left = controller.roster.active() or controller.roster.local_pids_alive()
         if not left or now > (self.deadline or now):
-            left = [m.name for m in controller.roster.active()]
-            if left:
-                log.warning("stopped without a goodbye from %s", ", ".join(left))
+            silent = [m.name for m in controller.roster.active()]
+            if silent:
+                log.warning("stopped without a goodbye from %s", ", ".join(silent))
             controller.set_state(RunState.STOPPED, "all members left")
