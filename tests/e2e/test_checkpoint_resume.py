@@ -27,7 +27,6 @@ finalizer; every wait is bounded.
 
 from __future__ import annotations
 
-import csv
 import hashlib
 import json
 import os
@@ -43,215 +42,26 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from dynamicrl.clients.control import ControlClient, ControlError, RequestTimeout
 from dynamicrl.core.settings import load_config
 from dynamicrl.protocol.messages import (
     CheckpointReply, CheckpointRequest, JournalEntry, LogicalTime, PatchRequest, PatchStatus, PauseRequest,
     ResumeRequest, RunState, ValueChange,
 )
 from dynamicrl.core import checkpoints
-from helpers import CLI, base_overrides, endpoint, free_ports, wait_until
+from helpers import (
+    CLI, PROCFILE, REPO, Run, Supervised, alive, base_overrides, free_ports, kill, read_metrics, user_env, wait_until,
+)
 from helpers import run_cli as cli
 
 pytestmark = pytest.mark.e2e
 
-REPO = Path(__file__).resolve().parents[2]
-PROCFILE = REPO / "Procfile"
 WRITER = Path(__file__).with_name("checkpoint_writer.py")
 #: metrics.csv columns that depend on the wall clock, not on the training
 WALL_CLOCK_COLUMNS = {"time", "sps"}
 HASH = re.compile(r"^policy_sha256: ([0-9a-f]{64})$", re.M)
 
 
-# -- processes ---------------------------------------------------------------------------------
-def _children() -> dict[int, list[int]]:
-    children: dict[int, list[int]] = {}
-    for entry in os.listdir("/proc"):
-        if entry.isdigit():
-            try:
-                stat = Path(f"/proc/{entry}/stat").read_text()
-            except OSError:
-                continue
-            ppid = int(stat.rsplit(")", 1)[1].split()[1])
-            children.setdefault(ppid, []).append(int(entry))
-    return children
-
-
-def descendants(pid: int) -> list[int]:
-    children, found, stack = _children(), [], [pid]
-    while stack:
-        for child in children.get(stack.pop(), []):
-            found.append(child)
-            stack.append(child)
-    return found
-
-
-def alive(pid: int) -> bool:
-    """Running (a zombie or a reused pid that is not ours does not count)."""
-    try:
-        stat = Path(f"/proc/{pid}/stat").read_text()
-        cmdline = Path(f"/proc/{pid}/cmdline").read_bytes()
-    except OSError:
-        return False
-    return stat.rsplit(")", 1)[1].split()[0] != "Z" and (b"dynamicrl" in cmdline or b"honcho" in cmdline)
-
-
-def kill(pid: int, sig: int = signal.SIGKILL) -> None:
-    try:
-        os.kill(pid, sig)
-    except ProcessLookupError:
-        pass
-
-
-class Supervised:
-    """`honcho start` (or `dynamicrl resume-run`, which execs it) in its own session.
-
-    Remembers every descendant pid it has seen, so its finalizer can stop them by pid even
-    after honcho itself is gone.
-    """
-
-    def __init__(self, args: list[str], env: dict[str, str], log_path: Path) -> None:
-        self.log_path = log_path
-        with log_path.open("w") as log:
-            self.proc = subprocess.Popen(args, cwd=REPO, env=env, stdout=log, stderr=subprocess.STDOUT,
-                                         stdin=subprocess.DEVNULL, start_new_session=True)
-        self.seen: set[int] = set()
-
-    def watch(self) -> list[int]:
-        pids = descendants(self.proc.pid)
-        self.seen.update(pids)
-        return pids
-
-    def services(self) -> dict[str, int]:
-        """pid by service ("controller", "learner", ...) of the live `dynamicrl service` processes."""
-        found = {}
-        for pid in self.watch():
-            try:
-                argv = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
-            except OSError:
-                continue
-            if b"service" in argv and alive(pid):
-                found.setdefault(argv[argv.index(b"service") + 1].decode(), pid)
-        return found
-
-    def wait(self, timeout: float) -> int:
-        deadline = time.monotonic() + timeout
-        while (code := self.proc.poll()) is None:
-            if time.monotonic() > deadline:
-                raise AssertionError(f"still running after {timeout} s:\n{self.log()[-4000:]}")
-            self.watch()
-            time.sleep(0.1)
-        return code
-
-    def kill9(self) -> list[int]:
-        """SIGKILL honcho and every process under it, now; wait until none runs."""
-        pids = [self.proc.pid, *self.watch()]
-        for pid in pids:
-            kill(pid)
-        self.proc.wait(timeout=10)
-        wait_until(lambda: not any(alive(p) for p in pids), timeout=10, message="a killed process lives on")
-        return pids
-
-    def stop(self) -> None:
-        """Ctrl-C (SIGINT to honcho's group), a bounded wait, then SIGKILL by pid whatever is left."""
-        if self.proc.poll() is None:
-            self.watch()
-            kill(-self.proc.pid, signal.SIGINT)
-            try:
-                self.proc.wait(timeout=15)
-            except subprocess.TimeoutExpired:
-                kill(self.proc.pid)
-                self.proc.wait(timeout=10)
-        for pid in self.seen:
-            if alive(pid):
-                kill(pid)
-
-    def log(self) -> str:
-        return self.log_path.read_text(errors="replace")
-
-
-class Run:
-    """One run's environment (config, overrides, free ports) and the honcho processes it started."""
-
-    def __init__(self, tmp_path: Path, label: str, config: str, overrides: list[str], envrunners: int = 2) -> None:
-        self.tmp = tmp_path / label
-        self.tmp.mkdir(parents=True)
-        self.label = label
-        ports = free_ports(4)
-        self.endpoint = endpoint(ports[0])
-        self.overrides = [*base_overrides(self.tmp, ports), f"run.envrunners={envrunners}", *overrides]
-        self.config = load_config(config, self.overrides)
-        self.envrunners = envrunners
-        self.env = {k: v for k, v in os.environ.items() if not k.startswith(("DYNAMICRL_", "HONCHO_"))}
-        self.env.update(DYNAMICRL_CONFIG=config, DYNAMICRL_OVERRIDES=" ".join(self.overrides), PYTHONUNBUFFERED="1")
-        self.started: list[Supervised] = []
-
-    def _spawn(self, args: list[str]) -> Supervised:
-        self.started.append(Supervised(args, self.env, self.tmp / f"honcho.{len(self.started)}.log"))
-        return self.started[-1]
-
-    def start(self) -> Supervised:
-        return self._spawn([sys.executable, "-m", "honcho", "-f", str(PROCFILE), "start",
-                            "-c", f"envrunner={self.envrunners}"])
-
-    def resume_run(self, run_dir: Path, *options: str) -> Supervised:
-        """`dynamicrl resume-run RUN_DIR` as a user types it, with the same environment."""
-        return self._spawn([*CLI, "resume-run", str(run_dir), "-f", str(PROCFILE), *options])
-
-    def cli(self, *args: str, timeout: float = 60) -> subprocess.CompletedProcess:
-        return subprocess.run([*CLI, *args], cwd=self.tmp, env=self.env, capture_output=True, text=True,
-                              timeout=timeout, stdin=subprocess.DEVNULL)
-
-    def close(self) -> None:
-        for supervised in self.started:
-            supervised.stop()
-
-    def logs(self) -> str:
-        return "\n".join(f"--- {s.log_path.name} ---\n{s.log()[-4000:]}" for s in self.started)
-
-    @property
-    def run_dir(self) -> Path:
-        runs = self.tmp / "runs"
-        found = wait_until(lambda: runs.is_dir() and [p for p in runs.iterdir() if p.is_dir()], timeout=60,
-                           message=f"no run directory appeared:\n{self.logs()}")
-        assert len(found) == 1, found
-        return found[0]
-
-    def client(self, timeout_s: float = 10.0) -> ControlClient:
-        return ControlClient(self.endpoint, timeout_s=timeout_s, retries=0)
-
-    def wait_running(self, timeout: float = 120) -> None:
-        def running() -> bool:
-            with self.client(timeout_s=1.0) as client:
-                try:
-                    return client.status().state is RunState.RUNNING
-                except (RequestTimeout, ControlError):
-                    return False
-        wait_until(running, timeout, interval=0.2, message=f"the run never got running:\n{self.logs()}")
-
-
-@pytest.fixture
-def runs(tmp_path):
-    made: list[Run] = []
-
-    def make(*args, **kwargs) -> Run:
-        made.append(Run(tmp_path, *args, **kwargs))
-        return made[-1]
-
-    yield make
-    for run in made:
-        run.close()
-
-
 # -- run directory contents ----------------------------------------------------------------------
-def metrics(run_dir: Path) -> list[dict[str, str]]:
-    path = run_dir / "metrics.csv"
-    if not path.exists():
-        return []
-    with path.open(newline="") as f:
-        return list(csv.DictReader(f))
-
-
 def last_iteration(run_dir: Path) -> int:
     """The last complete row of metrics.csv (0 if none)."""
     path = run_dir / "metrics.csv"
@@ -337,14 +147,14 @@ def schedule_live_patch(run: Run, at_iteration: int) -> None:
 
 def finish(run: Run, supervised: Supervised, timeout: float = 150) -> Path:
     code = supervised.wait(timeout)
-    assert code == 0, f"{run.label}: honcho exited {code}:\n{run.logs()}"
-    assert not any(alive(p) for p in supervised.seen), f"{run.label}: a service outlived honcho"
+    assert code == 0, f"{run.tmp.name}: honcho exited {code}:\n{run.logs()}"
+    assert not any(alive(p) for p in supervised.seen), f"{run.tmp.name}: a service outlived honcho"
     return run.run_dir
 
 
 def final_hash(run: Run, run_dir: Path, iterations: int) -> str:
     latest = checkpoints.latest_good(run_dir / "checkpoints")
-    assert latest.name == f"iter-{iterations:08d}", f"{run.label}: the latest checkpoint is {latest.name}"
+    assert latest.name == f"iter-{iterations:08d}", f"{run.tmp.name}: the latest checkpoint is {latest.name}"
     found = inspect_hash(run, latest)
     assert inspect_hash(run, run_dir) == found  # inspect RUN_DIR takes the latest good one
     return found
@@ -363,13 +173,13 @@ def test_final_policy_is_bitwise_the_same_uninterrupted_paused_and_killed(runs, 
     hashes: dict[str, str] = {}
 
     # (a) uninterrupted
-    a = runs(f"{case}-a", spec["config"], common)
-    honcho_a = a.start()
-    a.wait_running()
+    a = runs(f"{case}-a", common, envrunners=2, config=spec["config"])
+    honcho_a = a.honcho()
+    a.wait_state(RunState.RUNNING, timeout=120)
     schedule_live_patch(a, scheduled)
     dir_a = finish(a, honcho_a)
     hashes["a"] = final_hash(a, dir_a, n)
-    rows_a, journal_a = training_columns(metrics(dir_a)), journal(dir_a)
+    rows_a, journal_a = training_columns(read_metrics(dir_a)), journal(dir_a)
     assert [int(r["iteration"]) for r in rows_a] == list(range(1, n + 1))
     assert len(journal_a) == 5 and len(set(journal_a)) == 5, journal_a
     vf_coef = [float(r["ppo.vf_coef"]) for r in rows_a]
@@ -378,9 +188,9 @@ def test_final_policy_is_bitwise_the_same_uninterrupted_paused_and_killed(runs, 
     # (b) paused and resumed at seeded random moments, and a checkpoint request in between; the
     # moments are paced by progress (a seeded iteration, then a random delay), so that every pause
     # lands before the run ends however fast the machine is
-    b = runs(f"{case}-b", spec["config"], common)
-    honcho_b = b.start()
-    b.wait_running()
+    b = runs(f"{case}-b", common, envrunners=2, config=spec["config"])
+    honcho_b = b.honcho()
+    b.wait_state(RunState.RUNNING, timeout=120)
     schedule_live_patch(b, scheduled)
     rng = random.Random(f"{case}-pauses")
     landed = []
@@ -406,9 +216,9 @@ def test_final_policy_is_bitwise_the_same_uninterrupted_paused_and_killed(runs, 
           f"{requested.bytes} bytes, {requested.seconds} s")
 
     # (c) every process SIGKILLed once a checkpoint exists, then `dynamicrl resume-run RUN_DIR`
-    c = runs(f"{case}-c", spec["config"], [*common, f"checkpoint.every_iterations={every}"])
-    honcho_c = c.start()
-    c.wait_running()
+    c = runs(f"{case}-c", [*common, f"checkpoint.every_iterations={every}"], envrunners=2, config=spec["config"])
+    honcho_c = c.honcho()
+    c.wait_state(RunState.RUNNING, timeout=120)
     schedule_live_patch(c, scheduled)
     dir_c = c.run_dir
 
@@ -426,7 +236,7 @@ def test_final_policy_is_bitwise_the_same_uninterrupted_paused_and_killed(runs, 
           f"resuming from {resume_from.name}; {len(journal_at_kill)} journal entries at the kill")
     assert at_kill < n and from_iteration < n, "the run finished before it was killed: nothing to resume"
     assert from_iteration % every == 0 and from_iteration < scheduled
-    csv_before = metrics(dir_c)
+    csv_before = read_metrics(dir_c)
     assert [int(r["iteration"]) for r in csv_before] == list(range(1, at_kill + 1))
 
     honcho_r = c.resume_run(dir_c)
@@ -436,7 +246,7 @@ def test_final_policy_is_bitwise_the_same_uninterrupted_paused_and_killed(runs, 
     assert c.run_dir == dir_c  # the same directory continues
     hashes["c"] = final_hash(c, dir_c, n)
 
-    rows_c = metrics(dir_c)
+    rows_c = read_metrics(dir_c)
     assert [int(r["iteration"]) for r in rows_c] == list(range(1, n + 1)), "metrics.csv after resume"
     assert training_columns(rows_c) == rows_a
     assert [r["time"] for r in rows_c[:from_iteration]] == [r["time"] for r in csv_before[:from_iteration]], \
@@ -452,7 +262,7 @@ def test_final_policy_is_bitwise_the_same_uninterrupted_paused_and_killed(runs, 
         print(f"[{case}] ({label}) final policy_sha256 {found}")
     assert hashes["b"] == hashes["a"], "pauses and a checkpoint changed the run"
     assert hashes["c"] == hashes["a"], "a kill and resume-run changed the run"
-    assert training_columns(metrics(dir_b)) == rows_a and sorted(journal(dir_b)) == sorted(journal_a)
+    assert training_columns(read_metrics(dir_b)) == rows_a and sorted(journal(dir_b)) == sorted(journal_a)
 
 
 # -- 2. crashes while saving -----------------------------------------------------------------------
@@ -460,9 +270,9 @@ def test_final_policy_is_bitwise_the_same_uninterrupted_paused_and_killed(runs, 
 def test_a_finished_run_trains_on_to_a_larger_budget(runs, mode):
     """`resume-run --total-env-steps` continues a finished run to the new budget, its learning rate
     annealed to 0 at the new end; a budget not past the checkpoint is one error line, and starts nothing."""
-    run = runs(f"extend-{mode}", str(REPO / "configs/defaults.yaml"),
-               ["run.total_env_steps=5120", f"run.mode={mode}"])  # 10 iterations of 2 x 8 envs x 32 steps
-    run_dir = finish(run, run.start())
+    run = runs(f"extend-{mode}", ["run.total_env_steps=5120", f"run.mode={mode}"],  # 10 iterations of 2 x 8 envs x 32 steps
+               envrunners=2, config=str(REPO / "configs/defaults.yaml"))
+    run_dir = finish(run, run.honcho())
     assert last_iteration(run_dir) == 10
 
     refused = run.cli("resume-run", str(run_dir), "--total-env-steps", "5120", "-f", str(PROCFILE))
@@ -474,7 +284,7 @@ def test_a_finished_run_trains_on_to_a_larger_budget(runs, mode):
     resumed = run.resume_run(run_dir, "--total-env-steps", "10240")
     finish(run, resumed)
     assert "on to 10240 env steps" in resumed.log() and "resumed at iteration 10" in resumed.log(), resumed.log()
-    rows = metrics(run_dir)
+    rows = read_metrics(run_dir)
     assert [int(r["iteration"]) for r in rows] == list(range(1, 21))
     assert int(rows[-1]["env_steps"]) == 10240
     base = run.config.algo.lr
@@ -540,11 +350,11 @@ def test_controller_killed_during_checkpoint_requests_leaves_a_good_one_to_resum
     after the request, twice at a random moment while it writes (its .tmp-* directory exists).
     Each time the newest good checkpoint verifies and `resume-run` continues from it."""
     rng = random.Random(7)
-    run = runs("controller-kill", str(REPO / "configs/defaults.yaml"),
-               ["run.total_env_steps=100000000", "algo.hidden_sizes=[512,512]", "algo.update_epochs=2",
-                "checkpoint.keep=2", "timing.dead_after_s=60"])
-    supervised = run.start()
-    run.wait_running()
+    run = runs("controller-kill", ["run.total_env_steps=100000000", "algo.hidden_sizes=[512,512]", "algo.update_epochs=2",
+                                   "checkpoint.keep=2", "timing.dead_after_s=60"],
+               envrunners=2, config=str(REPO / "configs/defaults.yaml"))
+    supervised = run.honcho()
+    run.wait_state(RunState.RUNNING, timeout=120)
     with run.client(timeout_s=30) as client:  # one good checkpoint to start from
         first = client.call(CheckpointRequest())
     run_dir, root = run.run_dir, run.run_dir / "checkpoints"
@@ -574,7 +384,7 @@ def test_controller_killed_during_checkpoint_requests_leaves_a_good_one_to_resum
         inspect_hash(run, latest)
         assert len(good_checkpoints(root)) <= 3
         supervised = run.resume_run(run_dir)
-        run.wait_running()
+        run.wait_state(RunState.RUNNING, timeout=120)
         wait_until(lambda: last_iteration(run_dir) > int(latest.name.removeprefix("iter-")), timeout=60,
                    message=f"the resumed run made no progress:\n{run.logs()}")
         assert f"from {latest.name}" in supervised.log()
@@ -695,8 +505,7 @@ def test_resume_run_of_a_run_with_only_a_bad_checkpoint_fails_and_touches_nothin
     (path,) = synthetic_run(run_dir, [8])
     file = (truncate_vouched if breakage == "verifies but does not load" else BREAKAGES[breakage][0])(path)
     before = {name: (run_dir / name).read_bytes() for name in ("metrics.csv", "patches.jsonl")}
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("DYNAMICRL_", "HONCHO_"))}
-    env["DYNAMICRL_OVERRIDES"] = " ".join(base_overrides(tmp_path, free_ports(4)))
+    env = user_env(DYNAMICRL_OVERRIDES=" ".join(base_overrides(tmp_path, free_ports(4))))
     supervised = Supervised([*CLI, "resume-run", str(run_dir), "-f", str(PROCFILE)], env, tmp_path / "resume.log")
     try:
         code = supervised.wait(60)

@@ -9,18 +9,17 @@ from pathlib import Path
 import pytest
 
 from dynamicrl.core import checkpoints
-from helpers import base_overrides, free_ports, metrics_rows, run_stack
+from helpers import Run
 
 pytestmark = pytest.mark.e2e
 
 
 def test_hopper_two_envrunners_share_the_learners_statistics(tmp_path):
-    overrides = [*base_overrides(tmp_path, free_ports(4)),
-                 "env.id=Hopper-v5", "env.num_envs=2", "algo.num_steps=64", "algo.num_minibatches=4",
-                 "algo.update_epochs=2", "normalize.obs=true", "normalize.reward=true",
-                 "run.envrunners=2", "run.total_env_steps=2048"]
-    run_stack(tmp_path, overrides, envrunners=2)
-    rows = metrics_rows(tmp_path)
+    overrides = ["env.id=Hopper-v5", "env.num_envs=2", "algo.num_steps=64", "algo.num_minibatches=4",
+                 "algo.update_epochs=2", "normalize.obs=true", "normalize.reward=true", "run.total_env_steps=2048"]
+    with Run(tmp_path, overrides, envrunners=2) as run:
+        run.start().finish()
+    rows = run.metrics()
     assert [int(r["iteration"]) for r in rows] == list(range(1, 9))  # 2048 / (64 * 2 * 2)
     previous = 0.0
     for row in rows:
@@ -38,10 +37,10 @@ def test_the_ant_showcase_runs_in_overlap_mode_and_checkpoints(tmp_path):
     cut to 3 iterations with a checkpoint due after the 2nd: in overlap mode it is taken at the next
     boundary with the unanswered rollouts, and the one at the end as in sync mode."""
     config = Path(__file__).resolve().parents[2] / "configs/experiments/mujoco_ant_interactive.yaml"
-    overrides = [*base_overrides(tmp_path, free_ports(4)), "run.total_env_steps=6144",
-                 "checkpoint.every_iterations=2"]
-    run_stack(tmp_path, overrides, envrunners=2, env={"DYNAMICRL_CONFIG": str(config)})
-    rows = metrics_rows(tmp_path)
+    with Run(tmp_path, ["run.total_env_steps=6144", "checkpoint.every_iterations=2"], envrunners=2,
+             config=config) as run:
+        run.start().finish()
+    rows = run.metrics()
     assert [int(r["iteration"]) for r in rows] == [1, 2, 3]  # 6144 / (256 steps x 4 envs x 2)
     (run_dir,) = (tmp_path / "runs").iterdir()
     saved = {p.name: checkpoints.verify(p) for p in checkpoints.complete(run_dir / "checkpoints")}

@@ -13,31 +13,23 @@ them for the CPU); the tests in it leave the run running and unpaused.
 
 from __future__ import annotations
 
-import csv
 import getpass
 import json
-import math
 import os
 import signal
 import subprocess
 import time
-from dataclasses import dataclass
-from pathlib import Path
 from typing import Any, Callable
 
 import pytest
 import zmq
 
-from dynamicrl.clients.control import ControlClient
-from dynamicrl.core.settings import DEFAULT_CONFIG, load_config
 from dynamicrl.protocol.codec import ProtocolError, decode
 from dynamicrl.protocol.messages import (
-    Health, ParamsRequest, PatchEvent, PatchRequest, PatchStatus, Role, RunState, RunStateChanged,
-    StatusReply,
+    Health, PatchEvent, PatchRequest, PatchStatus, Role, RunState, RunStateChanged,
 )
 from dynamicrl.core.tunables import allowed
-from helpers import (CLI, base_overrides, endpoint, free_port, free_ports, log_text, start_service, stop_all,
-                     wait_exit, wait_until)
+from helpers import CLI, Run, endpoint, free_port, log_text, read_metrics, user_env, wait_exit, wait_until
 
 pytestmark = pytest.mark.e2e
 
@@ -49,144 +41,7 @@ FAULT_TIMING = ["timing.missing_after_s=1.0", "timing.pause_timeout_s=1.5", "tim
 WALL_CLOCK_COLUMNS = {"time", "sps"}
 
 
-# -- a run of separately started services ---------------------------------------------------------
-@dataclass
-class CliResult:
-    code: int
-    out: str
-    err: str
-    seconds: float
-
-    @property
-    def json(self) -> Any:
-        return json.loads(self.out)
-
-
-def run_cli(args: list[str], cwd: Path, timeout: float = 60) -> CliResult:
-    """`python -m dynamicrl.clients.cli ARGS` without the caller's DYNAMICRL_* variables."""
-    env = {k: v for k, v in os.environ.items() if k not in ("DYNAMICRL_CONFIG", "DYNAMICRL_OVERRIDES")}
-    started = time.monotonic()
-    out = subprocess.run([*CLI, *args], cwd=cwd, env=env, capture_output=True, text=True, timeout=timeout,
-                         stdin=subprocess.DEVNULL)
-    return CliResult(out.returncode, out.stdout, out.stderr, time.monotonic() - started)
-
-
-class Run:
-    """A controller, a learner, ``envrunners`` env-runners (ranks 0..n-1) and a logger."""
-
-    def __init__(self, tmp_path: Path, envrunners: int, overrides: list[str]) -> None:
-        tmp_path.mkdir(parents=True, exist_ok=True)
-        self.tmp = tmp_path
-        self.envrunners = envrunners
-        ports = free_ports(4)
-        self.endpoint, self.bus_out = endpoint(ports[0]), endpoint(ports[2])
-        self.overrides = [*base_overrides(tmp_path, ports), f"run.envrunners={envrunners}", *overrides]
-        self.config = load_config(DEFAULT_CONFIG, self.overrides)
-        self.per_rollout = self.config.algo.num_steps * self.config.env.num_envs  # env steps per env-runner
-        self.per_iteration = self.per_rollout * envrunners
-        self.num_iterations = math.ceil(self.config.run.total_env_steps / self.per_iteration)
-        self.client = ControlClient(self.endpoint, timeout_s=3.0, retries=1)
-        self.procs: list[subprocess.Popen] = []
-        self._run_dir: Path | None = None
-
-    # -- lifecycle
-    def start(self) -> "Run":
-        self.procs.append(start_service("controller", self.overrides, self.tmp))
-        self.procs.append(start_service("learner", self.overrides, self.tmp))
-        for rank in range(self.envrunners):
-            self.procs.append(start_service("envrunner", self.overrides, self.tmp, args=["--rank", str(rank)]))
-        self.procs.append(start_service("logger", self.overrides, self.tmp))
-        return self
-
-    def close(self) -> None:
-        try:
-            stop_all(self.procs, timeout=15)
-        finally:
-            self.client.close()
-
-    def logs(self) -> str:
-        return "\n".join(f"--- {Path(p.log_path).name} (exit {p.poll()}) ---\n{log_text(p)[-3000:]}"
-                         for p in self.procs)
-
-    def check_alive(self) -> None:
-        dead = [p for p in self.procs if p.poll() is not None]
-        assert not dead, f"a service exited early:\n{self.logs()}"
-
-    # -- talking to the controller
-    def status(self) -> StatusReply:
-        self.check_alive()
-        return self.client.status()
-
-    def call(self, request, timeout_s: float = 15.0):
-        with ControlClient(self.endpoint, timeout_s=timeout_s, retries=0) as client:
-            return client.call(request)
-
-    def params(self) -> dict[str, Any]:
-        return {row.name: row.value for row in self.client.call(ParamsRequest()).params}
-
-    def param_rows(self) -> dict[str, Any]:
-        return {row.name: row for row in self.client.call(ParamsRequest()).params}
-
-    def cli(self, command: str, *args: str, timeout: float = 60) -> CliResult:
-        """A user's `dynamicrl COMMAND --json ARGS` with this run's overrides (patch: as --set)."""
-        if command == "patch":
-            config = [item for override in self.overrides for item in ("--set", override)]
-        else:
-            config = list(self.overrides)
-        return run_cli([command, "--json", *args, *config], cwd=self.tmp, timeout=timeout)
-
-    def wait_iteration(self, n: int, timeout: float = 60) -> StatusReply:
-        def reached():
-            s = self.status()
-            return s if s.ltime is not None and s.ltime.iteration >= n else None
-        return wait_until(reached, timeout, message=f"the run never reached iteration {n}:\n{self.logs()}")
-
-    def wait_state(self, state: RunState, timeout: float = 60) -> StatusReply:
-        return wait_until(lambda: (s := self.status()).state is state and s, timeout,
-                          message=f"the run never got {state.value}:\n{self.logs()}")
-
-    def names(self, role: Role) -> list[str]:
-        return sorted(s.service for s in self.status().services if s.role is role)
-
-    # -- the run directory
-    @property
-    def run_dir(self) -> Path:
-        if self._run_dir is None:
-            self._run_dir = Path(self.status().run_dir)
-        return self._run_dir
-
-    def metrics(self) -> list[dict[str, str]]:
-        path = self.run_dir / "metrics.csv"
-        if not path.exists():
-            return []
-        with path.open(newline="") as f:
-            return list(csv.DictReader(f))
-
-    def metrics_size(self) -> int:
-        path = self.run_dir / "metrics.csv"
-        return path.stat().st_size if path.exists() else 0
-
-    def journal_text(self) -> str | None:
-        path = self.run_dir / "patches.jsonl"
-        return path.read_text() if path.exists() else None
-
-    def journal(self) -> list[dict]:
-        return [json.loads(line) for line in (self.journal_text() or "").splitlines() if line.strip()]
-
-    def entries(self, patch_id: str) -> dict[str, dict]:
-        """Journal entries of one patch, by service."""
-        return {e["service"]: e for e in self.journal() if e["patch_id"] == patch_id}
-
-    def rows_after(self, iteration: int, timeout: float = 30) -> list[dict[str, str]]:
-        """metrics.csv once it has a row for ``iteration`` (and every row before it)."""
-        def written():
-            rows = self.metrics()
-            return rows if rows and int(rows[-1]["iteration"]) >= iteration else None
-        rows = wait_until(written, timeout, message=f"metrics.csv never reached iteration {iteration}:\n{self.logs()}")
-        assert [int(r["iteration"]) for r in rows] == list(range(1, len(rows) + 1)), "metrics.csv skips iterations"
-        return rows
-
-
+# -- watching the bus and the metrics ------------------------------------------------------------
 class BusMonitor:
     """A plain SUB on the bus: ``control.patch`` events, and ``control.state`` to prove it is live."""
 
@@ -258,31 +113,12 @@ def position_key(p: dict) -> tuple:
 
 
 # -- fixtures ----------------------------------------------------------------------------------
-@pytest.fixture
-def runs(tmp_path):
-    """Start runs for one test; every process is stopped by pid at the end (bounded)."""
-    started: list[Run] = []
-
-    def start(name: str, envrunners: int, overrides: list[str]) -> Run:
-        run = Run(tmp_path / name, envrunners, overrides)
-        started.append(run)
-        return run.start()
-
-    yield start
-    for run in started:
-        run.close()
-
-
 @pytest.fixture(scope="class")
 def two(tmp_path_factory):
     """The shared run: 2 env-runners, endless budget, short fault timings."""
-    run = Run(tmp_path_factory.mktemp("two"), 2, [ENDLESS, *FAULT_TIMING])
-    try:
-        run.start()
-        run.wait_iteration(2, timeout=120)
+    with Run(tmp_path_factory.mktemp("two"), [ENDLESS, *FAULT_TIMING], envrunners=2) as run:
+        run.start().wait_iteration(2, timeout=120)
         yield run
-    finally:
-        run.close()
 
 
 @pytest.fixture
@@ -291,15 +127,15 @@ def run2(two):
     yield two
     state = two.status().state
     if state is RunState.PAUSED:
-        two.cli("resume")
+        two.cli("resume", "--json")
     assert state is RunState.RUNNING, f"the test left the shared run {state.value}"
 
 
 # -- 1. pause / resume ------------------------------------------------------------------------
 def check_pause_resume(run: Run) -> None:
     run.wait_iteration(2)
-    resumed = run.cli("resume")
-    assert resumed.code == 0, resumed.err
+    resumed = run.cli("resume", "--json")
+    assert resumed.returncode == 0, resumed.stderr
     assert resumed.json["already"] is True, "resume of a running run must say already"
 
     members = {s.service: s for s in run.status().services}
@@ -307,8 +143,8 @@ def check_pause_resume(run: Run) -> None:
     runners = run.names(Role.ENVRUNNER)
     assert len(runners) == run.envrunners
 
-    paused = run.cli("pause")
-    assert paused.code == 0, paused.err
+    paused = run.cli("pause", "--json")
+    assert paused.returncode == 0, paused.stderr
     reply = paused.json
     assert reply["already"] is False
     positions = {p["service"]: p for p in reply["positions"]}
@@ -348,13 +184,13 @@ def check_pause_resume(run: Run) -> None:
         if s.role in (Role.LEARNER, Role.ENVRUNNER):
             assert s.ltime.model_dump() == positions[s.service]["ltime"], f"{s.service} moved while paused"
 
-    again = run.cli("pause")
-    assert again.code == 0, again.err
+    again = run.cli("pause", "--json")
+    assert again.returncode == 0, again.stderr
     assert again.json["already"] is True
     assert {p["service"]: p for p in again.json["positions"]} == positions
 
-    resumed = run.cli("resume")
-    assert resumed.code == 0, resumed.err
+    resumed = run.cli("resume", "--json")
+    assert resumed.returncode == 0, resumed.stderr
     assert resumed.json["already"] is False
     assert resumed.json["paused_s"] >= 1.5
 
@@ -363,13 +199,13 @@ def check_pause_resume(run: Run) -> None:
         return (s.state is RunState.RUNNING and s.ltime.iteration > iteration
                 and len(run.metrics()) > rows and run.metrics_size() > size)
     wait_until(progressed, 30, message=f"no progress after resume:\n{run.logs()}")
-    resumed = run.cli("resume")
-    assert resumed.code == 0, resumed.err
+    resumed = run.cli("resume", "--json")
+    assert resumed.returncode == 0, resumed.stderr
     assert resumed.json["already"] is True
 
 
 def test_pause_resume_one_envrunner(runs):
-    check_pause_resume(runs("one", 1, [ENDLESS]))
+    check_pause_resume(runs("one", [ENDLESS]).start())
 
 
 class TestTwoEnvRunners:
@@ -392,26 +228,26 @@ class TestTwoEnvRunners:
             "run-not-tunable", "budget-behind"])
     def test_bad_patch_changes_nothing(self, run2, changes, bad, expected, allowed_for):
         rows = run2.param_rows()
-        before, journal, history = run2.params(), run2.journal_text(), run2.cli("history").json
-        result = run2.cli("patch", *changes)
-        assert result.code != 0, f"accepted: {result.out}"
-        assert "Traceback" not in result.err, result.err
-        lines = result.err.strip().splitlines()
-        assert lines[0].startswith("Error: rejected: patch rejected, nothing changed"), result.err
+        before, journal, history = run2.params(), run2.journal_text(), run2.cli("history", "--json").json
+        result = run2.cli("patch", "--json", *changes)
+        assert result.returncode != 0, f"accepted: {result.stdout}"
+        assert "Traceback" not in result.stderr, result.stderr
+        lines = result.stderr.strip().splitlines()
+        assert lines[0].startswith("Error: rejected: patch rejected, nothing changed"), result.stderr
         problems = [line.strip() for line in lines[1:]]
-        assert len(problems) == 1, f"expected one problem, got:\n{result.err}"
+        assert len(problems) == 1, f"expected one problem, got:\n{result.stderr}"
         problem = problems[0]
-        assert problem.startswith(bad + ":"), f"the message must name key and value ({bad}):\n{result.err}"
+        assert problem.startswith(bad + ":"), f"the message must name key and value ({bad}):\n{result.stderr}"
         if allowed_for is not None:
             expected = [*expected, f"allowed: {allowed(rows[allowed_for])}"]
         for text in expected:
-            assert text in problem, f"{text!r} missing from:\n{result.err}"
+            assert text in problem, f"{text!r} missing from:\n{result.stderr}"
         if "tunable: " in expected:  # an unknown name lists what may be patched
             assert all(name in problem for name in rows), problem
 
         assert run2.params() == before
         assert run2.journal_text() == journal
-        assert run2.cli("history").json == history
+        assert run2.cli("history", "--json").json == history
         # and the services still train with the old values: the next rows show them
         iteration = run2.status().ltime.iteration
         last = run2.rows_after(iteration + 2)[-1]
@@ -424,8 +260,8 @@ class TestTwoEnvRunners:
         assert before["ppo.ent_coef"] == 0.0 and before["ppo.lr"] != 1e-4, before  # so the step shows
         with BusMonitor(run2.bus_out) as monitor:
             start = run2.status().ltime.iteration
-            result = run2.cli("patch", "ppo.lr=1e-4", "ppo.ent_coef=0.01")
-            assert result.code == 0, result.err
+            result = run2.cli("patch", "--json", "ppo.lr=1e-4", "ppo.ent_coef=0.01")
+            assert result.returncode == 0, result.stderr
             reply = result.json
             assert reply["status"] == PatchStatus.APPLIED.value
             learner, = run2.names(Role.LEARNER)
@@ -442,7 +278,7 @@ class TestTwoEnvRunners:
             assert after == {**before, "ppo.lr": 1e-4, "ppo.ent_coef": 0.01}
             journal = run2.entries(reply["patch_id"])
             assert journal == {learner: entry}
-            history = run2.cli("history").json["entries"]
+            history = run2.cli("history", "--json").json["entries"]
             assert entry in history
             (event,) = monitor.patch_events(reply["patch_id"], 1)
             assert event.entry.model_dump(mode="json") == entry
@@ -459,8 +295,8 @@ class TestTwoEnvRunners:
             # an env-runner tunable is applied by every env-runner: one journal entry each
             old_scale = after["envrunner.reward_scale"]
             start = run2.status().ltime.iteration
-            result = run2.cli("patch", "envrunner.reward_scale=0.5")
-            assert result.code == 0, result.err
+            result = run2.cli("patch", "--json", "envrunner.reward_scale=0.5")
+            assert result.returncode == 0, result.stderr
             reply = result.json
             assert reply["status"] == PatchStatus.APPLIED.value
             runners = run2.names(Role.ENVRUNNER)
@@ -485,8 +321,8 @@ class TestTwoEnvRunners:
         before = run2.params()
         current = run2.status().ltime.iteration
         target = current + 100  # seconds ahead: the CLI's start-up must be well in time, on a loaded machine too
-        result = run2.cli("patch", "--at-iteration", str(target), "ppo.clip_coef=0.3", "envrunner.reward_scale=0.6")
-        assert result.code == 0, result.err
+        result = run2.cli("patch", "--json", "--at-iteration", str(target), "ppo.clip_coef=0.3", "envrunner.reward_scale=0.6")
+        assert result.returncode == 0, result.stderr
         reply = result.json
         assert reply["status"] == PatchStatus.SCHEDULED.value and reply["applied"] == []
         now = run2.status().ltime.iteration
@@ -512,11 +348,11 @@ class TestTwoEnvRunners:
     # -- 5. a patch while paused --------------------------------------------------------------
     def test_patch_while_paused_applies_on_resume(self, run2):
         before = run2.params()
-        paused = run2.cli("pause")
-        assert paused.code == 0, paused.err
+        paused = run2.cli("pause", "--json")
+        assert paused.returncode == 0, paused.stderr
         positions = {p["service"]: p for p in paused.json["positions"]}
-        result = run2.cli("patch", "ppo.vf_coef=0.4", "envrunner.reward_scale=0.75")
-        assert result.code == 0, result.err
+        result = run2.cli("patch", "--json", "ppo.vf_coef=0.4", "envrunner.reward_scale=0.75")
+        assert result.returncode == 0, result.stderr
         reply = result.json
         assert reply["status"] == PatchStatus.ON_RESUME.value and reply["applied"] == []
 
@@ -524,10 +360,10 @@ class TestTwoEnvRunners:
             assert run2.status().state is RunState.PAUSED
             assert run2.entries(reply["patch_id"]) == {}, "applied while paused"
         hold(not_applied, 1.0)
-        assert all(e["patch_id"] != reply["patch_id"] for e in run2.cli("history").json["entries"])
+        assert all(e["patch_id"] != reply["patch_id"] for e in run2.cli("history", "--json").json["entries"])
 
-        resumed = run2.cli("resume")
-        assert resumed.code == 0, resumed.err
+        resumed = run2.cli("resume", "--json")
+        assert resumed.returncode == 0, resumed.stderr
         owners = run2.names(Role.LEARNER) + run2.names(Role.ENVRUNNER)
         entries = wait_until(lambda: (e := run2.entries(reply["patch_id"])) and len(e) == len(owners) and e, 30,
                              message=f"patch not applied after resume by {owners}:\n{run2.journal()}")
@@ -551,16 +387,16 @@ class TestTwoEnvRunners:
             health = wait_until(missing, timing.missing_after_s + 10, message=f"{victim} never reported missing")
             assert all(h is Health.OK for name, h in health.items() if name != victim), health
 
-            result = run2.cli("patch", "envrunner.reward_scale=2.0")
-            assert result.code != 0, result.out
-            assert "Traceback" not in result.err, result.err
-            assert victim in result.err and "missing" in result.err and other not in result.err, result.err
+            result = run2.cli("patch", "--json", "envrunner.reward_scale=2.0")
+            assert result.returncode != 0, result.stdout
+            assert "Traceback" not in result.stderr, result.stderr
+            assert victim in result.stderr and "missing" in result.stderr and other not in result.stderr, result.stderr
             assert run2.params() == before and run2.journal_text() == journal
 
-            paused = run2.cli("pause")
-            assert paused.code != 0, paused.out
-            assert "timed out" in paused.err, paused.err
-            assert f"no barrier report from {victim};" in paused.err, paused.err
+            paused = run2.cli("pause", "--json")
+            assert paused.returncode != 0, paused.stdout
+            assert "timed out" in paused.stderr, paused.stderr
+            assert f"no barrier report from {victim};" in paused.stderr, paused.stderr
             assert timing.pause_timeout_s <= paused.seconds < timing.pause_timeout_s + 10, paused.seconds
             status = run2.status()
             assert status.state is RunState.RUNNING, f"half-paused: {status.state.value}"
@@ -580,7 +416,7 @@ class TestTwoEnvRunners:
 # -- 6a. no controller ----------------------------------------------------------------------------
 def test_no_controller_fails_fast(tmp_path):
     address = f"addresses.controller={endpoint(free_port())}"
-    env = {k: v for k, v in os.environ.items() if k not in ("DYNAMICRL_CONFIG", "DYNAMICRL_OVERRIDES")}
+    env = user_env()
     commands = {"patch": ["patch", "ppo.lr=1e-4", "--set", address], "pause": ["pause", address]}
     started = time.monotonic()
     procs = {name: subprocess.Popen([*CLI, *args], cwd=tmp_path, env=env, stdin=subprocess.DEVNULL,
@@ -599,7 +435,7 @@ def test_no_controller_fails_fast(tmp_path):
 # -- 7. replay ----------------------------------------------------------------------------------
 def test_replay_reapplies_the_journal(runs):
     budget = "run.total_env_steps=16384"  # 64 iterations of 256 env steps: a few seconds
-    a = runs("a", 1, [budget])
+    a = runs("a", [budget]).start()
     a.wait_state(RunState.RUNNING)
     num_iterations = a.num_iterations
     target = num_iterations * 5 // 8
@@ -620,7 +456,7 @@ def test_replay_reapplies_the_journal(runs):
     assert len(entries_a) == 4, entries_a  # two patches, each by the learner and the env-runner
     assert {e["patch_id"] for e in entries_a} == {scheduled.patch_id, now.patch_id}
 
-    b = runs("b", 1, [budget, f"patches={journal_a}"])
+    b = runs("b", [budget, f"patches={journal_a}"]).start()
     b.wait_state(RunState.RUNNING)
     run_dir_b = b.run_dir
     assert wait_exit(b.procs, 60), f"run B did not finish by itself:\n{b.logs()}"
@@ -634,7 +470,7 @@ def test_replay_reapplies_the_journal(runs):
 
     # same seed, one env-runner, one torch thread: the same patches at the same logical times
     # must give the same training, number for number
-    rows_a, rows_b = _read_csv(run_dir_a / "metrics.csv"), _read_csv(run_dir_b / "metrics.csv")
+    rows_a, rows_b = read_metrics(run_dir_a), read_metrics(run_dir_b)
     assert len(rows_a) == len(rows_b) == num_iterations
     columns = [c for c in rows_a[0] if c not in WALL_CLOCK_COLUMNS]
     differ = {}
@@ -652,14 +488,14 @@ def test_a_live_budget_patch_moves_the_end(runs, mode):
     trains on to the first boundary past N, its lr annealing to 0 at the new end; the journal, params,
     status and the logger's progress follow."""
     settings = ["run.total_env_steps=10240", f"run.mode={mode}"]  # 40 iterations of 256 env steps
-    run = runs(f"budget-{mode}", 1, settings)
+    run = runs(f"budget-{mode}", settings).start()
     per, first = run.per_iteration, run.num_iterations
     second, third = first + 10, first + 20
     budget = third * per - per // 2  # not a whole iteration: the run ends at the boundary past it
     run.wait_iteration(2)
     run_dir = run.run_dir  # (asked while the run is live)
-    paused = run.cli("pause")  # so the patches are in well before the old end, on a loaded machine too
-    assert paused.code == 0, paused.err
+    paused = run.cli("pause", "--json")  # so the patches are in well before the old end, on a loaded machine too
+    assert paused.returncode == 0, paused.stderr
     early = run.call(PatchRequest(changes={"run.total_env_steps": second * per}, author="e2e"))
     assert early.status is PatchStatus.ON_RESUME, early
     # due once `second` updates are done: only the safe point after the (then) last update reaches it
@@ -667,7 +503,7 @@ def test_a_live_budget_patch_moves_the_end(runs, mode):
     assert late.status is PatchStatus.SCHEDULED, late
     assert run.params()["run.total_env_steps"] == budget
     assert run.status().total_env_steps == budget
-    assert run.cli("resume").code == 0
+    assert run.cli("resume", "--json").returncode == 0
     assert wait_exit(run.procs, 90), f"the run did not finish by itself:\n{run.logs()}"
     assert [p.returncode for p in run.procs] == [0] * len(run.procs), run.logs()
 
@@ -677,7 +513,7 @@ def test_a_live_budget_patch_moves_the_end(runs, mode):
     assert b["changes"] == {"run.total_env_steps": {"old": second * per, "new": budget}}
     at = a["ltime"]["iteration"]  # the updates done when it applied: update `at` (row at + 1) is the first
     assert 2 <= at < first and b["ltime"]["iteration"] == second
-    rows = _read_csv(run_dir / "metrics.csv")
+    rows = read_metrics(run_dir)
     assert [int(r["iteration"]) for r in rows] == list(range(1, third + 1))
     for row in rows:
         i = int(row["iteration"])
@@ -688,15 +524,10 @@ def test_a_live_budget_patch_moves_the_end(runs, mode):
     last = [line for line in log_text(run.procs[-1]).splitlines() if line.startswith("iter ")][-1]
     assert f"({100.0 * third * per / budget:5.1f}%)" in last, last  # the logger's progress: the new budget
     if mode == "sync":  # the journal replays the budget too: the same config + journal is the same run
-        replay = runs("budget-replay", 1, [*settings, f"patches={run_dir / 'patches.jsonl'}"])
+        replay = runs("budget-replay", [*settings, f"patches={run_dir / 'patches.jsonl'}"]).start()
         replay.wait_state(RunState.RUNNING)
         replay_dir = replay.run_dir
         assert wait_exit(replay.procs, 90), f"the replay did not finish by itself:\n{replay.logs()}"
-        again = _read_csv(replay_dir / "metrics.csv")
+        again = read_metrics(replay_dir)
         columns = [c for c in rows[0] if c not in WALL_CLOCK_COLUMNS]
         assert [[r[c] for c in columns] for r in again] == [[r[c] for c in columns] for r in rows]
-
-
-def _read_csv(path: Path) -> list[dict[str, str]]:
-    with path.open(newline="") as f:
-        return list(csv.DictReader(f))

@@ -14,7 +14,7 @@ import torch
 
 from dynamicrl.core import checkpoints
 from dynamicrl.core.algorithms.ppo.policy import ActorCritic
-from helpers import base_overrides, free_ports, metrics_rows, run_cli, run_stack
+from helpers import Run, run_cli
 
 pytestmark = pytest.mark.e2e
 
@@ -29,13 +29,13 @@ def cli(*args: str, cwd: Path):
 def hopper_run(tmp_path_factory) -> Path:
     """A short Hopper-v5 run with observation normalisation; it checkpoints at iteration 4 and at the end."""
     tmp_path = tmp_path_factory.mktemp("evaluate")
-    overrides = [*base_overrides(tmp_path, free_ports(4)),
-                 "env.id=Hopper-v5", "env.num_envs=2", "algo.num_steps=64", "algo.num_minibatches=4",
+    overrides = ["run.envrunners=auto", "env.id=Hopper-v5", "env.num_envs=2", "algo.num_steps=64", "algo.num_minibatches=4",
                  "algo.update_epochs=2", f"algo.hidden_sizes={json.dumps(HIDDEN)}", "algo.init_log_std=-0.5",
                  "normalize.obs=true", "normalize.reward=true", "run.total_env_steps=1024",
                  "checkpoint.every_iterations=4"]
-    run_stack(tmp_path, overrides)
-    assert int(metrics_rows(tmp_path)[-1]["iteration"]) == 8
+    with Run(tmp_path, overrides) as run:
+        run.start().finish()
+    assert int(run.metrics()[-1]["iteration"]) == 8
     (run_dir,) = (tmp_path / "runs").iterdir()
     return run_dir
 

@@ -3,6 +3,8 @@
 import pytest
 import zmq
 
+from helpers import start_controller
+
 
 @pytest.fixture
 def ctx():
@@ -10,3 +12,10 @@ def ctx():
     context = zmq.Context()
     yield context
     context.term()
+
+
+@pytest.fixture(scope="module")
+def controller(tmp_path_factory):
+    """A real controller process (and its bus) for the tests of one module, stopped by pid after them."""
+    with start_controller(tmp_path_factory.mktemp("controller")) as running:
+        yield running

@@ -3,7 +3,6 @@ the bus, keeps answering status, and a client with no controller fails fast."""
 
 from __future__ import annotations
 
-import os
 import random
 import subprocess
 import sys
@@ -19,20 +18,11 @@ from dynamicrl.protocol.codec import MAX_PAYLOAD_BYTES, ProtocolError, Session, 
 from dynamicrl.protocol.messages import (
     ErrorCode, ErrorReply, RunState, RunStateChanged, StatusReply, StatusRequest, TrainMetrics,
 )
-from helpers import base_overrides, controller_status, start_controller, endpoint, free_port, free_ports, log_text, start_service, stop, wait_until
+from helpers import (
+    base_overrides, controller_status, endpoint, free_port, free_ports, log_text, start_service, stop, user_env, wait_until,
+)
 
 REPLY_TIMEOUT_MS = 5000
-
-
-
-
-@pytest.fixture(scope="module")
-def controller(tmp_path_factory):
-    running = start_controller(tmp_path_factory.mktemp("controller"), timeout=20)
-    try:
-        yield running
-    finally:
-        stop(running.proc)
 
 
 class Sockets:
@@ -242,7 +232,7 @@ def test_status_without_a_controller_fails_fast(tmp_path):
     result = subprocess.run(
         [*_cli(), "status", "--timeout", "1", f"addresses.controller={address}"],
         cwd=tmp_path, capture_output=True, text=True, timeout=15,
-        env={**_clean_env(), "PYTHONUNBUFFERED": "1"},
+        env=user_env(PYTHONUNBUFFERED="1"),
     )
     elapsed = time.monotonic() - started
     assert result.returncode != 0
@@ -250,10 +240,6 @@ def test_status_without_a_controller_fails_fast(tmp_path):
     assert "no controller" in output and address in output, output
     assert "Traceback" not in output
     assert elapsed < 5, f"took {elapsed:.1f} s"
-
-
-def _clean_env() -> dict[str, str]:
-    return {k: v for k, v in os.environ.items() if not k.startswith("DYNAMICRL_")}
 
 
 def test_controller_exits_cleanly_on_sigterm(tmp_path):

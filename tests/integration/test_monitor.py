@@ -5,7 +5,6 @@ another major version, a controller restart) and `dynamicrl watch`."""
 from __future__ import annotations
 
 import logging
-import os
 import subprocess
 import sys
 import time
@@ -20,7 +19,7 @@ from dynamicrl.clients.monitor import Monitor, ProtocolVersionMismatch, Received
 from dynamicrl.protocol.codec import MAX_PAYLOAD_BYTES
 from dynamicrl.protocol.messages import EpisodeStats, LogicalTime, RunState, RunStateChanged, TrainMetrics
 from dynamicrl.protocol.sockets import Publisher
-from helpers import controller_status, start_controller, free_ports, log_text, stop, wait_until
+from helpers import CLI, controller_status, free_ports, log_text, start_controller, stop, user_env, wait_until
 
 
 # -- a third party's side: pyzmq + msgpack only, following docs/protocol.md (no dynamicrl here) --------------
@@ -102,20 +101,7 @@ class PlainPublisher:
         self.pub.close(linger=0)
 
 
-# -- fixtures and helpers -----------------------------------------------------------------------------------
-
-
-
-@pytest.fixture(scope="module")
-def controller(tmp_path_factory):
-    tmp_path = tmp_path_factory.mktemp("monitor-controller")
-    running = start_controller(tmp_path)
-    try:
-        yield running
-    finally:
-        stop(running.proc)
-
-
+# -- helpers ---------------------------------------------------------------------------------------------------
 
 def _until_received(monitor: Monitor, publish: Callable[[], None], wanted: Callable[[Received], bool],
                     timeout: float = 15) -> Received:
@@ -377,9 +363,8 @@ def test_monitor_survives_a_controller_restart(tmp_path):
 # -- dynamicrl watch ----------------------------------------------------------------------------------------
 
 def test_watch_prints_a_line_for_published_train_metrics(controller, ctx, tmp_path):
-    env = {k: v for k, v in os.environ.items() if not k.startswith("DYNAMICRL_")}
-    env["PYTHONUNBUFFERED"] = "1"
-    command = [sys.executable, "-m", "dynamicrl.clients.cli", "watch", "--topic", "metrics.train",
+    env = user_env(PYTHONUNBUFFERED="1")
+    command = [*CLI, "watch", "--topic", "metrics.train",
                "--count", "1", "--timeout", "20", f"addresses.bus_out={controller.bus_out}"]
     proc = subprocess.Popen(command, cwd=tmp_path, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     publisher = Publisher(ctx, controller.bus_in, "learner.watch-test")

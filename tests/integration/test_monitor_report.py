@@ -7,7 +7,6 @@ from __future__ import annotations
 import json
 import os
 import subprocess
-import sys
 import time
 import uuid
 
@@ -18,7 +17,7 @@ import zmq
 from dynamicrl.clients.monitor import Monitor
 from dynamicrl.protocol.messages import EpisodeStats, MonitorStatus
 from dynamicrl.protocol.sockets import Publisher
-from helpers import controller_status, log_text, start_controller, stop, wait_until
+from helpers import CLI, controller_status, log_text, run_cli, start_controller, stop, user_env, wait_until
 
 #: How many messages the lossy test floods while its monitor does not read: far more than every
 #: queue on the way can hold (publisher 1000, bus XSUB and XPUB 10,000 each, TCP buffers, the
@@ -27,35 +26,16 @@ FLOOD = 60_000
 
 
 @pytest.fixture(scope="module")
-def controller(tmp_path_factory):
-    running = start_controller(tmp_path_factory.mktemp("report-controller"))
-    try:
-        yield running
-    finally:
-        stop(running.proc)
-
-
-@pytest.fixture(scope="module")
 def forgetful(tmp_path_factory):
     """A controller that forgets a monitor after 1 s without a report."""
-    running = start_controller(tmp_path_factory.mktemp("report-expiry"), overrides=["timing.monitor_expiry_s=1"])
-    try:
+    with start_controller(tmp_path_factory.mktemp("report-expiry"), overrides=["timing.monitor_expiry_s=1"]) as running:
         yield running
-    finally:
-        stop(running.proc)
-
 
 
 def _listed(address: str, name: str) -> MonitorStatus | None:
     status = controller_status(address, timeout_s=2.0)
     assert status is not None, f"no controller answered at {address}"
     return next((m for m in status.monitors if m.name == name), None)
-
-
-def _cli(args: list[str], cwd) -> subprocess.CompletedProcess:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("DYNAMICRL_")}
-    return subprocess.run([sys.executable, "-m", "dynamicrl.clients.cli", *args], cwd=cwd, env=env,
-                          capture_output=True, text=True, timeout=60)
 
 
 def _plain_request(address: str, type_name: str, body: dict) -> tuple[str, dict]:
@@ -89,12 +69,12 @@ def test_a_reporting_monitor_is_listed_by_status(controller, tmp_path):
         assert entry.topics == ["control."] and entry.missed == 0 and entry.rejected == 0 and not entry.closed
         assert monitor.reports_sent >= 1 and monitor.report_error is None
 
-        as_json = _cli(["status", "--json", f"addresses.controller={controller.controller}"], tmp_path)
+        as_json = run_cli("status", "--json", f"addresses.controller={controller.controller}", cwd=tmp_path)
         assert as_json.returncode == 0, as_json.stderr
         (row,) = [m for m in json.loads(as_json.stdout)["monitors"] if m["name"] == "probe.listed"]
         assert row["received"] > 0 and row["missed"] == 0 and row["topics"] == ["control."]
 
-        text = _cli(["status", f"addresses.controller={controller.controller}"], tmp_path)
+        text = run_cli("status", f"addresses.controller={controller.controller}", cwd=tmp_path)
         assert text.returncode == 0, text.stderr
         assert "monitors:" in text.stdout and "missed    0 bus message(s) in all" in text.stdout, text.stdout
         (line,) = [ln for ln in text.stdout.splitlines() if "probe.listed" in ln]
@@ -133,7 +113,7 @@ def test_a_monitor_that_lost_messages_reports_them(controller, ctx, tmp_path):
         publisher.close()
     entry = _listed(controller.controller, "probe.lossy")  # the final report, sent on close
     assert entry.closed and entry.missed == missed and entry.missed_by_sender == {"flooder.report": missed}
-    text = _cli(["status", f"addresses.controller={controller.controller}"], tmp_path)
+    text = run_cli("status", f"addresses.controller={controller.controller}", cwd=tmp_path)
     (line,) = [ln for ln in text.stdout.splitlines() if "probe.lossy" in ln]
     assert f"missed {missed} " in line and f"(flooder.report {missed})" in line, line
     assert "missed 0 bus message(s) in all" not in text.stdout
@@ -148,7 +128,7 @@ def test_a_report_by_hand_from_a_plain_req(controller, tmp_path):
     entry = _listed(controller.controller, "plain.third-party")
     assert (entry.received, entry.missed, entry.rejected) == (120, 7, 1)
     assert entry.missed_by_sender == {"learner.1": 5, "envrunner.1": 2} and entry.topics == ["metrics."]
-    text = _cli(["status", f"addresses.controller={controller.controller}"], tmp_path)
+    text = run_cli("status", f"addresses.controller={controller.controller}", cwd=tmp_path)
     (line,) = [ln for ln in text.stdout.splitlines() if "plain.third-party" in ln]
     assert "received 120" in line and "missed 7 " in line and "(learner.1 5, envrunner.1 2)" in line, line
     assert "1 undecodable" in line
@@ -213,8 +193,8 @@ def test_reports_to_no_controller_never_raise(controller):
 def test_watch_reports_unless_told_not_to(controller, tmp_path):
     addresses = [f"addresses.controller={controller.controller}", f"addresses.bus_out={controller.bus_out}"]
     reporting = subprocess.Popen(
-        [sys.executable, "-m", "dynamicrl.clients.cli", "watch", "--topic", "control.", "--timeout", "2", *addresses],
-        cwd=tmp_path, env={k: v for k, v in os.environ.items() if not k.startswith("DYNAMICRL_")},
+        [*CLI, "watch", "--topic", "control.", "--timeout", "2", *addresses],
+        cwd=tmp_path, env=user_env(),
         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     try:
         out, err = reporting.communicate(timeout=60)
@@ -226,7 +206,7 @@ def test_watch_reports_unless_told_not_to(controller, tmp_path):
     entry = _listed(controller.controller, f"watch.{reporting.pid}")
     assert entry is not None and entry.closed and entry.received > 0 and entry.topics == ["control."]
 
-    quiet = _cli(["watch", "--no-report", "--topic", "control.", "--timeout", "1", *addresses], tmp_path)
+    quiet = run_cli("watch", "--no-report", "--topic", "control.", "--timeout", "1", *addresses, cwd=tmp_path)
     assert quiet.returncode == 0, quiet.stderr
     assert "report" not in quiet.stderr, quiet.stderr
     status = controller_status(controller.controller)

@@ -12,7 +12,7 @@ import numpy as np
 from pydantic import BaseModel, ConfigDict, Field
 
 from dynamicrl.core.algorithms import AlgorithmSpec, register_algorithm
-from dynamicrl.core.algorithms.base import Actor, Algorithm, Rollout
+from dynamicrl.core.algorithms.base import Actor, Algorithm, Experience
 
 
 class RandomConfig(BaseModel):
@@ -43,10 +43,10 @@ class CountingLearner(Algorithm):
     def __init__(self, config, observation_space, action_space, seed, num_iterations):
         self.updates = 0
 
-    def update(self, rollout: Rollout, iteration: int, safe_point: Callable[[], None] | None = None):
-        rollout.validate()
+    def update(self, experience: Experience, iteration: int, safe_point: Callable[[int], None] | None = None):
+        experience.validate()
         self.updates += 1
-        return {"reward_mean": float(rollout.rewards.mean()), "batch": float(rollout.rewards.size),
+        return {"reward_mean": float(experience.rewards.mean()), "batch": float(experience.rewards.size),
                 "updates": float(self.updates)}
 
     def get_weights(self):
