@@ -141,7 +141,7 @@ def main() -> None:
     overrides += [f"run.root={tmp / 'runs'}", "run.envrunners=2", f"env.num_envs={args.envs}",
                   f"run.total_env_steps={args.iterations * 2 * args.envs * 256}", "checkpoint.every_iterations=2"]
     # the run's settings reach every service through honcho's environment, as a user's would
-    env = {**harness.NO_RESUME, "DYNAMICRL_CONFIG": CONFIG, "DYNAMICRL_OVERRIDES": " ".join(overrides)}
+    env = {"DYNAMICRL_CONFIG": CONFIG, "DYNAMICRL_OVERRIDES": " ".join(overrides)}
     launched: list[Launched] = []
     try:
         # a fresh run, killed after its iteration-4 checkpoint

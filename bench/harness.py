@@ -22,11 +22,6 @@ from pathlib import Path
 
 from dynamicrl.clients.processes import ADDRESS_KEYS, endpoint, free_ports, log_text, start_module, stop_all
 
-#: Passed to every service: ``dynamicrl resume-run`` sets it, and a benchmark started from such a
-#: shell must not resume (empty counts as unset; processes.py scrubs the other DYNAMICRL_* variables).
-NO_RESUME = {"DYNAMICRL_RESUME": ""}
-
-
 class Run:
     """A run's service processes on free ports; ``start()``, then ``stop()`` (also after a failed start).
 
@@ -65,7 +60,7 @@ class Run:
     def _start(self, label: str, service: str, args: Sequence[str] = ()) -> None:
         config = ["-c", str(self.config)] if self.config is not None else []
         self.procs[label] = start_module(f"dynamicrl.services.{service}", [*args, *config, *self.overrides],
-                                         self.workdir, label, NO_RESUME)
+                                         self.workdir, label)
 
     def dead(self) -> list[str]:
         """``label (exit N)`` of every process that has exited (polling reaps them)."""

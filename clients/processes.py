@@ -28,8 +28,8 @@ from pathlib import Path
 #: Order of the ports ``base_overrides`` expects.
 ADDRESS_KEYS = ("controller", "bus_in", "bus_out", "data")
 
-#: Variables that would silently change what a started service does.
-_SCRUBBED_ENV = ("DYNAMICRL_CONFIG", "DYNAMICRL_OVERRIDES", "HONCHO_PROCESS_NAME")
+#: Variables that would silently change what a started service does (resume: set by `dynamicrl resume-run`).
+_SCRUBBED_ENV = ("DYNAMICRL_CONFIG", "DYNAMICRL_OVERRIDES", "DYNAMICRL_RESUME", "HONCHO_PROCESS_NAME")
 
 
 def free_ports(n: int) -> list[int]:
