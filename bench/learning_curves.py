@@ -589,7 +589,8 @@ def report(args: argparse.Namespace) -> str:
     L.append("References (the published number, its env version, and what it measures):\n")
     for ref in refs:
         url = ref["url"]
-        where = f"<{url}>" if url.startswith("http") else f"[`{url.removeprefix('../')}`]({url})"
+        # a file of the repository is named, not linked: the docs site holds docs/ only (mkdocs --strict)
+        where = f"<{url}>" if url.startswith("http") else f"`{url.removeprefix('../')}`"
         L.append(f"- **{ref['name']}** ({ref['envs']} envs), {where}: {ref['what']}.")
     L.append("")
     L.append("The published figures are not like-for-like: different env versions (v5 here, v4 or v3 there: "
