@@ -6,7 +6,7 @@ import logging
 
 import click
 
-from dynamicrl.clients.cli import _load, config_option, overrides_argument
+from dynamicrl.clients.cli.options import _load, config_option, overrides_argument
 
 
 def _logging(name: str) -> None:

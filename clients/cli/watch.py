@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING, Any
 import click
 from pydantic import BaseModel
 
-from dynamicrl.clients.cli import _load, config_option, overrides_argument
+from dynamicrl.clients.cli.options import _load, config_option, overrides_argument
 
 if TYPE_CHECKING:  # numpy, zmq and the message models load when the command runs: `dynamicrl status` stays fast
     from dynamicrl.protocol.codec import Received
@@ -134,7 +134,8 @@ class _Notices:
         self.held: dict[str, int] = {}
 
     def gap(self, sender: str, count: int) -> None:
-        self._say("gap", count, lambda n: f"!! missed {n} message(s) from {sender} (PUB/SUB drops when a queue is full)")
+        self._say("gap", count,
+                  lambda n: f"!! missed {n} message(s) from {sender} (PUB/SUB drops when a queue is full)")
 
     def reject(self, error: Exception) -> None:
         self._say("drop", 1, lambda n: f"!! skipped {n} undecodable message(s): {error}")

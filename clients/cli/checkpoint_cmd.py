@@ -1,0 +1,122 @@
+"""Offline commands on a run's checkpoints: inspect, evaluate, resume-run. They need no running services."""
+
+from __future__ import annotations
+
+import os
+
+import click
+
+
+@click.command()
+@click.argument("path", type=click.Path(exists=True, file_okay=False))
+def inspect(path: str) -> None:
+    """Verify a checkpoint (or a run's latest good one): manifest, every checksum, policy_sha256."""
+    import json
+    from pathlib import Path
+
+    from dynamicrl.core import checkpoints
+
+    try:
+        target = checkpoints.resolve(Path(path), report=lambda m: click.echo(m, err=True))
+        manifest, _controller, parts = checkpoints.read(target)
+        learner = checkpoints.policy_part(target, parts)
+    except checkpoints.CheckpointError as exc:
+        raise click.ClickException(str(exc)) from None
+    actual = checkpoints.policy_sha256(learner.arrays)
+    if actual != manifest["policy_sha256"]:
+        raise click.ClickException(f"{target}: policy hash {actual} differs from the manifest's")
+    click.echo(f"checkpoint {target}")
+    click.echo(json.dumps({k: v for k, v in manifest.items() if k != "files"}, indent=1))
+    for name in sorted(manifest["files"]):
+        click.echo(f"  ok  {name}  sha256 {manifest['files'][name][:16]}...")
+    click.echo(f"policy_sha256: {actual}")
+
+
+@click.command()
+@click.argument("path", type=click.Path(exists=True, file_okay=False))
+@click.option("--episodes", "-n", type=click.IntRange(min=1), default=10, show_default=True,
+              help="whole episodes to play")
+@click.option("--stochastic", is_flag=True, help="sample actions as in training (default: the most likely action)")
+@click.option("--seed", type=int, default=0, show_default=True, help="episode i is reset with seed + i")
+@click.option("--all", "every_checkpoint", is_flag=True,
+              help="evaluate every good checkpoint the run kept, oldest first, and name the best")
+@click.option("--json", "as_json", is_flag=True, help="print the result (every episode, mean, std) as JSON")
+def evaluate(path: str, episodes: int, stochastic: bool, seed: int, every_checkpoint: bool, as_json: bool) -> None:
+    """Play a checkpoint's policy (or a run's latest good one's) offline and report its returns.
+
+    The policy acts with its most likely action and the learner's observation statistics, frozen,
+    on the run's own env config: the final-policy figure SB3 rl-zoo's benchmark reports, where a
+    run's own return is of training episodes with sampled actions. Needs no running services.
+    With --all, every checkpoint the run kept (set checkpoint.every_iterations and checkpoint.keep
+    to keep a series): how the policy itself improved, and which checkpoint to deploy.
+    """
+    import json
+    import statistics
+    from pathlib import Path
+
+    from dynamicrl.clients.evaluate import evaluate as run_evaluation
+    from dynamicrl.clients.evaluate import evaluate_run, summary
+
+    run = evaluate_run if every_checkpoint else run_evaluation
+    try:
+        result = run(Path(path), episodes=episodes, deterministic=not stochastic, seed=seed,
+                     report=lambda m: click.echo(m, err=True))
+    except (ValueError, NotImplementedError) as exc:  # CheckpointError, a bad env id: one message naming it
+        raise click.ClickException(str(exc)) from None
+    if as_json:
+        click.echo(json.dumps([r.to_dict() for r in result] if every_checkpoint else result.to_dict(), indent=2))
+    elif every_checkpoint:
+        kind = "stochastic" if stochastic else "deterministic"
+        click.echo(f"{len(result)} checkpoint(s), {episodes} {kind} episode(s) each from seed {seed}:")
+        for r in result:
+            click.echo(f"  iteration {r.iteration:>7} ({r.env_steps:>10} env steps): return {r.mean:10.1f} "
+                       f"+- {r.std:.1f}, length {statistics.fmean(r.lengths):.0f}")
+        best = max(result, key=lambda r: r.mean)
+        click.echo(f"best: {best.checkpoint} (iteration {best.iteration}, return {best.mean:.1f})")
+    else:
+        click.echo(f"checkpoint {result.checkpoint}")
+        for i, (ret, length) in enumerate(zip(result.returns, result.lengths)):
+            click.echo(f"  episode {i} (seed {seed + i}): return {ret:.1f}, length {length}")
+        click.echo(summary(result))
+
+
+@click.command("resume-run")
+@click.argument("run_dir", type=click.Path(exists=True, file_okay=False))
+@click.option("--procfile", "-f", default="Procfile", show_default=True, help="the Procfile to start")
+@click.option("--total-env-steps", type=click.IntRange(min=1), default=None,
+              help="a new budget, past the checkpoint: train the run longer than it planned (a finished run too)")
+def resume_run(run_dir: str, procfile: str, total_env_steps: int | None) -> None:
+    """Continue a run from its latest good checkpoint: `honcho start` with $DYNAMICRL_RESUME set.
+
+    Starts as many env-runners as the checkpoint holds; the run directory,
+    metrics.csv, TensorBoard and patches.jsonl continue where the checkpoint stood.
+    With --total-env-steps the run trains on to that budget, and an annealed
+    learning rate follows the line to the new end (ppo.anneal_env_steps aside).
+    """
+    import shutil
+    from pathlib import Path
+
+    from dynamicrl.core import checkpoints
+
+    try:
+        path = checkpoints.latest_good(Path(run_dir) / "checkpoints", report=lambda m: click.echo(m, err=True))
+        manifest = checkpoints.verify(path)
+        if total_env_steps is not None:
+            checkpoints.check_budget(total_env_steps, manifest, path)
+    except checkpoints.CheckpointError as exc:
+        raise click.ClickException(str(exc)) from None
+    envrunners = sum(1 for s in manifest["services"] if s.startswith("envrunner"))
+    honcho = shutil.which("honcho")
+    if honcho is None:
+        raise click.ClickException("honcho is not installed (pip install honcho)")
+    budget = "" if total_env_steps is None else f", on to {total_env_steps} env steps"
+    click.echo(f"resuming {run_dir} from {path.name} (iteration {manifest['iteration']}, "
+               f"{envrunners} env-runner(s){budget})", err=True)
+    os.environ["DYNAMICRL_RESUME"] = str(Path(run_dir).resolve())
+    if total_env_steps is not None:  # after the user's overrides: this one wins
+        os.environ["DYNAMICRL_OVERRIDES"] = f"{os.environ.get('DYNAMICRL_OVERRIDES', '')} " \
+                                            f"resume_total_env_steps={total_env_steps}"
+    os.execv(honcho, [honcho, "-f", procfile, "start", "-c", f"envrunner={envrunners}"])
+
+
+COMMANDS = (inspect, evaluate, resume_run)

@@ -1,0 +1,277 @@
+"""Requests to the live run's controller: status, pause, resume, params, patch, history, checkpoint, stop.
+
+Each command is its own options, the request it builds from them and how it prints the reply;
+`request_command` does the rest, the same for all.
+"""
+
+from __future__ import annotations
+
+import functools
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
+
+import click
+
+from dynamicrl.clients.cli.options import _load, config_option, json_option, overrides_argument, timeout_option
+from dynamicrl.core.settings import Config
+
+if TYPE_CHECKING:  # the message models load when a command runs
+    from dynamicrl.protocol import messages
+
+
+def _call(config: Config, request, timeout_s: float | None = None, extra_s: float = 0.0):
+    """One request to the controller; every failure becomes one clear message and exit 1."""
+    from dynamicrl.clients.control import ControlClient, ControlError, RequestTimeout
+    from dynamicrl.protocol.messages import StatusRequest
+
+    endpoint = config.addresses.controller
+    base_s = timeout_s or config.timing.request_timeout_s
+    try:
+        if extra_s:  # the reply may take extra_s (pause, patch): learn fast whether anyone answers at all
+            with ControlClient(endpoint, timeout_s=base_s) as probe:
+                probe.call(StatusRequest())
+        with ControlClient(endpoint, timeout_s=base_s + extra_s) as client:
+            return client.call(request)
+    except RequestTimeout:
+        raise click.ClickException(f"no controller answered at {endpoint} (is the run started?)") from None
+    except ControlError as exc:
+        raise click.ClickException(str(exc)) from None
+
+
+def request_command(show: Callable[[Any], None], *, extra_s: Callable[[Config, Any], float] | None = None,
+                    with_timeout: bool = False, overrides_from=overrides_argument):
+    """Make ``build(**its own options) -> request`` a command that sends the request and prints the reply.
+
+    Adds --config, --timeout (if ``with_timeout``), then the command's own options, the config
+    overrides (``overrides_from``: KEY=VALUE arguments unless given) and --json. Sends the request
+    to the controller with ``extra_s(config, request)`` more seconds for the reply, and prints the
+    reply as JSON with --json, else with ``show(reply)``.
+    """
+
+    def decorate(build: Callable[..., Any]) -> Callable[..., None]:
+        def command(config_path: str, as_json: bool, overrides: tuple[str, ...], timeout: float | None = None,
+                    **options: Any) -> None:
+            request = build(**options)
+            config = _load(config_path, overrides)
+            reply = _call(config, request, timeout, extra_s(config, request) if extra_s else 0.0)
+            if as_json:
+                click.echo(reply.model_dump_json(indent=2))
+            else:
+                show(reply)
+
+        # its name and docstring become the command's name and help
+        wrapped: Any = functools.update_wrapper(command, build, updated=())
+        # each click.option/argument appends its parameter to __click_params__, and click.command shows that list
+        # reversed (top decorator first): so json first (shown last), the overrides, then build's own options,
+        # then timeout and config (shown first)
+        wrapped.__click_params__ = []
+        overrides_from(json_option(wrapped))
+        wrapped.__click_params__ += getattr(build, "__click_params__", [])
+        config_option(timeout_option(wrapped) if with_timeout else wrapped)
+        return wrapped
+
+    return decorate
+
+
+def _where(ltime, minibatch=None) -> str:
+    text = f"iteration {ltime.iteration}, env step {ltime.env_step}"
+    return text + (f", minibatch {minibatch}" if minibatch is not None else "")
+
+
+def _print_status(reply: messages.StatusReply) -> None:
+    ltime = reply.ltime
+    click.echo(f"run       {reply.run_id}  [{reply.state.value}]")
+    click.echo(f"dir       {reply.run_dir}")
+    if ltime is not None:
+        pct = 100.0 * ltime.env_step / max(reply.total_env_steps, 1)
+        click.echo(f"progress  iteration {ltime.iteration}, {ltime.env_step} / {reply.total_env_steps} env steps "
+                   f"({pct:.1f}%)")
+        click.echo(f"speed     {reply.sps:.0f} env steps/s")
+        ret = "n/a (no finished episode yet)" if reply.return_mean is None else f"{reply.return_mean:.1f}"
+        click.echo(f"return    {ret}")
+    else:
+        click.echo("progress  no iteration finished yet")
+    by_services, by_monitors = sum(s.missed for s in reply.services), sum(m.missed for m in reply.monitors)
+    click.echo(f"missed    {by_services + by_monitors} bus message(s) in all: {by_services} by services, "
+               f"{by_monitors} by {len(reply.monitors)} monitor(s)")
+    click.echo("services:")
+    for s in reply.services:
+        at = f"  at {_where(s.ltime)}" if s.ltime else ""
+        at += f"  missed {s.missed} bus message(s)" if s.missed else ""
+        click.echo(f"  {s.service:<14} {s.role.value:<10} rank {s.rank:<3} pid {s.pid:<8} {s.health.value:<8} "
+                   f"seen {s.last_seen_s:.1f}s ago{at}")
+    if reply.monitors:
+        click.echo("monitors:")
+    for m in reply.monitors:
+        topics = ",".join(t or "(all)" for t in m.topics) or "-"
+        senders = ", ".join(f"{k} {n}" for k, n in sorted(m.missed_by_sender.items(), key=lambda kv: -kv[1]) if n)
+        extra = f" ({senders})" if senders else ""
+        extra += f"  {m.rejected} undecodable" if m.rejected else ""
+        click.echo(f"  {m.name:<20} received {m.received:<9} missed {m.missed:<7} report {m.last_report_s:.1f}s ago"
+                   f"{' (closed)' if m.closed else ''}  topics {topics}{extra}")
+
+
+@click.command()
+@request_command(_print_status, with_timeout=True)
+def status() -> messages.StatusRequest:
+    """Services, health, iteration, env steps, SPS, mean return and bus messages lost (services, monitors)."""
+    from dynamicrl.protocol.messages import StatusRequest
+
+    return StatusRequest()
+
+
+def _print_pause(reply: messages.PauseReply) -> None:
+    if reply.already:
+        click.echo("already paused; services stand at:")
+    else:
+        click.echo(f"paused in {reply.latency_s * 1000:.1f} ms; services stand at:")
+    for p in reply.positions:
+        click.echo(f"  {p.service:<14} {_where(p.ltime, p.minibatch)}")
+
+
+@click.command()
+@request_command(_print_pause, extra_s=lambda config, request: config.timing.pause_timeout_s)
+def pause() -> messages.PauseRequest:
+    """Stop every service at its next safe point; returns once all stand at the barrier.
+
+    Prints where each service stopped. Pausing a paused run is harmless. If a
+    service does not reach its barrier within timing.pause_timeout_s, the pause is
+    called off (the run keeps going) and the command fails naming that service.
+    """
+    from dynamicrl.protocol.messages import PauseRequest
+
+    return PauseRequest()
+
+
+def _print_resume(reply: messages.ResumeReply) -> None:
+    if reply.already:
+        click.echo("not paused; nothing to resume")
+    else:
+        click.echo(f"resumed after {reply.paused_s:.1f} s paused")
+
+
+@click.command()
+@request_command(_print_resume)
+def resume() -> messages.ResumeRequest:
+    """Continue a paused run exactly where each service stopped (harmless if running)."""
+    from dynamicrl.protocol.messages import ResumeRequest
+
+    return ResumeRequest()
+
+
+def _print_params(reply: messages.ParamsReply) -> None:
+    from dynamicrl.core.tunables import allowed
+
+    click.echo(f"{'name':<22} {'value':<12} {'allowed':<26} {'applies':<15} description")
+    for row in reply.params:
+        click.echo(f"{row.name:<22} {row.value!s:<12} {allowed(row):<26} {row.apply:<15} {row.description}")
+
+
+@click.command()
+@request_command(_print_params)
+def params() -> messages.ParamsRequest:
+    """Every live-tunable hyperparameter: type, bounds, apply point, current value."""
+    from dynamicrl.protocol.messages import ParamsRequest
+
+    return ParamsRequest()
+
+
+def _print_patch(reply: messages.PatchReply) -> None:
+    click.echo(f"patch {reply.patch_id}: {reply.status.value}")
+    for entry in reply.applied:
+        for name, change in entry.changes.items():
+            click.echo(f"  {name}: {change.old!r} -> {change.new!r}  by {entry.service} at "
+                       f"{_where(entry.ltime, entry.minibatch)}")
+
+
+@click.command(context_settings={"ignore_unknown_options": True})
+@request_command(
+    _print_patch, extra_s=lambda config, request: config.timing.patch_wait_s if request.wait else 0,
+    overrides_from=click.option(
+        "--set", "overrides", multiple=True, metavar="KEY=VALUE",
+        help="config override for finding the controller (e.g. --set addresses.controller=...)"),
+)
+@click.argument("changes", nargs=-1, required=True, metavar="NAME=VALUE...")
+@click.option("--at-iteration", type=click.IntRange(min=0), default=None,
+              help="apply once this many iterations are complete (default: at each value's apply point)")
+@click.option("--no-wait", is_flag=True, help="return once accepted instead of when applied")
+@click.option("--author", default=None, help="recorded in the journal (default: cli@<user>)")
+def patch(changes: tuple[str, ...], at_iteration: int | None, no_wait: bool,
+          author: str | None) -> messages.PatchRequest:
+    """Change hyperparameters of the live run, all or nothing: `dynamicrl patch ppo.lr=1e-4 ppo.ent_coef=0.01`.
+
+    The whole patch is validated first (unknown name, wrong type, out of bounds:
+    nothing changes and the error names the key, the value and what is allowed).
+    Each value then takes effect at its apply point (see `dynamicrl params`); the
+    reply gives the logical time at which it did. Sent while paused, it takes
+    effect on resume. Every application is appended to the run's patches.jsonl.
+    """
+    import getpass
+
+    from dynamicrl.core.tunables import parse_value
+    from dynamicrl.protocol.messages import PatchRequest
+
+    parsed = {}
+    for item in changes:
+        name, sep, text = item.partition("=")
+        if not sep or not name:
+            raise click.BadParameter(f"{item!r}: expected NAME=VALUE (e.g. ppo.lr=1e-4)", param_hint="CHANGES")
+        value = parse_value(text.strip())
+        # a list or mapping is no tunable's value: send the text so the controller names the key and says why
+        parsed[name.strip()] = value if value is None or isinstance(value, (bool, int, float, str)) else text.strip()
+    return PatchRequest(changes=parsed, at_iteration=at_iteration, wait=not no_wait,
+                        author=author or f"cli@{getpass.getuser()}")
+
+
+def _print_history(reply: messages.HistoryReply) -> None:
+    if not reply.entries:
+        click.echo("no patches applied yet")
+    for entry in reply.entries:
+        changes = ", ".join(f"{k} {c.old!r} -> {c.new!r}" for k, c in entry.changes.items())
+        click.echo(f"{entry.patch_id}  {entry.author:<16} {entry.service:<14} {_where(entry.ltime, entry.minibatch)}: "
+                   f"{changes}")
+
+
+@click.command()
+@request_command(_print_history)
+def history() -> messages.HistoryRequest:
+    """The run's patch journal: who changed what, old -> new, and at which logical time."""
+    from dynamicrl.protocol.messages import HistoryRequest
+
+    return HistoryRequest()
+
+
+def _print_checkpoint(reply: messages.CheckpointReply) -> None:
+    click.echo(f"checkpoint {reply.path}")
+    click.echo(f"  at iteration {reply.ltime.iteration}, env step {reply.ltime.env_step}; "
+               f"{reply.bytes / 1e6:.2f} MB in {reply.seconds:.3f} s")
+    click.echo(f"  policy_sha256: {reply.policy_sha256}")
+
+
+@click.command()
+@request_command(_print_checkpoint, extra_s=lambda config, request: config.checkpoint.timeout_s)
+def checkpoint() -> messages.CheckpointRequest:
+    """Save the whole run at the next iteration boundary (atomic; the last checkpoint.keep are kept)."""
+    from dynamicrl.protocol.messages import CheckpointRequest
+
+    return CheckpointRequest()
+
+
+def _print_stop(reply: messages.StopReply) -> None:
+    if reply.checkpoint:
+        click.echo(f"stopping after checkpoint {reply.checkpoint}")
+    else:
+        click.echo(reply.message or "stopping")
+
+
+@click.command()
+@request_command(_print_stop, extra_s=lambda config, request: config.checkpoint.timeout_s)
+@click.option("--no-checkpoint", is_flag=True, help="stop at once, without a last checkpoint")
+def stop(no_checkpoint: bool) -> messages.StopRequest:
+    """Stop the run cleanly: checkpoint at the next iteration boundary, then stop every service."""
+    from dynamicrl.protocol.messages import StopRequest
+
+    return StopRequest(checkpoint=not no_checkpoint)
+
+
+COMMANDS = (status, pause, resume, params, patch, history, checkpoint, stop)
