@@ -3,10 +3,15 @@
 from __future__ import annotations
 
 import os
+from typing import overload
 
 import zmq
 
-from dynamicrl.protocol.messages import ErrorReply, Message, StatusReply, StatusRequest
+from dynamicrl.protocol.messages import (
+    CheckpointReply, CheckpointRequest, ErrorReply, HistoryReply, HistoryRequest, Message, ParamsReply, ParamsRequest,
+    PatchReply, PatchRequest, PauseReply, PauseRequest, ResumeReply, ResumeRequest, StatusReply, StatusRequest,
+    StopReply, StopRequest,
+)
 from dynamicrl.protocol.sockets import Requester, RequestTimeout
 
 
@@ -19,6 +24,25 @@ class ControlClient:
         self.ctx = zmq.Context()
         self.requester = Requester(self.ctx, endpoint, f"client.{os.getpid()}", timeout_s=timeout_s, retries=retries)
 
+    # the reply each request gets from the controller (an ErrorReply is raised as ControlError)
+    @overload
+    def call(self, request: StatusRequest) -> StatusReply: ...
+    @overload
+    def call(self, request: PauseRequest) -> PauseReply: ...
+    @overload
+    def call(self, request: ResumeRequest) -> ResumeReply: ...
+    @overload
+    def call(self, request: ParamsRequest) -> ParamsReply: ...
+    @overload
+    def call(self, request: PatchRequest) -> PatchReply: ...
+    @overload
+    def call(self, request: HistoryRequest) -> HistoryReply: ...
+    @overload
+    def call(self, request: CheckpointRequest) -> CheckpointReply: ...
+    @overload
+    def call(self, request: StopRequest) -> StopReply: ...
+    @overload
+    def call(self, request: Message) -> Message: ...
     def call(self, request: Message) -> Message:
         """Send and wait; raises RequestTimeout (no controller) or ControlError (refused)."""
         reply = self.requester.request(request)

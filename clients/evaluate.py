@@ -18,12 +18,15 @@ from __future__ import annotations
 import statistics
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Callable
+from typing import TYPE_CHECKING, Callable
 
 import numpy as np
 
 from dynamicrl.core.settings import Config, ConfigError, config_from_dict
 from dynamicrl.core import checkpoints
+
+if TYPE_CHECKING:
+    import gymnasium as gym
 
 
 @dataclass(frozen=True)
@@ -50,7 +53,7 @@ class Evaluation:
 
 
 def evaluate(path: Path, episodes: int = 10, deterministic: bool = True, seed: int = 0,
-             report: Callable[[str], None] = print, envs: dict | None = None) -> Evaluation:
+             report: Callable[[str], None] = print, envs: dict[str, gym.Env] | None = None) -> Evaluation:
     """Play ``episodes`` episodes with the checkpoint's policy; CheckpointError names what is wrong.
 
     ``envs``: envs to reuse, by env config, left open (each episode resets with its seed, so a
@@ -109,7 +112,9 @@ def evaluate_run(path: Path, episodes: int = 10, deterministic: bool = True, see
     """
     root = path / "checkpoints" if (path / "checkpoints").is_dir() else path
     found = [path] if (path / "manifest.json").exists() else list(reversed(checkpoints.complete(root)))
-    results, envs = [], {}  # one env for all the checkpoints: built, and its model compiled (warnings too), once
+    results: list[Evaluation] = []
+    # one env for all the checkpoints: built, and its model compiled (warnings too), once
+    envs: dict[str, gym.Env] = {}
     try:
         for checkpoint in found:
             try:

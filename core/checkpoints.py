@@ -64,7 +64,7 @@ def write(root: Path, iteration: int, env_step: int, parts: list[Part], controll
     files: dict[str, str] = {}
     for part in parts:
         buffer = io.BytesIO()
-        np.savez(buffer, **part.arrays)
+        np.savez(buffer, **part.arrays)  # type: ignore[arg-type]  # mypy matches **arrays to savez's allow_pickle: bool
         files[f"{part.service}.npz"] = _write(tmp / f"{part.service}.npz", buffer.getvalue())
         files[f"{part.service}.json"] = _write(tmp / f"{part.service}.json", _json(part.meta))
     files["controller.json"] = _write(tmp / "controller.json", _json(controller))

@@ -22,11 +22,18 @@ def make_env(config: EnvConfig) -> gym.Env:
         raise ValueError(f"env.id={config.id!r}: {exc}") from None
 
 
-def make_vector_env(config: EnvConfig) -> gym.vector.VectorEnv:
+def make_vector_env(config: EnvConfig) -> gym.vector.SyncVectorEnv:
     return gym.vector.SyncVectorEnv(
         [partial(make_env, config) for _ in range(config.num_envs)],
         autoreset_mode=gym.vector.AutoresetMode.SAME_STEP,
     )
+
+
+def space_shape(space: gym.Space) -> tuple[int, ...]:
+    """``space.shape``; a TypeError for a space without one (Dict, Tuple, Graph...): no array to hold it."""
+    if space.shape is None:
+        raise TypeError(f"{space} has no shape: observations and actions must be arrays")
+    return space.shape
 
 
 def env_seed(base_seed: int, rank: int) -> int:

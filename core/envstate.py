@@ -22,9 +22,10 @@ class UnsupportedEnv(TypeError):
 
 def capture(env: gym.Env) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
     base = env.unwrapped
+    limit = _time_limit(env)
     # a JSON string: PCG64's state holds 128-bit integers, which msgpack cannot carry
     meta: dict[str, Any] = {"np_random": json.dumps(base.np_random.bit_generator.state),
-                            "elapsed_steps": _time_limit(env)._elapsed_steps if _time_limit(env) else None}
+                            "elapsed_steps": limit._elapsed_steps if limit else None}
     arrays: dict[str, np.ndarray] = {}
     if hasattr(base, "data") and hasattr(base, "model"):  # MuJoCo
         import mujoco
@@ -48,7 +49,7 @@ def capture(env: gym.Env) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
 
 
 def restore(env: gym.Env, arrays: dict[str, np.ndarray], meta: dict[str, Any]) -> None:
-    base = env.unwrapped
+    base: Any = env.unwrapped  # the simulator's own attributes (MuJoCo's model and data, a classic env's state)
     state = json.loads(meta["np_random"])
     generator = np.random.Generator(getattr(np.random, state["bit_generator"])())
     generator.bit_generator.state = state

@@ -65,8 +65,9 @@ def pack(prefix: str, stats: RunningMeanStd) -> dict[str, np.ndarray]:
 
 
 def unpack(prefix: str, arrays: dict[str, np.ndarray]) -> dict[str, np.ndarray] | None:
-    keys = {k: arrays.get(f"{prefix}.{k}") for k in ("count", "mean", "var")}
-    return None if any(v is None for v in keys.values()) else keys
+    names = ("count", "mean", "var")
+    keys = {k: v for k in names if (v := arrays.get(f"{prefix}.{k}")) is not None}
+    return None if len(keys) < len(names) else keys
 
 class Normalizer:
     def __init__(self, config: NormalizeConfig, obs_shape: tuple[int, ...], num_envs: int, gamma: float) -> None:

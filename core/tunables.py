@@ -113,7 +113,8 @@ def validate(config: Config, changes: dict[str, Any]) -> tuple[Config, dict[str,
         raise PatchError("empty patch: give NAME=VALUE pairs (see `dynamicrl params`)")
     known = specs(config)
     rows = {row.name: row for row in describe(config)}
-    problems, by_section = [], {}
+    problems: list[str] = []
+    by_section: dict[str, dict[str, tuple[str, Any]]] = {}  # section -> field -> (name, value)
     for name, value in changes.items():
         spec = known.get(name)
         if spec is None:

@@ -18,7 +18,7 @@ import os
 import time
 import uuid
 from dataclasses import dataclass
-from typing import Any, Generic, Sequence, TypeVar
+from typing import Any, Generic, Sequence, TypeVar, overload
 
 import msgpack
 import numpy as np
@@ -34,6 +34,7 @@ MAX_PAYLOAD_BYTES = 4 * 1024 * 1024
 MAX_ARRAY_FRAMES = 256
 _ND = "__ndarray__"
 
+M = TypeVar("M", bound=Message)
 M_co = TypeVar("M_co", bound=Message, covariant=True)
 
 
@@ -136,6 +137,10 @@ def _plain(value: Any) -> Any:
     raise TypeError(f"cannot encode {type(value).__name__}")
 
 
+@overload
+def decode(frames: Sequence[Any]) -> Received[Message]: ...
+@overload
+def decode(frames: Sequence[Any], *, expect: Sequence[type[M]]) -> Received[M]: ...
 def decode(frames: Sequence[Any], *, expect: Sequence[type[Message]] | None = None) -> Received[Message]:
     """Validate ``frames`` fully and return the message, or raise ProtocolError."""
     try:

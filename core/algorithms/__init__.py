@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import importlib
 from dataclasses import dataclass
+from typing import Any
 
 from pydantic import BaseModel
 
@@ -53,12 +54,12 @@ def algorithm_names() -> list[str]:
     return sorted(_REGISTRY)
 
 
-def load_class(path: str) -> object:
-    """Import ``"pkg.mod:Attr"`` (``Attr`` may be dotted) and return the object."""
+def load_class(path: str) -> Any:
+    """Import ``"pkg.mod:Attr"`` (``Attr`` may be dotted) and return the object (of a type known to the caller)."""
     module_name, sep, attr = path.partition(":")
     if not sep or not module_name or not attr:
         raise ValueError(f"{path!r} is not of the form 'module:attr'")
-    obj: object = importlib.import_module(module_name)
+    obj: Any = importlib.import_module(module_name)
     for part in attr.split("."):
         try:
             obj = getattr(obj, part)

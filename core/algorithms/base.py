@@ -54,7 +54,8 @@ class Experience:
             arrays = [getattr(r, name) for r in rollouts]
             return arrays[0] if len(arrays) == 1 else np.concatenate(arrays, axis=0 if name.startswith("last_") else 1)
 
-        return cls(**{f.name: cat(f.name) for f in fields(cls) if f.name != "policy_lag"})
+        arrays: dict[str, Any] = {f.name: cat(f.name) for f in fields(cls) if f.name != "policy_lag"}
+        return cls(**arrays)
 
     @property
     def num_steps(self) -> int:
@@ -89,6 +90,9 @@ class Algorithm(ABC):
     Construction must be a function of ``seed`` only, so two learners with the same
     seed and the same rollouts produce the same weights.
     """
+
+    config: Any  # the algorithm's config section; a patch replaces it
+    num_iterations: int
 
     @abstractmethod
     def __init__(

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import logging
 import time
+from typing import TYPE_CHECKING
 
 import numpy as np
 import zmq
@@ -28,6 +29,9 @@ from dynamicrl.services.base import Service, rank_from_environment, setup_loggin
 
 from dynamicrl.core import envstate
 from dynamicrl.core.normalization import Normalizer
+
+if TYPE_CHECKING:
+    from dynamicrl.core.algorithms.base import Actor
 
 log = logging.getLogger(__name__)
 
@@ -46,7 +50,7 @@ class EnvRunner(Service):
         cfg = self.config
         self.seed = env_seed(cfg.run.seed, self.rank)
         self.envs = make_vector_env(cfg.env)
-        actor_cls = load_class(get_algorithm(cfg.algo.name).actor)
+        actor_cls: type[Actor] = load_class(get_algorithm(cfg.algo.name).actor)
         if "torch" in sys.modules:  # a torch-based actor (a plugin's): fixed threads for reproducibility
             sys.modules["torch"].set_num_threads(cfg.run.torch_threads)
         self.actor = actor_cls(cfg.algo, self.envs.single_observation_space,
@@ -64,8 +68,10 @@ class EnvRunner(Service):
         return self.exit_code
 
     def loop(self, restore: CheckpointPart | None = None) -> None:
+        from dynamicrl.core.envs import space_shape
+
         cfg = self.config
-        self.normalizer = Normalizer(cfg.normalize, self.envs.single_observation_space.shape,
+        self.normalizer = Normalizer(cfg.normalize, space_shape(self.envs.single_observation_space),
                                      self.envs.num_envs, getattr(cfg.algo, "gamma", 0.99))
         weights = self.exchange(PolicyRequest(rank=self.rank))
         obs, _ = self.envs.reset(seed=self.seed)
@@ -92,15 +98,15 @@ class EnvRunner(Service):
         """One rollout of ``num_steps`` vector steps; ``obs`` are raw observations."""
         from gymnasium.spaces import Box  # imported by run() already: gymnasium stays off the start path
 
-        from dynamicrl.core.envs import clip_to_space
+        from dynamicrl.core.envs import clip_to_space, space_shape
 
         cfg, envs, actor, norm = self.config, self.envs, self.actor, self.normalizer
         steps, n = cfg.algo.num_steps, envs.num_envs
         space = envs.single_action_space
         box = isinstance(space, Box)
         buf = {
-            "obs": np.zeros((steps, n, *envs.single_observation_space.shape), np.float32),
-            "actions": np.zeros((steps, n, *space.shape), np.float32 if box else np.int64),
+            "obs": np.zeros((steps, n, *space_shape(envs.single_observation_space)), np.float32),
+            "actions": np.zeros((steps, n, *space_shape(space)), np.float32 if box else np.int64),
             "logprobs": np.zeros((steps, n), np.float32),
             "values": np.zeros((steps, n), np.float32),
             "rewards": np.zeros((steps, n), np.float32),

@@ -39,7 +39,7 @@ from dynamicrl.protocol.messages import (
 from dynamicrl.protocol.sockets import Routed, bind, make_socket, recv_routed, send_routed
 from dynamicrl.services.base import Service, setup_logging
 
-from dynamicrl.core.algorithms.base import Experience
+from dynamicrl.core.algorithms.base import Algorithm, Experience
 from dynamicrl.core.normalization import RunningMeanStd, pack, unpack
 
 log = logging.getLogger(__name__)
@@ -62,7 +62,7 @@ class Learner(Service):
         probe = make_env(cfg.env)
         self.observation_space, self.action_space = probe.observation_space, probe.action_space
         probe.close()
-        self.algorithm_cls = load_class(get_algorithm(cfg.algo.name).learner)
+        self.algorithm_cls: type[Algorithm] = load_class(get_algorithm(cfg.algo.name).learner)
         self.data = make_socket(self.ctx, zmq.ROUTER)
         bind(self.data, cfg.addresses.data)
         self.data_session = Session(self.name, self.run_id)
@@ -75,13 +75,15 @@ class Learner(Service):
         return 0
 
     def train(self, envrunners: int, restore: CheckpointPart | None = None) -> None:
+        from dynamicrl.core.envs import space_shape
+
         cfg = self.config
         self.envrunners = envrunners
         self.steps_per_iteration = cfg.algo.num_steps * cfg.env.num_envs * envrunners
         self.algorithm = self.algorithm_cls(cfg.algo, self.observation_space, self.action_space,
                                             seed=cfg.run.seed, num_iterations=self.num_iterations)
         self.weights = self.algorithm.get_weights()
-        self.obs_rms = RunningMeanStd(self.observation_space.shape)
+        self.obs_rms = RunningMeanStd(space_shape(self.observation_space))
         self.ret_rms = RunningMeanStd(())
         self.overlap = cfg.run.mode == "overlap"
         self.iteration = 0
@@ -143,9 +145,11 @@ class Learner(Service):
             Experience.concatenate([rollout]).validate()
         except ValueError as exc:
             return str(exc)
-        expected = (cfg.algo.num_steps, cfg.env.num_envs, *self.observation_space.shape)
-        if rollout.obs.shape != expected:
-            return f"obs has shape {rollout.obs.shape}, expected {expected}"
+        from dynamicrl.core.envs import space_shape
+
+        shape = (cfg.algo.num_steps, cfg.env.num_envs, *space_shape(self.observation_space))
+        if rollout.obs.shape != shape:
+            return f"obs has shape {rollout.obs.shape}, expected {shape}"
         return ""
 
     def train_iteration(self) -> None:

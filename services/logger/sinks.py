@@ -11,19 +11,19 @@ import math
 import os
 import time
 from pathlib import Path
-from typing import IO
+from typing import IO, cast
 
 from tensorboard.compat.proto.event_pb2 import Event, SessionLog
 from tensorboard.compat.proto.summary_pb2 import Summary
 from tensorboard.summary.writer.event_file_writer import EventFileWriter
 
-from dynamicrl.protocol.messages import TrainMetrics
+from dynamicrl.protocol.messages import ParamValue, TrainMetrics
 
 CSV_HEAD = ["iteration", "env_steps", "sps", "return_mean", "length_mean", "episodes", "time"]
 
 
-def flat(metrics: TrainMetrics) -> dict[str, float | int | None]:
-    row: dict[str, float | int | None] = {
+def flat(metrics: TrainMetrics) -> dict[str, ParamValue]:
+    row: dict[str, ParamValue] = {
         "iteration": metrics.iteration, "env_steps": metrics.env_steps, "sps": metrics.sps,
         "return_mean": metrics.return_mean, "length_mean": metrics.length_mean,
         "episodes": metrics.episodes, "time": round(time.time(), 3),
@@ -56,6 +56,7 @@ class CsvSink:
             if fresh:
                 self.writer.writeheader()
         self.writer.writerow({k: "" if v is None else v for k, v in row.items()})
+        assert self.file is not None  # opened with the writer
         self.file.flush()
 
     def truncate_after(self, iteration: int) -> None:
@@ -115,7 +116,7 @@ class TensorBoardSink:
 def console_line(metrics: TrainMetrics, total_env_steps: int) -> str:
     """One readable line per iteration; the budget in force is the learner's (a live patch may move it)."""
     ret = "   n/a" if metrics.return_mean is None else f"{metrics.return_mean:8.1f}"
-    total = metrics.hyperparameters.get("run.total_env_steps", total_env_steps)
+    total = cast(int, metrics.hyperparameters.get("run.total_env_steps", total_env_steps))  # an int tunable
     pct = 100.0 * metrics.env_steps / max(total, 1)
     extra = "  ".join(f"{k} {metrics.values[k]:.3g}" for k in ("policy_loss", "value_loss", "entropy", "approx_kl")
                       if k in metrics.values)

@@ -13,15 +13,19 @@ from __future__ import annotations
 
 import json
 import math
+from typing import Callable
 
 import numpy as np
 from gymnasium import spaces
+
+from dynamicrl.core.envs import space_shape
 
 from ..base import Actor
 from .config import PPOConfig
 
 _HALF_LOG_2PI = np.float32(0.5 * math.log(2 * math.pi))
-_ACTIVATIONS = {"tanh": np.tanh, "relu": lambda x: np.maximum(x, 0, out=x)}
+_ACTIVATIONS: dict[str, Callable[[np.ndarray], np.ndarray]] = {
+    "tanh": np.tanh, "relu": lambda x: np.maximum(x, 0, out=x)}
 
 Layers = list[tuple[np.ndarray, np.ndarray]]  # (weight transposed to [in, out], bias [out]) per layer
 
@@ -33,9 +37,9 @@ class PPOActor(Actor):
                  seed: int) -> None:
         self.activation = _ACTIVATIONS[config.activation]
         self.discrete = isinstance(action_space, spaces.Discrete)
-        out = int(action_space.n) if self.discrete else int(np.prod(action_space.shape))
-        self.action_shape = () if self.discrete else tuple(action_space.shape)
-        sizes = [int(np.prod(observation_space.shape)), *config.hidden_sizes]
+        self.action_shape = () if self.discrete else tuple(space_shape(action_space))
+        out = int(action_space.n) if isinstance(action_space, spaces.Discrete) else int(np.prod(self.action_shape))
+        sizes = [int(np.prod(space_shape(observation_space))), *config.hidden_sizes]
         # zero weights until the learner's arrive (an env-runner always loads them before acting)
         self.actor = _zeros(sizes, out)
         self.critic = _zeros(sizes, 1)

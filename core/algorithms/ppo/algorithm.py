@@ -18,7 +18,7 @@ from torch import nn
 from ..base import Algorithm, Experience
 from .config import PPOConfig
 from .gae import compute_gae
-from .policy import build_actor_critic, weights_to_numpy
+from .policy import ActorCritic, build_actor_critic, weights_to_numpy
 
 
 class PPOAlgorithm(Algorithm):
@@ -184,7 +184,7 @@ class MinibatchLosses(NamedTuple):
     clip_frac: torch.Tensor
 
 
-def minibatch_loss(net: nn.Module, mb: Batch, cfg: PPOConfig) -> tuple[torch.Tensor, MinibatchLosses]:
+def minibatch_loss(net: ActorCritic, mb: Batch, cfg: PPOConfig) -> tuple[torch.Tensor, MinibatchLosses]:
     """PPO's loss on one minibatch (clipped surrogate, clipped value loss, entropy bonus) and its terms."""
     _, newlogprob, entropy, newvalue = net.get_action_and_value(mb.obs, mb.actions)
     logratio = newlogprob - mb.logprobs
