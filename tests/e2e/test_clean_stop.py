@@ -7,8 +7,6 @@ from __future__ import annotations
 import json
 import re
 import signal
-import subprocess
-import sys
 from contextlib import contextmanager
 from typing import Iterator
 
@@ -17,7 +15,7 @@ import pytest
 from dynamicrl.clients.control import ControlClient
 from dynamicrl.protocol.messages import StatusRequest
 from dynamicrl.core import checkpoints
-from helpers import base_overrides, free_ports, log_text, start_service, stop_all, wait_exit, wait_until
+from helpers import Run, log_text, run_cli, wait_exit, wait_until
 
 pytestmark = pytest.mark.e2e
 
@@ -26,16 +24,12 @@ pytestmark = pytest.mark.e2e
 def running(tmp_path, *extra: str) -> Iterator[tuple[list[str], list, int]]:
     """(overrides, [controller, learner, envrunner, logger], iteration reached) of a CartPole run that
     never finishes by itself, once it is past iteration 2; every process is stopped at the end."""
-    ports = free_ports(4)
-    overrides = [*base_overrides(tmp_path, ports), "run.envrunners=1", "run.total_env_steps=100000000", *extra]
-    procs = [start_service(name, overrides, tmp_path) for name in ("controller", "learner", "envrunner", "logger")]
-    try:
-        with ControlClient(f"tcp://127.0.0.1:{ports[0]}") as client:
+    with Run(tmp_path, ["run.total_env_steps=100000000", *extra]) as run:
+        run.start()
+        with ControlClient(run.endpoint) as client:
             iteration = wait_until(lambda: (s := client.call(StatusRequest())).ltime and s.ltime.iteration >= 2
                                    and s.ltime.iteration, timeout=120)
-        yield overrides, procs, iteration
-    finally:
-        stop_all(procs)
+        yield run.overrides, run.procs, iteration
 
 
 def last_checkpoint(tmp_path) -> checkpoints.Path:
@@ -45,8 +39,7 @@ def last_checkpoint(tmp_path) -> checkpoints.Path:
 
 def test_stop_checkpoints_then_stops_everything(tmp_path):
     with running(tmp_path, "checkpoint.at_end=false") as (overrides, procs, iteration):
-        out = subprocess.run([sys.executable, "-m", "dynamicrl.clients.cli", "stop", "--json", *overrides],
-                             capture_output=True, text=True, timeout=90)
+        out = run_cli("stop", "--json", *overrides, cwd=tmp_path, timeout=90)
         assert out.returncode == 0, out.stderr
         reply = json.loads(out.stdout)
         assert checkpoints.verify(checkpoints.Path(reply["checkpoint"]))["iteration"] > iteration
@@ -63,16 +56,11 @@ def test_a_replay_naming_services_not_in_the_run_refuses_to_start(tmp_path):
              "changes": {"envrunner.reward_scale": {"old": 1.0, "new": 0.5}},
              "ltime": {"iteration": 2, "env_step": 512}, "minibatch": None, "time": 0.0}
     journal.write_text(json.dumps(entry) + "\n")
-    overrides = [*base_overrides(tmp_path, free_ports(4)), f"patches={journal}", "run.envrunners=1"]
-    procs = [start_service("controller", overrides, tmp_path), start_service("learner", overrides, tmp_path),
-             start_service("envrunner", overrides, tmp_path, args=["--rank", "0"]),
-             start_service("logger", overrides, tmp_path)]
-    try:
+    with Run(tmp_path, [f"patches={journal}"]) as run:
+        procs = run.start().procs
         assert procs[0].wait(timeout=120) == 1, log_text(procs[0])
         assert "names services not in this run: envrunner.7" in log_text(procs[0])
         assert wait_exit(procs[1:], timeout=30), "members outlived the refused start"
-    finally:
-        stop_all(procs)
 
 
 def test_sigterm_to_one_member_stops_the_run_after_a_checkpoint(tmp_path):

@@ -21,17 +21,14 @@ from dynamicrl.clients.monitor import Monitor
 from dynamicrl.protocol.codec import Session
 from dynamicrl.protocol.messages import ExternalSample, RunState
 from helpers import (
-    base_overrides, controller_status, endpoint, free_ports, log_text, start_module, start_service, stop_all, wait_until,
+    base_overrides, controller_status, endpoint, free_ports, log_text, logs, start_module, start_service, stop_all,
+    wait_until,
 )
 
 
 def start_cli(args: list[str], tmp_path: Path, name: str) -> subprocess.Popen:
     """`dynamicrl ARGS` with output in tmp_path/<name>.log (``proc.log_path``)."""
     return start_module("dynamicrl.clients.cli", args, tmp_path, name)
-
-
-def _logs(procs) -> str:
-    return "\n".join(f"--- {Path(p.log_path).name} (exit {p.poll()}) ---\n{log_text(p)[-2500:]}" for p in procs)
 
 
 def _garbage(stream_topic: bytes) -> list[list[bytes]]:
@@ -82,7 +79,7 @@ def test_engagement_rule_patches_a_live_run_through_the_controller(tmp_path):
 
         def alive():
             dead = [p for p in procs if p.poll() is not None]
-            assert not dead, f"a process exited early:\n{_logs(procs)}"
+            assert not dead, f"a process exited early:\n{logs(procs, tail=2500)}"
 
         def running():
             alive()
