@@ -282,7 +282,7 @@ class Run:
         self.envrunners = envrunners
         self.config_path = config
         ports = free_ports(4)
-        self.endpoint, self.bus_out = endpoint(ports[0]), endpoint(ports[2])
+        self.endpoint, self.bus_in, self.bus_out, self.data = (endpoint(port) for port in ports)
         self.overrides = [*base_overrides(tmp, ports), f"run.envrunners={envrunners}", *overrides]
         #: added to the services' environment by ``start``
         self.service_env = {**({"DYNAMICRL_CONFIG": str(config)} if config is not None else {}), **(env or {})}
