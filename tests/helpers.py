@@ -418,8 +418,16 @@ class Run:
         return wait_until(reached, timeout, message=f"the run never got {state.value}:\n{self.logs()}")
 
     def wait_iteration(self, n: int, timeout: float = 60):
+        """The StatusReply once iteration ``n`` is done (while nobody answers yet, polls on)."""
+        from dynamicrl.clients.control import RequestTimeout
+
         def reached():
-            s = self.status()
+            self.check_alive()
+            with self.client(timeout_s=1.0) as client:
+                try:
+                    s = client.status()
+                except RequestTimeout:  # a controller still importing under load: not yet
+                    return None
             return s if s.ltime is not None and s.ltime.iteration >= n else None
         return wait_until(reached, timeout, message=f"the run never reached iteration {n}:\n{self.logs()}")
 

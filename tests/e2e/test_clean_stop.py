@@ -12,10 +12,8 @@ from typing import Iterator
 
 import pytest
 
-from dynamicrl.clients.control import ControlClient
-from dynamicrl.protocol.messages import StatusRequest
 from dynamicrl.core import checkpoints
-from helpers import Run, log_text, run_cli, wait_exit, wait_until
+from helpers import Run, log_text, run_cli, wait_exit
 
 pytestmark = pytest.mark.e2e
 
@@ -26,10 +24,8 @@ def running(tmp_path, *extra: str) -> Iterator[tuple[list[str], list, int]]:
     never finishes by itself, once it is past iteration 2; every process is stopped at the end."""
     with Run(tmp_path, ["run.total_env_steps=100000000", *extra]) as run:
         run.start()
-        with ControlClient(run.endpoint) as client:
-            iteration = wait_until(lambda: (s := client.call(StatusRequest())).ltime and s.ltime.iteration >= 2
-                                   and s.ltime.iteration, timeout=120)
-        yield run.overrides, run.procs, iteration
+        status = run.wait_iteration(2, timeout=120)
+        yield run.overrides, run.procs, status.ltime.iteration
 
 
 def last_checkpoint(tmp_path) -> checkpoints.Path:
