@@ -34,9 +34,9 @@ import tempfile
 import time
 from pathlib import Path
 
-from dynamicrl.clients.processes import ADDRESS_KEYS, endpoint, free_ports, log_text, start_module, stop
-
 import harness  # bench/harness.py: descendants()
+
+from dynamicrl.clients.processes import ADDRESS_KEYS, endpoint, free_ports, log_text, start_module, stop
 
 REPO = Path(__file__).resolve().parents[1]
 CONFIG = str(REPO / "configs/env/mujoco_ant.yaml")
@@ -92,11 +92,10 @@ def wait_for(what, timeout: float, launched: Launched, interval: float = 0.01):
 
 
 def in_process_restore(checkpoint: Path) -> dict[str, float]:
-    from dynamicrl.core.settings import config_from_dict
-    from dynamicrl.core import checkpoints
-    from dynamicrl.core import envstate
-    from dynamicrl.core.envs import make_vector_env
+    from dynamicrl.core import checkpoints, envstate
     from dynamicrl.core.algorithms import get_algorithm, load_class
+    from dynamicrl.core.envs import make_vector_env
+    from dynamicrl.core.settings import config_from_dict
 
     started = time.perf_counter()
     _manifest, controller, parts = checkpoints.read(checkpoint)
@@ -105,7 +104,8 @@ def in_process_restore(checkpoint: Path) -> dict[str, float]:
     envs = make_vector_env(config.env)
     learner = parts[controller["learner"]]
     algorithm = load_class(get_algorithm(config.algo.name).learner)(
-        config.algo, envs.single_observation_space, envs.single_action_space, seed=1, num_iterations=10)
+        config.algo, envs.single_observation_space, envs.single_action_space, seed=1, num_iterations=10
+    )
     started = time.perf_counter()
     algorithm.load_state(learner.arrays, learner.meta)
     figures["learner: policy + optimiser load_state"] = time.perf_counter() - started
@@ -113,8 +113,11 @@ def in_process_restore(checkpoint: Path) -> dict[str, float]:
     started = time.perf_counter()
     for i, env in enumerate(envs.envs):
         prefix = f"env.{i}."
-        envstate.restore(env, {k.removeprefix(prefix): v for k, v in runner.arrays.items() if k.startswith(prefix)},
-                         runner.meta["envs"][i])
+        envstate.restore(
+            env,
+            {k.removeprefix(prefix): v for k, v in runner.arrays.items() if k.startswith(prefix)},
+            runner.meta["envs"][i],
+        )
     figures[f"env-runner: envstate.restore of {len(envs.envs)} envs"] = time.perf_counter() - started
     envs.close()
     arrays = sum(a.nbytes for p in parts.values() for a in p.arrays.values())
@@ -138,8 +141,13 @@ def main() -> None:
     ports = free_ports(len(ADDRESS_KEYS))
     controller = endpoint(ports[0])
     overrides = [f"addresses.{k}={endpoint(p)}" for k, p in zip(ADDRESS_KEYS, ports)]
-    overrides += [f"run.root={tmp / 'runs'}", "run.envrunners=2", f"env.num_envs={args.envs}",
-                  f"run.total_env_steps={args.iterations * 2 * args.envs * 256}", "checkpoint.every_iterations=2"]
+    overrides += [
+        f"run.root={tmp / 'runs'}",
+        "run.envrunners=2",
+        f"env.num_envs={args.envs}",
+        f"run.total_env_steps={args.iterations * 2 * args.envs * 256}",
+        "checkpoint.every_iterations=2",
+    ]
     # the run's settings reach every service through honcho's environment, as a user's would
     env = {"DYNAMICRL_CONFIG": CONFIG, "DYNAMICRL_OVERRIDES": " ".join(overrides)}
     launched: list[Launched] = []
@@ -156,8 +164,10 @@ def main() -> None:
             try:
                 requested = client.call(CheckpointRequest())
             except ControlError as exc:
-                print(f"CheckpointRequest failed: {exc}\n(dynamicrl from {Path(dynamicrl.__file__).parent}, "
-                      f"MAX_ARRAY_FRAMES={MAX_ARRAY_FRAMES})")
+                print(
+                    f"CheckpointRequest failed: {exc}\n(dynamicrl from {Path(dynamicrl.__file__).parent}, "
+                    f"MAX_ARRAY_FRAMES={MAX_ARRAY_FRAMES})"
+                )
                 print("\n".join(line for line in fresh.log().splitlines() if "array frames" in line))
                 raise SystemExit(1) from None
         wait_for(lambda: (run_dir / "checkpoints" / "iter-00000004" / "manifest.json").exists(), 300, fresh)
@@ -166,13 +176,18 @@ def main() -> None:
         saves = SAVE_LINE.findall(fresh.log())
 
         # resume-run, timed to the services' "resumed at" lines and the first new metrics row
-        resumed = Launched("dynamicrl.clients.cli", ["resume-run", str(run_dir), "-f", str(REPO / "Procfile")],
-                           env, tmp, "resume")
+        resumed = Launched(
+            "dynamicrl.clients.cli", ["resume-run", str(run_dir), "-f", str(REPO / "Procfile")], env, tmp, "resume"
+        )
         launched.append(resumed)
         marks: dict[str, float] = {}
         for name in ("learner.1", "envrunner.1", "envrunner.2"):  # each logs "... resumed at iteration 4"
-            wait_for(lambda: re.search(rf"{re.escape(name)}\s+\|.*resumed at", resumed.log()), 300, resumed,
-                     interval=0.005)
+            wait_for(
+                lambda name=name: re.search(rf"{re.escape(name)}\s+\|.*resumed at", resumed.log()),
+                300,
+                resumed,
+                interval=0.005,
+            )
             marks[name] = time.monotonic() - resumed.started
         checkpoint = run_dir / "checkpoints" / "iter-00000004"
         wait_for(lambda: rows(run_dir) > 4, 300, resumed)
@@ -186,14 +201,18 @@ def main() -> None:
         in_process = in_process_restore(checkpoint)
 
         print(f"# Checkpoint size and timing: Ant-v5, 2 env-runners x {args.envs} envs, num_steps 256 ({tmp})")
-        print(f"\nload: {os.getloadavg()[0]:.2f} (1 min); cores: {os.cpu_count()}; dynamicrl from "
-              f"{Path(dynamicrl.__file__).parent} (MAX_ARRAY_FRAMES={MAX_ARRAY_FRAMES})")
+        print(
+            f"\nload: {os.getloadavg()[0]:.2f} (1 min); cores: {os.cpu_count()}; dynamicrl from "
+            f"{Path(dynamicrl.__file__).parent} (MAX_ARRAY_FRAMES={MAX_ARRAY_FRAMES})"
+        )
         print("\n## Save (controller log lines)\n")
         print("| checkpoint | bytes | write s | boundary -> on disk s |\n|---|---:|---:|---:|")
         for path, size, write_s, total_s in saves:
             print(f"| {Path(path).name} | {int(size):,} | {float(write_s):.3f} | {float(total_s):.3f} |")
-        print(f"\nCheckpointRequest mid-run ({Path(requested.path).name}): {requested.bytes:,} bytes, "
-              f"{requested.seconds:.3f} s from the request to the files in place")
+        print(
+            f"\nCheckpointRequest mid-run ({Path(requested.path).name}): {requested.bytes:,} bytes, "
+            f"{requested.seconds:.3f} s from the request to the files in place"
+        )
         print(f"\nFiles of {checkpoint.name}:\n")
         for file in sorted(checkpoint.iterdir()):
             print(f"- {file.name}: {file.stat().st_size:,} bytes")

@@ -22,6 +22,7 @@ from pathlib import Path
 
 from dynamicrl.clients.processes import ADDRESS_KEYS, endpoint, free_ports, log_text, start_module, stop_all
 
+
 class Run:
     """A run's service processes on free ports; ``start()``, then ``stop()`` (also after a failed start).
 
@@ -29,8 +30,14 @@ class Run:
     when ``run_dir`` is given), so a benchmark's own override wins.
     """
 
-    def __init__(self, workdir: Path, overrides: Sequence[str] = (), config: str | Path | None = None,
-                 envrunners: int = 1, run_dir: Path | None = None) -> None:
+    def __init__(
+        self,
+        workdir: Path,
+        overrides: Sequence[str] = (),
+        config: str | Path | None = None,
+        envrunners: int = 1,
+        run_dir: Path | None = None,
+    ) -> None:
         self.workdir = Path(workdir)
         self.ports = free_ports(len(ADDRESS_KEYS))
         self.address = {key: endpoint(port) for key, port in zip(ADDRESS_KEYS, self.ports)}
@@ -59,8 +66,9 @@ class Run:
 
     def _start(self, label: str, service: str, args: Sequence[str] = ()) -> None:
         config = ["-c", str(self.config)] if self.config is not None else []
-        self.procs[label] = start_module(f"dynamicrl.services.{service}", [*args, *config, *self.overrides],
-                                         self.workdir, label)
+        self.procs[label] = start_module(
+            f"dynamicrl.services.{service}", [*args, *config, *self.overrides], self.workdir, label
+        )
 
     def dead(self) -> list[str]:
         """``label (exit N)`` of every process that has exited (polling reaps them)."""

@@ -28,8 +28,10 @@ def describe() -> str:
             versions.append(f"{mod} {__import__(mod).__version__}")
         except ImportError:
             versions.append(f"{mod} not installed")
-    return (f"{os.cpu_count()} cores ({cpu_model()}), {mem_gb:.0f} GiB RAM, {gpu}; {platform.system()} "
-            f"{platform.release()}, Python {platform.python_version()}; {', '.join(versions)}")
+    return (
+        f"{os.cpu_count()} cores ({cpu_model()}), {mem_gb:.0f} GiB RAM, {gpu}; {platform.system()} "
+        f"{platform.release()}, Python {platform.python_version()}; {', '.join(versions)}"
+    )
 
 
 def uptime() -> str:
@@ -37,7 +39,7 @@ def uptime() -> str:
     try:
         return subprocess.run(["uptime"], capture_output=True, text=True, timeout=5).stdout.strip()
     except (OSError, subprocess.SubprocessError):
-        return "load average: %.2f, %.2f, %.2f" % os.getloadavg()
+        return "load average: {:.2f}, {:.2f}, {:.2f}".format(*os.getloadavg())
 
 
 def busy_cpu_s() -> float:

@@ -38,15 +38,20 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import harness  # bench/harness.py: a run's processes on free ports, stopped by pid
+import machine  # bench/machine.py
 import numpy as np
 
 from dynamicrl.clients.control import ControlClient, ControlError, RequestTimeout
 from dynamicrl.protocol.messages import (
-    ParamsRequest, PatchRequest, PatchStatus, PauseRequest, ResumeRequest, RunState, StatusRequest,
+    ParamsRequest,
+    PatchRequest,
+    PatchStatus,
+    PauseRequest,
+    ResumeRequest,
+    RunState,
+    StatusRequest,
 )
-
-import harness  # bench/harness.py: a run's processes on free ports, stopped by pid
-import machine  # bench/machine.py
 
 HERE = Path(__file__).resolve().parent
 PATCH_PARAM = "ppo.ent_coef"
@@ -81,9 +86,9 @@ class Result:
     iterations_after: int
     load_before: tuple[float, float, float]
     load_after: tuple[float, float, float]
-    machine_busy_cores: float     # average busy cores of the whole machine during the pause phase
-    run_busy_cores: float         # ... of the run's own processes
-    bench_busy_cores: float       # ... of this benchmark process
+    machine_busy_cores: float  # average busy cores of the whole machine during the pause phase
+    run_busy_cores: float  # ... of the run's own processes
+    bench_busy_cores: float  # ... of this benchmark process
     phase_s: float
     batch_per_minibatch: int
     minibatches_per_update: int
@@ -103,9 +108,9 @@ def classify(positions, num_steps: int, num_envs: int) -> tuple[str, int | None,
     if mb:
         where = "mid-update"
     elif steps and all(s >= num_steps - 1 for s in steps):
-        where = "update boundary"   # learner at minibatch 0, every env-runner at (or one step from) its rollout's end
+        where = "update boundary"  # learner at minibatch 0, every env-runner at (or one step from) its rollout's end
     else:
-        where = "collecting"        # learner waiting for rollouts, env-runners between env steps
+        where = "collecting"  # learner waiting for rollouts, env-runners between env steps
     return where, mb, it, steps
 
 
@@ -168,21 +173,33 @@ def wait_idle(max_wait_s: float, busy_cores: float = 0.2, window_s: float = 5.0)
 
 
 def measure(args, num_steps: int, workdir: Path) -> Result:
-    overrides = [f"env.id={args.env}", f"env.num_envs={args.num_envs}", f"algo.num_steps={num_steps}",
-                 f"run.envrunners={args.envrunners}", f"run.total_env_steps={args.total_env_steps}",
-                 f"run.seed={args.seed}", *args.set]
+    overrides = [
+        f"env.id={args.env}",
+        f"env.num_envs={args.num_envs}",
+        f"algo.num_steps={num_steps}",
+        f"run.envrunners={args.envrunners}",
+        f"run.total_env_steps={args.total_env_steps}",
+        f"run.seed={args.seed}",
+        *args.set,
+    ]
     run = harness.Run(workdir, overrides, config=args.config, envrunners=args.envrunners)
     rng = random.Random(args.seed)
     moments: list[Moment] = []
-    print(f"\n== {args.env}, num_steps={num_steps}, {args.envrunners} env-runners x {args.num_envs} envs; "
-          f"logs in {workdir}", flush=True)
+    print(
+        f"\n== {args.env}, num_steps={num_steps}, {args.envrunners} env-runners x {args.num_envs} envs; "
+        f"logs in {workdir}",
+        flush=True,
+    )
     client = ControlClient(run.endpoint, timeout_s=args.request_timeout, retries=0)
     try:
         run.start()
         run_dir, iteration = wait_running(run, client, args.warmup_iterations, args.start_timeout)
         sps = read_sps(run_dir, iteration)
-        print(f"  running at iteration {iteration}; SPS of iterations 2..{iteration}: "
-              + (", ".join(f"{s:.0f}" for s in sps) or "n/a"), flush=True)
+        print(
+            f"  running at iteration {iteration}; SPS of iterations 2..{iteration}: "
+            + (", ".join(f"{s:.0f}" for s in sps) or "n/a"),
+            flush=True,
+        )
         params = {row.name: row.value for row in client.call(ParamsRequest()).params}
         base = float(params[PATCH_PARAM])
         values = [base, args.patch_value if args.patch_value != base else base + 0.001]
@@ -191,11 +208,12 @@ def measure(args, num_steps: int, workdir: Path) -> Result:
         minibatches = 32  # informative only; read from the run's config below
         try:
             import yaml
+
             resolved = yaml.safe_load((Path(run_dir) / "config.yaml").read_text())
             minibatches = int(resolved["algo"]["num_minibatches"])
             epochs = int(resolved["algo"]["update_epochs"])
             mode = str(resolved["run"].get("mode", "sync"))
-        except Exception:  # noqa: BLE001 - only for the description
+        except Exception:
             epochs, mode = 0, "?"
         load_before = os.getloadavg()
         busy0 = machine.busy_cpu_s()
@@ -211,20 +229,22 @@ def measure(args, num_steps: int, workdir: Path) -> Result:
                     time.sleep(split)
                     patch_count += 1
                     value = values[patch_count % 2]
-                    reply, moment.patch_ms = call(client, PatchRequest(changes={PATCH_PARAM: value}, wait=True,
-                                                                     author="bench"))
+                    reply, moment.patch_ms = call(
+                        client, PatchRequest(changes={PATCH_PARAM: value}, wait=True, author="bench")
+                    )
                     if reply.status is not PatchStatus.APPLIED:
                         moment.error = f"patch {reply.status.value}"
                     for entry in reply.applied:
                         moment.patch_minibatch = entry.minibatch
-                        moment.patch_where = (f"it {entry.ltime.iteration} mb {entry.minibatch}")
+                        moment.patch_where = f"it {entry.ltime.iteration} mb {entry.minibatch}"
                     time.sleep(gap - split)
                 else:
                     time.sleep(gap)
                 pause, moment.pause_ms = call(client, PauseRequest())
                 moment.controller_ms = pause.latency_s * 1000.0
-                (moment.where, moment.learner_minibatch, moment.learner_iteration,
-                 moment.runner_steps) = classify(pause.positions, num_steps, args.num_envs)
+                (moment.where, moment.learner_minibatch, moment.learner_iteration, moment.runner_steps) = classify(
+                    pause.positions, num_steps, args.num_envs
+                )
                 if pause.already:
                     moment.error = "already paused"
                 _, moment.resume_ms = call(client, ResumeRequest())
@@ -234,12 +254,14 @@ def measure(args, num_steps: int, workdir: Path) -> Result:
                     client.call(ResumeRequest())
                 except (ControlError, RequestTimeout):
                     pass
-            line = (f"  {i + 1:3d}/{args.pauses} pause {fmt(moment.pause_ms)} ms (ctl {fmt(moment.controller_ms)})"
-                    f"  resume {fmt(moment.resume_ms)} ms  {moment.where}"
-                    + (f" mb {moment.learner_minibatch}" if moment.learner_minibatch else "")
-                    + (f" steps {moment.runner_steps}" if moment.where != "mid-update" else "")
-                    + (f"  patch {fmt(moment.patch_ms)} ms at {moment.patch_where}" if moment.patch_ms else "")
-                    + (f"  ERROR {moment.error}" if moment.error else ""))
+            line = (
+                f"  {i + 1:3d}/{args.pauses} pause {fmt(moment.pause_ms)} ms (ctl {fmt(moment.controller_ms)})"
+                f"  resume {fmt(moment.resume_ms)} ms  {moment.where}"
+                + (f" mb {moment.learner_minibatch}" if moment.learner_minibatch else "")
+                + (f" steps {moment.runner_steps}" if moment.where != "mid-update" else "")
+                + (f"  patch {fmt(moment.patch_ms)} ms at {moment.patch_where}" if moment.patch_ms else "")
+                + (f"  ERROR {moment.error}" if moment.error else "")
+            )
             print(line, flush=True)
             if run.dead():
                 raise RuntimeError(f"process(es) exited during the benchmark: {', '.join(run.dead())}")
@@ -249,16 +271,21 @@ def measure(args, num_steps: int, workdir: Path) -> Result:
         load_after = os.getloadavg()
         end_status = client.call(StatusRequest())
         return Result(
-            num_steps=num_steps, overrides=overrides, moments=moments, sps=sps,
+            num_steps=num_steps,
+            overrides=overrides,
+            moments=moments,
+            sps=sps,
             iterations_before=iteration,
             iterations_after=end_status.ltime.iteration if end_status.ltime else iteration,
-            load_before=load_before, load_after=load_after,
+            load_before=load_before,
+            load_after=load_after,
             machine_busy_cores=(busy1 - busy0) / phase_s,
             run_busy_cores=(run_cpu1 - run_cpu0) / phase_s,
             bench_busy_cores=(bench_cpu1 - bench_cpu0) / phase_s,
             phase_s=phase_s,
             batch_per_minibatch=total // max(minibatches, 1),
-            minibatches_per_update=minibatches * epochs, mode=mode,
+            minibatches_per_update=minibatches * epochs,
+            mode=mode,
         )
     finally:
         client.close()
@@ -274,8 +301,14 @@ def stats(values: list[float]) -> dict[str, float] | None:
     if not values:
         return None
     a = np.asarray(values, dtype=float)
-    return {"n": len(a), "p50": float(np.percentile(a, 50)), "p90": float(np.percentile(a, 90)),
-            "p99": float(np.percentile(a, 99)), "max": float(a.max()), "mean": float(a.mean())}
+    return {
+        "n": len(a),
+        "p50": float(np.percentile(a, 50)),
+        "p90": float(np.percentile(a, 90)),
+        "p99": float(np.percentile(a, 99)),
+        "max": float(a.max()),
+        "mean": float(a.mean()),
+    }
 
 
 FIGURES = (
@@ -288,8 +321,7 @@ FIGURES = (
 
 def figure_rows(result: Result) -> list[tuple[str, dict | None]]:
     ok = [m for m in result.moments]
-    return [(label, stats([getattr(m, attr) for m in ok if getattr(m, attr) is not None]))
-            for label, attr in FIGURES]
+    return [(label, stats([getattr(m, attr) for m in ok if getattr(m, attr) is not None])) for label, attr in FIGURES]
 
 
 def where_counts(result: Result) -> dict[str, list[float]]:
@@ -301,8 +333,10 @@ def where_counts(result: Result) -> dict[str, list[float]]:
 
 
 def print_result(result: Result) -> None:
-    print(f"\n-- num_steps={result.num_steps}: {len(result.moments)} moments over {result.phase_s:.0f} s, "
-          f"iterations {result.iterations_before} -> {result.iterations_after}")
+    print(
+        f"\n-- num_steps={result.num_steps}: {len(result.moments)} moments over {result.phase_s:.0f} s, "
+        f"iterations {result.iterations_before} -> {result.iterations_after}"
+    )
     sps = f"{np.mean(result.sps):.0f}" if result.sps else "n/a"
     print(f"   env SPS before pausing (iterations 2..{result.iterations_before}): {sps}")
     print(f"   {'figure':<52} {'n':>4} {'p50':>8} {'p90':>8} {'p99':>8} {'max':>8}   (ms)")
@@ -324,55 +358,70 @@ def summary_lines(result: Result) -> list[str]:
     patch = rows[FIGURES[3][0]]
     if pause:
         verdict = "within" if pause["p99"] <= TARGET_P99_MS else "ABOVE"
-        lines.append(f"pause: p99 {pause['p99']:.1f} ms, {verdict} the {TARGET_P99_MS:.0f} ms target "
-                     f"(median {pause['p50']:.1f} ms, worst {pause['max']:.1f} ms).")
+        lines.append(
+            f"pause: p99 {pause['p99']:.1f} ms, {verdict} the {TARGET_P99_MS:.0f} ms target "
+            f"(median {pause['p50']:.1f} ms, worst {pause['max']:.1f} ms)."
+        )
     if ctl and pause:
-        lines.append(f"controller-side barrier time: p50 {ctl['p50']:.1f} ms, p99 {ctl['p99']:.1f} ms; the rest "
-                     f"(~{pause['p50'] - ctl['p50']:.1f} ms median) is the client round trip.")
+        lines.append(
+            f"controller-side barrier time: p50 {ctl['p50']:.1f} ms, p99 {ctl['p99']:.1f} ms; the rest "
+            f"(~{pause['p50'] - ctl['p50']:.1f} ms median) is the client round trip."
+        )
     if resume:
         lines.append(f"resume: p50 {resume['p50']:.1f} ms, p99 {resume['p99']:.1f} ms (answered at once, no barrier).")
     if patch:
         mid = sum(1 for m in result.moments if m.patch_minibatch)
         n = sum(1 for m in result.moments if m.patch_ms is not None)
-        lines.append(f"patch: p50 {patch['p50']:.1f} ms, p99 {patch['p99']:.1f} ms; {mid}/{n} applied mid-update "
-                     f"(minibatch > 0), the rest at minibatch 0 (learner waiting for rollouts).")
+        lines.append(
+            f"patch: p50 {patch['p50']:.1f} ms, p99 {patch['p99']:.1f} ms; {mid}/{n} applied mid-update "
+            f"(minibatch > 0), the rest at minibatch 0 (learner waiting for rollouts)."
+        )
     counts = where_counts(result)
     parts = []
     for where in ("mid-update", "update boundary", "collecting"):
         values = counts.get(where, [])
         if values:
-            parts.append(f"{where} {len(values)} (p50 {np.percentile(values, 50):.1f} / "
-                         f"max {max(values):.1f} ms)")
+            parts.append(f"{where} {len(values)} (p50 {np.percentile(values, 50):.1f} / max {max(values):.1f} ms)")
     if parts:
         lines.append("learner position when paused: " + ", ".join(parts) + ".")
     errors = [m.error for m in result.moments if m.error]
     if errors:
         lines.append(f"errors: {len(errors)} ({'; '.join(sorted(set(errors))[:3])}).")
-    lines.append(f"load: loadavg {result.load_before[0]:.2f} before, {result.load_after[0]:.2f} after; "
-                 f"busy cores during the pauses: machine {result.machine_busy_cores:.2f}, run "
-                 f"{result.run_busy_cores:.2f}, bench {result.bench_busy_cores:.2f}, others "
-                 f"{result.other_cores:.2f} (of {os.cpu_count()})"
-                 + (" - CONTENDED: other processes took CPU from the run; rerun on a quiet machine."
-                    if result.other_cores > CONTENDED_CORES else "."))
+    lines.append(
+        f"load: loadavg {result.load_before[0]:.2f} before, {result.load_after[0]:.2f} after; "
+        f"busy cores during the pauses: machine {result.machine_busy_cores:.2f}, run "
+        f"{result.run_busy_cores:.2f}, bench {result.bench_busy_cores:.2f}, others "
+        f"{result.other_cores:.2f} (of {os.cpu_count()})"
+        + (
+            " - CONTENDED: other processes took CPU from the run; rerun on a quiet machine."
+            if result.other_cores > CONTENDED_CORES
+            else "."
+        )
+    )
     return lines
 
 
-def markdown(args, results: list[Result], contended: list[Result], started: str, uptime_before: str,
-             uptime_after: str) -> str:
+def markdown(
+    args, results: list[Result], contended: list[Result], started: str, uptime_before: str, uptime_after: str
+) -> str:
     out = ["# Pause latency", ""]
     out.append(f"- date: {started}")
     out.append(f"- command: `{' '.join(shlex.quote(a) for a in [sys.executable.rsplit('/', 1)[-1], *sys.argv])}`")
     out.append(f"- machine: {machine.describe()}")
     out.append(f"- load before: `{uptime_before}`")
     out.append(f"- load after: `{uptime_after}`")
-    out.append(f"- run: `{args.env}`, config `{args.config}`, {args.envrunners} env-runners x {args.num_envs} "
-               f"envs, processes: controller, learner, {args.envrunners} env-runners, logger; "
-               f"{args.pauses} pauses per run at seeded random moments ({args.min_gap}-{args.max_gap} s of "
-               f"running between them, seed {args.seed}); a `{PATCH_PARAM}` patch (wait=True) at every "
-               f"{args.patch_every}th moment")
+    out.append(
+        f"- run: `{args.env}`, config `{args.config}`, {args.envrunners} env-runners x {args.num_envs} "
+        f"envs, processes: controller, learner, {args.envrunners} env-runners, logger; "
+        f"{args.pauses} pauses per run at seeded random moments ({args.min_gap}-{args.max_gap} s of "
+        f"running between them, seed {args.seed}); a `{PATCH_PARAM}` patch (wait=True) at every "
+        f"{args.patch_every}th moment"
+    )
     out.append("")
-    out.append("Latencies in ms. Client side: `ControlClient.call` in this process (request sent -> reply "
-               "received). Controller side: `PauseReply.latency_s` (request received -> last barrier report).")
+    out.append(
+        "Latencies in ms. Client side: `ControlClient.call` in this process (request sent -> reply "
+        "received). Controller side: `PauseReply.latency_s` (request received -> last barrier report)."
+    )
     out.append("")
     out.append("| num_steps | env SPS before pausing | other load (cores) | figure | n | p50 | p90 | p99 | max |")
     out.append("|---:|---:|---:|---|---:|---:|---:|---:|---:|")
@@ -381,8 +430,10 @@ def markdown(args, results: list[Result], contended: list[Result], started: str,
         for label, s in figure_rows(r):
             if s is None:
                 continue
-            out.append(f"| {r.num_steps} | {sps} | {r.other_cores:.2f} | {label} | {s['n']} | {s['p50']:.1f} | {s['p90']:.1f} | "
-                       f"{s['p99']:.1f} | {s['max']:.1f} |")
+            out.append(
+                f"| {r.num_steps} | {sps} | {r.other_cores:.2f} | {label} | {s['n']} | {s['p50']:.1f} | "
+                f"{s['p90']:.1f} | {s['p99']:.1f} | {s['max']:.1f} |"
+            )
     out.append("")
     out.append("Where the learner stood when paused (pause latency, client side, ms):")
     out.append("")
@@ -390,16 +441,21 @@ def markdown(args, results: list[Result], contended: list[Result], started: str,
     out.append("|---:|---|---:|---:|---:|")
     for r in results:
         for where, values in sorted(where_counts(r).items()):
-            out.append(f"| {r.num_steps} | {where} | {len(values)} | {np.percentile(values, 50):.1f} | "
-                       f"{max(values):.1f} |")
+            out.append(
+                f"| {r.num_steps} | {where} | {len(values)} | {np.percentile(values, 50):.1f} | {max(values):.1f} |"
+            )
     out.append("")
-    out.append("`mid-update`: the learner stopped between two gradient steps (minibatch > 0); `collecting`: the "
-               "learner waited for rollouts and the env-runners stopped between env steps; `update boundary`: "
-               "learner at minibatch 0 with every env-runner at the end of its rollout.")
+    out.append(
+        "`mid-update`: the learner stopped between two gradient steps (minibatch > 0); `collecting`: the "
+        "learner waited for rollouts and the env-runners stopped between env steps; `update boundary`: "
+        "learner at minibatch 0 with every env-runner at the end of its rollout."
+    )
     out.append("")
     if contended:
-        out.append("Attempts set aside because other processes on the machine took CPU from the run "
-                   "(client-side pause latency, ms; 'others' = average busy cores not used by the run or the bench):")
+        out.append(
+            "Attempts set aside because other processes on the machine took CPU from the run "
+            "(client-side pause latency, ms; 'others' = average busy cores not used by the run or the bench):"
+        )
         out.append("")
         out.append("| num_steps | others (cores) | env SPS | p50 | p90 | p99 | max | resume p99 | patch p99 |")
         out.append("|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
@@ -409,14 +465,18 @@ def markdown(args, results: list[Result], contended: list[Result], started: str,
             if s is None:
                 continue
             sps = f"{np.mean(r.sps):.0f}" if r.sps else "n/a"
-            out.append(f"| {r.num_steps} | {r.other_cores:.2f} | {sps} | {s['p50']:.1f} | {s['p90']:.1f} | "
-                       f"{s['p99']:.1f} | {s['max']:.1f} | {res['p99'] if res else float('nan'):.1f} | "
-                       f"{pat['p99'] if pat else float('nan'):.1f} |")
+            out.append(
+                f"| {r.num_steps} | {r.other_cores:.2f} | {sps} | {s['p50']:.1f} | {s['p90']:.1f} | "
+                f"{s['p99']:.1f} | {s['max']:.1f} | {res['p99'] if res else float('nan'):.1f} | "
+                f"{pat['p99'] if pat else float('nan'):.1f} |"
+            )
         out.append("")
     for r in results:
-        out.append(f"**num_steps={r.num_steps}** (run.mode {r.mode}, {r.batch_per_minibatch} samples per minibatch, "
-                   f"{r.minibatches_per_update} gradient steps per update; iterations {r.iterations_before} -> "
-                   f"{r.iterations_after} during {r.phase_s:.0f} s of pauses):")
+        out.append(
+            f"**num_steps={r.num_steps}** (run.mode {r.mode}, {r.batch_per_minibatch} samples per minibatch, "
+            f"{r.minibatches_per_update} gradient steps per update; iterations {r.iterations_before} -> "
+            f"{r.iterations_after} during {r.phase_s:.0f} s of pauses):"
+        )
         out.append("")
         for line in summary_lines(r):
             out.append(f"- {line}")
@@ -427,11 +487,13 @@ def markdown(args, results: list[Result], contended: list[Result], started: str,
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--env", default="Ant-v5")
-    parser.add_argument("--config", default="configs/env/mujoco_ant.yaml",
-                        help="run config (its hyperparameters; --env and the options below override it)")
+    parser.add_argument(
+        "--config",
+        default="configs/env/mujoco_ant.yaml",
+        help="run config (its hyperparameters; --env and the options below override it)",
+    )
     parser.add_argument("--pauses", type=int, default=100)
-    parser.add_argument("--num-steps", type=int, nargs="+", default=[256, 2048],
-                        help="rollout length(s); one run each")
+    parser.add_argument("--num-steps", type=int, nargs="+", default=[256, 2048], help="rollout length(s); one run each")
     parser.add_argument("--envrunners", type=int, default=2)
     parser.add_argument("--num-envs", type=int, default=8)
     parser.add_argument("--total-env-steps", type=int, default=100_000_000)
@@ -439,24 +501,42 @@ def main() -> int:
     parser.add_argument("--min-gap", type=float, default=0.05)
     parser.add_argument("--max-gap", type=float, default=1.0)
     parser.add_argument("--patch-every", type=int, default=4, help="patch at every k-th moment (0: never)")
-    parser.add_argument("--patch-value", type=float, default=0.001,
-                        help=f"{PATCH_PARAM} alternates between the run's value and this one")
-    parser.add_argument("--warmup-iterations", type=int, default=3,
-                        help="start pausing once this many iterations are done")
+    parser.add_argument(
+        "--patch-value",
+        type=float,
+        default=0.001,
+        help=f"{PATCH_PARAM} alternates between the run's value and this one",
+    )
+    parser.add_argument(
+        "--warmup-iterations", type=int, default=3, help="start pausing once this many iterations are done"
+    )
     parser.add_argument("--start-timeout", type=float, default=300.0)
-    parser.add_argument("--request-timeout", type=float, default=15.0,
-                        help="client timeout per request (s); no retries")
-    parser.add_argument("--wait-idle", type=float, default=0.0, metavar="SECONDS",
-                        help="before each run, wait up to this long for the machine to be idle (others' load)")
-    parser.add_argument("--retry-contended", type=int, default=0, metavar="K",
-                        help="measure a contended run again (after --wait-idle) up to K times")
+    parser.add_argument(
+        "--request-timeout", type=float, default=15.0, help="client timeout per request (s); no retries"
+    )
+    parser.add_argument(
+        "--wait-idle",
+        type=float,
+        default=0.0,
+        metavar="SECONDS",
+        help="before each run, wait up to this long for the machine to be idle (others' load)",
+    )
+    parser.add_argument(
+        "--retry-contended",
+        type=int,
+        default=0,
+        metavar="K",
+        help="measure a contended run again (after --wait-idle) up to K times",
+    )
     parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="extra config override")
-    parser.add_argument("--out", default=str(HERE / "results" / "pause_latency.md"),
-                        help="markdown results file ('-': do not write)")
+    parser.add_argument(
+        "--out", default=str(HERE / "results" / "pause_latency.md"), help="markdown results file ('-': do not write)"
+    )
     args = parser.parse_args()
 
     def on_term(signum, _frame):
         raise KeyboardInterrupt(signal.Signals(signum).name)
+
     signal.signal(signal.SIGTERM, on_term)
 
     started = dt.datetime.now().astimezone().strftime("%Y-%m-%d %H:%M %Z")
@@ -484,15 +564,17 @@ def main() -> int:
         for r in results:
             s = dict(figure_rows(r))[FIGURES[0][0]]
             if s:
-                print(f"   num_steps={r.num_steps:<6} p50 {s['p50']:6.1f}  p90 {s['p90']:6.1f}  p99 {s['p99']:6.1f}  "
-                      f"max {s['max']:6.1f}")
+                print(
+                    f"   num_steps={r.num_steps:<6} p50 {s['p50']:6.1f}  p90 {s['p90']:6.1f}  p99 {s['p99']:6.1f}  "
+                    f"max {s['max']:6.1f}"
+                )
     if args.out != "-":
         out = Path(args.out)
         out.parent.mkdir(parents=True, exist_ok=True)
         text = markdown(args, results, contended, started, uptime_before, uptime_after) + "\n"
         old = out.read_text() if out.exists() else ""
         if NOTES_MARKER in old:  # hand-written findings below the marker survive a rerun
-            text += "\n" + old[old.index(NOTES_MARKER):]
+            text += "\n" + old[old.index(NOTES_MARKER) :]
         out.write_text(text)
         print(f"\nwrote {out}")
     return 0

@@ -21,13 +21,19 @@ import numpy as np
 import torch
 
 from dynamicrl.core.algorithms.base import Experience
+from dynamicrl.core.algorithms.ppo.actor import PPOActor
 from dynamicrl.core.algorithms.ppo.algorithm import PPOAlgorithm
 from dynamicrl.core.algorithms.ppo.config import PPOConfig
-from dynamicrl.core.algorithms.ppo.actor import PPOActor
 
 
-def collect(envs: gym.vector.VectorEnv, actor: PPOActor, obs: np.ndarray, num_steps: int,
-            episode_returns: np.ndarray, finished: deque) -> tuple[Experience, np.ndarray]:
+def collect(
+    envs: gym.vector.VectorEnv,
+    actor: PPOActor,
+    obs: np.ndarray,
+    num_steps: int,
+    episode_returns: np.ndarray,
+    finished: deque,
+) -> tuple[Experience, np.ndarray]:
     """Step ``num_steps`` times; return the rollout and the observation to continue from."""
     n = envs.num_envs
     act_space = envs.single_action_space
@@ -71,8 +77,13 @@ def main() -> None:
     parser.add_argument("--max-steps", type=int, default=150_000)
     parser.add_argument("--max-seconds", type=float, default=120.0)
     parser.add_argument("--target", type=float, default=475.0, help="stop when the last-20 mean return reaches this")
-    parser.add_argument("--set", action="append", default=[], metavar="KEY=JSON",
-                        help="PPOConfig override, value parsed as JSON (e.g. lr=1e-3, target_kl=null)")
+    parser.add_argument(
+        "--set",
+        action="append",
+        default=[],
+        metavar="KEY=JSON",
+        help="PPOConfig override, value parsed as JSON (e.g. lr=1e-3, target_kl=null)",
+    )
     parser.add_argument("--quiet", action="store_true", help="print only the final line")
     args = parser.parse_args()
 
@@ -106,13 +117,17 @@ def main() -> None:
         mean_return = float(np.mean(finished)) if finished else float("nan")
         reached = len(finished) == finished.maxlen and mean_return >= args.target
         if not args.quiet:
-            print(f"iter {iteration:4d}  env_steps {env_steps:7d}  return20 {mean_return:7.1f}  "
-                  f"time {elapsed:6.1f}s  kl {metrics['approx_kl']:.4f}  ev {metrics['explained_variance']:.2f}")
+            print(
+                f"iter {iteration:4d}  env_steps {env_steps:7d}  return20 {mean_return:7.1f}  "
+                f"time {elapsed:6.1f}s  kl {metrics['approx_kl']:.4f}  ev {metrics['explained_variance']:.2f}"
+            )
         if reached or elapsed > args.max_seconds:
             break
     status = "reached" if reached else "NOT reached"
-    print(f"RESULT seed={args.seed} {status} target={args.target} env_steps={env_steps} "
-          f"seconds={elapsed:.1f} return20={mean_return:.1f}")
+    print(
+        f"RESULT seed={args.seed} {status} target={args.target} env_steps={env_steps} "
+        f"seconds={elapsed:.1f} return20={mean_return:.1f}"
+    )
     envs.close()
 
 

@@ -51,10 +51,10 @@ import threading
 import time
 from pathlib import Path
 
-from dynamicrl.clients.processes import stop_all, wait_exit
-
 import harness  # bench/harness.py: a run's processes on free ports, stopped by pid
 import machine  # bench/machine.py
+
+from dynamicrl.clients.processes import stop_all, wait_exit
 
 HERE = Path(__file__).resolve().parent
 
@@ -106,8 +106,12 @@ def worker(kind: str, address: str, result: Path, rate: float, delay: float) -> 
             while not _stop.is_set():
                 if take(0.25):
                     time.sleep(delay)
-        out.update(received=monitor.received, missed=monitor.missed, missed_by_sender=monitor.missed_by_sender,
-                   last_seq=last_seq)
+        out.update(
+            received=monitor.received,
+            missed=monitor.missed,
+            missed_by_sender=monitor.missed_by_sender,
+            last_seq=last_seq,
+        )
         monitor.close()
     elif kind == "flood":
         import zmq
@@ -120,8 +124,14 @@ def worker(kind: str, address: str, result: Path, rate: float, delay: float) -> 
         sent, started, batch = 0, time.monotonic(), 10
         while not _stop.is_set():
             for _ in range(batch):
-                pub.publish(EpisodeStats(rank=0, env_steps=sent * 8, returns=[21.5 + i for i in range(8)],
-                                         lengths=[21 + i for i in range(8)]))
+                pub.publish(
+                    EpisodeStats(
+                        rank=0,
+                        env_steps=sent * 8,
+                        returns=[21.5 + i for i in range(8)],
+                        lengths=[21 + i for i in range(8)],
+                    )
+                )
                 sent += 1
             ahead = sent / rate - (time.monotonic() - started)
             if ahead > 0:
@@ -134,15 +144,32 @@ def worker(kind: str, address: str, result: Path, rate: float, delay: float) -> 
 
 
 def start_worker(kind: str, address: str, result: Path, workdir: Path, rate: float, delay: float) -> subprocess.Popen:
-    log = open(workdir / f"{result.stem}.log", "wb")
-    proc = subprocess.Popen([sys.executable, str(Path(__file__).resolve()), "--worker", kind, "--address", address,
-                             "--result", str(result), "--flood-rate", str(rate), "--slow-delay", str(delay)],
-                            cwd=workdir, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT)
-    log.close()
+    with open(workdir / f"{result.stem}.log", "wb") as log:
+        proc = subprocess.Popen(
+            [
+                sys.executable,
+                str(Path(__file__).resolve()),
+                "--worker",
+                kind,
+                "--address",
+                address,
+                "--result",
+                str(result),
+                "--flood-rate",
+                str(rate),
+                "--slow-delay",
+                str(delay),
+            ],
+            cwd=workdir,
+            stdin=subprocess.DEVNULL,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+        )
     return proc
 
 
 # -- one run ---------------------------------------------------------------------------------
+
 
 def vmrss_kib(pid: int) -> int | None:
     try:
@@ -170,8 +197,16 @@ def run_once(cond: str, args: argparse.Namespace) -> dict:
     _desc, n_stalled, n_slow, flood = CONDITIONS[cond]
     with tempfile.TemporaryDirectory(prefix="dynamicrl-slowconsumer-") as tmp:
         workdir = Path(tmp)
-        run = harness.Run(workdir, [f"run.total_env_steps={args.steps}", "logger.console=false",
-                                    "checkpoint.at_end=false", "run.envrunners=1", f"run.seed={args.seed}"])
+        run = harness.Run(
+            workdir,
+            [
+                f"run.total_env_steps={args.steps}",
+                "logger.console=false",
+                "checkpoint.at_end=false",
+                "run.envrunners=1",
+                f"run.seed={args.seed}",
+            ],
+        )
         bus_in, bus_out = run.address["bus_in"], run.address["bus_out"]
         load_at_start = os.getloadavg()
         procs = run.procs
@@ -245,17 +280,30 @@ def run_once(cond: str, args: argparse.Namespace) -> dict:
     per_iter = [int(rows[i]["env_steps"]) - int(rows[i - 1]["env_steps"]) for i in range(w, len(rows))]
     learner_span = sum(n / float(r["sps"]) for n, r in zip(per_iter, rows[w:]))
     return {
-        "cond": cond, "sps": steps / span, "sps_learner": steps / learner_span, "iterations": len(rows),
-        "timed_steps": steps, "timed_s": span, "wall_s": wall, "load": load_at_start,
-        "peak_kib": peak, "growth_kib": {k: peak[k] - at_warm[k] for k in peak if k in at_warm},
-        "extras": extra_results, "logger_missed": logger_missed, "rss_timeline": timeline,
+        "cond": cond,
+        "sps": steps / span,
+        "sps_learner": steps / learner_span,
+        "iterations": len(rows),
+        "timed_steps": steps,
+        "timed_s": span,
+        "wall_s": wall,
+        "load": load_at_start,
+        "peak_kib": peak,
+        "growth_kib": {k: peak[k] - at_warm[k] for k in peak if k in at_warm},
+        "extras": extra_results,
+        "logger_missed": logger_missed,
+        "rss_timeline": timeline,
         # CPU seconds used after iteration `warmup` was logged, per 1000 timed env steps (load-robust cost)
-        "cpu_ms_per_kstep": {k: (cpu_last[k] - cpu_warm[k]) / os.sysconf("SC_CLK_TCK") * 1000 / (steps / 1000)
-                             for k in cpu_warm if k in cpu_last},
+        "cpu_ms_per_kstep": {
+            k: (cpu_last[k] - cpu_warm[k]) / os.sysconf("SC_CLK_TCK") * 1000 / (steps / 1000)
+            for k in cpu_warm
+            if k in cpu_last
+        },
     }
 
 
 # -- report ----------------------------------------------------------------------------------
+
 
 def mib(kib: float) -> str:
     return f"{kib / 1024:.0f}"
@@ -269,7 +317,7 @@ def report(results: list[dict], args: argparse.Namespace, started: str, load_bef
     lines = [
         "# Slow bus consumers vs training throughput",
         "",
-        "Issue \"Open bus\", item 6: a monitor that stops reading must not reduce training env steps/s by",
+        'Issue "Open bus", item 6: a monitor that stops reading must not reduce training env steps/s by',
         "more than 5 % nor grow any process's memory without bound. Produced by `bench/slow_consumer.py`",
         "(see its docstring for the method).",
         "",
@@ -287,7 +335,8 @@ def report(results: list[dict], args: argparse.Namespace, started: str, load_bef
         "",
         "## Throughput",
         "",
-        "| condition | runs | env steps/s (logger clock, per run) | mean | learner clock mean | vs baseline (per-round ratio, mean; range) |",
+        "| condition | runs | env steps/s (logger clock, per run) | mean | learner clock mean "
+        "| vs baseline (per-round ratio, mean; range) |",
         "|---|---|---|---|---|---|",
     ]
     for cond, runs in by.items():
@@ -296,26 +345,45 @@ def report(results: list[dict], args: argparse.Namespace, started: str, load_bef
         base = BASELINE.get(cond)
         if base in by:
             ratios = [r["sps"] / b["sps"] for r, b in zip(runs, by[base])]
-            ratio_text = (f"{cond}/{base} = {statistics.mean(ratios):.3f} "
-                          f"({min(ratios):.3f}..{max(ratios):.3f}); pooled means {statistics.mean(sps) / statistics.mean(r['sps'] for r in by[base]):.3f}")
-        lines.append(f"| {cond}: {CONDITIONS[cond][0]} | {len(runs)} | {', '.join(f'{x:.0f}' for x in sps)} | "
-                     f"{statistics.mean(sps):.0f} | {statistics.mean(r['sps_learner'] for r in runs):.0f} | {ratio_text} |")
+            pooled = statistics.mean(sps) / statistics.mean(r["sps"] for r in by[base])
+            ratio_text = (
+                f"{cond}/{base} = {statistics.mean(ratios):.3f} "
+                f"({min(ratios):.3f}..{max(ratios):.3f}); pooled means {pooled:.3f}"
+            )
+        lines.append(
+            f"| {cond}: {CONDITIONS[cond][0]} | {len(runs)} | {', '.join(f'{x:.0f}' for x in sps)} | "
+            f"{statistics.mean(sps):.0f} | {statistics.mean(r['sps_learner'] for r in runs):.0f} | {ratio_text} |"
+        )
     if all("cpu_ms_per_kstep" in r for r in results):
-        lines += ["", "CPU time per 1000 timed env steps (ms; from /proc/<pid>/stat after iteration "
-                  f"{args.warmup} was logged; less sensitive to the background load than wall-clock steps/s):", "",
-                  "| condition | controller | learner | env-runner | logger | 4 services | extra processes |",
-                  "|---|---|---|---|---|---|---|"]
+        lines += [
+            "",
+            "CPU time per 1000 timed env steps (ms; from /proc/<pid>/stat after iteration "
+            f"{args.warmup} was logged; less sensitive to the background load than wall-clock steps/s):",
+            "",
+            "| condition | controller | learner | env-runner | logger | 4 services | extra processes |",
+            "|---|---|---|---|---|---|---|",
+        ]
         for cond, runs in by.items():
-            def m(label: str) -> float:
+
+            def m(label: str, runs: list = runs) -> float:
                 return statistics.mean(r["cpu_ms_per_kstep"].get(label, 0.0) for r in runs)
+
             extra_labels = sorted({k for r in runs for k in r["cpu_ms_per_kstep"] if k not in SERVICES})
-            lines.append(f"| {cond} | " + " | ".join(f"{m(label):.0f}" for label in SERVICES)
-                         + f" | {sum(m(label) for label in SERVICES):.0f} | "
-                         + (", ".join(f"{k} {m(k):.0f}" for k in extra_labels) or "-") + " |")
-    lines += ["", "## Memory (VmRSS, MiB): peak over the runs of a condition; growth = peak - RSS once "
-              f"iteration {args.warmup} was logged (max over runs)", "",
-              "| condition | controller | learner | env-runner | logger | extra processes (each) |",
-              "|---|---|---|---|---|---|"]
+            lines.append(
+                f"| {cond} | "
+                + " | ".join(f"{m(label):.0f}" for label in SERVICES)
+                + f" | {sum(m(label) for label in SERVICES):.0f} | "
+                + (", ".join(f"{k} {m(k):.0f}" for k in extra_labels) or "-")
+                + " |"
+            )
+    lines += [
+        "",
+        "## Memory (VmRSS, MiB): peak over the runs of a condition; growth = peak - RSS once "
+        f"iteration {args.warmup} was logged (max over runs)",
+        "",
+        "| condition | controller | learner | env-runner | logger | extra processes (each) |",
+        "|---|---|---|---|---|---|",
+    ]
     for cond, runs in by.items():
         cells = []
         for label in SERVICES:
@@ -323,11 +391,22 @@ def report(results: list[dict], args: argparse.Namespace, started: str, load_bef
             g = max(r["growth_kib"].get(label, 0) for r in runs)
             cells.append(f"{mib(p)} (+{mib(g)})")
         extra_labels = sorted({k for r in runs for k in r["peak_kib"] if k not in SERVICES})
-        extra = ", ".join(f"{k} {mib(max(r['peak_kib'].get(k, 0) for r in runs))} "
-                          f"(+{mib(max(r['growth_kib'].get(k, 0) for r in runs))})" for k in extra_labels) or "-"
+        extra = (
+            ", ".join(
+                f"{k} {mib(max(r['peak_kib'].get(k, 0) for r in runs))} "
+                f"(+{mib(max(r['growth_kib'].get(k, 0) for r in runs))})"
+                for k in extra_labels
+            )
+            or "-"
+        )
         lines.append(f"| {cond} | {' | '.join(cells)} | {extra} |")
-    lines += ["", "## Messages", "",
-              "| condition | run | monitor / flooder figures | logger: missed (its log) |", "|---|---|---|---|"]
+    lines += [
+        "",
+        "## Messages",
+        "",
+        "| condition | run | monitor / flooder figures | logger: missed (its log) |",
+        "|---|---|---|---|",
+    ]
     for cond, runs in by.items():
         for i, r in enumerate(runs, 1):
             parts = []
@@ -338,13 +417,20 @@ def report(results: list[dict], args: argparse.Namespace, started: str, load_bef
                     tail = [f"learner.1 seq {e['last_seq'].get('learner.1', -1)} of {r['iterations'] - 1}"]
                     if "flood" in r["extras"]:
                         tail.append(f"flood seq {e['last_seq'].get('flood', -1)} of {r['extras']['flood']['sent'] - 1}")
-                    parts.append(f"{label}: received {e['received']}, missed (gaps) {e['missed']} "
-                                 f"{json.dumps(e['missed_by_sender'])}, last seen {', '.join(tail)}")
+                    parts.append(
+                        f"{label}: received {e['received']}, missed (gaps) {e['missed']} "
+                        f"{json.dumps(e['missed_by_sender'])}, last seen {', '.join(tail)}"
+                    )
                 else:
                     parts.append(f"{label}: {e}")
             lines.append(f"| {cond} | {i} | {'; '.join(parts) or '-'} | {r['logger_missed']} |")
-    lines += ["", "## RSS over time (MiB at 25/50/75/100 % of each run's sampled span), runs with an extra subscriber", "",
-              "| condition | run | controller | logger | extra processes |", "|---|---|---|---|---|"]
+    lines += [
+        "",
+        "## RSS over time (MiB at 25/50/75/100 % of each run's sampled span), runs with an extra subscriber",
+        "",
+        "| condition | run | controller | logger | extra processes |",
+        "|---|---|---|---|---|",
+    ]
     for cond, runs in by.items():
         for i, r in enumerate(runs, 1):
             tl = r.get("rss_timeline", {})
@@ -352,13 +438,17 @@ def report(results: list[dict], args: argparse.Namespace, started: str, load_bef
             if not extras:
                 continue
 
-            def quarters(label: str) -> str:
+            def quarters(label: str, tl: dict = tl) -> str:
                 pts = tl.get(label, [])
                 if not pts:
                     return "-"
                 return "/".join(mib(pts[min(len(pts) - 1, int(len(pts) * q))][1]) for q in (0.25, 0.5, 0.75, 0.999))
-            lines.append(f"| {cond} | {i} | {quarters('controller')} | {quarters('logger')} | "
-                         + ", ".join(f"{k} {quarters(k)}" for k in extras) + " |")
+
+            lines.append(
+                f"| {cond} | {i} | {quarters('controller')} | {quarters('logger')} | "
+                + ", ".join(f"{k} {quarters(k)}" for k in extras)
+                + " |"
+            )
     return "\n".join(lines) + "\n"
 
 
@@ -391,10 +481,12 @@ def main() -> None:
             r = run_once(cond, args)
             results.append(r)
             peaks = " ".join(f"{k}={mib(v)}M" for k, v in r["peak_kib"].items())
-            print(f"round {rep + 1} {cond}: {r['sps']:.0f} env steps/s (learner clock {r['sps_learner']:.0f}), "
-                  f"{r['iterations']} it, timed {r['timed_s']:.1f} s, wall {r['wall_s']:.1f} s, load {r['load'][0]:.2f}; "
-                  f"peak RSS {peaks}; extras {json.dumps(r['extras'])}; logger missed {r['logger_missed']}",
-                  flush=True)
+            print(
+                f"round {rep + 1} {cond}: {r['sps']:.0f} env steps/s (learner clock {r['sps_learner']:.0f}), "
+                f"{r['iterations']} it, timed {r['timed_s']:.1f} s, wall {r['wall_s']:.1f} s, load {r['load'][0]:.2f}; "
+                f"peak RSS {peaks}; extras {json.dumps(r['extras'])}; logger missed {r['logger_missed']}",
+                flush=True,
+            )
     text = report(results, args, started, load_before, command)
     print()
     print(text)

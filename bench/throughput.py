@@ -69,15 +69,31 @@ STEPS_PER_ITERATION = NUM_ENVS * NUM_STEPS
 
 #: SB3 PPO defaults (stable_baselines3.PPO.__init__ and ActorCriticPolicy) as PPOConfig fields.
 SB3_DEFAULTS = {
-    "num_steps": NUM_STEPS, "update_epochs": 10, "num_minibatches": STEPS_PER_ITERATION // 64,  # batch_size 64
-    "lr": 3e-4, "anneal_lr": False, "gamma": 0.99, "gae_lambda": 0.95, "clip_coef": 0.2,
-    "clip_vloss": False, "norm_adv": True, "ent_coef": 0.0, "vf_coef": 0.5, "max_grad_norm": 0.5,
-    "hidden_sizes": [64, 64], "activation": "tanh", "init_log_std": 0.0,
+    "num_steps": NUM_STEPS,
+    "update_epochs": 10,
+    "num_minibatches": STEPS_PER_ITERATION // 64,  # batch_size 64
+    "lr": 3e-4,
+    "anneal_lr": False,
+    "gamma": 0.99,
+    "gae_lambda": 0.95,
+    "clip_coef": 0.2,
+    "clip_vloss": False,
+    "norm_adv": True,
+    "ent_coef": 0.0,
+    "vf_coef": 0.5,
+    "max_grad_norm": 0.5,
+    "hidden_sizes": [64, 64],
+    "activation": "tanh",
+    "init_log_std": 0.0,
 }
 #: Ant-v5 as SB3 makes it (gym.make defaults: contact forces observed), not as configs/env/mujoco_ant.yaml does
-SB3_DEFAULTS_AS_DYNAMICRL = [f"env.id={ENV_ID}", "env.kwargs={}",
-                             *(f"algo.{k}={json.dumps(v)}" for k, v in SB3_DEFAULTS.items()),
-                             "normalize.obs=false", "normalize.reward=false"]
+SB3_DEFAULTS_AS_DYNAMICRL = [
+    f"env.id={ENV_ID}",
+    "env.kwargs={}",
+    *(f"algo.{k}={json.dumps(v)}" for k, v in SB3_DEFAULTS.items()),
+    "normalize.obs=false",
+    "normalize.reward=false",
+]
 
 DYNAMICRL_CONFIGS = {  # name: (run.mode, env-runners, envs per env-runner)
     "dynamicrl-sync-1x8": ("sync", 1, 8),
@@ -94,8 +110,9 @@ def worker_raw(num_envs: int, steps: int, start_at: float | None) -> dict:
     import gymnasium as gym
     import numpy as np
 
-    envs = gym.vector.SyncVectorEnv([lambda: gym.make(ENV_ID) for _ in range(num_envs)],
-                                    autoreset_mode=gym.vector.AutoresetMode.SAME_STEP)
+    envs = gym.vector.SyncVectorEnv(
+        [lambda: gym.make(ENV_ID) for _ in range(num_envs)], autoreset_mode=gym.vector.AutoresetMode.SAME_STEP
+    )
     envs.reset(seed=0)
     rng = np.random.default_rng(0)
     space = envs.single_action_space
@@ -113,6 +130,7 @@ def worker_raw(num_envs: int, steps: int, start_at: float | None) -> dict:
 
 def worker_sb3(threads: int | None, total_steps: int, warmup_iterations: int, seed: int) -> dict:
     import torch
+
     if threads is not None:
         torch.set_num_threads(threads)
     from stable_baselines3 import PPO
@@ -143,9 +161,13 @@ def worker_sb3(threads: int | None, total_steps: int, warmup_iterations: int, se
     starts, ends = stamps.rollout_start, stamps.rollout_end
     trains = [b - a for a, b in zip(ends, [*starts[1:], ended])]
     timed = len(starts) - warmup_iterations
-    return {"threads": torch.get_num_threads(), "iterations": len(starts),
-            "steps_per_s": timed * STEPS_PER_ITERATION / (ended - starts[warmup_iterations]),
-            "collect_s": [b - a for a, b in zip(starts, ends)], "train_s": trains}
+    return {
+        "threads": torch.get_num_threads(),
+        "iterations": len(starts),
+        "steps_per_s": timed * STEPS_PER_ITERATION / (ended - starts[warmup_iterations]),
+        "collect_s": [b - a for a, b in zip(starts, ends)],
+        "train_s": trains,
+    }
 
 
 def worker_breakdown(seed: int, update_repeats: int) -> dict:
@@ -154,17 +176,17 @@ def worker_breakdown(seed: int, update_repeats: int) -> dict:
     import torch
     import zmq
 
+    from dynamicrl.core.algorithms.base import Experience
+    from dynamicrl.core.algorithms.ppo.actor import PPOActor
+    from dynamicrl.core.algorithms.ppo.algorithm import PPOAlgorithm
+    from dynamicrl.core.algorithms.ppo.config import PPOConfig
+    from dynamicrl.core.algorithms.ppo.policy import build_actor_critic, weights_to_numpy
+    from dynamicrl.core.envs import make_vector_env
+    from dynamicrl.core.normalization import Normalizer
     from dynamicrl.core.settings import EnvConfig, NormalizeConfig
     from dynamicrl.protocol.codec import Session, decode
     from dynamicrl.protocol.messages import PolicyWeights
     from dynamicrl.protocol.messages import Rollout as RolloutMessage
-    from dynamicrl.core.envs import make_vector_env
-    from dynamicrl.core.normalization import Normalizer
-    from dynamicrl.core.algorithms.base import Experience
-    from dynamicrl.core.algorithms.ppo.algorithm import PPOAlgorithm
-    from dynamicrl.core.algorithms.ppo.config import PPOConfig
-    from dynamicrl.core.algorithms.ppo.actor import PPOActor
-    from dynamicrl.core.algorithms.ppo.policy import build_actor_critic, weights_to_numpy
 
     torch.set_num_threads(1)
     algo_config = PPOConfig(**SB3_DEFAULTS)
@@ -187,10 +209,12 @@ def worker_breakdown(seed: int, update_repeats: int) -> dict:
 
     # One rollout with the env-runner's loop (services/envrunner/app.py collect), parts timed apart.
     n, steps = NUM_ENVS, NUM_STEPS
-    buf = {"obs": np.zeros((steps, n, *obs_space.shape), np.float32),
-           "actions": np.zeros((steps, n, *act_space.shape), np.float32),
-           **{k: np.zeros((steps, n), np.float32) for k in ("logprobs", "values", "rewards", "trunc_values")},
-           "dones": np.zeros((steps, n), bool)}
+    buf = {
+        "obs": np.zeros((steps, n, *obs_space.shape), np.float32),
+        "actions": np.zeros((steps, n, *act_space.shape), np.float32),
+        **{k: np.zeros((steps, n), np.float32) for k in ("logprobs", "values", "rewards", "trunc_values")},
+        "dones": np.zeros((steps, n), bool),
+    }
     ctx = zmq.Context()
     link = ctx.socket(zmq.DEALER)  # stands in for the controller link every safe point polls
     link.bind("tcp://127.0.0.1:0")
@@ -211,7 +235,9 @@ def worker_breakdown(seed: int, update_repeats: int) -> dict:
         cut = truncated & ~terminated
         if cut.any():
             t3 = time.perf_counter()
-            buf["trunc_values"][step, cut] = actor.value(norm.peek(np.stack([infos["final_obs"][i] for i in np.flatnonzero(cut)])))
+            buf["trunc_values"][step, cut] = actor.value(
+                norm.peek(np.stack([infos["final_obs"][i] for i in np.flatnonzero(cut)]))
+            )
             t_act += time.perf_counter() - t3
         obs = next_obs
         t_act += t1 - t0
@@ -220,9 +246,19 @@ def worker_breakdown(seed: int, update_repeats: int) -> dict:
     out.update(collect_s=collect, collect_env_s=t_env, collect_act_s=t_act, collect_other_s=collect - t_env - t_act)
 
     # The messages of one iteration: the Rollout (env-runner -> learner) and the PolicyWeights answer.
-    rollout = RolloutMessage(rank=0, version=0, **buf, last_obs=norm.peek(obs), last_dones=buf["dones"][-1].copy(),
-                             episode_returns=[0.0] * 16, episode_lengths=[1000] * 16, collect_s=collect,
-                             hyperparameters={"envrunner.reward_scale": 1.0}, normalizer_count=0.0, moments={})
+    rollout = RolloutMessage(
+        rank=0,
+        version=0,
+        **buf,
+        last_obs=norm.peek(obs),
+        last_dones=buf["dones"][-1].copy(),
+        episode_returns=[0.0] * 16,
+        episode_lengths=[1000] * 16,
+        collect_s=collect,
+        hyperparameters={"envrunner.reward_scale": 1.0},
+        normalizer_count=0.0,
+        moments={},
+    )
     weights = PolicyWeights(version=1, weights=initial_weights, normalizer={}, done=False)
     session = Session("bench", "bench-run")
     out["rollout_bytes"] = sum(len(memoryview(f).cast("B")) for f in session.encode(rollout))
@@ -279,8 +315,11 @@ def worker_breakdown(seed: int, update_repeats: int) -> dict:
 def own_cpu_s() -> float:
     """CPU seconds of this process and its children that have been waited for."""
     import resource
-    return sum(u.ru_utime + u.ru_stime for u in (resource.getrusage(resource.RUSAGE_SELF),
-                                                  resource.getrusage(resource.RUSAGE_CHILDREN)))
+
+    return sum(
+        u.ru_utime + u.ru_stime
+        for u in (resource.getrusage(resource.RUSAGE_SELF), resource.getrusage(resource.RUSAGE_CHILDREN))
+    )
 
 
 def wait_for_quiet(max_load: float, max_busy: float, max_wait: float, label: str) -> float:
@@ -296,18 +335,29 @@ def wait_for_quiet(max_load: float, max_busy: float, max_wait: float, label: str
         if load < max_load and busy < max_busy:
             return load
         if time.monotonic() >= deadline:
-            print(f"  [{label}] still busy after {max_wait:.0f} s (load {load:.2f}, {busy:.2f} cores busy): "
-                  "measuring anyway", flush=True)
+            print(
+                f"  [{label}] still busy after {max_wait:.0f} s (load {load:.2f}, {busy:.2f} cores busy): "
+                "measuring anyway",
+                flush=True,
+            )
             return load
         if not announced:
-            print(f"  [{label}] waiting for a 1-min load average < {max_load} and < {max_busy} cores busy "
-                  f"(now {load:.2f}, {busy:.2f} cores)", flush=True)
+            print(
+                f"  [{label}] waiting for a 1-min load average < {max_load} and < {max_busy} cores busy "
+                f"(now {load:.2f}, {busy:.2f} cores)",
+                flush=True,
+            )
             announced = True
 
 
 def run_worker(*args: str) -> subprocess.Popen:
-    return subprocess.Popen([sys.executable, str(Path(__file__).resolve()), "--worker", *args],
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=REPO)
+    return subprocess.Popen(
+        [sys.executable, str(Path(__file__).resolve()), "--worker", *args],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        cwd=REPO,
+    )
 
 
 def collect_worker(proc: subprocess.Popen, timeout: float = 900) -> dict:
@@ -322,8 +372,9 @@ def collect_worker(proc: subprocess.Popen, timeout: float = 900) -> dict:
     return json.loads(stdout.strip().splitlines()[-1])
 
 
-def run_dynamicrl(mode: str, envrunners: int, envs_each: int, timed_steps: int, warmup_iterations: int,
-                  seed: int, timeout: float) -> dict:
+def run_dynamicrl(
+    mode: str, envrunners: int, envs_each: int, timed_steps: int, warmup_iterations: int, seed: int, timeout: float
+) -> dict:
     """One run of the real services; returns the steps/s figures, per-iteration rows and CPU seconds.
 
     Overlap mode runs one more iteration, untimed: the last update has nothing to overlap with
@@ -333,9 +384,19 @@ def run_dynamicrl(mode: str, envrunners: int, envs_each: int, timed_steps: int, 
     total_steps = timed_steps + (warmup_iterations + drain_iterations) * STEPS_PER_ITERATION
     with tempfile.TemporaryDirectory(prefix="dynamicrl-throughput-") as tmp:
         workdir = Path(tmp)
-        run = harness.Run(workdir, [*SB3_DEFAULTS_AS_DYNAMICRL, f"env.num_envs={envs_each}", f"run.mode={mode}",
-                                    f"run.envrunners={envrunners}", f"run.total_env_steps={total_steps}",
-                                    f"run.seed={seed}"], config=ANT_CONFIG, envrunners=envrunners)
+        run = harness.Run(
+            workdir,
+            [
+                *SB3_DEFAULTS_AS_DYNAMICRL,
+                f"env.num_envs={envs_each}",
+                f"run.mode={mode}",
+                f"run.envrunners={envrunners}",
+                f"run.total_env_steps={total_steps}",
+                f"run.seed={seed}",
+            ],
+            config=ANT_CONFIG,
+            envrunners=envrunners,
+        )
         procs = run.procs
         usage: dict[str, float] = {}
         codes: dict[str, int] = {}
@@ -356,20 +417,27 @@ def run_dynamicrl(mode: str, envrunners: int, envs_each: int, timed_steps: int, 
             run.stop()  # the ones wait4 has not seen exit (none, unless it failed or timed out)
         if len(codes) < len(procs) or any(codes.values()):
             tails = {label: run.log(label)[-1500:] for label in procs}
-            raise RuntimeError(f"run failed or timed out: exit codes {codes}\n" +
-                               "\n".join(f"--- {k}\n{v}" for k, v in tails.items()))
+            raise RuntimeError(
+                f"run failed or timed out: exit codes {codes}\n" + "\n".join(f"--- {k}\n{v}" for k, v in tails.items())
+            )
         metrics = sorted((workdir / "runs").glob("*/metrics.csv"))
         with open(metrics[0], newline="") as f:
             rows = list(csv.DictReader(f))
     first, last = rows[warmup_iterations - 1], rows[len(rows) - 1 - drain_iterations]  # timed: (first, last]
-    timed = rows[warmup_iterations:len(rows) - drain_iterations]
+    timed = rows[warmup_iterations : len(rows) - drain_iterations]
     per_iteration = envrunners * envs_each * NUM_STEPS
     assert int(last["env_steps"]) - int(first["env_steps"]) == timed_steps == len(timed) * per_iteration
     learner_span = sum(per_iteration / float(r["sps"]) for r in timed)
     logger_span = float(last["time"]) - float(first["time"])
-    return {"steps_per_s": timed_steps / learner_span, "steps_per_s_logger_clock": timed_steps / logger_span,
-            "iterations": len(rows), "timed_iterations": f"{warmup_iterations + 1}..{len(rows) - drain_iterations}",
-            "iteration_s": [round(per_iteration / float(r["sps"]), 3) for r in rows], "wall_s": wall, "cpu_s": usage}
+    return {
+        "steps_per_s": timed_steps / learner_span,
+        "steps_per_s_logger_clock": timed_steps / logger_span,
+        "iterations": len(rows),
+        "timed_iterations": f"{warmup_iterations + 1}..{len(rows) - drain_iterations}",
+        "iteration_s": [round(per_iteration / float(r["sps"]), 3) for r in rows],
+        "wall_s": wall,
+        "cpu_s": usage,
+    }
 
 
 def measure(name: str, args: argparse.Namespace) -> dict:
@@ -381,12 +449,21 @@ def measure(name: str, args: argparse.Namespace) -> dict:
         start_at = time.time() + 15  # both workers import and build their envs first
         procs = [run_worker("raw", "4", str(args.steps // 2), "--start-at", repr(start_at)) for _ in range(2)]
         rs = [collect_worker(p) for p in procs]
-        return {"steps_per_s": sum(r["steps"] for r in rs) / (max(r["ended"] for r in rs) - start_at),
-                "late_start_s": max(r["started"] for r in rs) - start_at}
+        return {
+            "steps_per_s": sum(r["steps"] for r in rs) / (max(r["ended"] for r in rs) - start_at),
+            "late_start_s": max(r["started"] for r in rs) - start_at,
+        }
     if name in ("sb3-t1", "sb3-tdefault"):
         threads = ["1"] if name == "sb3-t1" else []
-        return collect_worker(run_worker("sb3", str(total), str(args.warmup_iterations), str(args.seed),
-                                         *(["--threads", *threads] if threads else [])))
+        return collect_worker(
+            run_worker(
+                "sb3",
+                str(total),
+                str(args.warmup_iterations),
+                str(args.seed),
+                *(["--threads", *threads] if threads else []),
+            )
+        )
     if name in DYNAMICRL_CONFIGS:
         mode, runners, each = DYNAMICRL_CONFIGS[name]
         return run_dynamicrl(mode, runners, each, args.steps, args.warmup_iterations, args.seed, args.run_timeout)
@@ -411,9 +488,12 @@ def measure_quietly(name: str, label: str, args: argparse.Namespace) -> dict:
         result["other_cores"] = max(0.0, (machine.busy_cpu_s() - busy0) - (own_cpu_s() - own0)) / took
         result["load_at_start"], result["attempt"] = load, attempt + 1
         figure = result.get("steps_per_s")
-        print(f"{label}: {f'{figure:.0f} env steps/s' if figure else result.get('error', 'done')[:200]} "
-              f"(took {took:.0f} s, load at start {load:.2f}, other processes used "
-              f"{result['other_cores']:.2f} cores meanwhile)", flush=True)
+        print(
+            f"{label}: {f'{figure:.0f} env steps/s' if figure else result.get('error', 'done')[:200]} "
+            f"(took {took:.0f} s, load at start {load:.2f}, other processes used "
+            f"{result['other_cores']:.2f} cores meanwhile)",
+            flush=True,
+        )
         if best is None or result["other_cores"] < best["other_cores"]:
             best = result
         if result["other_cores"] < args.max_busy or "error" in result:
@@ -427,8 +507,10 @@ def report(runs: dict[str, list[dict]], args: argparse.Namespace, started: str, 
     import gymnasium
     import mujoco
     import torch
+
     try:
         import stable_baselines3
+
         sb3_version = stable_baselines3.__version__
     except ImportError:
         sb3_version = "not installed"
@@ -465,9 +547,11 @@ def report(runs: dict[str, list[dict]], args: argparse.Namespace, started: str, 
         if name not in sps:
             continue
         ratios = [f"{sps[name] / base:.2f}x" if base else "-" for base in sb3.values()]
-        lines.append(f"| {name} | {sps[name]:.0f} | {', '.join(f'{f:.0f}' for f in figures[name])} | {ratios[0]} "
-                     f"| {ratios[1]} | {max(r['load_at_start'] for r in rs):.2f} "
-                     f"| {max(r['other_cores'] for r in rs):.2f} |")
+        lines.append(
+            f"| {name} | {sps[name]:.0f} | {', '.join(f'{f:.0f}' for f in figures[name])} | {ratios[0]} "
+            f"| {ratios[1]} | {max(r['load_at_start'] for r in rs):.2f} "
+            f"| {max(r['other_cores'] for r in rs):.2f} |"
+        )
     lines += targets(sps)
     lines += ["", "Details (per round):", ""]
     for name, rs in runs.items():
@@ -495,7 +579,11 @@ def targets(sps: dict[str, float]) -> list[str]:
         if name in sps:
             goal = 2.0 if mode == "overlap" else 1.5
             ratio = sps[name] / best
-            verdict = "met" if ratio >= goal else f"missed: {sps[name]:.0f} is {(1 - ratio / goal) * 100:.0f}% short of {goal * best:.0f}"
+            verdict = (
+                "met"
+                if ratio >= goal
+                else f"missed: {sps[name]:.0f} is {(1 - ratio / goal) * 100:.0f}% short of {goal * best:.0f}"
+            )
             lines.append(f"- `{name}`: {ratio:.2f}x, target >= {goal}x: {verdict}")
     return lines
 
@@ -510,11 +598,13 @@ def breakdown_lines(b: dict, sps: dict[str, float]) -> list[str]:
         "| part | seconds per iteration | share of collect + bus + update |",
         "|---|---:|---:|",
     ]
-    parts = [("env stepping (envs.step)", b["collect_env_s"]),
-             ("policy inference (actor.act, + actor.value on truncations)", b["collect_act_s"]),
-             ("rest of the collect loop (buffers, normaliser, safe-point poll)", b["collect_other_s"]),
-             ("bus: Rollout + PolicyWeights encode, send, receive, decode (tcp loopback)", bus_ms / 1e3),
-             ("update (PPOAlgorithm.update: GAE + 2560 gradient steps)", b["update_s"])]
+    parts = [
+        ("env stepping (envs.step)", b["collect_env_s"]),
+        ("policy inference (actor.act, + actor.value on truncations)", b["collect_act_s"]),
+        ("rest of the collect loop (buffers, normaliser, safe-point poll)", b["collect_other_s"]),
+        ("bus: Rollout + PolicyWeights encode, send, receive, decode (tcp loopback)", bus_ms / 1e3),
+        ("update (PPOAlgorithm.update: GAE + 2560 gradient steps)", b["update_s"]),
+    ]
     for label, seconds in parts:
         lines.append(f"| {label} | {seconds:.3f} | {seconds / model_sync * 100:.2f}% |")
     lines += [
@@ -534,27 +624,41 @@ def breakdown_lines(b: dict, sps: dict[str, float]) -> list[str]:
         if name in sps:
             iteration = STEPS_PER_ITERATION / sps[name]
             _, runners, _ = DYNAMICRL_CONFIGS[name]
-            lines.append(f"- `{name}`: measured iteration {iteration:.3f} s; bus + (de)serialisation "
-                         f"(~{runners} x {bus_ms:.1f} ms) = {runners * bus_ms / 1e3 / iteration * 100:.3f}% of it")
+            lines.append(
+                f"- `{name}`: measured iteration {iteration:.3f} s; bus + (de)serialisation "
+                f"(~{runners} x {bus_ms:.1f} ms) = {runners * bus_ms / 1e3 / iteration * 100:.3f}% of it"
+            )
     return lines
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--steps", type=int, default=2 * STEPS_PER_ITERATION,
-                        help="timed env steps per configuration (a multiple of 16384)")
+    parser.add_argument(
+        "--steps",
+        type=int,
+        default=2 * STEPS_PER_ITERATION,
+        help="timed env steps per configuration (a multiple of 16384)",
+    )
     parser.add_argument("--warmup-iterations", type=int, default=1, help="untimed iterations before them")
     parser.add_argument("--only", default=",".join(ALL), help="comma-separated subset of: " + ", ".join(ALL))
     parser.add_argument("--max-load", type=float, default=1.0, help="wait for a 1-min load average below this")
-    parser.add_argument("--max-busy", type=float, default=0.3,
-                        help="... and for other processes to use fewer cores than this (over 5 s); a configuration "
-                             "during which other processes used more is contended")
+    parser.add_argument(
+        "--max-busy",
+        type=float,
+        default=0.3,
+        help="... and for other processes to use fewer cores than this (over 5 s); a configuration "
+        "during which other processes used more is contended",
+    )
     parser.add_argument("--load-wait", type=float, default=300.0, help="wait at most this many seconds")
-    parser.add_argument("--retry-contended", type=int, default=2,
-                        help="measure a contended configuration again up to this many times (the least contended "
-                             "attempt is reported)")
-    parser.add_argument("--rounds", type=int, default=1,
-                        help="measure every configuration this many times, round-robin; report medians")
+    parser.add_argument(
+        "--retry-contended",
+        type=int,
+        default=2,
+        help="measure a contended configuration again up to this many times (the least contended attempt is reported)",
+    )
+    parser.add_argument(
+        "--rounds", type=int, default=1, help="measure every configuration this many times, round-robin; report medians"
+    )
     parser.add_argument("--seed", type=int, default=1)
     parser.add_argument("--update-repeats", type=int, default=3, help="breakdown: timed updates (median)")
     parser.add_argument("--run-timeout", type=float, default=400.0, help="a DynamicRL run taking longer fails")

@@ -8,9 +8,24 @@ from typing import overload
 import zmq
 
 from dynamicrl.protocol.messages import (
-    CheckpointReply, CheckpointRequest, ErrorReply, HistoryReply, HistoryRequest, Message, ParamsReply, ParamsRequest,
-    PatchReply, PatchRequest, PauseReply, PauseRequest, ResumeReply, ResumeRequest, StatusReply, StatusRequest,
-    StopReply, StopRequest,
+    CheckpointReply,
+    CheckpointRequest,
+    ErrorReply,
+    HistoryReply,
+    HistoryRequest,
+    Message,
+    ParamsReply,
+    ParamsRequest,
+    PatchReply,
+    PatchRequest,
+    PauseReply,
+    PauseRequest,
+    ResumeReply,
+    ResumeRequest,
+    StatusReply,
+    StatusRequest,
+    StopReply,
+    StopRequest,
 )
 from dynamicrl.protocol.sockets import Requester, RequestTimeout
 
@@ -57,7 +72,7 @@ class ControlClient:
         self.requester.close()
         self.ctx.term()
 
-    def __enter__(self) -> "ControlClient":
+    def __enter__(self) -> ControlClient:
         return self
 
     def __exit__(self, *_exc) -> None:

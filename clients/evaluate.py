@@ -16,14 +16,15 @@ itself, the test curve Tianshou reports and the way to pick the best checkpoint,
 from __future__ import annotations
 
 import statistics
+from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Callable
+from typing import TYPE_CHECKING
 
 import numpy as np
 
-from dynamicrl.core.settings import Config, ConfigError, config_from_dict
 from dynamicrl.core import checkpoints
+from dynamicrl.core.settings import Config, ConfigError, config_from_dict
 
 if TYPE_CHECKING:
     import gymnasium as gym
@@ -52,15 +53,21 @@ class Evaluation:
         return {**asdict(self), "mean": self.mean, "std": self.std}
 
 
-def evaluate(path: Path, episodes: int = 10, deterministic: bool = True, seed: int = 0,
-             report: Callable[[str], None] = print, envs: dict[str, gym.Env] | None = None) -> Evaluation:
+def evaluate(
+    path: Path,
+    episodes: int = 10,
+    deterministic: bool = True,
+    seed: int = 0,
+    report: Callable[[str], None] = print,
+    envs: dict[str, gym.Env] | None = None,
+) -> Evaluation:
     """Play ``episodes`` episodes with the checkpoint's policy; CheckpointError names what is wrong.
 
     ``envs``: envs to reuse, by env config, left open (each episode resets with its seed, so a
     reused env plays as a new one); without it the env is made here and closed.
     """
-    from dynamicrl.core.envs import clip_to_space, make_env
     from dynamicrl.core.algorithms import get_algorithm, load_class
+    from dynamicrl.core.envs import clip_to_space, make_env
 
     target = checkpoints.resolve(path, report)
     manifest, controller, parts = checkpoints.read(target)
@@ -76,8 +83,9 @@ def evaluate(path: Path, episodes: int = 10, deterministic: bool = True, seed: i
     env = envs[key]
     try:
         spec = get_algorithm(config.algo.name)
-        algorithm = load_class(spec.learner)(config.algo, env.observation_space, env.action_space,
-                                             seed=config.run.seed, num_iterations=1)
+        algorithm = load_class(spec.learner)(
+            config.algo, env.observation_space, env.action_space, seed=config.run.seed, num_iterations=1
+        )
         try:
             algorithm.load_state(learner.arrays, learner.meta)
         except (KeyError, ValueError, RuntimeError) as exc:  # arrays missing or of another network's shape
@@ -99,13 +107,21 @@ def evaluate(path: Path, episodes: int = 10, deterministic: bool = True, seed: i
     finally:
         if own:
             env.close()
-    return Evaluation(checkpoint=str(target), env_id=config.env.id, iteration=manifest["iteration"],
-                      env_steps=manifest["env_step"], deterministic=deterministic, seed=seed,
-                      returns=returns, lengths=lengths)
+    return Evaluation(
+        checkpoint=str(target),
+        env_id=config.env.id,
+        iteration=manifest["iteration"],
+        env_steps=manifest["env_step"],
+        deterministic=deterministic,
+        seed=seed,
+        returns=returns,
+        lengths=lengths,
+    )
 
 
-def evaluate_run(path: Path, episodes: int = 10, deterministic: bool = True, seed: int = 0,
-                 report: Callable[[str], None] = print) -> list[Evaluation]:
+def evaluate_run(
+    path: Path, episodes: int = 10, deterministic: bool = True, seed: int = 0, report: Callable[[str], None] = print
+) -> list[Evaluation]:
     """Every good checkpoint of a run directory (or of a checkpoints directory), oldest first.
 
     A bad checkpoint is reported and skipped, as resuming skips it; CheckpointError if none is good.
@@ -141,7 +157,8 @@ def _normalizer(config: Config, env, arrays: dict[str, np.ndarray]):
 def summary(result: Evaluation) -> str:
     kind = "deterministic" if result.deterministic else "stochastic"
     spread = f" +- {result.std:.1f}" if len(result.returns) > 1 else ""
-    return (f"{result.env_id} at iteration {result.iteration} ({result.env_steps} env steps), "
-            f"{len(result.returns)} {kind} episode(s) from seed {result.seed}: "
-            f"return {result.mean:.1f}{spread}, length {statistics.fmean(result.lengths):.0f}")
-
+    return (
+        f"{result.env_id} at iteration {result.iteration} ({result.env_steps} env steps), "
+        f"{len(result.returns)} {kind} episode(s) from seed {result.seed}: "
+        f"return {result.mean:.1f}{spread}, length {statistics.fmean(result.lengths):.0f}"
+    )

@@ -48,7 +48,7 @@ import logging
 import os
 import time
 from collections import deque
-from typing import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 
 import zmq
 
@@ -126,8 +126,11 @@ class Monitor:
         self._pending: deque[Received] = deque()
         self._logged: dict[str, tuple[float, int]] = {}
         self.report_every_s = report_every_s
-        self._reporter = None if report_to is None else Requester(
-            self.ctx, report_to, f"client.{os.getpid()}", timeout_s=REPORT_TIMEOUT_S, retries=0)
+        self._reporter = (
+            None
+            if report_to is None
+            else Requester(self.ctx, report_to, f"client.{os.getpid()}", timeout_s=REPORT_TIMEOUT_S, retries=0)
+        )
         self._next_report = time.monotonic()  # the first report goes with the first receive
         #: reports the controller acknowledged
         self.reports_sent = 0
@@ -226,9 +229,15 @@ class Monitor:
             return False
         now = time.monotonic()
         self._next_report = now + self.report_every_s
-        report = MonitorReport(name=self.name, topics=list(self.prefixes), received=self.received,
-                               missed=self.missed, missed_by_sender=dict(self.missed_by_sender),
-                               rejected=self.rejected + self.mismatched, final=final)
+        report = MonitorReport(
+            name=self.name,
+            topics=list(self.prefixes),
+            received=self.received,
+            missed=self.missed,
+            missed_by_sender=dict(self.missed_by_sender),
+            rejected=self.rejected + self.mismatched,
+            final=final,
+        )
         try:
             reply = self._reporter.request(report)
             if isinstance(reply, ErrorReply):
@@ -236,7 +245,10 @@ class Monitor:
         except Exception as exc:  # a report must never break the caller's loop
             (log.debug if self.report_error else log.warning)(
                 "could not report to the controller at %s: %s (trying again in %g s)",
-                self._reporter.endpoint, exc, max(self.report_every_s, _REPORT_RETRY_S))
+                self._reporter.endpoint,
+                exc,
+                max(self.report_every_s, _REPORT_RETRY_S),
+            )
             self.report_error = str(exc) or type(exc).__name__
             self._next_report = now + max(self.report_every_s, _REPORT_RETRY_S)
             return False
@@ -300,7 +312,7 @@ class Monitor:
         if self._own_ctx:
             self.ctx.term()
 
-    def __enter__(self) -> "Monitor":
+    def __enter__(self) -> Monitor:
         return self
 
     def __exit__(self, *_exc) -> None:

@@ -79,8 +79,9 @@ def start_service(
     return start_module(f"dynamicrl.services.{name}", [*args, *overrides], cwd, name, env)
 
 
-def start_module(module: str, args: Sequence[str], cwd: Path, name: str,
-                 env: Mapping[str, str] | None = None) -> subprocess.Popen:
+def start_module(
+    module: str, args: Sequence[str], cwd: Path, name: str, env: Mapping[str, str] | None = None
+) -> subprocess.Popen:
     """``python -m MODULE ARGS`` in ``cwd``, output in ``cwd/<name>[.k].log`` (as ``start_service``)."""
     cwd = Path(cwd)
     log_path = cwd / f"{name}.log"
@@ -94,8 +95,12 @@ def start_module(module: str, args: Sequence[str], cwd: Path, name: str,
     command = [sys.executable, "-m", module, *args]
     with open(log_path, "wb") as log_file:
         proc = subprocess.Popen(
-            command, cwd=cwd, env=child_env, stdin=subprocess.DEVNULL,
-            stdout=log_file, stderr=subprocess.STDOUT,
+            command,
+            cwd=cwd,
+            env=child_env,
+            stdin=subprocess.DEVNULL,
+            stdout=log_file,
+            stderr=subprocess.STDOUT,
         )
     proc.log_path = log_path  # type: ignore[attr-defined]
     return proc

@@ -41,7 +41,7 @@ class EngagementRule:
     bus_out: str
     param: str = "ppo.ent_coef"
     low: float = 0.3
-    high: float | None = None         # None: never lower it back
+    high: float | None = None  # None: never lower it back
     minimum: float = 0.0
     maximum: float = 0.05
     step: float = 0.005
@@ -50,7 +50,7 @@ class EngagementRule:
     index: str = "engagement"
     author: str = "rule:engagement"
     timeout_s: float = 2.0
-    smooth_s: float = 0.0             # time constant of the engagement's moving average (0: the latest value)
+    smooth_s: float = 0.0  # time constant of the engagement's moving average (0: the latest value)
     #: what happened, for tests and for the log: (iteration, engagement, old, new, outcome)
     decisions: list[tuple[int, float, float, float, str]] = field(default_factory=list)
 
@@ -96,13 +96,16 @@ class EngagementRule:
     def on_metrics(self, message: TrainMetrics, client: ControlClient) -> None:
         self.iteration = message.iteration
         seen = message.hyperparameters.get(self.param)
-        if isinstance(seen, (int, float)) and not isinstance(seen, bool):
-            # after our own patch the next iteration may still report the old value: trust ours until then
-            if self.last_patch_iteration is None or message.iteration > self.last_patch_iteration:
-                self.value = float(seen)
+        # after our own patch the next iteration may still report the old value: trust ours until then
+        ours_pending = self.last_patch_iteration is not None and message.iteration <= self.last_patch_iteration
+        if isinstance(seen, (int, float)) and not isinstance(seen, bool) and not ours_pending:
+            self.value = float(seen)
         if self.engagement is None or self.value is None:
             return
-        if self.last_patch_iteration is not None and message.iteration - self.last_patch_iteration < self.every_iterations:
+        if (
+            self.last_patch_iteration is not None
+            and message.iteration - self.last_patch_iteration < self.every_iterations
+        ):
             return
         new = self.target(self.engagement, self.value)
         if new is None:
@@ -122,8 +125,16 @@ class EngagementRule:
         except (RequestTimeout, ProtocolError) as exc:
             log.warning("rule: no answer from the controller for %s=%r: %s", self.param, new, exc)
             return f"no answer: {exc}"
-        log.info("rule: engagement %.3f at iteration %s: %s %r -> %r (patch %s, %s)", self.engagement,
-                 self.iteration, self.param, self.value, new, reply.patch_id, reply.status.value)
+        log.info(
+            "rule: engagement %.3f at iteration %s: %s %r -> %r (patch %s, %s)",
+            self.engagement,
+            self.iteration,
+            self.param,
+            self.value,
+            new,
+            reply.patch_id,
+            reply.status.value,
+        )
         self.value = new
         self.patches += 1
         return reply.status.value
@@ -149,12 +160,23 @@ class EngagementRule:
     def run(self, duration: float | None = None) -> int:
         """Watch and steer until ``duration`` s pass (None: until SIGTERM/SIGINT or stop()); patches sent."""
         deadline = None if duration is None else time.monotonic() + duration
-        with Monitor(self.bus_out, (self.topic, METRICS_TRAIN)) as monitor, \
-                ControlClient(self.control, timeout_s=self.timeout_s, retries=1) as client:
+        with (
+            Monitor(self.bus_out, (self.topic, METRICS_TRAIN)) as monitor,
+            ControlClient(self.control, timeout_s=self.timeout_s, retries=1) as client,
+        ):
             self.initial_value(client)
-            log.info("rule: watching %s and %s; %s in [%g, %g], step %g, low %g, high %s, every %d iteration(s)",
-                     self.topic, METRICS_TRAIN, self.param, self.minimum, self.maximum, self.step, self.low,
-                     self.high, self.every_iterations)
+            log.info(
+                "rule: watching %s and %s; %s in [%g, %g], step %g, low %g, high %s, every %d iteration(s)",
+                self.topic,
+                METRICS_TRAIN,
+                self.param,
+                self.minimum,
+                self.maximum,
+                self.step,
+                self.low,
+                self.high,
+                self.every_iterations,
+            )
             while not self._stop and (deadline is None or time.monotonic() < deadline):
                 try:
                     event = monitor.receive(0.25)

@@ -54,8 +54,7 @@ def policy_sha256(arrays: dict[str, np.ndarray]) -> str:
     return digest.hexdigest()
 
 
-def write(root: Path, iteration: int, env_step: int, parts: list[Part], controller: dict[str, Any],
-          keep: int) -> Path:
+def write(root: Path, iteration: int, env_step: int, parts: list[Part], controller: dict[str, Any], keep: int) -> Path:
     """Write a complete checkpoint under ``root``; return its directory."""
     root.mkdir(parents=True, exist_ok=True)
     final = root / f"{PREFIX}{iteration:08d}"
@@ -70,9 +69,13 @@ def write(root: Path, iteration: int, env_step: int, parts: list[Part], controll
     files["controller.json"] = _write(tmp / "controller.json", _json(controller))
     learner = next(p for p in parts if p.service == controller["learner"])
     manifest = {
-        "format": FORMAT_VERSION, "iteration": iteration, "env_step": env_step,
-        "created": time.time(), "services": [p.service for p in parts],
-        "policy_sha256": policy_sha256(learner.arrays), "files": files,
+        "format": FORMAT_VERSION,
+        "iteration": iteration,
+        "env_step": env_step,
+        "created": time.time(),
+        "services": [p.service for p in parts],
+        "policy_sha256": policy_sha256(learner.arrays),
+        "files": files,
     }
     _write(tmp / "manifest.json", _json(manifest))
     if final.exists():  # the same boundary again (e.g. a request at the final iteration)
@@ -113,8 +116,10 @@ def verify(path: Path) -> dict[str, Any]:
     except (OSError, ValueError) as exc:
         raise CheckpointError(f"{manifest_path}: unreadable: {exc}") from None
     if not isinstance(manifest, dict) or manifest.get("format") != FORMAT_VERSION:
-        raise CheckpointError(f"{manifest_path}: format {manifest.get('format') if isinstance(manifest, dict) else '?'!r}"
-                              f" is not {FORMAT_VERSION}")
+        raise CheckpointError(
+            f"{manifest_path}: format {manifest.get('format') if isinstance(manifest, dict) else '?'!r}"
+            f" is not {FORMAT_VERSION}"
+        )
     for name, expected in manifest.get("files", {}).items():
         file = path / name
         try:

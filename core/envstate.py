@@ -24,8 +24,10 @@ def capture(env: gym.Env) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
     base = env.unwrapped
     limit = _time_limit(env)
     # a JSON string: PCG64's state holds 128-bit integers, which msgpack cannot carry
-    meta: dict[str, Any] = {"np_random": json.dumps(base.np_random.bit_generator.state),
-                            "elapsed_steps": limit._elapsed_steps if limit else None}
+    meta: dict[str, Any] = {
+        "np_random": json.dumps(base.np_random.bit_generator.state),
+        "elapsed_steps": limit._elapsed_steps if limit else None,
+    }
     arrays: dict[str, np.ndarray] = {}
     if hasattr(base, "data") and hasattr(base, "model"):  # MuJoCo
         import mujoco
@@ -36,8 +38,9 @@ def capture(env: gym.Env) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
         meta["kind"] = "mujoco"
         arrays["mj_state"] = state
         # what env code reads before the next mj_step, packed into one buffer (one frame on the wire)
-        arrays["mj_derived"], meta["mj_derived"] = _pack({name: getattr(base.data, name)
-                                                          for name in _derived_arrays(base.data)})
+        arrays["mj_derived"], meta["mj_derived"] = _pack(
+            {name: getattr(base.data, name) for name in _derived_arrays(base.data)}
+        )
     elif type(base).__module__.startswith("gymnasium.envs.classic_control") and hasattr(base, "state"):
         meta["kind"] = "classic"
         arrays["state"] = np.array(base.state, dtype=np.float64)
@@ -112,6 +115,6 @@ def _unpack(buffer: np.ndarray, layout: list) -> dict[str, np.ndarray]:
     out, offset = {}, 0
     for name, dtype, shape in layout:
         size = int(np.prod(shape, dtype=np.int64)) * np.dtype(dtype).itemsize
-        out[name] = buffer[offset:offset + size].view(dtype).reshape(shape)
+        out[name] = buffer[offset : offset + size].view(dtype).reshape(shape)
         offset += size
     return out

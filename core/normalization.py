@@ -45,7 +45,11 @@ class RunningMeanStd:
         self.count = total
 
     def moments(self) -> dict[str, np.ndarray]:
-        return {"count": np.array([self.count]), "mean": np.array(self.mean, np.float64), "var": np.array(self.var, np.float64)}
+        return {
+            "count": np.array([self.count]),
+            "mean": np.array(self.mean, np.float64),
+            "var": np.array(self.var, np.float64),
+        }
 
     def load(self, moments: dict[str, np.ndarray]) -> None:
         self.count = float(moments["count"][0])
@@ -68,6 +72,7 @@ def unpack(prefix: str, arrays: dict[str, np.ndarray]) -> dict[str, np.ndarray] 
     names = ("count", "mean", "var")
     keys = {k: v for k in names if (v := arrays.get(f"{prefix}.{k}")) is not None}
     return None if len(keys) < len(names) else keys
+
 
 class Normalizer:
     def __init__(self, config: NormalizeConfig, obs_shape: tuple[int, ...], num_envs: int, gamma: float) -> None:

@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, ValidationInfo, field_validator
 
 from dynamicrl.core.algorithms import get_algorithm
 
@@ -40,7 +40,8 @@ class Addresses(_Strict):
     bus_in: str = Field(default="tcp://127.0.0.1:5551", description="bus XSUB: publishers connect here")
     bus_out: str = Field(default="tcp://127.0.0.1:5552", description="bus XPUB: subscribers connect here")
     data: str = Field(
-        default="tcp://127.0.0.1:5553", description="learner data socket (ROUTER): rollouts in, weights out")
+        default="tcp://127.0.0.1:5553", description="learner data socket (ROUTER): rollouts in, weights out"
+    )
 
 
 class RunConfig(_Strict):
@@ -49,21 +50,27 @@ class RunConfig(_Strict):
     dir: str | None = Field(default=None, description="run directory; default <root>/<run_id>")
     root: str = Field(default="runs", description="parent of run directories when dir is not set")
     total_env_steps: int = Field(
-        default=150_000, ge=1, json_schema_extra={"tunable": True, "apply": "next_iteration"},
-        description="training budget in env steps, all env-runners together (a live patch: more than the steps done)")
+        default=150_000,
+        ge=1,
+        json_schema_extra={"tunable": True, "apply": "next_iteration"},
+        description="training budget in env steps, all env-runners together (a live patch: more than the steps done)",
+    )
     envrunners: int | Literal["auto"] = Field(
         default="auto",
         description="env-runners to wait for; 'auto' takes every one that registers within join_window_s of the first",
     )
     join_window_s: float = Field(
-        default=3.0, gt=0, le=60, description="with envrunners=auto: how long the roster stays open")
+        default=3.0, gt=0, le=60, description="with envrunners=auto: how long the roster stays open"
+    )
     torch_threads: int = Field(
-        default=1, ge=1, le=64, description="torch threads per process (fixed for reproducibility)")
+        default=1, ge=1, le=64, description="torch threads per process (fixed for reproducibility)"
+    )
     mode: Literal["sync", "overlap"] = Field(
         default="sync",
         description="sync: collect with the newest policy; overlap: collect iteration k+1 with policy k "
         "while the learner trains on k (one-iteration policy lag, still deterministic; a checkpoint waits for "
-        "the next boundary)")
+        "the next boundary)",
+    )
 
 
 class EnvConfig(_Strict):
@@ -76,7 +83,8 @@ class NormalizeConfig(_Strict):
     """Observation and reward normalisation (the continuous-control recipe); statistics live in the learner."""
 
     obs: bool = Field(
-        default=False, description="normalise observations by a running mean/std shared by all env-runners")
+        default=False, description="normalise observations by a running mean/std shared by all env-runners"
+    )
     reward: bool = Field(default=False, description="scale rewards by the running std of the discounted return")
     clip_obs: float = Field(default=10.0, gt=0, description="clip normalised observations to +-this")
     clip_reward: float = Field(default=10.0, gt=0, description="clip scaled rewards to +-this")
@@ -86,7 +94,10 @@ class EnvRunnerConfig(_Strict):
     """Env-runner settings; the tunable ones may be patched live as ``envrunner.<name>``."""
 
     reward_scale: float = Field(
-        default=1.0, gt=0, le=1e6, json_schema_extra={"tunable": True, "apply": "next_env_step"},
+        default=1.0,
+        gt=0,
+        le=1e6,
+        json_schema_extra={"tunable": True, "apply": "next_env_step"},
         description="Multiplies every reward the learner sees (episode returns are reported unscaled).",
     )
 
@@ -95,21 +106,33 @@ class TimingConfig(_Strict):
     heartbeat_s: float = Field(default=0.5, gt=0, le=10, description="heartbeat interval of every service")
     missing_after_s: float = Field(default=2.0, gt=0, description="a member silent this long is reported missing")
     dead_after_s: float = Field(
-        default=15.0, gt=0, description="a learner or env-runner silent this long stops the run (exit 1)")
+        default=15.0, gt=0, description="a learner or env-runner silent this long stops the run (exit 1)"
+    )
     pause_timeout_s: float = Field(
-        default=5.0, gt=0, le=600, description="a pause not reached by every service by then is called off")
+        default=5.0, gt=0, le=600, description="a pause not reached by every service by then is called off"
+    )
     patch_wait_s: float = Field(
-        default=10.0, gt=0, le=600, description="how long `dynamicrl patch` waits for the patch to take effect")
+        default=10.0, gt=0, le=600, description="how long `dynamicrl patch` waits for the patch to take effect"
+    )
     start_timeout_s: float = Field(
-        default=180.0, gt=0, description="the controller gives up if members are not ready by then")
+        default=180.0, gt=0, description="the controller gives up if members are not ready by then"
+    )
     signal_grace_s: float = Field(
-        default=10.0, gt=0, le=600, description="a member of a running run that gets SIGTERM/SIGINT "
-        "waits this long for the controller to stop it (after a last checkpoint)")
+        default=10.0,
+        gt=0,
+        le=600,
+        description="a member of a running run that gets SIGTERM/SIGINT "
+        "waits this long for the controller to stop it (after a last checkpoint)",
+    )
     request_timeout_s: float = Field(
-        default=1.0, gt=0, le=60, description="clients wait this long for each reply attempt")
+        default=1.0, gt=0, le=60, description="clients wait this long for each reply attempt"
+    )
     monitor_expiry_s: float = Field(
-        default=30.0, gt=0, description="the controller forgets (and `dynamicrl status` stops "
-        "listing) an external monitor that has not reported for this long")
+        default=30.0,
+        gt=0,
+        description="the controller forgets (and `dynamicrl status` stops "
+        "listing) an external monitor that has not reported for this long",
+    )
 
 
 class LoggerConfig(_Strict):
@@ -125,12 +148,15 @@ class MetricsConfig(_Strict):
 
 class CheckpointConfig(_Strict):
     every_iterations: int | None = Field(
-        default=None, ge=1, description="also checkpoint every N iterations (None: only on request and at the end)")
+        default=None, ge=1, description="also checkpoint every N iterations (None: only on request and at the end)"
+    )
     keep: int = Field(
-        default=3, ge=1, description="complete checkpoints kept in <run_dir>/checkpoints (older ones are deleted)")
+        default=3, ge=1, description="complete checkpoints kept in <run_dir>/checkpoints (older ones are deleted)"
+    )
     at_end: bool = Field(default=True, description="checkpoint when training finishes")
     timeout_s: float = Field(
-        default=60.0, gt=0, description="a checkpoint not complete by then is abandoned (the run goes on)")
+        default=60.0, gt=0, description="a checkpoint not complete by then is abandoned (the run goes on)"
+    )
 
 
 class Config(_Strict):
@@ -138,22 +164,30 @@ class Config(_Strict):
     env: EnvConfig = Field(default_factory=EnvConfig)
     envrunner: EnvRunnerConfig = Field(default_factory=EnvRunnerConfig)
     normalize: NormalizeConfig = Field(default_factory=NormalizeConfig)
-    algo: Any = Field(default_factory=lambda: {"name": "ppo"}, validate_default=True,
-                      description="algorithm name and its hyperparameters")
+    algo: Any = Field(
+        default_factory=lambda: {"name": "ppo"},
+        validate_default=True,
+        description="algorithm name and its hyperparameters",
+    )
     addresses: Addresses = Field(default_factory=Addresses)
     timing: TimingConfig = Field(default_factory=TimingConfig)
     logger: LoggerConfig = Field(default_factory=LoggerConfig)
     metrics: MetricsConfig = Field(default_factory=MetricsConfig)
     checkpoint: CheckpointConfig = Field(default_factory=CheckpointConfig)
     resume: str | None = Field(
-        default=None, description="a run directory to continue from its latest good checkpoint "
-        "(set by `dynamicrl resume-run` / $DYNAMICRL_RESUME)")
+        default=None,
+        description="a run directory to continue from its latest good checkpoint "
+        "(set by `dynamicrl resume-run` / $DYNAMICRL_RESUME)",
+    )
     resume_total_env_steps: int | None = Field(
-        default=None, gt=0,
+        default=None,
+        gt=0,
         description="with resume: the run's new run.total_env_steps, to train it longer than it planned "
-        "(set by `dynamicrl resume-run --total-env-steps`)")
+        "(set by `dynamicrl resume-run --total-env-steps`)",
+    )
     patches: str | None = Field(
-        default=None, description="a patches.jsonl to replay: its patches apply at the same logical times")
+        default=None, description="a patches.jsonl to replay: its patches apply at the same logical times"
+    )
     plugins: list[str] = Field(default_factory=list, description="modules imported first (e.g. to register algorithms)")
 
     @field_validator("algo", mode="before")
@@ -170,8 +204,10 @@ class Config(_Strict):
     @classmethod
     def _with_resume(cls, value: int | None, info: ValidationInfo) -> int | None:
         if value is not None and not info.data.get("resume"):
-            raise ValueError("only with resume (`dynamicrl resume-run RUN_DIR --total-env-steps N`); "
-                             "a new run's budget is run.total_env_steps")
+            raise ValueError(
+                "only with resume (`dynamicrl resume-run RUN_DIR --total-env-steps N`); "
+                "a new run's budget is run.total_env_steps"
+            )
         return value
 
     def to_dict(self) -> dict[str, Any]:

@@ -35,9 +35,9 @@ class PatchError(ValueError):
 
 @dataclass(frozen=True)
 class Spec:
-    name: str        # public name, e.g. "ppo.lr"
-    section: str     # attribute of Config holding it, e.g. "algo"
-    field: str       # field in that section, e.g. "lr"
+    name: str  # public name, e.g. "ppo.lr"
+    section: str  # attribute of Config holding it, e.g. "algo"
+    field: str  # field in that section, e.g. "lr"
     apply: str
     owner: Role
 
@@ -71,14 +71,20 @@ def describe(config: Config) -> list[Tunable]:
             for key in bounds:
                 if isinstance(meta, getattr(annotated_types, key.capitalize())):
                     bounds[key] = getattr(meta, key)
-        rows.append(Tunable(
-            name=spec.name, owner=spec.owner, type=_type_name(info.annotation), apply=spec.apply,
-            description=info.description or "", value=getattr(section, spec.field),
-            minimum=bounds["ge"] if bounds["ge"] is not None else bounds["gt"],
-            exclusive_minimum=bounds["gt"] is not None,
-            maximum=bounds["le"] if bounds["le"] is not None else bounds["lt"],
-            exclusive_maximum=bounds["lt"] is not None,
-        ))
+        rows.append(
+            Tunable(
+                name=spec.name,
+                owner=spec.owner,
+                type=_type_name(info.annotation),
+                apply=spec.apply,
+                description=info.description or "",
+                value=getattr(section, spec.field),
+                minimum=bounds["ge"] if bounds["ge"] is not None else bounds["gt"],
+                exclusive_minimum=bounds["gt"] is not None,
+                maximum=bounds["le"] if bounds["le"] is not None else bounds["lt"],
+                exclusive_maximum=bounds["lt"] is not None,
+            )
+        )
     return rows
 
 
@@ -126,7 +132,8 @@ def validate(config: Config, changes: dict[str, Any]) -> tuple[Config, dict[str,
         current = getattr(config, section)
         try:
             patched[section] = type(current).model_validate(
-                {**current.model_dump(), **{field: value for field, (_, value) in fields.items()}})
+                {**current.model_dump(), **{field: value for field, (_, value) in fields.items()}}
+            )
         except ValidationError as exc:
             for error in exc.errors():
                 field = str(error["loc"][0]) if error["loc"] else ""
@@ -139,16 +146,20 @@ def validate(config: Config, changes: dict[str, Any]) -> tuple[Config, dict[str,
     diff = {}
     for name in changes:
         spec = known[name]
-        diff[name] = (getattr(getattr(config, spec.section), spec.field),
-                      getattr(getattr(new_config, spec.section), spec.field))
+        diff[name] = (
+            getattr(getattr(config, spec.section), spec.field),
+            getattr(getattr(new_config, spec.section), spec.field),
+        )
     return new_config, diff
 
 
 def budget_problem(total_env_steps: int, iteration: int, env_step: int) -> str:
     """Why ``total_env_steps`` cannot be a run's new budget at this point ('' if it can)."""
     if total_env_steps <= env_step:
-        return (f"the run is at {env_step} env steps (iteration {iteration}); "
-                f"a new budget of {total_env_steps} env steps must be more")
+        return (
+            f"the run is at {env_step} env steps (iteration {iteration}); "
+            f"a new budget of {total_env_steps} env steps must be more"
+        )
     return ""
 
 

@@ -17,8 +17,9 @@ from __future__ import annotations
 import os
 import time
 import uuid
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any, Generic, Sequence, TypeVar, overload
+from typing import Any, Generic, TypeVar, overload
 
 import msgpack
 import numpy as np
@@ -130,7 +131,7 @@ def encode(envelope: Envelope, message: Message) -> list[Any]:
 
 def _plain(value: Any) -> Any:
     """msgpack fallback for enums and numpy scalars left in a model dump."""
-    if hasattr(value, "value") and isinstance(getattr(value, "value"), (str, int)):
+    if hasattr(value, "value") and isinstance(value.value, (str, int)):
         return value.value
     if isinstance(value, np.generic):
         return value.item()
@@ -173,7 +174,8 @@ def _decode(frames: Sequence[Any], expect: Sequence[type[Message]] | None) -> Re
             sender = raw.get("sender")
             raise ProtocolVersionMismatch(
                 problem + (f" (from {sender!r})" if isinstance(sender, str) else ""),
-                version=version, sender=sender if isinstance(sender, str) else None,
+                version=version,
+                sender=sender if isinstance(sender, str) else None,
             )
         raise ProtocolError(problem)
     type_name = raw.get("type")
@@ -193,8 +195,7 @@ def _decode(frames: Sequence[Any], expect: Sequence[type[Message]] | None) -> Re
         raise ProtocolError(f"{len(arrays) - len(used)} array frame(s) not referenced by the body")
     message = cls.model_validate(body)
     if topic != message.topic().encode():  # e.g. ExternalSample: external.<stream>
-        raise ProtocolError(f"topic {topic!r} does not match message type {type_name!r} "
-                            f"(expected {message.topic()!r})")
+        raise ProtocolError(f"topic {topic!r} does not match message type {type_name!r} (expected {message.topic()!r})")
     return Received(envelope, message)
 
 

@@ -41,8 +41,7 @@ def protocol_schema() -> dict[str, Any]:
     messages = {}
     for type_name in sorted(MESSAGE_TYPES):
         cls = MESSAGE_TYPES[type_name]
-        messages[type_name] = {"$schema": JSON_SCHEMA_DIALECT, "x-dynamicrl-type": type_name,
-                               **cls.model_json_schema()}
+        messages[type_name] = {"$schema": JSON_SCHEMA_DIALECT, "x-dynamicrl-type": type_name, **cls.model_json_schema()}
     envelope = {"$schema": JSON_SCHEMA_DIALECT, **payload_schema()}
     return {
         "title": "DynamicRL wire protocol",
@@ -50,7 +49,7 @@ def protocol_schema() -> dict[str, Any]:
             "JSON Schema of the DynamicRL wire contract (see docs/protocol.md). A message is the "
             "ZeroMQ multipart [topic, payload, *array_frames]; payload is a msgpack map valid "
             "against `envelope`, whose `body` is valid against `messages[type]`. Arrays in a body "
-            "travel as references {\"__ndarray__\": i, \"dtype\": ..., \"shape\": [...]} to frame 2 + i. "
+            'travel as references {"__ndarray__": i, "dtype": ..., "shape": [...]} to frame 2 + i. '
             "Generated from the pydantic models by `dynamicrl protocol schema`."
         ),
         "protocol_version": PROTOCOL_VERSION,

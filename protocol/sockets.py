@@ -11,8 +11,9 @@ from __future__ import annotations
 
 import logging
 import uuid
+from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Generic, Sequence
+from typing import Generic
 
 import zmq
 
@@ -193,7 +194,9 @@ def send_routed(
         return False
 
 
-def send(sock: zmq.Socket, session: Session, message: Message, *, ltime: LogicalTime | None = None, parent: str | None = None) -> None:
+def send(
+    sock: zmq.Socket, session: Session, message: Message, *, ltime: LogicalTime | None = None, parent: str | None = None
+) -> None:
     """Send on a DEALER (or PUSH/PAIR) socket."""
     sock.send_multipart(session.encode(message, ltime=ltime, parent=parent), copy=False)
 
@@ -212,12 +215,25 @@ def bind(sock: zmq.Socket, endpoint: str) -> str:
     try:
         sock.bind(endpoint)
     except zmq.ZMQError as exc:
-        raise BindError(f"cannot bind {endpoint}: {exc.strerror} (another run on this port? "
-                        "change it under addresses: in the config)") from None
+        raise BindError(
+            f"cannot bind {endpoint}: {exc.strerror} (another run on this port? "
+            "change it under addresses: in the config)"
+        ) from None
     return sock.getsockopt_string(zmq.LAST_ENDPOINT)
 
 
 __all__ = [
-    "BindError", "GapCounter", "Publisher", "RequestTimeout", "Requester", "Routed", "Subscriber",
-    "bind", "make_socket", "recv", "recv_routed", "send", "send_routed",
+    "BindError",
+    "GapCounter",
+    "Publisher",
+    "RequestTimeout",
+    "Requester",
+    "Routed",
+    "Subscriber",
+    "bind",
+    "make_socket",
+    "recv",
+    "recv_routed",
+    "send",
+    "send_routed",
 ]

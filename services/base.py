@@ -18,7 +18,8 @@ import platform
 import signal
 import socket
 import time
-from typing import Any, Callable, TypeVar
+from collections.abc import Callable
+from typing import Any, TypeVar
 
 import zmq
 
@@ -26,9 +27,28 @@ from dynamicrl.core import tunables
 from dynamicrl.core.settings import Config, config_from_dict
 from dynamicrl.protocol.codec import ProtocolError, Received, Session
 from dynamicrl.protocol.messages import (
-    ApplyPatch, BarrierReached, CheckpointCommand, CheckpointDone, CheckpointPart, ErrorReply, Goodbye, Heartbeat, LogicalTime, Message, PatchApplied,
-    PauseCommand, Position, Ready, RegisterReply, RegisterRequest, ResumeCommand, Role, RunStart,
-    StopCommand, StopReply, StopRequest,
+    ApplyPatch,
+    BarrierReached,
+    CheckpointCommand,
+    CheckpointDone,
+    CheckpointPart,
+    ErrorReply,
+    Goodbye,
+    Heartbeat,
+    LogicalTime,
+    Message,
+    PatchApplied,
+    PauseCommand,
+    Position,
+    Ready,
+    RegisterReply,
+    RegisterRequest,
+    ResumeCommand,
+    Role,
+    RunStart,
+    StopCommand,
+    StopReply,
+    StopRequest,
 )
 from dynamicrl.protocol.sockets import Publisher, make_socket, recv, send
 
@@ -67,7 +87,7 @@ class Service:
         self.finished = False  # set when the service ends because training is complete
         self.ltime = LogicalTime(iteration=0, env_step=0)
         self._next_beat = 0.0
-        self.pause_id: str | None = None   # a pause is requested (or held) while set
+        self.pause_id: str | None = None  # a pause is requested (or held) while set
         self.pending_patches: list[ApplyPatch] = []
         self.hold_patches = False
         self.missed = 0  # bus messages lost by this service's subscriptions (reported in heartbeats)
@@ -81,8 +101,11 @@ class Service:
             ApplyPatch: self._on_apply_patch,
             CheckpointCommand: lambda r: self.checkpoint_requests.append(r.message),
             CheckpointDone: lambda r: self.checkpoint_done.__setitem__(r.message.ckpt_id, r.message),
-            StopReply: lambda r: log.info("%s: the controller: %s", self.name, r.message.message or
-                                          f"stopping after checkpoint {r.message.checkpoint}"),
+            StopReply: lambda r: log.info(
+                "%s: the controller: %s",
+                self.name,
+                r.message.message or f"stopping after checkpoint {r.message.checkpoint}",
+            ),
         }
         for sig in (signal.SIGINT, signal.SIGTERM):
             signal.signal(sig, self._on_signal)
@@ -95,8 +118,11 @@ class Service:
     # -- joining -----------------------------------------------------------------
     def register(self) -> RegisterReply:
         """Announce ourselves; the controller answers with run id, rank and resolved config."""
-        self._send(RegisterRequest(service=self.name, role=self.role, rank=self.requested_rank,
-                                   pid=os.getpid(), host=socket.gethostname()))
+        self._send(
+            RegisterRequest(
+                service=self.name, role=self.role, rank=self.requested_rank, pid=os.getpid(), host=socket.gethostname()
+            )
+        )
         reply = self._await(RegisterReply, self.local.timing.start_timeout_s, "registration")
         self.config = config_from_dict(reply.config)
         self.run_id, self.run_dir, self.rank = reply.run_id, reply.run_dir, reply.rank
@@ -121,8 +147,10 @@ class Service:
             if beat:
                 self._beat()
             if time.monotonic() > deadline:
-                raise StartupError(f"{self.name}: no {what} from the controller at "
-                                   f"{self.local.addresses.controller} within {timeout_s:.0f} s")
+                raise StartupError(
+                    f"{self.name}: no {what} from the controller at "
+                    f"{self.local.addresses.controller} within {timeout_s:.0f} s"
+                )
             if not self.link.poll(100):
                 continue
             received = self._recv_link()
@@ -136,8 +164,9 @@ class Service:
         raise StartupError(f"{self.name}: stopped before {what} ({self.stop_reason})")
 
     # -- running -------------------------------------------------------------------
-    def safe_point(self, ltime: LogicalTime | None = None, *, minibatch: int | None = None,
-                   boundary: bool = True) -> None:
+    def safe_point(
+        self, ltime: LogicalTime | None = None, *, minibatch: int | None = None, boundary: bool = True
+    ) -> None:
         """Act on the controller here; call only where the service's state is consistent.
 
         ``minibatch`` is the learner's gradient steps done in the current update;
@@ -182,8 +211,12 @@ class Service:
             grace = self.config.timing.signal_grace_s
             if not self.asked_to_stop and not self.observer:
                 self.asked_to_stop = True
-                log.info("%s: %s: asking the controller to stop the run after a checkpoint (waiting %g s at most)",
-                         self.name, self.signalled[0], grace)
+                log.info(
+                    "%s: %s: asking the controller to stop the run after a checkpoint (waiting %g s at most)",
+                    self.name,
+                    self.signalled[0],
+                    grace,
+                )
                 self._send(StopRequest(checkpoint=True))
             elif now - self.signalled[1] > grace:
                 self.stop(f"{self.signalled[0]}, and no stop from the controller in {grace:g} s")
@@ -221,8 +254,11 @@ class Service:
         for patch in list(self.pending_patches):
             if patch.at is not None and self._before(patch):
                 continue
-            due = {name: value for name, value in patch.changes.items()
-                   if name in specs and (boundary or specs[name].apply != "next_iteration")}
+            due = {
+                name: value
+                for name, value in patch.changes.items()
+                if name in specs and (boundary or specs[name].apply != "next_iteration")
+            }
             if not due:
                 continue
             try:
@@ -235,10 +271,16 @@ class Service:
             self.pending_patches.remove(patch)
             if remaining:
                 self.pending_patches.append(patch.model_copy(update={"changes": remaining}))
-            self._send(PatchApplied(patch_id=patch.patch_id, author=patch.author, position=self.position(),
-                                    changes=diff))
-            log.info("%s applied patch %s at %s: %s", self.name, patch.patch_id,
-                     self.position().model_dump(exclude={"service"}), diff)
+            self._send(
+                PatchApplied(patch_id=patch.patch_id, author=patch.author, position=self.position(), changes=diff)
+            )
+            log.info(
+                "%s applied patch %s at %s: %s",
+                self.name,
+                patch.patch_id,
+                self.position().model_dump(exclude={"service"}),
+                diff,
+            )
 
     def _before(self, patch: ApplyPatch) -> bool:
         assert patch.at is not None  # only asked of a patch scheduled for a logical time
@@ -250,9 +292,12 @@ class Service:
     def send_checkpoint_part(self, ckpt_id: str, arrays: dict, meta: dict) -> None:
         # the tunables this member runs with: the controller's config already holds the values of patches
         # it accepted but this member has not applied yet (e.g. scheduled for a later iteration)
-        meta = {**meta, "pending_patches": [p.model_dump(mode="json") for p in self.pending_patches],
-                "tunables": {row.name: row.value for row in tunables.describe(self.config)},
-                "versions": library_versions()}
+        meta = {
+            **meta,
+            "pending_patches": [p.model_dump(mode="json") for p in self.pending_patches],
+            "tunables": {row.name: row.value for row in tunables.describe(self.config)},
+            "versions": library_versions(),
+        }
         self._send(CheckpointPart(ckpt_id=ckpt_id, service=self.name, ltime=self.ltime, arrays=arrays, meta=meta))
 
     def hold_until_checkpoint_done(self, ckpt_id: str) -> None:
@@ -272,9 +317,12 @@ class Service:
         saved, here = meta.get("versions", {}), library_versions()  # (a cached dict: read only)
         differ = {k: (saved[k], here.get(k)) for k in saved if saved[k] != here.get(k)}
         if differ:  # still resumed: a version change is often harmless, but it is the first suspect
-            log.warning("%s: resuming with other library versions than the checkpoint's (%s): the continuation "
-                        "may not be bitwise", self.name,
-                        ", ".join(f"{k} {old} -> {new}" for k, (old, new) in differ.items()))
+            log.warning(
+                "%s: resuming with other library versions than the checkpoint's (%s): the continuation "
+                "may not be bitwise",
+                self.name,
+                ", ".join(f"{k} {old} -> {new}" for k, (old, new) in differ.items()),
+            )
         if meta.get("tunables"):
             self.config, _ = tunables.validate(self.config, meta["tunables"])
             self.on_config_changed()
@@ -286,8 +334,9 @@ class Service:
     def _dispatch(self, received: Received[Message]) -> None:
         handler = self._handlers.get(type(received.message))
         if handler is None:
-            log.warning("%s: ignoring unexpected %s from %s", self.name, received.message.TYPE,
-                        received.envelope.sender)
+            log.warning(
+                "%s: ignoring unexpected %s from %s", self.name, received.message.TYPE, received.envelope.sender
+            )
             return
         handler(received)
 
@@ -349,8 +398,7 @@ def rank_from_environment() -> int | None:
 
 
 def setup_logging(name: str) -> None:
-    logging.basicConfig(level=logging.INFO, format=f"%(asctime)s {name} %(levelname)s %(message)s",
-                        datefmt="%H:%M:%S")
+    logging.basicConfig(level=logging.INFO, format=f"%(asctime)s {name} %(levelname)s %(message)s", datefmt="%H:%M:%S")
 
 
 #: what decides whether a continuation is bitwise; recorded in every member's checkpoint part

@@ -19,9 +19,18 @@ SERVICES = ("controller", "learner", "envrunner", "logger")
 @click.command()
 @click.argument("name", type=click.Choice(SERVICES))
 @click.argument("overrides", nargs=-1, metavar="[KEY=VALUE]...")
-@click.option("--config", "-c", "config_path", envvar="DYNAMICRL_CONFIG", default=DEFAULT_CONFIG, show_default=True,
-              help="Run config (YAML). Env: DYNAMICRL_CONFIG. Overrides: $DYNAMICRL_OVERRIDES and KEY=VALUE arguments.")
-@click.option("--rank", type=int, default=None, help="env-runner rank (default: from honcho's process name, else assigned)")
+@click.option(
+    "--config",
+    "-c",
+    "config_path",
+    envvar="DYNAMICRL_CONFIG",
+    default=DEFAULT_CONFIG,
+    show_default=True,
+    help="Run config (YAML). Env: DYNAMICRL_CONFIG. Overrides: $DYNAMICRL_OVERRIDES and KEY=VALUE arguments.",
+)
+@click.option(
+    "--rank", type=int, default=None, help="env-runner rank (default: from honcho's process name, else assigned)"
+)
 def service(name: str, overrides: tuple[str, ...], config_path: str, rank: int | None) -> None:
     """Run one service process (what the Procfile starts)."""
     try:

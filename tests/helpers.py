@@ -50,9 +50,7 @@ PROCFILE = REPO / "Procfile"
 CLI = [sys.executable, "-m", "dynamicrl.clients.cli"]
 
 
-def wait_until(
-    fn: Callable[[], Any], timeout: float, interval: float = 0.05, message: str | None = None
-) -> Any:
+def wait_until(fn: Callable[[], Any], timeout: float, interval: float = 0.05, message: str | None = None) -> Any:
     """Call ``fn`` every ``interval`` s until it returns something truthy, and return that.
 
     Raises AssertionError (with ``message``) once ``timeout`` s have passed without success.
@@ -94,8 +92,9 @@ class RunningController:
         stop(self.proc)
 
 
-def start_controller(tmp_path: Path, ports: Sequence[int] | None = None, timeout: float = 30,
-                     overrides: Sequence[str] = ()) -> RunningController:
+def start_controller(
+    tmp_path: Path, ports: Sequence[int] | None = None, timeout: float = 30, overrides: Sequence[str] = ()
+) -> RunningController:
     """A real controller process (and its bus) on free ports, answering status; the caller stops ``proc``."""
     ports = list(ports) if ports is not None else free_ports(4)
     proc = start_service("controller", [*base_overrides(tmp_path, ports), *overrides], tmp_path)
@@ -167,8 +166,15 @@ class Supervised:
     def __init__(self, args: list[str], env: dict[str, str], log_path: Path) -> None:
         self.log_path = log_path
         with log_path.open("w") as log:
-            self.proc = subprocess.Popen(args, cwd=REPO, env=env, stdout=log, stderr=subprocess.STDOUT,
-                                         stdin=subprocess.DEVNULL, start_new_session=True)
+            self.proc = subprocess.Popen(
+                args,
+                cwd=REPO,
+                env=env,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                stdin=subprocess.DEVNULL,
+                start_new_session=True,
+            )
         self.seen: set[int] = set()
 
     def watch(self) -> list[int]:
@@ -248,8 +254,15 @@ class CliResult(subprocess.CompletedProcess):
 def run_cli(*args: str, cwd: Path, env: Mapping[str, str] | None = None, timeout: float = 60) -> CliResult:
     """`dynamicrl ARGS` in ``cwd`` with ``user_env(**env)``, bounded by ``timeout``."""
     started = time.monotonic()
-    done = subprocess.run([*CLI, *args], cwd=cwd, env=user_env(**(env or {})), capture_output=True, text=True,
-                          timeout=timeout, stdin=subprocess.DEVNULL)
+    done = subprocess.run(
+        [*CLI, *args],
+        cwd=cwd,
+        env=user_env(**(env or {})),
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        stdin=subprocess.DEVNULL,
+    )
     return CliResult(done, time.monotonic() - started)
 
 
@@ -275,8 +288,14 @@ class Run:
     or through the e2e ``runs`` fixture.
     """
 
-    def __init__(self, tmp: Path, overrides: Sequence[str] = (), envrunners: int = 1,
-                 config: str | Path | None = None, env: Mapping[str, str] | None = None) -> None:
+    def __init__(
+        self,
+        tmp: Path,
+        overrides: Sequence[str] = (),
+        envrunners: int = 1,
+        config: str | Path | None = None,
+        env: Mapping[str, str] | None = None,
+    ) -> None:
         tmp.mkdir(parents=True, exist_ok=True)
         self.tmp = tmp
         self.envrunners = envrunners
@@ -301,15 +320,15 @@ class Run:
         self.procs.append(start_service("controller", self.overrides, self.tmp, env=env))
         self.procs.append(start_service("learner", self.overrides, self.tmp, env=env))
         for rank in range(self.envrunners):
-            self.procs.append(start_service("envrunner", self.overrides, self.tmp, env=env,
-                                            args=["--rank", str(rank)]))
+            self.procs.append(start_service("envrunner", self.overrides, self.tmp, env=env, args=["--rank", str(rank)]))
         self.procs.append(start_service("logger", self.overrides, self.tmp, env=env))
         return self
 
     def honcho(self) -> Supervised:
         """`honcho start -c envrunner=N` with the repo's Procfile, as a user runs it."""
-        return self._supervise([sys.executable, "-m", "honcho", "-f", str(PROCFILE), "start",
-                                "-c", f"envrunner={self.envrunners}"])
+        return self._supervise(
+            [sys.executable, "-m", "honcho", "-f", str(PROCFILE), "start", "-c", f"envrunner={self.envrunners}"]
+        )
 
     def resume_run(self, run_dir: Path, *options: str) -> Supervised:
         """`dynamicrl resume-run RUN_DIR` as a user types it, with the same environment."""
@@ -341,8 +360,9 @@ class Run:
         self.close()
 
     def logs(self) -> str:
-        return "\n".join([logs(self.procs), *(f"--- {s.log_path.name} ---\n{s.log()[-4000:]}"
-                                             for s in self.supervised)])
+        return "\n".join(
+            [logs(self.procs), *(f"--- {s.log_path.name} ---\n{s.log()[-4000:]}" for s in self.supervised)]
+        )
 
     def check_alive(self) -> None:
         dead = [p for p in self.procs if p.poll() is not None]
@@ -415,6 +435,7 @@ class Run:
                 except (RequestTimeout, ControlError):
                     return None
             return status.state is state and status
+
         return wait_until(reached, timeout, message=f"the run never got {state.value}:\n{self.logs()}")
 
     def wait_iteration(self, n: int, timeout: float = 60):
@@ -429,6 +450,7 @@ class Run:
                 except RequestTimeout:  # a controller still importing under load: not yet
                     return None
             return s if s.ltime is not None and s.ltime.iteration >= n else None
+
         return wait_until(reached, timeout, message=f"the run never reached iteration {n}:\n{self.logs()}")
 
     def names(self, role) -> list[str]:
@@ -439,8 +461,11 @@ class Run:
     def run_dir(self) -> Path:
         """The one run directory under ``tmp/runs`` (waits, bounded, for it to appear)."""
         runs = self.tmp / "runs"
-        found = wait_until(lambda: runs.is_dir() and [p for p in runs.iterdir() if p.is_dir()], timeout=60,
-                           message=f"no run directory appeared:\n{self.logs()}")
+        found = wait_until(
+            lambda: runs.is_dir() and [p for p in runs.iterdir() if p.is_dir()],
+            timeout=60,
+            message=f"no run directory appeared:\n{self.logs()}",
+        )
         assert len(found) == 1, found
         return found[0]
 
@@ -464,9 +489,11 @@ class Run:
 
     def rows_after(self, iteration: int, timeout: float = 30) -> list[dict[str, str]]:
         """metrics.csv once it has a row for ``iteration`` (and every row before it)."""
+
         def written():
             rows = self.metrics()
             return rows if rows and int(rows[-1]["iteration"]) >= iteration else None
+
         rows = wait_until(written, timeout, message=f"metrics.csv never reached iteration {iteration}:\n{self.logs()}")
         assert [int(r["iteration"]) for r in rows] == list(range(1, len(rows) + 1)), "metrics.csv skips iterations"
         return rows

@@ -6,20 +6,68 @@ fail when a message type is added without a sample here.
 
 from __future__ import annotations
 
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 import numpy as np
 
 from dynamicrl.protocol.messages import (
-    CheckpointCommand, CheckpointDone, CheckpointPart, CheckpointReply, CheckpointRequest, StopReply, StopRequest,
-    ApplyPatch, BarrierReached, HistoryReply, HistoryRequest, JournalEntry, ParamsReply, ParamsRequest,
-    PatchApplied, PatchEvent, PatchReply, PatchRequest, PatchStatus, PauseCommand, PauseReply,
-    PauseRequest, Position, ResumeCommand, ResumeReply, ResumeRequest, Tunable, ValueChange,
-    EpisodeStats, ErrorCode, ErrorReply, ExternalSample, Goodbye, Health, Heartbeat, LogicalTime, Message,
-    MonitorReport, MonitorReportReply, MonitorStatus,
-    PolicyRequest, PolicyWeights, Ready, RegisterReply, RegisterRequest, Role, Rollout, RunStart,
-    RunState, RunStateChanged, ServiceStatus, StatusReply, StatusRequest, StopCommand,
-    TrainingDone, TrainMetrics,
+    ApplyPatch,
+    BarrierReached,
+    CheckpointCommand,
+    CheckpointDone,
+    CheckpointPart,
+    CheckpointReply,
+    CheckpointRequest,
+    EpisodeStats,
+    ErrorCode,
+    ErrorReply,
+    ExternalSample,
+    Goodbye,
+    Health,
+    Heartbeat,
+    HistoryReply,
+    HistoryRequest,
+    JournalEntry,
+    LogicalTime,
+    Message,
+    MonitorReport,
+    MonitorReportReply,
+    MonitorStatus,
+    ParamsReply,
+    ParamsRequest,
+    PatchApplied,
+    PatchEvent,
+    PatchReply,
+    PatchRequest,
+    PatchStatus,
+    PauseCommand,
+    PauseReply,
+    PauseRequest,
+    PolicyRequest,
+    PolicyWeights,
+    Position,
+    Ready,
+    RegisterReply,
+    RegisterRequest,
+    ResumeCommand,
+    ResumeReply,
+    ResumeRequest,
+    Role,
+    Rollout,
+    RunStart,
+    RunState,
+    RunStateChanged,
+    ServiceStatus,
+    StatusReply,
+    StatusRequest,
+    StopCommand,
+    StopReply,
+    StopRequest,
+    TrainingDone,
+    TrainMetrics,
+    Tunable,
+    ValueChange,
 )
 
 
@@ -49,17 +97,30 @@ def _position(minibatch: int | None = None) -> Position:
 
 
 def _entry() -> JournalEntry:
-    return JournalEntry(patch_id="a1", author="cli@me", service="learner.1",
-                        changes={"ppo.lr": ValueChange(old=2.5e-4, new=1e-4)},
-                        ltime=LogicalTime(iteration=4, env_step=1024), minibatch=2, time=1.5e9)
+    return JournalEntry(
+        patch_id="a1",
+        author="cli@me",
+        service="learner.1",
+        changes={"ppo.lr": ValueChange(old=2.5e-4, new=1e-4)},
+        ltime=LogicalTime(iteration=4, env_step=1024),
+        minibatch=2,
+        time=1.5e9,
+    )
 
 
 def _checkpoint_part() -> CheckpointPart:
     return CheckpointPart(
-        ckpt_id="c1", service="envrunner.2", ltime=_position().ltime,
+        ckpt_id="c1",
+        service="envrunner.2",
+        ltime=_position().ltime,
         arrays={"obs": np.ones((2, 11)), "rng.actor": np.arange(16, dtype=np.uint8), "env.0.mj_state": np.zeros(30)},
-        meta={"iteration": 4, "env_steps": 1024, "envs": [{"np_random": "{}", "elapsed_steps": 7, "kind": "mujoco"}],
-              "pending_patches": []})
+        meta={
+            "iteration": 4,
+            "env_steps": 1024,
+            "envs": [{"np_random": "{}", "elapsed_steps": 7, "kind": "mujoco"}],
+            "pending_patches": [],
+        },
+    )
 
 
 def _weights() -> PolicyWeights:
@@ -78,11 +139,20 @@ def _weights() -> PolicyWeights:
 
 SAMPLES: dict[str, Callable[[], Message]] = {
     RegisterRequest.TYPE: lambda: RegisterRequest(
-        service="envrunner.1", role=Role.ENVRUNNER, rank=0, pid=1234, host="box"),
+        service="envrunner.1", role=Role.ENVRUNNER, rank=0, pid=1234, host="box"
+    ),
     RegisterReply.TYPE: lambda: RegisterReply(
-        run_id="run-1", run_dir="/tmp/run-1", rank=0,
-        config={"run": {"seed": 1, "envrunners": "auto"}, "algo": {"hidden_sizes": [64, 64], "lr": 2.5e-4},
-                "env": {"kwargs": {}}, "plugins": [], "dir": None}),
+        run_id="run-1",
+        run_dir="/tmp/run-1",
+        rank=0,
+        config={
+            "run": {"seed": 1, "envrunners": "auto"},
+            "algo": {"hidden_sizes": [64, 64], "lr": 2.5e-4},
+            "env": {"kwargs": {}},
+            "plugins": [],
+            "dir": None,
+        },
+    ),
     Ready.TYPE: lambda: Ready(service="learner.0"),
     RunStart.TYPE: lambda: RunStart(envrunners=2, members=["learner.0", "envrunner.1", "envrunner.2"]),
     Heartbeat.TYPE: lambda: Heartbeat(service="learner.0", ltime=LogicalTime(iteration=3, env_step=4096)),
@@ -92,42 +162,89 @@ SAMPLES: dict[str, Callable[[], Message]] = {
     ErrorReply.TYPE: lambda: ErrorReply(code=ErrorCode.CONFLICT, message="busy"),
     StatusRequest.TYPE: lambda: StatusRequest(),
     StatusReply.TYPE: lambda: StatusReply(
-        run_id="run-1", run_dir="/tmp/run-1", state=RunState.RUNNING,
-        services=[ServiceStatus(service="learner.0", role=Role.LEARNER, rank=0, pid=42,
-                                health=Health.OK, last_seen_s=0.125)],
-        ltime=LogicalTime(iteration=2, env_step=2048), sps=1500.5, return_mean=None,
+        run_id="run-1",
+        run_dir="/tmp/run-1",
+        state=RunState.RUNNING,
+        services=[
+            ServiceStatus(service="learner.0", role=Role.LEARNER, rank=0, pid=42, health=Health.OK, last_seen_s=0.125)
+        ],
+        ltime=LogicalTime(iteration=2, env_step=2048),
+        sps=1500.5,
+        return_mean=None,
         total_env_steps=100_000,
-        monitors=[MonitorStatus(name="watch.77", topics=["metrics.", "control."], received=310, missed=12,
-                                missed_by_sender={"learner.0": 12}, last_report_s=1.25)]),
+        monitors=[
+            MonitorStatus(
+                name="watch.77",
+                topics=["metrics.", "control."],
+                received=310,
+                missed=12,
+                missed_by_sender={"learner.0": 12},
+                last_report_s=1.25,
+            )
+        ],
+    ),
     MonitorReport.TYPE: lambda: MonitorReport(
-        name="monitor.4242", topics=[""], received=1000, missed=30,
-        missed_by_sender={"learner.0": 10, "envrunner.1": 20}, rejected=2, final=True),
+        name="monitor.4242",
+        topics=[""],
+        received=1000,
+        missed=30,
+        missed_by_sender={"learner.0": 10, "envrunner.1": 20},
+        rejected=2,
+        final=True,
+    ),
     MonitorReportReply.TYPE: lambda: MonitorReportReply(expiry_s=30.0),
     RunStateChanged.TYPE: lambda: RunStateChanged(state=RunState.STOPPING, reason="SIGINT"),
     PolicyRequest.TYPE: lambda: PolicyRequest(rank=3),
     PolicyWeights.TYPE: _weights,
     Rollout.TYPE: _rollout,
     TrainMetrics.TYPE: lambda: TrainMetrics(
-        iteration=5, env_steps=5120, sps=2000.0, return_mean=21.5, length_mean=None, episodes=7,
-        values={"loss/policy": -0.01, "loss/value": 0.5, "lr": 2.4e-4}),
+        iteration=5,
+        env_steps=5120,
+        sps=2000.0,
+        return_mean=21.5,
+        length_mean=None,
+        episodes=7,
+        values={"loss/policy": -0.01, "loss/value": 0.5, "lr": 2.4e-4},
+    ),
     EpisodeStats.TYPE: lambda: EpisodeStats(rank=0, env_steps=640, returns=[10.0, 22.0], lengths=[10, 22]),
     PauseCommand.TYPE: lambda: PauseCommand(pause_id="p1"),
     BarrierReached.TYPE: lambda: BarrierReached(pause_id="p1", position=_position(minibatch=3)),
     ResumeCommand.TYPE: lambda: ResumeCommand(pause_id="p1"),
-    ApplyPatch.TYPE: lambda: ApplyPatch(patch_id="a1", author="cli@me", changes={"ppo.lr": 1e-4, "ppo.target_kl": None},
-                                        at=LogicalTime(iteration=7, env_step=0), at_minibatch=2),
-    PatchApplied.TYPE: lambda: PatchApplied(patch_id="a1", position=_position(),
-                                            changes={"ppo.lr": (2.5e-4, 1e-4), "ppo.update_epochs": (4, 8)}),
+    ApplyPatch.TYPE: lambda: ApplyPatch(
+        patch_id="a1",
+        author="cli@me",
+        changes={"ppo.lr": 1e-4, "ppo.target_kl": None},
+        at=LogicalTime(iteration=7, env_step=0),
+        at_minibatch=2,
+    ),
+    PatchApplied.TYPE: lambda: PatchApplied(
+        patch_id="a1", position=_position(), changes={"ppo.lr": (2.5e-4, 1e-4), "ppo.update_epochs": (4, 8)}
+    ),
     PauseRequest.TYPE: lambda: PauseRequest(),
-    PauseReply.TYPE: lambda: PauseReply(already=False, positions=[_position(), _position(minibatch=0)], latency_s=0.004),
+    PauseReply.TYPE: lambda: PauseReply(
+        already=False, positions=[_position(), _position(minibatch=0)], latency_s=0.004
+    ),
     ResumeRequest.TYPE: lambda: ResumeRequest(),
     ResumeReply.TYPE: lambda: ResumeReply(already=True, paused_s=1.5),
     ParamsRequest.TYPE: lambda: ParamsRequest(),
-    ParamsReply.TYPE: lambda: ParamsReply(params=[Tunable(
-        name="ppo.lr", owner=Role.LEARNER, type="float", apply="next_minibatch", description="lr",
-        value=2.5e-4, minimum=0.0, exclusive_minimum=True, maximum=1.0)]),
-    PatchRequest.TYPE: lambda: PatchRequest(changes={"ppo.lr": 1e-4, "ppo.update_epochs": 8, "x.flag": True},
-                                            at_iteration=3, author="rule:bci", wait=False),
+    ParamsReply.TYPE: lambda: ParamsReply(
+        params=[
+            Tunable(
+                name="ppo.lr",
+                owner=Role.LEARNER,
+                type="float",
+                apply="next_minibatch",
+                description="lr",
+                value=2.5e-4,
+                minimum=0.0,
+                exclusive_minimum=True,
+                maximum=1.0,
+            )
+        ]
+    ),
+    PatchRequest.TYPE: lambda: PatchRequest(
+        changes={"ppo.lr": 1e-4, "ppo.update_epochs": 8, "x.flag": True}, at_iteration=3, author="rule:bci", wait=False
+    ),
     PatchReply.TYPE: lambda: PatchReply(patch_id="a1", status=PatchStatus.APPLIED, applied=[_entry()]),
     PatchEvent.TYPE: lambda: PatchEvent(entry=_entry()),
     HistoryRequest.TYPE: lambda: HistoryRequest(),
@@ -135,15 +252,25 @@ SAMPLES: dict[str, Callable[[], Message]] = {
     CheckpointRequest.TYPE: lambda: CheckpointRequest(),
     StopRequest.TYPE: lambda: StopRequest(checkpoint=False),
     StopReply.TYPE: lambda: StopReply(checkpoint="/tmp/run/checkpoints/iter-00000009", message=""),
-    CheckpointReply.TYPE: lambda: CheckpointReply(path="/tmp/run/checkpoints/iter-00000004", ltime=_position().ltime,
-                                                  bytes=156226, seconds=0.009, policy_sha256="ab" * 32),
+    CheckpointReply.TYPE: lambda: CheckpointReply(
+        path="/tmp/run/checkpoints/iter-00000004",
+        ltime=_position().ltime,
+        bytes=156226,
+        seconds=0.009,
+        policy_sha256="ab" * 32,
+    ),
     CheckpointCommand.TYPE: lambda: CheckpointCommand(ckpt_id="c1", at_iteration=4),
     CheckpointPart.TYPE: _checkpoint_part,
     CheckpointDone.TYPE: lambda: CheckpointDone(ckpt_id="c1", ok=False, message="disk full"),
     ExternalSample.TYPE: lambda: ExternalSample(
-        stream="mock-bci", channels=["Fz", "Cz", "Pz"], rate=250.0, chunk=7,
+        stream="mock-bci",
+        channels=["Fz", "Cz", "Pz"],
+        rate=250.0,
+        chunk=7,
         timestamps=np.array([10.0, 10.004, 10.008], np.float64),
-        samples=np.arange(9, dtype=np.float32).reshape(3, 3), derived={"engagement": 0.42}),
+        samples=np.arange(9, dtype=np.float32).reshape(3, 3),
+        derived={"engagement": 0.42},
+    ),
 }
 
 

@@ -34,6 +34,13 @@ def main() -> None:
     """
 
 
-for _command in (*control_cmd.COMMANDS, *checkpoint_cmd.COMMANDS, service, protocol_group, watch_command,
-                 provider_group, rule_group):
+for _command in (
+    *control_cmd.COMMANDS,
+    *checkpoint_cmd.COMMANDS,
+    service,
+    protocol_group,
+    watch_command,
+    provider_group,
+    rule_group,
+):
     main.add_command(_command)

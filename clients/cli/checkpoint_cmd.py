@@ -34,12 +34,17 @@ def inspect(path: str) -> None:
 
 @click.command()
 @click.argument("path", type=click.Path(exists=True, file_okay=False))
-@click.option("--episodes", "-n", type=click.IntRange(min=1), default=10, show_default=True,
-              help="whole episodes to play")
+@click.option(
+    "--episodes", "-n", type=click.IntRange(min=1), default=10, show_default=True, help="whole episodes to play"
+)
 @click.option("--stochastic", is_flag=True, help="sample actions as in training (default: the most likely action)")
 @click.option("--seed", type=int, default=0, show_default=True, help="episode i is reset with seed + i")
-@click.option("--all", "every_checkpoint", is_flag=True,
-              help="evaluate every good checkpoint the run kept, oldest first, and name the best")
+@click.option(
+    "--all",
+    "every_checkpoint",
+    is_flag=True,
+    help="evaluate every good checkpoint the run kept, oldest first, and name the best",
+)
 @click.option("--json", "as_json", is_flag=True, help="print the result (every episode, mean, std) as JSON")
 def evaluate(path: str, episodes: int, stochastic: bool, seed: int, every_checkpoint: bool, as_json: bool) -> None:
     """Play a checkpoint's policy (or a run's latest good one's) offline and report its returns.
@@ -59,8 +64,13 @@ def evaluate(path: str, episodes: int, stochastic: bool, seed: int, every_checkp
 
     run = evaluate_run if every_checkpoint else run_evaluation
     try:
-        result = run(Path(path), episodes=episodes, deterministic=not stochastic, seed=seed,
-                     report=lambda m: click.echo(m, err=True))
+        result = run(
+            Path(path),
+            episodes=episodes,
+            deterministic=not stochastic,
+            seed=seed,
+            report=lambda m: click.echo(m, err=True),
+        )
     except (ValueError, NotImplementedError) as exc:  # CheckpointError, a bad env id: one message naming it
         raise click.ClickException(str(exc)) from None
     if as_json:
@@ -69,8 +79,10 @@ def evaluate(path: str, episodes: int, stochastic: bool, seed: int, every_checkp
         kind = "stochastic" if stochastic else "deterministic"
         click.echo(f"{len(result)} checkpoint(s), {episodes} {kind} episode(s) each from seed {seed}:")
         for r in result:
-            click.echo(f"  iteration {r.iteration:>7} ({r.env_steps:>10} env steps): return {r.mean:10.1f} "
-                       f"+- {r.std:.1f}, length {statistics.fmean(r.lengths):.0f}")
+            click.echo(
+                f"  iteration {r.iteration:>7} ({r.env_steps:>10} env steps): return {r.mean:10.1f} "
+                f"+- {r.std:.1f}, length {statistics.fmean(r.lengths):.0f}"
+            )
         best = max(result, key=lambda r: r.mean)
         click.echo(f"best: {best.checkpoint} (iteration {best.iteration}, return {best.mean:.1f})")
     else:
@@ -83,8 +95,12 @@ def evaluate(path: str, episodes: int, stochastic: bool, seed: int, every_checkp
 @click.command("resume-run")
 @click.argument("run_dir", type=click.Path(exists=True, file_okay=False))
 @click.option("--procfile", "-f", default="Procfile", show_default=True, help="the Procfile to start")
-@click.option("--total-env-steps", type=click.IntRange(min=1), default=None,
-              help="a new budget, past the checkpoint: train the run longer than it planned (a finished run too)")
+@click.option(
+    "--total-env-steps",
+    type=click.IntRange(min=1),
+    default=None,
+    help="a new budget, past the checkpoint: train the run longer than it planned (a finished run too)",
+)
 def resume_run(run_dir: str, procfile: str, total_env_steps: int | None) -> None:
     """Continue a run from its latest good checkpoint: `honcho start` with $DYNAMICRL_RESUME set.
 
@@ -110,12 +126,15 @@ def resume_run(run_dir: str, procfile: str, total_env_steps: int | None) -> None
     if honcho is None:
         raise click.ClickException("honcho is not installed (pip install honcho)")
     budget = "" if total_env_steps is None else f", on to {total_env_steps} env steps"
-    click.echo(f"resuming {run_dir} from {path.name} (iteration {manifest['iteration']}, "
-               f"{envrunners} env-runner(s){budget})", err=True)
+    click.echo(
+        f"resuming {run_dir} from {path.name} (iteration {manifest['iteration']}, {envrunners} env-runner(s){budget})",
+        err=True,
+    )
     os.environ["DYNAMICRL_RESUME"] = str(Path(run_dir).resolve())
     if total_env_steps is not None:  # after the user's overrides: this one wins
-        os.environ["DYNAMICRL_OVERRIDES"] = f"{os.environ.get('DYNAMICRL_OVERRIDES', '')} " \
-                                            f"resume_total_env_steps={total_env_steps}"
+        os.environ["DYNAMICRL_OVERRIDES"] = (
+            f"{os.environ.get('DYNAMICRL_OVERRIDES', '')} resume_total_env_steps={total_env_steps}"
+        )
     os.execv(honcho, [honcho, "-f", procfile, "start", "-c", f"envrunner={envrunners}"])
 
 

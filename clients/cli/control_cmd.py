@@ -38,8 +38,13 @@ def _call(config: Config, request, timeout_s: float | None = None, extra_s: floa
         raise click.ClickException(str(exc)) from None
 
 
-def request_command(show: Callable[[Any], None], *, extra_s: Callable[[Config, Any], float] | None = None,
-                    with_timeout: bool = False, overrides_from=overrides_argument):
+def request_command(
+    show: Callable[[Any], None],
+    *,
+    extra_s: Callable[[Config, Any], float] | None = None,
+    with_timeout: bool = False,
+    overrides_from=overrides_argument,
+):
     """Make ``build(**its own options) -> request`` a command that sends the request and prints the reply.
 
     Adds --config, --timeout (if ``with_timeout``), then the command's own options, the config
@@ -49,8 +54,9 @@ def request_command(show: Callable[[Any], None], *, extra_s: Callable[[Config, A
     """
 
     def decorate(build: Callable[..., Any]) -> Callable[..., None]:
-        def command(config_path: str, as_json: bool, overrides: tuple[str, ...], timeout: float | None = None,
-                    **options: Any) -> None:
+        def command(
+            config_path: str, as_json: bool, overrides: tuple[str, ...], timeout: float | None = None, **options: Any
+        ) -> None:
             request = build(**options)
             config = _load(config_path, overrides)
             reply = _call(config, request, timeout, extra_s(config, request) if extra_s else 0.0)
@@ -84,22 +90,27 @@ def _print_status(reply: messages.StatusReply) -> None:
     click.echo(f"dir       {reply.run_dir}")
     if ltime is not None:
         pct = 100.0 * ltime.env_step / max(reply.total_env_steps, 1)
-        click.echo(f"progress  iteration {ltime.iteration}, {ltime.env_step} / {reply.total_env_steps} env steps "
-                   f"({pct:.1f}%)")
+        click.echo(
+            f"progress  iteration {ltime.iteration}, {ltime.env_step} / {reply.total_env_steps} env steps ({pct:.1f}%)"
+        )
         click.echo(f"speed     {reply.sps:.0f} env steps/s")
         ret = "n/a (no finished episode yet)" if reply.return_mean is None else f"{reply.return_mean:.1f}"
         click.echo(f"return    {ret}")
     else:
         click.echo("progress  no iteration finished yet")
     by_services, by_monitors = sum(s.missed for s in reply.services), sum(m.missed for m in reply.monitors)
-    click.echo(f"missed    {by_services + by_monitors} bus message(s) in all: {by_services} by services, "
-               f"{by_monitors} by {len(reply.monitors)} monitor(s)")
+    click.echo(
+        f"missed    {by_services + by_monitors} bus message(s) in all: {by_services} by services, "
+        f"{by_monitors} by {len(reply.monitors)} monitor(s)"
+    )
     click.echo("services:")
     for s in reply.services:
         at = f"  at {_where(s.ltime)}" if s.ltime else ""
         at += f"  missed {s.missed} bus message(s)" if s.missed else ""
-        click.echo(f"  {s.service:<14} {s.role.value:<10} rank {s.rank:<3} pid {s.pid:<8} {s.health.value:<8} "
-                   f"seen {s.last_seen_s:.1f}s ago{at}")
+        click.echo(
+            f"  {s.service:<14} {s.role.value:<10} rank {s.rank:<3} pid {s.pid:<8} {s.health.value:<8} "
+            f"seen {s.last_seen_s:.1f}s ago{at}"
+        )
     if reply.monitors:
         click.echo("monitors:")
     for m in reply.monitors:
@@ -107,8 +118,10 @@ def _print_status(reply: messages.StatusReply) -> None:
         senders = ", ".join(f"{k} {n}" for k, n in sorted(m.missed_by_sender.items(), key=lambda kv: -kv[1]) if n)
         extra = f" ({senders})" if senders else ""
         extra += f"  {m.rejected} undecodable" if m.rejected else ""
-        click.echo(f"  {m.name:<20} received {m.received:<9} missed {m.missed:<7} report {m.last_report_s:.1f}s ago"
-                   f"{' (closed)' if m.closed else ''}  topics {topics}{extra}")
+        click.echo(
+            f"  {m.name:<20} received {m.received:<9} missed {m.missed:<7} report {m.last_report_s:.1f}s ago"
+            f"{' (closed)' if m.closed else ''}  topics {topics}{extra}"
+        )
 
 
 @click.command()
@@ -180,24 +193,36 @@ def _print_patch(reply: messages.PatchReply) -> None:
     click.echo(f"patch {reply.patch_id}: {reply.status.value}")
     for entry in reply.applied:
         for name, change in entry.changes.items():
-            click.echo(f"  {name}: {change.old!r} -> {change.new!r}  by {entry.service} at "
-                       f"{_where(entry.ltime, entry.minibatch)}")
+            click.echo(
+                f"  {name}: {change.old!r} -> {change.new!r}  by {entry.service} at "
+                f"{_where(entry.ltime, entry.minibatch)}"
+            )
 
 
 @click.command(context_settings={"ignore_unknown_options": True})
 @request_command(
-    _print_patch, extra_s=lambda config, request: config.timing.patch_wait_s if request.wait else 0,
+    _print_patch,
+    extra_s=lambda config, request: config.timing.patch_wait_s if request.wait else 0,
     overrides_from=click.option(
-        "--set", "overrides", multiple=True, metavar="KEY=VALUE",
-        help="config override for finding the controller (e.g. --set addresses.controller=...)"),
+        "--set",
+        "overrides",
+        multiple=True,
+        metavar="KEY=VALUE",
+        help="config override for finding the controller (e.g. --set addresses.controller=...)",
+    ),
 )
 @click.argument("changes", nargs=-1, required=True, metavar="NAME=VALUE...")
-@click.option("--at-iteration", type=click.IntRange(min=0), default=None,
-              help="apply once this many iterations are complete (default: at each value's apply point)")
+@click.option(
+    "--at-iteration",
+    type=click.IntRange(min=0),
+    default=None,
+    help="apply once this many iterations are complete (default: at each value's apply point)",
+)
 @click.option("--no-wait", is_flag=True, help="return once accepted instead of when applied")
 @click.option("--author", default=None, help="recorded in the journal (default: cli@<user>)")
-def patch(changes: tuple[str, ...], at_iteration: int | None, no_wait: bool,
-          author: str | None) -> messages.PatchRequest:
+def patch(
+    changes: tuple[str, ...], at_iteration: int | None, no_wait: bool, author: str | None
+) -> messages.PatchRequest:
     """Change hyperparameters of the live run, all or nothing: `dynamicrl patch ppo.lr=1e-4 ppo.ent_coef=0.01`.
 
     The whole patch is validated first (unknown name, wrong type, out of bounds:
@@ -219,8 +244,9 @@ def patch(changes: tuple[str, ...], at_iteration: int | None, no_wait: bool,
         value = parse_value(text.strip())
         # a list or mapping is no tunable's value: send the text so the controller names the key and says why
         parsed[name.strip()] = value if value is None or isinstance(value, (bool, int, float, str)) else text.strip()
-    return PatchRequest(changes=parsed, at_iteration=at_iteration, wait=not no_wait,
-                        author=author or f"cli@{getpass.getuser()}")
+    return PatchRequest(
+        changes=parsed, at_iteration=at_iteration, wait=not no_wait, author=author or f"cli@{getpass.getuser()}"
+    )
 
 
 def _print_history(reply: messages.HistoryReply) -> None:
@@ -228,8 +254,10 @@ def _print_history(reply: messages.HistoryReply) -> None:
         click.echo("no patches applied yet")
     for entry in reply.entries:
         changes = ", ".join(f"{k} {c.old!r} -> {c.new!r}" for k, c in entry.changes.items())
-        click.echo(f"{entry.patch_id}  {entry.author:<16} {entry.service:<14} {_where(entry.ltime, entry.minibatch)}: "
-                   f"{changes}")
+        click.echo(
+            f"{entry.patch_id}  {entry.author:<16} {entry.service:<14} {_where(entry.ltime, entry.minibatch)}: "
+            f"{changes}"
+        )
 
 
 @click.command()
@@ -243,8 +271,10 @@ def history() -> messages.HistoryRequest:
 
 def _print_checkpoint(reply: messages.CheckpointReply) -> None:
     click.echo(f"checkpoint {reply.path}")
-    click.echo(f"  at iteration {reply.ltime.iteration}, env step {reply.ltime.env_step}; "
-               f"{reply.bytes / 1e6:.2f} MB in {reply.seconds:.3f} s")
+    click.echo(
+        f"  at iteration {reply.ltime.iteration}, env step {reply.ltime.env_step}; "
+        f"{reply.bytes / 1e6:.2f} MB in {reply.seconds:.3f} s"
+    )
     click.echo(f"  policy_sha256: {reply.policy_sha256}")
 
 

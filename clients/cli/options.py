@@ -16,10 +16,16 @@ def _load(config_path: str, overrides: tuple[str, ...]) -> Config:
 
 
 config_option = click.option(
-    "--config", "-c", "config_path", envvar="DYNAMICRL_CONFIG", default=DEFAULT_CONFIG, show_default=True,
+    "--config",
+    "-c",
+    "config_path",
+    envvar="DYNAMICRL_CONFIG",
+    default=DEFAULT_CONFIG,
+    show_default=True,
     help="Run config (YAML). Env: DYNAMICRL_CONFIG. Overrides: $DYNAMICRL_OVERRIDES and KEY=VALUE arguments.",
 )
-timeout_option = click.option("--timeout", type=float, default=None,
-                              help="seconds to wait per attempt (default: timing.request_timeout_s)")
+timeout_option = click.option(
+    "--timeout", type=float, default=None, help="seconds to wait per attempt (default: timing.request_timeout_s)"
+)
 json_option = click.option("--json", "as_json", is_flag=True, help="print the raw reply as JSON")
 overrides_argument = click.argument("overrides", nargs=-1, metavar="[KEY=VALUE]...")

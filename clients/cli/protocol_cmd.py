@@ -11,8 +11,14 @@ def protocol_group() -> None:
 
 
 @protocol_group.command("schema")
-@click.option("--out", "-o", "out", type=click.Path(dir_okay=False, writable=True), default=None,
-              help="write to this file instead of stdout (docs/protocol.schema.json is such an export)")
+@click.option(
+    "--out",
+    "-o",
+    "out",
+    type=click.Path(dir_okay=False, writable=True),
+    default=None,
+    help="write to this file instead of stdout (docs/protocol.schema.json is such an export)",
+)
 def schema(out: str | None) -> None:
     """JSON Schema of the envelope and of every message type, keyed by type.
 

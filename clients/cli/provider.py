@@ -27,16 +27,31 @@ def provider_group() -> None:
 @click.option("--duration", type=float, default=None, help="seconds of signal, then exit (default: until stopped)")
 @click.option("--stream", default="mock-bci", show_default=True, help="stream name: topic external.<stream>")
 @overrides_argument
-def mock_bci(config_path: str, seed: int, rate: float, channels: int, chunk: int, duration: float | None,
-             stream: str, overrides: tuple[str, ...]) -> None:
+def mock_bci(
+    config_path: str,
+    seed: int,
+    rate: float,
+    channels: int,
+    chunk: int,
+    duration: float | None,
+    stream: str,
+    overrides: tuple[str, ...],
+) -> None:
     """A deterministic synthetic EEG-like stream with an `engagement` index (beta / (alpha + theta))."""
     from dynamicrl.clients.providers.mock_bci import run
 
     _logging("mock-bci")
     config = _load(config_path, overrides)
     try:
-        sent = run(config.addresses.bus_in, stream=stream, seed=seed, rate=rate, channels=channels, chunk=chunk,
-                   duration=duration)
+        sent = run(
+            config.addresses.bus_in,
+            stream=stream,
+            seed=seed,
+            rate=rate,
+            channels=channels,
+            chunk=chunk,
+            duration=duration,
+        )
     except ValueError as exc:
         raise click.ClickException(str(exc)) from None
     click.echo(f"mock-bci: sent {sent} chunk(s)", err=True)
@@ -50,8 +65,15 @@ def mock_bci(config_path: str, seed: int, rate: float, channels: int, chunk: int
 @click.option("--resolve-timeout", type=float, default=10.0, show_default=True, help="seconds to find the stream")
 @click.option("--duration", type=float, default=None, help="seconds, then exit (default: until stopped)")
 @overrides_argument
-def lsl(config_path: str, name: str | None, type_: str | None, stream: str | None, resolve_timeout: float,
-        duration: float | None, overrides: tuple[str, ...]) -> None:
+def lsl(
+    config_path: str,
+    name: str | None,
+    type_: str | None,
+    stream: str | None,
+    resolve_timeout: float,
+    duration: float | None,
+    overrides: tuple[str, ...],
+) -> None:
     """Bridge a Lab Streaming Layer stream (by --name or --type) to the bus. Needs `pip install 'dynamicrl[lsl]'`."""
     if (name is None) == (type_ is None):
         raise click.UsageError("give exactly one of --name and --type")
@@ -60,8 +82,14 @@ def lsl(config_path: str, name: str | None, type_: str | None, stream: str | Non
     _logging("lsl")
     config = _load(config_path, overrides)
     try:
-        moved = run(config.addresses.bus_in, name=name, type_=type_, stream=stream, resolve_timeout=resolve_timeout,
-                    duration=duration)
+        moved = run(
+            config.addresses.bus_in,
+            name=name,
+            type_=type_,
+            stream=stream,
+            resolve_timeout=resolve_timeout,
+            duration=duration,
+        )
     except (LSLUnavailable, LookupError, ValueError) as exc:
         raise click.ClickException(str(exc)) from None
     click.echo(f"lsl: moved {moved} sample(s)", err=True)
@@ -80,28 +108,64 @@ def rule_group() -> None:
 @click.option("--min", "minimum", type=float, default=0.0, show_default=True)
 @click.option("--max", "maximum", type=float, default=0.05, show_default=True)
 @click.option("--step", type=click.FloatRange(min=0, min_open=True), default=0.005, show_default=True)
-@click.option("--every-iterations", type=click.IntRange(min=1), default=5, show_default=True,
-              help="at most one patch per this many iterations")
+@click.option(
+    "--every-iterations",
+    type=click.IntRange(min=1),
+    default=5,
+    show_default=True,
+    help="at most one patch per this many iterations",
+)
 @click.option("--stream", default="mock-bci", show_default=True, help="watch external.<stream>")
 @click.option("--index", default="engagement", show_default=True, help="the derived scalar to read")
 @click.option("--author", default="rule:engagement", show_default=True, help="recorded in patches.jsonl")
-@click.option("--smooth", "smooth_s", type=click.FloatRange(min=0), default=0.0, show_default=True,
-              help="act on a moving average of the index with this time constant (s, stream clock; 0: latest value)")
+@click.option(
+    "--smooth",
+    "smooth_s",
+    type=click.FloatRange(min=0),
+    default=0.0,
+    show_default=True,
+    help="act on a moving average of the index with this time constant (s, stream clock; 0: latest value)",
+)
 @click.option("--duration", type=float, default=None, help="seconds, then exit (default: until stopped)")
 @overrides_argument
-def engagement(config_path: str, param: str, low: float, high: float | None, minimum: float, maximum: float,
-               step: float, every_iterations: int, stream: str, index: str, author: str, smooth_s: float,
-               duration: float | None, overrides: tuple[str, ...]) -> None:
+def engagement(
+    config_path: str,
+    param: str,
+    low: float,
+    high: float | None,
+    minimum: float,
+    maximum: float,
+    step: float,
+    every_iterations: int,
+    stream: str,
+    index: str,
+    author: str,
+    smooth_s: float,
+    duration: float | None,
+    overrides: tuple[str, ...],
+) -> None:
     """Raise --param by --step (within [--min, --max]) while the stream's engagement is below --low."""
     from dynamicrl.clients.rules import EngagementRule, run_engagement_rule
 
     _logging("rule")
     config = _load(config_path, overrides)
     try:
-        rule = EngagementRule(config.addresses.controller, config.addresses.bus_out, param=param, low=low, high=high,
-                              minimum=minimum, maximum=maximum, step=step, every_iterations=every_iterations,
-                              stream=stream, index=index, author=author, smooth_s=smooth_s,
-                              timeout_s=max(config.timing.request_timeout_s, 2.0))
+        rule = EngagementRule(
+            config.addresses.controller,
+            config.addresses.bus_out,
+            param=param,
+            low=low,
+            high=high,
+            minimum=minimum,
+            maximum=maximum,
+            step=step,
+            every_iterations=every_iterations,
+            stream=stream,
+            index=index,
+            author=author,
+            smooth_s=smooth_s,
+            timeout_s=max(config.timing.request_timeout_s, 2.0),
+        )
     except ValueError as exc:
         raise click.UsageError(str(exc)) from None
     sent = run_engagement_rule(rule, duration)

@@ -70,8 +70,9 @@ def _train(m: TrainMetrics) -> str:
     names = [k for k in TRAIN_VALUES if k in m.values]
     names += sorted(k for k in m.values if k.endswith("loss") and k not in names)
     values = "  ".join(f"{k} {_num(m.values[k])}" for k in names)
-    return (f"iter {m.iteration:<5} steps {m.env_steps:<9} return {_num(m.return_mean, '.1f'):<7} "
-            f"sps {m.sps:<7.0f}" + (f" {values}" if values else ""))
+    return f"iter {m.iteration:<5} steps {m.env_steps:<9} return {_num(m.return_mean, '.1f'):<7} sps {m.sps:<7.0f}" + (
+        f" {values}" if values else ""
+    )
 
 
 def _patch(m: PatchEvent) -> str:
@@ -89,8 +90,10 @@ def _episodes(m: EpisodeStats) -> str:
         return f"rank {m.rank}: no episode finished  env steps {m.env_steps}"
     returns = np.asarray(m.returns, dtype=float)
     length = f"  length {np.mean(m.lengths):.1f}" if m.lengths else ""
-    return (f"rank {m.rank}: {len(m.returns)} finished, return {returns.mean():.1f} "
-            f"(min {returns.min():.1f}, max {returns.max():.1f}){length}  env steps {m.env_steps}")
+    return (
+        f"rank {m.rank}: {len(m.returns)} finished, return {returns.mean():.1f} "
+        f"(min {returns.min():.1f}, max {returns.max():.1f}){length}  env steps {m.env_steps}"
+    )
 
 
 def summary(message: BaseModel) -> str:
@@ -134,8 +137,9 @@ class _Notices:
         self.held: dict[str, int] = {}
 
     def gap(self, sender: str, count: int) -> None:
-        self._say("gap", count,
-                  lambda n: f"!! missed {n} message(s) from {sender} (PUB/SUB drops when a queue is full)")
+        self._say(
+            "gap", count, lambda n: f"!! missed {n} message(s) from {sender} (PUB/SUB drops when a queue is full)"
+        )
 
     def reject(self, error: Exception) -> None:
         self._say("drop", 1, lambda n: f"!! skipped {n} undecodable message(s): {error}")
@@ -150,16 +154,37 @@ class _Notices:
 
 @click.command("watch")
 @config_option
-@click.option("--topic", "-t", "topics", multiple=True, metavar="PREFIX",
-              help="topic prefix to watch, repeatable (default: everything; e.g. metrics. or control.state)")
-@click.option("--count", "-n", type=click.IntRange(min=1), default=None,
-              help="exit after N event lines (exit 1 if --timeout comes first)")
+@click.option(
+    "--topic",
+    "-t",
+    "topics",
+    multiple=True,
+    metavar="PREFIX",
+    help="topic prefix to watch, repeatable (default: everything; e.g. metrics. or control.state)",
+)
+@click.option(
+    "--count",
+    "-n",
+    type=click.IntRange(min=1),
+    default=None,
+    help="exit after N event lines (exit 1 if --timeout comes first)",
+)
 @click.option("--timeout", type=float, default=None, help="exit after S seconds")
-@click.option("--no-report", "no_report", is_flag=True,
-              help="do not report received and missed counts to the controller (shown by `dynamicrl status`)")
+@click.option(
+    "--no-report",
+    "no_report",
+    is_flag=True,
+    help="do not report received and missed counts to the controller (shown by `dynamicrl status`)",
+)
 @overrides_argument
-def watch_command(config_path: str, topics: tuple[str, ...], count: int | None, timeout: float | None,
-                  no_report: bool, overrides: tuple[str, ...]) -> None:
+def watch_command(
+    config_path: str,
+    topics: tuple[str, ...],
+    count: int | None,
+    timeout: float | None,
+    no_report: bool,
+    overrides: tuple[str, ...],
+) -> None:
     """Print the bus live, one line per event: training metrics, state changes, patches, episodes.
 
     Subscribes to addresses.bus_out. State beacons that repeat the state are not
@@ -182,10 +207,20 @@ def watch_command(config_path: str, topics: tuple[str, ...], count: int | None, 
     formatter = LineFormatter()
     shown = 0
     report_to = None if no_report else config.addresses.controller
-    click.echo(f"watching {endpoint} ({', '.join(topics) if topics else 'every topic'})"
-               + (f", reporting losses to {report_to}" if report_to else "") + "; Ctrl-C stops", err=True)
-    monitor = Monitor(endpoint, topics or ("",), on_gap=notices.gap, on_reject=notices.reject,
-                      report_to=report_to, name=f"watch.{os.getpid()}")
+    click.echo(
+        f"watching {endpoint} ({', '.join(topics) if topics else 'every topic'})"
+        + (f", reporting losses to {report_to}" if report_to else "")
+        + "; Ctrl-C stops",
+        err=True,
+    )
+    monitor = Monitor(
+        endpoint,
+        topics or ("",),
+        on_gap=notices.gap,
+        on_reject=notices.reject,
+        report_to=report_to,
+        name=f"watch.{os.getpid()}",
+    )
     with monitor:
         try:
             for event in monitor.events(timeout):
@@ -201,10 +236,19 @@ def watch_command(config_path: str, topics: tuple[str, ...], count: int | None, 
         except KeyboardInterrupt:
             pass
     # after close, which sent the final report
-    reported = "" if report_to is None else (
-        f"; could not report to {report_to}: {monitor.report_error}" if monitor.report_error
-        else f"; reported to {report_to}")
-    click.echo(f"{shown} line(s); {monitor.received} message(s) received, {monitor.missed} missed, "
-               f"{monitor.rejected} undecodable{reported}", err=True)
+    reported = (
+        ""
+        if report_to is None
+        else (
+            f"; could not report to {report_to}: {monitor.report_error}"
+            if monitor.report_error
+            else f"; reported to {report_to}"
+        )
+    )
+    click.echo(
+        f"{shown} line(s); {monitor.received} message(s) received, {monitor.missed} missed, "
+        f"{monitor.rejected} undecodable{reported}",
+        err=True,
+    )
     if count is not None and shown < count:
         raise click.ClickException(f"timed out after {timeout} s with {shown} of {count} event line(s)")

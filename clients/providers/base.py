@@ -14,7 +14,7 @@ a full queue drops the chunk (receivers see the gap in its sequence numbers).
 from __future__ import annotations
 
 import os
-from typing import Mapping, Sequence
+from collections.abc import Mapping, Sequence
 
 import numpy as np
 import zmq
@@ -26,8 +26,17 @@ from dynamicrl.protocol.sockets import Publisher
 class Provider:
     """A Publisher connected to ``bus_in`` that sends :class:`ExternalSample` chunks of ``stream``."""
 
-    def __init__(self, bus_in: str, stream: str, channels: Sequence[str], rate: float, *,
-                 sender: str | None = None, run_id: str | None = None, ctx: zmq.Context | None = None) -> None:
+    def __init__(
+        self,
+        bus_in: str,
+        stream: str,
+        channels: Sequence[str],
+        rate: float,
+        *,
+        sender: str | None = None,
+        run_id: str | None = None,
+        ctx: zmq.Context | None = None,
+    ) -> None:
         self.topic = stream_topic(stream)  # validates the name
         self.stream, self.channels, self.rate = stream, list(channels), float(rate)
         self._own_ctx = ctx is None
@@ -35,17 +44,22 @@ class Provider:
         self.publisher = Publisher(self.ctx, bus_in, sender or f"provider.{stream}.{os.getpid()}", run_id)
         self.chunk = 0
 
-    def message(self, timestamps: np.ndarray, samples: np.ndarray,
-                derived: Mapping[str, float] | None = None) -> ExternalSample:
+    def message(
+        self, timestamps: np.ndarray, samples: np.ndarray, derived: Mapping[str, float] | None = None
+    ) -> ExternalSample:
         return ExternalSample(
-            stream=self.stream, channels=self.channels, rate=self.rate, chunk=self.chunk,
+            stream=self.stream,
+            channels=self.channels,
+            rate=self.rate,
+            chunk=self.chunk,
             timestamps=np.ascontiguousarray(timestamps, dtype=np.float64).reshape(-1),
             samples=np.ascontiguousarray(samples, dtype=np.float32).reshape(-1, len(self.channels)),
             derived={k: float(v) for k, v in (derived or {}).items()},
         )
 
-    def publish(self, timestamps: np.ndarray, samples: np.ndarray,
-                derived: Mapping[str, float] | None = None) -> ExternalSample:
+    def publish(
+        self, timestamps: np.ndarray, samples: np.ndarray, derived: Mapping[str, float] | None = None
+    ) -> ExternalSample:
         """Send one chunk (``n`` timestamps, ``[n, channels]`` samples); returns what was sent."""
         message = self.message(timestamps, samples, derived)
         self.publisher.publish(message)
@@ -57,7 +71,7 @@ class Provider:
         if self._own_ctx:
             self.ctx.term()
 
-    def __enter__(self) -> "Provider":
+    def __enter__(self) -> Provider:
         return self
 
     def __exit__(self, *_exc) -> None:

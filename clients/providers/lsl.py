@@ -13,7 +13,7 @@ import logging
 import re
 import signal
 import time
-from typing import Callable, Mapping
+from collections.abc import Callable, Mapping
 
 import numpy as np
 
@@ -65,9 +65,16 @@ def channel_labels(info, count: int) -> list[str]:
 class LSLBridge:
     """Pull chunks from one LSL inlet and publish them through a :class:`Provider`."""
 
-    def __init__(self, bus_in: str, info, *, stream: str | None = None, max_chunk: int = 1024,
-                 correct_clock: bool = True,
-                 derived: Callable[[np.ndarray, np.ndarray], Mapping[str, float]] | None = None) -> None:
+    def __init__(
+        self,
+        bus_in: str,
+        info,
+        *,
+        stream: str | None = None,
+        max_chunk: int = 1024,
+        correct_clock: bool = True,
+        derived: Callable[[np.ndarray, np.ndarray], Mapping[str, float]] | None = None,
+    ) -> None:
         from .base import Provider
 
         pylsl = import_pylsl()
@@ -75,8 +82,9 @@ class LSLBridge:
         full = self.inlet.info(timeout=5.0)
         count = full.channel_count()
         self.stream = stream or safe_stream_name(full.name())
-        self.provider = Provider(bus_in, self.stream, channel_labels(full, count), full.nominal_srate(),
-                                 sender=f"provider.lsl.{self.stream}")
+        self.provider = Provider(
+            bus_in, self.stream, channel_labels(full, count), full.nominal_srate(), sender=f"provider.lsl.{self.stream}"
+        )
         self.max_chunk, self.correct_clock, self.derived = max_chunk, correct_clock, derived
         self.samples_in = 0
 
@@ -101,8 +109,15 @@ class LSLBridge:
             self.provider.close()
 
 
-def run(bus_in: str, *, name: str | None = None, type_: str | None = None, stream: str | None = None,
-        resolve_timeout: float = 10.0, duration: float | None = None) -> int:
+def run(
+    bus_in: str,
+    *,
+    name: str | None = None,
+    type_: str | None = None,
+    stream: str | None = None,
+    resolve_timeout: float = 10.0,
+    duration: float | None = None,
+) -> int:
     """Bridge the first matching LSL stream until ``duration`` s (None: until SIGTERM/SIGINT); samples moved."""
     info = resolve(name, type_, resolve_timeout)
     bridge = LSLBridge(bus_in, info, stream=stream)
@@ -113,8 +128,14 @@ def run(bus_in: str, *, name: str | None = None, type_: str | None = None, strea
 
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, _stop)
-    log.info("lsl: bridging %r (%d channels at %.1f Hz) to %s as %s", info.name(), info.channel_count(),
-             info.nominal_srate(), bus_in, bridge.provider.topic)
+    log.info(
+        "lsl: bridging %r (%d channels at %.1f Hz) to %s as %s",
+        info.name(),
+        info.channel_count(),
+        info.nominal_srate(),
+        bus_in,
+        bridge.provider.topic,
+    )
     deadline = None if duration is None else time.monotonic() + duration
     try:
         while not stop["now"] and (deadline is None or time.monotonic() < deadline):

@@ -84,8 +84,17 @@ class MockBCI:
         return p["beta"] / denominator if denominator > 0 else 0.0
 
 
-def run(bus_in: str, *, stream: str = "mock-bci", seed: int = 0, rate: float = 250.0, channels: int = 8,
-        chunk: int = 25, duration: float | None = None, realtime: bool = True) -> int:
+def run(
+    bus_in: str,
+    *,
+    stream: str = "mock-bci",
+    seed: int = 0,
+    rate: float = 250.0,
+    channels: int = 8,
+    chunk: int = 25,
+    duration: float | None = None,
+    realtime: bool = True,
+) -> int:
     """Publish the mock stream on ``bus_in`` until ``duration`` seconds (None: until SIGTERM/SIGINT).
 
     Timestamps are ``start + sample_index / rate`` (wall clock at start). Returns chunks sent.
@@ -102,14 +111,23 @@ def run(bus_in: str, *, stream: str = "mock-bci", seed: int = 0, rate: float = 2
         signal.signal(sig, _stop)
     start_wall, start = time.time(), time.monotonic()
     with Provider(bus_in, stream, source.channel_names, rate) as provider:
-        log.info("mock-bci: publishing %d channels at %.0f Hz on %s (topic %s, seed %d)",
-                 channels, rate, bus_in, provider.topic, seed)
+        log.info(
+            "mock-bci: publishing %d channels at %.0f Hz on %s (topic %s, seed %d)",
+            channels,
+            rate,
+            bus_in,
+            provider.topic,
+            seed,
+        )
         while not stop["now"]:
             if duration is not None and source.index / rate >= duration:
                 break
             t, samples = source.next_chunk(chunk)
-            provider.publish(start_wall + t, samples, {"engagement": source.engagement(), **{
-                f"power_{b}": v for b, v in source.band_powers().items()}})
+            provider.publish(
+                start_wall + t,
+                samples,
+                {"engagement": source.engagement(), **{f"power_{b}": v for b, v in source.band_powers().items()}},
+            )
             if realtime:
                 ahead = start + source.index / rate - time.monotonic()
                 if ahead > 0:

@@ -100,8 +100,9 @@ class Algorithm(ABC):
     ) -> None: ...
 
     @abstractmethod
-    def update(self, experience: Experience, iteration: int,
-               safe_point: Callable[[int], None] | None = None) -> dict[str, float]:
+    def update(
+        self, experience: Experience, iteration: int, safe_point: Callable[[int], None] | None = None
+    ) -> dict[str, float]:
         """Learn from one iteration's experience; ``iteration`` counts from 0.
 
         Call ``safe_point(k)`` before gradient step ``k`` (k counts from 0), where

@@ -17,8 +17,20 @@ from pydantic import BaseModel, ConfigDict, Field, PlainSerializer, PlainValidat
 #: dtypes allowed on the wire; anything else (object, void, datetime...) is refused.
 ARRAY_DTYPES = frozenset(
     np.dtype(t).str
-    for t in ("bool", "int8", "int16", "int32", "int64", "uint8", "uint16", "uint32", "uint64",
-              "float16", "float32", "float64")
+    for t in (
+        "bool",
+        "int8",
+        "int16",
+        "int32",
+        "int64",
+        "uint8",
+        "uint16",
+        "uint32",
+        "uint64",
+        "float16",
+        "float32",
+        "float64",
+    )
 )
 
 
@@ -95,9 +107,9 @@ class Role(str, Enum):
 class ErrorCode(str, Enum):
     """Why a request failed. Clients decide to retry or give up from this alone."""
 
-    BAD_MESSAGE = "bad_message"      # undecodable / invalid frame: fix the sender, do not retry
-    UNEXPECTED = "unexpected"        # valid message that this socket does not handle
-    CONFLICT = "conflict"            # an exclusive command is already running; retry later
-    REJECTED = "rejected"            # refused by validation or policy; nothing changed; do not retry as is
-    TIMEOUT = "timeout"              # the controller gave up waiting on a member; the run continues
-    INTERNAL = "internal"            # handler failed; the service is still running
+    BAD_MESSAGE = "bad_message"  # undecodable / invalid frame: fix the sender, do not retry
+    UNEXPECTED = "unexpected"  # valid message that this socket does not handle
+    CONFLICT = "conflict"  # an exclusive command is already running; retry later
+    REJECTED = "rejected"  # refused by validation or policy; nothing changed; do not retry as is
+    TIMEOUT = "timeout"  # the controller gave up waiting on a member; the run continues
+    INTERNAL = "internal"  # handler failed; the service is still running

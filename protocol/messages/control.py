@@ -16,19 +16,19 @@ from .base import ErrorCode, LogicalTime, Message, ParamValue, Position, Role
 
 
 class RunState(str, Enum):
-    STARTING = "starting"   # waiting for members to register and get ready
+    STARTING = "starting"  # waiting for members to register and get ready
     RUNNING = "running"
-    PAUSING = "pausing"     # asked every member to stop at its next safe point
-    PAUSED = "paused"       # every member stands at its barrier
+    PAUSING = "pausing"  # asked every member to stop at its next safe point
+    PAUSED = "paused"  # every member stands at its barrier
     STOPPING = "stopping"
     STOPPED = "stopped"
 
 
 class Health(str, Enum):
-    STARTING = "starting"   # registered, not ready yet
+    STARTING = "starting"  # registered, not ready yet
     OK = "ok"
-    MISSING = "missing"     # heartbeats late; heals on the next one
-    GONE = "gone"           # said goodbye
+    MISSING = "missing"  # heartbeats late; heals on the next one
+    GONE = "gone"  # said goodbye
 
 
 class ErrorReply(Message):
@@ -86,7 +86,8 @@ class StatusReply(Message):
     return_mean: float | None = None
     total_env_steps: int
     monitors: list[MonitorStatus] = Field(
-        default_factory=list, description="external monitors that reported within timing.monitor_expiry_s")
+        default_factory=list, description="external monitors that reported within timing.monitor_expiry_s"
+    )
 
 
 class MonitorReport(Message):
@@ -101,7 +102,8 @@ class MonitorReport(Message):
     missed: int = Field(default=0, ge=0, description="bus messages known lost (sequence gaps), all senders")
     missed_by_sender: dict[str, Annotated[int, Field(ge=0)]] = Field(default_factory=dict)
     rejected: int = Field(
-        default=0, ge=0, description="bus messages it refused (undecodable, invalid, other major version)")
+        default=0, ge=0, description="bus messages it refused (undecodable, invalid, other major version)"
+    )
     final: bool = Field(default=False, description="it is closing: no further report will come")
 
 
@@ -179,10 +181,10 @@ class ParamsReply(Message):
 
 
 class PatchStatus(str, Enum):
-    APPLIED = "applied"                # every owner applied it; ``applied`` says when
-    PENDING = "pending"                # accepted; not every owner has reached its apply point yet
-    SCHEDULED = "scheduled"            # accepted; applies at ``at_iteration``
-    ON_RESUME = "on_resume"            # accepted while paused; applies when the run resumes
+    APPLIED = "applied"  # every owner applied it; ``applied`` says when
+    PENDING = "pending"  # accepted; not every owner has reached its apply point yet
+    SCHEDULED = "scheduled"  # accepted; applies at ``at_iteration``
+    ON_RESUME = "on_resume"  # accepted while paused; applies when the run resumes
 
 
 class PatchRequest(Message):

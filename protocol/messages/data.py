@@ -30,7 +30,8 @@ class PolicyWeights(Message):
     version: int = Field(ge=0, description="iteration the policy is for")
     weights: dict[str, NDArray]
     normalizer: dict[str, NDArray] = Field(
-        default_factory=dict, description="running statistics to normalise with: obs.{count,mean,var}, ret.{...}")
+        default_factory=dict, description="running statistics to normalise with: obs.{count,mean,var}, ret.{...}"
+    )
     done: bool = False
 
 
@@ -58,9 +59,13 @@ class Rollout(Message):
     episode_lengths: list[int]
     collect_s: float = Field(ge=0, description="wall seconds spent collecting")
     hyperparameters: dict[str, ParamValue] = Field(
-        default_factory=dict, description="the env-runner's tunables in force at the end of collection")
+        default_factory=dict, description="the env-runner's tunables in force at the end of collection"
+    )
     normalizer_count: float = Field(
-        default=0.0, ge=0, description="sample count of the observation statistics it normalised with (0: none)")
+        default=0.0, ge=0, description="sample count of the observation statistics it normalised with (0: none)"
+    )
     moments: dict[str, NDArray] = Field(
-        default_factory=dict, description="moments of the raw observations / discounted returns it saw, "
-        "obs.{count,mean,var} and ret.{...}, for the learner's running statistics")
+        default_factory=dict,
+        description="moments of the raw observations / discounted returns it saw, "
+        "obs.{count,mean,var} and ret.{...}, for the learner's running statistics",
+    )

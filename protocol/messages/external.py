@@ -47,12 +47,13 @@ class ExternalSample(Message):
     def _dtype_and_rank(cls, value: np.ndarray, info) -> np.ndarray:
         dtype, ndim, shape = _ARRAYS[info.field_name]
         if value.dtype != dtype or value.ndim != ndim:
-            raise ValueError(f"{info.field_name} must be {np.dtype(dtype).name} {shape}, "
-                             f"got {value.dtype} {list(value.shape)}")
+            raise ValueError(
+                f"{info.field_name} must be {np.dtype(dtype).name} {shape}, got {value.dtype} {list(value.shape)}"
+            )
         return value
 
     @model_validator(mode="after")
-    def _shapes(self) -> "ExternalSample":
+    def _shapes(self) -> ExternalSample:
         n, width = self.samples.shape
         if self.timestamps.shape[0] != n:
             raise ValueError(f"{self.timestamps.shape[0]} timestamps for {n} samples")

@@ -25,7 +25,8 @@ class TrainMetrics(Message):
     episodes: int = Field(ge=0, description="episodes finished this iteration")
     values: dict[str, float]
     hyperparameters: dict[str, ParamValue] = Field(
-        default_factory=dict, description="every tunable's value in force at the end of the iteration")
+        default_factory=dict, description="every tunable's value in force at the end of the iteration"
+    )
 
 
 class EpisodeStats(Message):

@@ -33,24 +33,45 @@ import secrets
 import signal
 import time
 from collections import OrderedDict
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable, cast
+from typing import Any, cast
 
 import zmq
 
+from dynamicrl.core import checkpoints
 from dynamicrl.core.settings import Config, dump_yaml
 from dynamicrl.protocol.codec import ProtocolError, Session, decode
 from dynamicrl.protocol.messages import (
-    BarrierReached, CheckpointPart, CheckpointRequest, ErrorCode, ErrorReply, Goodbye, Heartbeat, HistoryRequest,
-    LogicalTime, Message, MonitorReport, ParamsRequest, PatchApplied, PatchRequest, PauseRequest, Ready,
-    RegisterRequest, ResumeRequest, RunState, RunStateChanged, StatusRequest, StopRequest, TrainingDone,
+    BarrierReached,
+    CheckpointPart,
+    CheckpointRequest,
+    ErrorCode,
+    ErrorReply,
+    Goodbye,
+    Heartbeat,
+    HistoryRequest,
+    LogicalTime,
+    Message,
+    MonitorReport,
+    ParamsRequest,
+    PatchApplied,
+    PatchRequest,
+    PauseRequest,
+    Ready,
+    RegisterRequest,
+    ResumeRequest,
+    RunState,
+    RunStateChanged,
+    StatusRequest,
+    StopRequest,
+    TrainingDone,
     TrainMetrics,
 )
 from dynamicrl.protocol.sockets import Publisher, Routed, bind, make_socket, recv_routed, send_routed
 from dynamicrl.services.base import StartupError, setup_logging
 from dynamicrl.services.controller.bus import BusProxy
 
-from dynamicrl.core import checkpoints
 from .checkpointing import Checkpointing, load_resume
 from .defer import DEFER, Defer
 from .members import Roster
@@ -131,8 +152,14 @@ class Controller:
     def run(self) -> int:
         self.run_dir.mkdir(parents=True, exist_ok=True)
         (self.run_dir / "config.yaml").write_text(dump_yaml(self.config))
-        log.info("run %s in %s; commands on %s, bus in %s out %s", self.run_id, self.run_dir,
-                 self.command_endpoint, self.proxy.in_endpoint, self.proxy.out_endpoint)
+        log.info(
+            "run %s in %s; commands on %s, bus in %s out %s",
+            self.run_id,
+            self.run_dir,
+            self.command_endpoint,
+            self.proxy.in_endpoint,
+            self.proxy.out_endpoint,
+        )
         poller = zmq.Poller()
         poller.register(self.commands, zmq.POLLIN)
         self.proxy.register(poller)
@@ -242,5 +269,3 @@ def main(config: Config) -> int:
     except ValueError as exc:  # e.g. an unreadable patches= journal
         raise StartupError(f"controller: {exc}") from None
     return controller.run()
-
-

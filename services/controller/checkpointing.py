@@ -16,14 +16,24 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from dynamicrl.core import checkpoints
 from dynamicrl.core.settings import Config, config_from_dict
 from dynamicrl.protocol.messages import (
-    CheckpointCommand, CheckpointDone, CheckpointPart, CheckpointReply, CheckpointRequest, ErrorCode, ErrorReply,
-    LogicalTime, Message, Role, RunState, StopReply,
+    CheckpointCommand,
+    CheckpointDone,
+    CheckpointPart,
+    CheckpointReply,
+    CheckpointRequest,
+    ErrorCode,
+    ErrorReply,
+    LogicalTime,
+    Message,
+    Role,
+    RunState,
+    StopReply,
 )
 from dynamicrl.protocol.sockets import Routed
 
-from dynamicrl.core import checkpoints
 from .defer import DEFER, Defer
 from .members import Roster
 from .patches import new_id
@@ -38,13 +48,13 @@ log = logging.getLogger(__name__)
 class CheckpointInProgress:
     ckpt_id: str
     waiters: list[str] = field(default_factory=list)
-    parts: dict = field(default_factory=dict)       # service -> CheckpointPart
+    parts: dict = field(default_factory=dict)  # service -> CheckpointPart
     learner: str | None = None
-    learner_ckpt_id: str | None = None               # the id the learner holds for
+    learner_ckpt_id: str | None = None  # the id the learner holds for
     boundary: int | None = None
     env_step: int = 0
     stop_waiters: list[str] = field(default_factory=list)  # `dynamicrl stop` requests to answer
-    stop_reason: str | None = None                           # set: the run stops when this checkpoint ends
+    stop_reason: str | None = None  # set: the run stops when this checkpoint ends
     started: float = field(default_factory=time.monotonic)
 
     def missing(self, roster: Roster) -> list[str]:
@@ -55,12 +65,13 @@ class CheckpointInProgress:
 @dataclass
 class Resume:
     """What a resumed run takes from its latest good checkpoint."""
+
     config: Config
     run_dir: Path
     run_id: str
     parts: dict[str, checkpoints.Part]  # every member's saved state, by service
     ltime: LogicalTime
-    journal_entries: int                 # journal lines the checkpoint had seen
+    journal_entries: int  # journal lines the checkpoint had seen
 
 
 def load_resume(run_dir: Path, config: Config) -> Resume:
@@ -72,8 +83,12 @@ def load_resume(run_dir: Path, config: Config) -> Resume:
     path = checkpoints.latest_good(run_dir / "checkpoints", report=log.warning)
     manifest, controller, parts = checkpoints.read(path)
     data = controller["config"]
-    data.update(addresses=config.addresses.model_dump(), resume=str(run_dir), timing=config.timing.model_dump(),
-                resume_total_env_steps=config.resume_total_env_steps)
+    data.update(
+        addresses=config.addresses.model_dump(),
+        resume=str(run_dir),
+        timing=config.timing.model_dump(),
+        resume_total_env_steps=config.resume_total_env_steps,
+    )
     if config.resume_total_env_steps is not None:
         checkpoints.check_budget(config.resume_total_env_steps, manifest, path)
         data["run"]["total_env_steps"] = config.resume_total_env_steps
@@ -81,14 +96,25 @@ def load_resume(run_dir: Path, config: Config) -> Resume:
             saved = part.meta.get("tunables", {})
             if "run.total_env_steps" in saved:
                 saved["run.total_env_steps"] = config.resume_total_env_steps
-    data["run"].update(dir=str(run_dir),
-                       envrunners=sum(1 for s in parts if s != controller["learner"] and s.startswith("envrunner")))
-    resume = Resume(config_from_dict(data, origin=str(path / "controller.json")), run_dir, controller["run_id"],
-                    parts, LogicalTime(iteration=manifest["iteration"], env_step=manifest["env_step"]),
-                    controller["journal_entries"])
-    log.info("resuming run %s from %s (iteration %d, %d env steps)%s", resume.run_id, path,
-             manifest["iteration"], manifest["env_step"],
-             "" if config.resume_total_env_steps is None else f", on to {config.resume_total_env_steps} env steps")
+    data["run"].update(
+        dir=str(run_dir), envrunners=sum(1 for s in parts if s != controller["learner"] and s.startswith("envrunner"))
+    )
+    resume = Resume(
+        config_from_dict(data, origin=str(path / "controller.json")),
+        run_dir,
+        controller["run_id"],
+        parts,
+        LogicalTime(iteration=manifest["iteration"], env_step=manifest["env_step"]),
+        controller["journal_entries"],
+    )
+    log.info(
+        "resuming run %s from %s (iteration %d, %d env steps)%s",
+        resume.run_id,
+        path,
+        manifest["iteration"],
+        manifest["env_step"],
+        "" if config.resume_total_env_steps is None else f", on to {config.resume_total_env_steps} env steps",
+    )
     return resume
 
 
@@ -114,9 +140,15 @@ class Checkpointing:
             self.checkpoint.waiters.append(request_id)
             return DEFER
         if controller.state is not RunState.RUNNING:
-            return ErrorReply(code=ErrorCode.CONFLICT, message=f"cannot checkpoint: the run is {controller.state.value}"
-                              + (" (resume first: a checkpoint is taken at the next iteration boundary)"
-                                 if controller.state is RunState.PAUSED else ""))
+            return ErrorReply(
+                code=ErrorCode.CONFLICT,
+                message=f"cannot checkpoint: the run is {controller.state.value}"
+                + (
+                    " (resume first: a checkpoint is taken at the next iteration boundary)"
+                    if controller.state is RunState.PAUSED
+                    else ""
+                ),
+            )
         checkpoint = self.ask_learner()
         if checkpoint is None:
             return ErrorReply(code=ErrorCode.CONFLICT, message="cannot checkpoint: the learner cannot be reached")
@@ -160,8 +192,10 @@ class Checkpointing:
         """A part that never comes must not hold the learner (and the run) for ever."""
         timeout_s = self.controller.config.checkpoint.timeout_s
         if self.checkpoint is not None and now - self.checkpoint.started > timeout_s:
-            self.finish_checkpoint(error=f"not complete after {timeout_s:g} s; no state from "
-                                         f"{', '.join(self.checkpoint.missing(self.controller.roster)) or '?'}")
+            self.finish_checkpoint(
+                error=f"not complete after {timeout_s:g} s; no state from "
+                f"{', '.join(self.checkpoint.missing(self.controller.roster)) or '?'}"
+            )
 
     def finish_checkpoint(self, error: str = "") -> None:
         """Write the parts (unless it failed), release the learner, answer, and stop if a stop waited for it."""
@@ -174,25 +208,44 @@ class Checkpointing:
             try:
                 started = time.monotonic()
                 path = checkpoints.write(
-                    controller.run_dir / "checkpoints", ck.boundary, ck.env_step,
+                    controller.run_dir / "checkpoints",
+                    ck.boundary,
+                    ck.env_step,
                     [checkpoints.Part(p.service, dict(p.arrays), p.meta) for p in ck.parts.values()],
-                    {"run_id": controller.run_id, "config": controller.config.to_dict(), "learner": ck.learner,
-                     "journal_entries": len(controller.patching.journal.entries), "iteration": ck.boundary,
-                     "env_step": ck.env_step},
-                    keep=controller.config.checkpoint.keep)
+                    {
+                        "run_id": controller.run_id,
+                        "config": controller.config.to_dict(),
+                        "learner": ck.learner,
+                        "journal_entries": len(controller.patching.journal.entries),
+                        "iteration": ck.boundary,
+                        "env_step": ck.env_step,
+                    },
+                    keep=controller.config.checkpoint.keep,
+                )
                 size = sum(f.stat().st_size for f in path.iterdir())
                 manifest = checkpoints.verify(path)
-                log.info("checkpoint %s: %d bytes in %.3f s (write), %.3f s since it began (request or boundary)",
-                         path, size, time.monotonic() - started, time.monotonic() - ck.started)
-                reply = CheckpointReply(path=str(path), ltime=LogicalTime(iteration=ck.boundary, env_step=ck.env_step),
-                                        bytes=size, seconds=round(time.monotonic() - ck.started, 4),
-                                        policy_sha256=manifest["policy_sha256"])
+                log.info(
+                    "checkpoint %s: %d bytes in %.3f s (write), %.3f s since it began (request or boundary)",
+                    path,
+                    size,
+                    time.monotonic() - started,
+                    time.monotonic() - ck.started,
+                )
+                reply = CheckpointReply(
+                    path=str(path),
+                    ltime=LogicalTime(iteration=ck.boundary, env_step=ck.env_step),
+                    bytes=size,
+                    seconds=round(time.monotonic() - ck.started, 4),
+                    policy_sha256=manifest["policy_sha256"],
+                )
             except (OSError, ValueError, StopIteration) as exc:
                 error = f"writing failed: {type(exc).__name__}: {exc}"
         if error:
             log.error("checkpoint %s abandoned: %s", ck.ckpt_id, error)
-            reply = ErrorReply(code=ErrorCode.TIMEOUT if "not complete" in error else ErrorCode.INTERNAL,
-                               message=f"checkpoint abandoned (the run goes on): {error}")
+            reply = ErrorReply(
+                code=ErrorCode.TIMEOUT if "not complete" in error else ErrorCode.INTERNAL,
+                message=f"checkpoint abandoned (the run goes on): {error}",
+            )
         learner = controller.roster.members.get(ck.learner or "")
         if learner is not None and ck.learner_ckpt_id:
             controller.send(learner.route, CheckpointDone(ckpt_id=ck.learner_ckpt_id, ok=not error, message=error))

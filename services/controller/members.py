@@ -36,9 +36,16 @@ class Member:
         return Health.MISSING if now - self.last_seen > missing_after_s else Health.OK
 
     def status(self, now: float, missing_after_s: float) -> ServiceStatus:
-        return ServiceStatus(service=self.name, role=self.role, rank=self.rank, pid=self.pid,
-                             health=self.health(now, missing_after_s),
-                             last_seen_s=round(now - self.last_seen, 3), ltime=self.ltime, missed=self.missed)
+        return ServiceStatus(
+            service=self.name,
+            role=self.role,
+            rank=self.rank,
+            pid=self.pid,
+            health=self.health(now, missing_after_s),
+            last_seen_s=round(now - self.last_seen, 3),
+            ltime=self.ltime,
+            missed=self.missed,
+        )
 
 
 class Roster:
@@ -55,8 +62,10 @@ class Roster:
             return existing
         if request.role is Role.ENVRUNNER:
             if started:
-                raise ValueError(f"the run already started with {len(self.active(Role.ENVRUNNER))} "
-                                 "env-runner(s); set run.envrunners to the number you launch")
+                raise ValueError(
+                    f"the run already started with {len(self.active(Role.ENVRUNNER))} "
+                    "env-runner(s); set run.envrunners to the number you launch"
+                )
             rank = self._envrunner_rank(request.rank)
             self.first_envrunner_at = self.first_envrunner_at or time.monotonic()
         elif request.role is Role.LEARNER:

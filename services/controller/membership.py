@@ -13,8 +13,18 @@ import time
 from typing import TYPE_CHECKING
 
 from dynamicrl.protocol.messages import (
-    CheckpointPart, ErrorCode, ErrorReply, Goodbye, Heartbeat, Message, Ready, RegisterReply, RegisterRequest, Role,
-    RunStart, RunState,
+    CheckpointPart,
+    ErrorCode,
+    ErrorReply,
+    Goodbye,
+    Heartbeat,
+    Message,
+    Ready,
+    RegisterReply,
+    RegisterRequest,
+    Role,
+    RunStart,
+    RunState,
 )
 from dynamicrl.protocol.sockets import Routed
 
@@ -37,19 +47,29 @@ class Membership:
         request: RegisterRequest = routed.received.message
         if controller.state in (RunState.STOPPING, RunState.STOPPED):
             return ErrorReply(code=ErrorCode.REJECTED, message="the run is stopping")
-        if (request.role is Role.ENVRUNNER and request.rank is not None
-                and isinstance(controller.config.run.envrunners, int)
-                and request.rank >= controller.config.run.envrunners):
-            return ErrorReply(code=ErrorCode.REJECTED,
-                              message=f"rank {request.rank} but run.envrunners={controller.config.run.envrunners}")
+        if (
+            request.role is Role.ENVRUNNER
+            and request.rank is not None
+            and isinstance(controller.config.run.envrunners, int)
+            and request.rank >= controller.config.run.envrunners
+        ):
+            return ErrorReply(
+                code=ErrorCode.REJECTED,
+                message=f"rank {request.rank} but run.envrunners={controller.config.run.envrunners}",
+            )
         try:
             member = controller.roster.admit(request, routed.route, started=controller.state is not RunState.STARTING)
         except ValueError as exc:
             log.warning("refused %s: %s", request.service, exc)
             return ErrorReply(code=ErrorCode.REJECTED, message=str(exc))
         log.info("registered %s (%s, rank %d, pid %d)", member.name, member.role.value, member.rank, member.pid)
-        return RegisterReply(run_id=controller.run_id, run_dir=str(controller.run_dir), rank=member.rank,
-                             config=controller.config.to_dict(), resumed_from=controller.resumed_from)
+        return RegisterReply(
+            run_id=controller.run_id,
+            run_dir=str(controller.run_dir),
+            rank=member.rank,
+            config=controller.config.to_dict(),
+            resumed_from=controller.resumed_from,
+        )
 
     def on_ready(self, routed: Routed[Ready]) -> None:
         controller = self.controller
@@ -59,8 +79,13 @@ class Membership:
         member.ready = True
         log.info("%s is ready", member.name)
         if controller.state is RunState.RUNNING:  # late observer (e.g. a second logger)
-            controller.send(member.route, RunStart(envrunners=len(controller.roster.active(Role.ENVRUNNER)),
-                                                   members=[m.name for m in controller.roster.active()]))
+            controller.send(
+                member.route,
+                RunStart(
+                    envrunners=len(controller.roster.active(Role.ENVRUNNER)),
+                    members=[m.name for m in controller.roster.active()],
+                ),
+            )
         return None
 
     def on_heartbeat(self, routed: Routed[Heartbeat]) -> None:
@@ -81,8 +106,10 @@ class Membership:
                 controller.pausing.barrier.forget(member.name)
             if message.finished:  # its goodbye may overtake the learner's TrainingDone
                 controller.stopping.begin_stop("training done")
-            elif (controller.state in (RunState.RUNNING, RunState.PAUSING, RunState.PAUSED)
-                    and member.role in (Role.LEARNER, Role.ENVRUNNER)):
+            elif controller.state in (RunState.RUNNING, RunState.PAUSING, RunState.PAUSED) and member.role in (
+                Role.LEARNER,
+                Role.ENVRUNNER,
+            ):
                 controller.exit_code = 1
                 controller.stopping.begin_stop(f"{member.name} left the run ({message.reason})")
         return None
@@ -100,10 +127,17 @@ class Membership:
         elif now - self.waiting_noted_at >= WAITING_NOTE_S:  # say why nothing happens, e.g. a missing -c envrunner=2
             self.waiting_noted_at = now
             runs = controller.config.run.envrunners
-            hint = f" (run.envrunners={runs}: with honcho, `honcho start -c envrunner={runs}`)" \
-                if "env-runner" in waiting and runs != "auto" else ""
-            log.info("waiting for %s%s; the run gives up %.0f s after the controller started", waiting, hint,
-                     controller.config.timing.start_timeout_s)
+            hint = (
+                f" (run.envrunners={runs}: with honcho, `honcho start -c envrunner={runs}`)"
+                if "env-runner" in waiting and runs != "auto"
+                else ""
+            )
+            log.info(
+                "waiting for %s%s; the run gives up %.0f s after the controller started",
+                waiting,
+                hint,
+                controller.config.timing.start_timeout_s,
+            )
 
     def waiting_for(self, now: float | None = None) -> str:
         """Why the run cannot start yet ('' when it can)."""
@@ -140,31 +174,47 @@ class Membership:
         runners = len(controller.roster.active(Role.ENVRUNNER))
         unknown = sorted(set(patching.replay) - set(members))
         if unknown:
-            return self.refuse_start(f"patches={controller.config.patches} names services not in this run: "
-                                     f"{', '.join(unknown)}")
+            return self.refuse_start(
+                f"patches={controller.config.patches} names services not in this run: {', '.join(unknown)}"
+            )
         patching.expect_replay()
         missing = sorted(set(controller.restore) - set(members))
         if missing:
-            return self.refuse_start(f"cannot resume: the checkpoint has state for {', '.join(missing)}, "
-                                     f"not in this run (start as many env-runners as the checkpoint has)")
+            return self.refuse_start(
+                f"cannot resume: the checkpoint has state for {', '.join(missing)}, "
+                f"not in this run (start as many env-runners as the checkpoint has)"
+            )
         for member in controller.roster.active():
             part = controller.restore.get(member.name)
             restore = None
             if part is not None:
                 assert controller.resumed_from is not None  # set with restore, from the same checkpoint
-                restore = CheckpointPart(ckpt_id="resume", service=part.service, ltime=controller.resumed_from,
-                                         arrays=part.arrays, meta=part.meta)
-            controller.send(member.route, RunStart(envrunners=runners, members=members, restore=restore,
-                                                   patches=patching.replay.get(member.name, [])))
+                restore = CheckpointPart(
+                    ckpt_id="resume",
+                    service=part.service,
+                    ltime=controller.resumed_from,
+                    arrays=part.arrays,
+                    meta=part.meta,
+                )
+            controller.send(
+                member.route,
+                RunStart(
+                    envrunners=runners, members=members, restore=restore, patches=patching.replay.get(member.name, [])
+                ),
+            )
         controller.set_state(RunState.RUNNING, f"{len(members)} members, {runners} env-runner(s)")
 
     # -- liveness (from the tick, while running, pausing or paused) -------------------------------
     def stop_if_dead(self, now: float) -> None:
         """A learner or env-runner silent for ``timing.dead_after_s`` crashed or hung: the run cannot go on."""
         controller = self.controller
-        dead = [m for m in controller.roster.active() if m.role in (Role.LEARNER, Role.ENVRUNNER)
-                and now - m.last_seen > controller.config.timing.dead_after_s]
+        dead = [
+            m
+            for m in controller.roster.active()
+            if m.role in (Role.LEARNER, Role.ENVRUNNER) and now - m.last_seen > controller.config.timing.dead_after_s
+        ]
         if dead:
             controller.exit_code = 1
-            controller.stopping.begin_stop(", ".join(f"{m.name} silent for {now - m.last_seen:.0f} s" for m in dead)
-                                           + " (crashed or hung?)")
+            controller.stopping.begin_stop(
+                ", ".join(f"{m.name} silent for {now - m.last_seen:.0f} s" for m in dead) + " (crashed or hung?)"
+            )

@@ -38,10 +38,12 @@ class Monitors:
         previous = self.entries.get(report.name)
         if previous is None:
             if len(self.entries) >= self.limit:
-                raise ValueError(f"already {len(self.entries)} monitors reporting (the most kept); "
-                                 f"{report.name!r} not recorded")
-            log.info("monitor %s reports (topics %s)", report.name,
-                     ", ".join(repr(t) for t in report.topics) or "none given")
+                raise ValueError(
+                    f"already {len(self.entries)} monitors reporting (the most kept); {report.name!r} not recorded"
+                )
+            log.info(
+                "monitor %s reports (topics %s)", report.name, ", ".join(repr(t) for t in report.topics) or "none given"
+            )
         more = report.missed - (previous.report.missed if previous else 0)
         if more > 0:
             log.warning("monitor %s missed %d more bus message(s) (%d in all)", report.name, more, report.missed)
@@ -55,7 +57,16 @@ class Monitors:
 
     def statuses(self, now: float) -> list[MonitorStatus]:
         self.expire(now)
-        return [MonitorStatus(name=name, topics=e.report.topics, received=e.report.received,
-                              missed=e.report.missed, missed_by_sender=e.report.missed_by_sender,
-                              rejected=e.report.rejected, closed=e.report.final, last_report_s=round(now - e.at, 3))
-                for name, e in sorted(self.entries.items())]
+        return [
+            MonitorStatus(
+                name=name,
+                topics=e.report.topics,
+                received=e.report.received,
+                missed=e.report.missed,
+                missed_by_sender=e.report.missed_by_sender,
+                rejected=e.report.rejected,
+                closed=e.report.final,
+                last_report_s=round(now - e.at, 3),
+            )
+            for name, e in sorted(self.entries.items())
+        ]

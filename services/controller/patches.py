@@ -21,7 +21,7 @@ from dynamicrl.protocol.messages import ApplyPatch, JournalEntry, LogicalTime, P
 class PendingPatch:
     patch_id: str
     author: str
-    owed: dict[str, set[str]]          # service -> names it still has to apply
+    owed: dict[str, set[str]]  # service -> names it still has to apply
     waiters: list[str] = field(default_factory=list)  # request ids awaiting the reply
     applied: list[JournalEntry] = field(default_factory=list)
     deadline: float = 0.0
@@ -51,9 +51,13 @@ class Journal:
 
     def record(self, pending: PendingPatch, message: PatchApplied) -> JournalEntry:
         entry = JournalEntry(
-            patch_id=message.patch_id, author=pending.author, service=message.position.service,
+            patch_id=message.patch_id,
+            author=pending.author,
+            service=message.position.service,
             changes={name: ValueChange(old=old, new=new) for name, (old, new) in message.changes.items()},
-            ltime=message.position.ltime, minibatch=message.position.minibatch, time=round(time.time(), 3),
+            ltime=message.position.ltime,
+            minibatch=message.position.minibatch,
+            time=round(time.time(), 3),
         )
         with self.path.open("a") as f:
             f.write(entry.model_dump_json() + "\n")
@@ -80,10 +84,13 @@ def load_replay(path: str) -> dict[str, list[ApplyPatch]]:
             entry = JournalEntry.model_validate_json(line)
         except ValueError as exc:
             raise ValueError(f"{path}:{number}: not a journal entry: {exc}") from None
-        schedule.setdefault(entry.service, []).append(ApplyPatch(
-            patch_id=entry.patch_id, author=f"replay:{entry.author}",
-            changes={name: change.new for name, change in entry.changes.items()},
-            at=LogicalTime(iteration=entry.ltime.iteration, env_step=entry.ltime.env_step),
-            at_minibatch=entry.minibatch,
-        ))
+        schedule.setdefault(entry.service, []).append(
+            ApplyPatch(
+                patch_id=entry.patch_id,
+                author=f"replay:{entry.author}",
+                changes={name: change.new for name, change in entry.changes.items()},
+                at=LogicalTime(iteration=entry.ltime.iteration, env_step=entry.ltime.env_step),
+                at_minibatch=entry.minibatch,
+            )
+        )
     return schedule

@@ -15,8 +15,18 @@ from typing import TYPE_CHECKING
 
 from dynamicrl.core import tunables
 from dynamicrl.protocol.messages import (
-    ApplyPatch, ErrorCode, ErrorReply, Health, LogicalTime, Message, PatchApplied, PatchEvent, PatchReply,
-    PatchRequest, PatchStatus, RunState,
+    ApplyPatch,
+    ErrorCode,
+    ErrorReply,
+    Health,
+    LogicalTime,
+    Message,
+    PatchApplied,
+    PatchEvent,
+    PatchReply,
+    PatchRequest,
+    PatchStatus,
+    RunState,
 )
 from dynamicrl.protocol.sockets import Routed
 
@@ -58,22 +68,28 @@ class Patching:
             budget = diff["run.total_env_steps"][1]
             problem = self.behind(budget)
             if problem:
-                return ErrorReply(code=ErrorCode.REJECTED, message="patch rejected, nothing changed:\n  "
-                                  f"run.total_env_steps={budget!r}: {problem}")
+                return ErrorReply(
+                    code=ErrorCode.REJECTED,
+                    message=f"patch rejected, nothing changed:\n  run.total_env_steps={budget!r}: {problem}",
+                )
         specs, now = tunables.specs(controller.config), time.monotonic()
         owed: dict[str, set[str]] = {}
         for name in diff:
             owners = controller.roster.active(specs[name].owner)
             if not owners:
-                return ErrorReply(code=ErrorCode.REJECTED,
-                                  message=f"patch rejected, nothing changed: {name} belongs to the "
-                                          f"{specs[name].owner.value}, and none is in the run")
+                return ErrorReply(
+                    code=ErrorCode.REJECTED,
+                    message=f"patch rejected, nothing changed: {name} belongs to the "
+                    f"{specs[name].owner.value}, and none is in the run",
+                )
             for owner in owners:
                 health = owner.health(now, controller.config.timing.missing_after_s)
                 if health is not Health.OK:
-                    return ErrorReply(code=ErrorCode.REJECTED,
-                                      message=f"patch rejected, nothing changed: {owner.name} ({name}) is "
-                                              f"{health.value}, last seen {now - owner.last_seen:.1f} s ago")
+                    return ErrorReply(
+                        code=ErrorCode.REJECTED,
+                        message=f"patch rejected, nothing changed: {owner.name} ({name}) is "
+                        f"{health.value}, last seen {now - owner.last_seen:.1f} s ago",
+                    )
                 owed.setdefault(owner.name, set()).add(name)
         controller.config = new_config
         author = request.author or routed.received.envelope.sender
@@ -82,11 +98,21 @@ class Patching:
         at = LogicalTime(iteration=request.at_iteration, env_step=0) if request.at_iteration is not None else None
         for member in controller.roster.active():
             if member.name in owed:
-                controller.send(member.route, ApplyPatch(
-                    patch_id=pending.patch_id, author=author, at=at,
-                    changes={name: diff[name][1] for name in owed[member.name]}))
-        log.info("patch %s by %s accepted: %s", pending.patch_id, author,
-                 ", ".join(f"{k} {old!r} -> {new!r}" for k, (old, new) in diff.items()))
+                controller.send(
+                    member.route,
+                    ApplyPatch(
+                        patch_id=pending.patch_id,
+                        author=author,
+                        at=at,
+                        changes={name: diff[name][1] for name in owed[member.name]},
+                    ),
+                )
+        log.info(
+            "patch %s by %s accepted: %s",
+            pending.patch_id,
+            author,
+            ", ".join(f"{k} {old!r} -> {new!r}" for k, (old, new) in diff.items()),
+        )
         if at is not None:
             status = PatchStatus.SCHEDULED
         elif controller.state is not RunState.RUNNING:
@@ -102,8 +128,11 @@ class Patching:
         """Why ``budget`` is not past the run's progress ('' if it is). The latest ``metrics.train`` may lag
         the learner by an update; a budget it has passed by then ends the run at the next boundary."""
         metrics = self.controller.last_metrics
-        at = (LogicalTime(iteration=metrics.iteration, env_step=metrics.env_steps) if metrics is not None
-              else self.controller.resumed_from)
+        at = (
+            LogicalTime(iteration=metrics.iteration, env_step=metrics.env_steps)
+            if metrics is not None
+            else self.controller.resumed_from
+        )
         return tunables.budget_problem(budget, at.iteration, at.env_step) if at is not None else ""
 
     def on_patch_applied(self, routed: Routed[PatchApplied]) -> None:
@@ -114,8 +143,9 @@ class Patching:
             pending = self.patches[message.patch_id] = PendingPatch(message.patch_id, message.author, {})
         entry = self.journal.record(pending, message)
         try:  # a replayed patch was never validated here: keep `params` true to what runs
-            controller.config, _ = tunables.validate(controller.config,
-                                                     {k: new for k, (_, new) in message.changes.items()})
+            controller.config, _ = tunables.validate(
+                controller.config, {k: new for k, (_, new) in message.changes.items()}
+            )
         except tunables.PatchError as exc:
             log.error("%s applied values this controller rejects: %s", message.position.service, exc)
         controller.bus.publish(PatchEvent(entry=entry), ltime=message.position.ltime)

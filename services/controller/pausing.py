@@ -12,8 +12,17 @@ import time
 from typing import TYPE_CHECKING
 
 from dynamicrl.protocol.messages import (
-    BarrierReached, ErrorCode, ErrorReply, Message, PauseCommand, PauseReply, PauseRequest, ResumeCommand, ResumeReply,
-    ResumeRequest, RunState,
+    BarrierReached,
+    ErrorCode,
+    ErrorReply,
+    Message,
+    PauseCommand,
+    PauseReply,
+    PauseRequest,
+    ResumeCommand,
+    ResumeReply,
+    ResumeRequest,
+    RunState,
 )
 from dynamicrl.protocol.sockets import Routed
 
@@ -60,8 +69,11 @@ class Pausing:
             now = time.monotonic()
             self.paused_at = now
             controller.set_state(RunState.PAUSED, "every service stands at its barrier")
-            self.answer_waiters(PauseReply(already=False, positions=self.barrier.positions(),
-                                           latency_s=round(now - self.barrier.started, 6)))
+            self.answer_waiters(
+                PauseReply(
+                    already=False, positions=self.barrier.positions(), latency_s=round(now - self.barrier.started, 6)
+                )
+            )
         return None
 
     def call_off_if_expired(self, now: float) -> None:
@@ -72,8 +84,10 @@ class Pausing:
         missing = self.barrier.missing()
         for member in controller.roster.active():
             controller.send(member.route, ResumeCommand(pause_id=self.barrier.pause_id))
-        reason = (f"pause timed out after {self.barrier.timeout_s:g} s: no barrier report from "
-                  f"{', '.join(missing)}; the run continues")
+        reason = (
+            f"pause timed out after {self.barrier.timeout_s:g} s: no barrier report from "
+            f"{', '.join(missing)}; the run continues"
+        )
         self.barrier = None
         controller.set_state(RunState.RUNNING, reason)
         self.answer_waiters(ErrorReply(code=ErrorCode.TIMEOUT, message=reason))
@@ -83,8 +97,7 @@ class Pausing:
         if controller.state is RunState.RUNNING:
             return ResumeReply(already=True)
         if controller.state is not RunState.PAUSED:
-            return ErrorReply(code=ErrorCode.CONFLICT,
-                              message=f"cannot resume: the run is {controller.state.value}")
+            return ErrorReply(code=ErrorCode.CONFLICT, message=f"cannot resume: the run is {controller.state.value}")
         assert self.barrier is not None  # paused: the barrier is complete and held until resumed
         for member in controller.roster.active():
             controller.send(member.route, ResumeCommand(pause_id=self.barrier.pause_id))

@@ -12,8 +12,18 @@ from typing import TYPE_CHECKING
 
 from dynamicrl.core import tunables
 from dynamicrl.protocol.messages import (
-    ErrorCode, ErrorReply, HistoryReply, HistoryRequest, LogicalTime, Message, MonitorReport, MonitorReportReply,
-    ParamsReply, ParamsRequest, StatusReply, StatusRequest,
+    ErrorCode,
+    ErrorReply,
+    HistoryReply,
+    HistoryRequest,
+    LogicalTime,
+    Message,
+    MonitorReport,
+    MonitorReportReply,
+    ParamsReply,
+    ParamsRequest,
+    StatusReply,
+    StatusRequest,
 )
 from dynamicrl.protocol.sockets import Routed
 
@@ -30,9 +40,13 @@ class Reports:
         now = time.monotonic()
         metrics = controller.last_metrics
         return StatusReply(
-            run_id=controller.run_id, run_dir=str(controller.run_dir), state=controller.state,
-            services=[m.status(now, controller.config.timing.missing_after_s)
-                      for m in sorted(controller.roster.members.values(), key=lambda m: (m.role.value, m.rank, m.name))],
+            run_id=controller.run_id,
+            run_dir=str(controller.run_dir),
+            state=controller.state,
+            services=[
+                m.status(now, controller.config.timing.missing_after_s)
+                for m in sorted(controller.roster.members.values(), key=lambda m: (m.role.value, m.rank, m.name))
+            ],
             ltime=LogicalTime(iteration=metrics.iteration, env_step=metrics.env_steps) if metrics else None,
             sps=metrics.sps if metrics else None,
             return_mean=metrics.return_mean if metrics else None,

@@ -14,7 +14,15 @@ import time
 from typing import TYPE_CHECKING
 
 from dynamicrl.protocol.messages import (
-    ErrorCode, ErrorReply, Message, Role, RunState, StopCommand, StopReply, StopRequest, TrainingDone,
+    ErrorCode,
+    ErrorReply,
+    Message,
+    Role,
+    RunState,
+    StopCommand,
+    StopReply,
+    StopRequest,
+    TrainingDone,
 )
 from dynamicrl.protocol.sockets import Routed
 

@@ -17,18 +17,22 @@ from typing import TYPE_CHECKING
 import numpy as np
 import zmq
 
-from dynamicrl.core import tunables
+from dynamicrl.core import envstate, tunables
+from dynamicrl.core.normalization import Normalizer
 from dynamicrl.core.settings import Config
 from dynamicrl.protocol.codec import ProtocolError, Session
 from dynamicrl.protocol.messages import (
     CheckpointPart,
-    EpisodeStats, ErrorReply, LogicalTime, PolicyRequest, PolicyWeights, Role, Rollout,
+    EpisodeStats,
+    ErrorReply,
+    LogicalTime,
+    PolicyRequest,
+    PolicyWeights,
+    Role,
+    Rollout,
 )
 from dynamicrl.protocol.sockets import make_socket, recv, send
 from dynamicrl.services.base import Service, rank_from_environment, setup_logging
-
-from dynamicrl.core import envstate
-from dynamicrl.core.normalization import Normalizer
 
 if TYPE_CHECKING:
     from dynamicrl.core.algorithms.base import Actor
@@ -44,7 +48,6 @@ class EnvRunner(Service):
         import sys
 
         from dynamicrl.core.algorithms import get_algorithm, load_class
-
         from dynamicrl.core.envs import env_seed, make_vector_env
 
         cfg = self.config
@@ -53,8 +56,9 @@ class EnvRunner(Service):
         actor_cls: type[Actor] = load_class(get_algorithm(cfg.algo.name).actor)
         if "torch" in sys.modules:  # a torch-based actor (a plugin's): fixed threads for reproducibility
             sys.modules["torch"].set_num_threads(cfg.run.torch_threads)
-        self.actor = actor_cls(cfg.algo, self.envs.single_observation_space,
-                               self.envs.single_action_space, seed=self.seed)
+        self.actor = actor_cls(
+            cfg.algo, self.envs.single_observation_space, self.envs.single_action_space, seed=self.seed
+        )
         self.data = make_socket(self.ctx, zmq.DEALER, identity=self.name.encode())
         self.data.connect(cfg.addresses.data)
         self.data_session = Session(self.name, self.run_id)
@@ -71,8 +75,12 @@ class EnvRunner(Service):
         from dynamicrl.core.envs import space_shape
 
         cfg = self.config
-        self.normalizer = Normalizer(cfg.normalize, space_shape(self.envs.single_observation_space),
-                                     self.envs.num_envs, getattr(cfg.algo, "gamma", 0.99))
+        self.normalizer = Normalizer(
+            cfg.normalize,
+            space_shape(self.envs.single_observation_space),
+            self.envs.num_envs,
+            getattr(cfg.algo, "gamma", 0.99),
+        )
         weights = self.exchange(PolicyRequest(rank=self.rank))
         obs, _ = self.envs.reset(seed=self.seed)
         self.episode_return = np.zeros(self.envs.num_envs)
@@ -142,14 +150,21 @@ class EnvRunner(Service):
             self.env_steps += n
         if returns:
             self.bus.publish(EpisodeStats(rank=self.rank, env_steps=self.env_steps, returns=returns, lengths=lengths))
-        rollout = Rollout(rank=self.rank, version=version, **buf,
-                          last_obs=norm.peek(obs), last_dones=buf["dones"][-1].copy(),
-                          episode_returns=returns, episode_lengths=lengths,
-                          collect_s=time.perf_counter() - started,
-                          hyperparameters={row.name: row.value for row in tunables.describe(self.config)
-                                           if row.owner is Role.ENVRUNNER},
-                          normalizer_count=norm.obs.count if cfg.normalize.obs else 0.0,
-                          moments=norm.take_moments())
+        rollout = Rollout(
+            rank=self.rank,
+            version=version,
+            **buf,
+            last_obs=norm.peek(obs),
+            last_dones=buf["dones"][-1].copy(),
+            episode_returns=returns,
+            episode_lengths=lengths,
+            collect_s=time.perf_counter() - started,
+            hyperparameters={
+                row.name: row.value for row in tunables.describe(self.config) if row.owner is Role.ENVRUNNER
+            },
+            normalizer_count=norm.obs.count if cfg.normalize.obs else 0.0,
+            moments=norm.take_moments(),
+        )
         self.obs = obs  # raw observations at the boundary (a checkpoint saves them)
         # every step is taken and the rollout is complete: a patch or pause from here until the next
         # weights is at this position (not at the last step's), and a replay applies it here too
@@ -180,13 +195,17 @@ class EnvRunner(Service):
                 return reply
         return None
 
-
     # -- checkpoints: at the iteration boundary, i.e. a rollout sent and its answer awaited --
     def checkpoint_if_asked(self, boundary: int) -> None:
         for command in list(self.checkpoint_requests):
             if command.at_iteration != boundary:
-                log.error("%s: checkpoint %s wants iteration %s but this env-runner is at %d",
-                          self.name, command.ckpt_id, command.at_iteration, boundary)
+                log.error(
+                    "%s: checkpoint %s wants iteration %s but this env-runner is at %d",
+                    self.name,
+                    command.ckpt_id,
+                    command.at_iteration,
+                    boundary,
+                )
             else:
                 try:
                     arrays, meta = self.checkpoint_state(boundary)
@@ -200,8 +219,13 @@ class EnvRunner(Service):
             self.checkpoint_requests.remove(command)
 
     def checkpoint_state(self, boundary: int) -> tuple[dict, dict]:
-        arrays = {"obs": self.obs, "episode_return": self.episode_return, "episode_length": self.episode_length,
-                  "norm.returns": self.normalizer.returns, "rng.actor": self.actor.rng_state()}
+        arrays = {
+            "obs": self.obs,
+            "episode_return": self.episode_return,
+            "episode_length": self.episode_length,
+            "norm.returns": self.normalizer.returns,
+            "rng.actor": self.actor.rng_state(),
+        }
         envs_meta = []
         for i, env in enumerate(self.envs.envs):
             env_arrays, env_meta = envstate.capture(env)
@@ -214,8 +238,9 @@ class EnvRunner(Service):
         a, meta = part.arrays, part.meta
         for i, env in enumerate(self.envs.envs):
             prefix = f"env.{i}."
-            envstate.restore(env, {k.removeprefix(prefix): v for k, v in a.items() if k.startswith(prefix)},
-                             meta["envs"][i])
+            envstate.restore(
+                env, {k.removeprefix(prefix): v for k, v in a.items() if k.startswith(prefix)}, meta["envs"][i]
+            )
         self.episode_return, self.episode_length = a["episode_return"].copy(), a["episode_length"].copy()
         self.normalizer.returns = a["norm.returns"].copy()
         self.actor.load_rng_state(a["rng.actor"])

@@ -20,6 +20,7 @@ rollout is in and none is answered, and saves those unanswered rollouts too.
 
 from __future__ import annotations
 
+import itertools
 import logging
 import math
 import time
@@ -29,21 +30,26 @@ import numpy as np
 import zmq
 
 from dynamicrl.core import tunables
+from dynamicrl.core.algorithms.base import Algorithm, Experience
+from dynamicrl.core.normalization import RunningMeanStd, pack, unpack
 from dynamicrl.core.settings import Config
 from dynamicrl.protocol.codec import Session, decode
 from dynamicrl.protocol.messages import (
     CheckpointPart,
-    ErrorCode, ErrorReply, LogicalTime, PolicyRequest, PolicyWeights, Role, Rollout, TrainingDone,
+    ErrorCode,
+    ErrorReply,
+    LogicalTime,
+    PolicyRequest,
+    PolicyWeights,
+    Role,
+    Rollout,
+    TrainingDone,
     TrainMetrics,
 )
 from dynamicrl.protocol.sockets import Routed, bind, make_socket, recv_routed, send_routed
 from dynamicrl.services.base import Service, setup_logging
 
-from dynamicrl.core.algorithms.base import Algorithm, Experience
-from dynamicrl.core.normalization import RunningMeanStd, pack, unpack
-
 log = logging.getLogger(__name__)
-
 
 
 class Learner(Service):
@@ -53,9 +59,8 @@ class Learner(Service):
         self.register()
         import torch
 
-        from dynamicrl.core.envs import make_env
-
         from dynamicrl.core.algorithms import get_algorithm, load_class
+        from dynamicrl.core.envs import make_env
 
         cfg = self.config
         torch.set_num_threads(cfg.run.torch_threads)
@@ -80,8 +85,9 @@ class Learner(Service):
         cfg = self.config
         self.envrunners = envrunners
         self.steps_per_iteration = cfg.algo.num_steps * cfg.env.num_envs * envrunners
-        self.algorithm = self.algorithm_cls(cfg.algo, self.observation_space, self.action_space,
-                                            seed=cfg.run.seed, num_iterations=self.num_iterations)
+        self.algorithm = self.algorithm_cls(
+            cfg.algo, self.observation_space, self.action_space, seed=cfg.run.seed, num_iterations=self.num_iterations
+        )
         self.weights = self.algorithm.get_weights()
         self.obs_rms = RunningMeanStd(space_shape(self.observation_space))
         self.ret_rms = RunningMeanStd(())
@@ -98,8 +104,12 @@ class Learner(Service):
         if restore is not None:
             self.load_checkpoint(restore)
         self.iteration_started = time.perf_counter()
-        log.info("training %d iteration(s) of %d env steps from %d env-runner(s)",
-                 self.num_iterations, self.steps_per_iteration, envrunners)
+        log.info(
+            "training %d iteration(s) of %d env steps from %d env-runner(s)",
+            self.num_iterations,
+            self.steps_per_iteration,
+            envrunners,
+        )
         while not self.stopping:
             self.safe_point(LogicalTime(iteration=self.iteration, env_step=self.env_steps), minibatch=0)
             if len(self.pending) < envrunners:
@@ -128,8 +138,9 @@ class Learner(Service):
             else:
                 self.pending[message.rank] = (routed, message)
         else:
-            self.reply(routed, ErrorReply(code=ErrorCode.UNEXPECTED,
-                                          message=f"the data socket does not take {message.TYPE}"))
+            self.reply(
+                routed, ErrorReply(code=ErrorCode.UNEXPECTED, message=f"the data socket does not take {message.TYPE}")
+            )
 
     def check(self, rollout: Rollout) -> str:
         """Why a rollout cannot be used ('' if it can); nothing changes on refusal."""
@@ -172,8 +183,9 @@ class Learner(Service):
             self.pending.clear()
         experience = Experience.concatenate(rollouts)
         experience.policy_lag = self.iteration - rollouts[0].version  # 1 in overlap mode (after the first iteration)
-        metrics = self.algorithm.update(experience, self.iteration,
-                                       safe_point=lambda k: self.safe_point(minibatch=k, boundary=False))
+        metrics = self.algorithm.update(
+            experience, self.iteration, safe_point=lambda k: self.safe_point(minibatch=k, boundary=False)
+        )
         self.weights = self.algorithm.get_weights()
         self.iteration += 1
         self.env_steps += self.steps_per_iteration
@@ -184,13 +196,19 @@ class Learner(Service):
         self.iteration_started = now
         finished = sum(len(r.episode_returns) for r in rollouts)
         ltime = LogicalTime(iteration=self.iteration, env_step=self.env_steps)
-        self.bus.publish(TrainMetrics(
-            iteration=self.iteration, env_steps=self.env_steps, sps=round(sps, 1),
-            return_mean=float(np.mean([r for r, _ in self.episodes])) if self.episodes else None,
-            length_mean=float(np.mean([n for _, n in self.episodes])) if self.episodes else None,
-            episodes=finished, values={**{k: float(v) for k, v in metrics.items()}, **values_seen},
-            hyperparameters={**rollouts[0].hyperparameters, **self.hyperparameters()},
-        ), ltime=ltime)
+        self.bus.publish(
+            TrainMetrics(
+                iteration=self.iteration,
+                env_steps=self.env_steps,
+                sps=round(sps, 1),
+                return_mean=float(np.mean([r for r, _ in self.episodes])) if self.episodes else None,
+                length_mean=float(np.mean([n for _, n in self.episodes])) if self.episodes else None,
+                episodes=finished,
+                values={**{k: float(v) for k, v in metrics.items()}, **values_seen},
+                hyperparameters={**rollouts[0].hyperparameters, **self.hyperparameters()},
+            ),
+            ltime=ltime,
+        )
         self.ltime = ltime
         if self.iteration >= self.num_iterations:  # a budget patch that came during the last update still counts
             self.safe_point(ltime, minibatch=0)
@@ -244,8 +262,13 @@ class Learner(Service):
             arrays[f"rollout.{rollout.rank}"] = np.frombuffer(b"".join(frames), np.uint8)
             frame_sizes[str(rollout.rank)] = [len(f) for f in frames]
         # the env-runners' boundary counts rollouts sent; it is one ahead of the updates when some are unanswered
-        meta.update(iteration=self.iteration, env_steps=self.env_steps, episodes=list(self.episodes),
-                    boundary=self.iteration + (1 if unanswered else 0), rollout_frames=frame_sizes)
+        meta.update(
+            iteration=self.iteration,
+            env_steps=self.env_steps,
+            episodes=list(self.episodes),
+            boundary=self.iteration + (1 if unanswered else 0),
+            rollout_frames=frame_sizes,
+        )
         self.send_checkpoint_part(ckpt_id, arrays, meta)
         self.hold_until_checkpoint_done(ckpt_id)
 
@@ -275,7 +298,7 @@ class Learner(Service):
         for rank, sizes in sorted(frame_sizes.items(), key=lambda item: int(item[0])):
             data = arrays[f"rollout.{rank}"].tobytes()
             bounds = np.cumsum([0, *sizes])
-            rollouts.append(decode([data[a:b] for a, b in zip(bounds[:-1], bounds[1:])], expect=[Rollout]).message)
+            rollouts.append(decode([data[a:b] for a, b in itertools.pairwise(bounds)], expect=[Rollout]).message)
         return rollouts
 
     def hyperparameters(self) -> dict:

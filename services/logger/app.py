@@ -93,10 +93,13 @@ class Logger(Service):
                 print(console_line(message, self.config.run.total_env_steps), flush=True)
         elif isinstance(message, PatchEvent):
             entry = message.entry
-            text = (f"patch {entry.patch_id} by {entry.author} applied by {entry.service} at iteration "
-                    f"{entry.ltime.iteration}, env step {entry.ltime.env_step}"
-                    + (f", minibatch {entry.minibatch}" if entry.minibatch is not None else "") + ": "
-                    + ", ".join(f"{k} {c.old!r} -> {c.new!r}" for k, c in entry.changes.items()))
+            text = (
+                f"patch {entry.patch_id} by {entry.author} applied by {entry.service} at iteration "
+                f"{entry.ltime.iteration}, env step {entry.ltime.env_step}"
+                + (f", minibatch {entry.minibatch}" if entry.minibatch is not None else "")
+                + ": "
+                + ", ".join(f"{k} {c.old!r} -> {c.new!r}" for k, c in entry.changes.items())
+            )
             if self.tb is not None:
                 self.tb.text("events/patch", text, self.last_step)
             if self.config.logger.console:

@@ -24,9 +24,13 @@ CSV_HEAD = ["iteration", "env_steps", "sps", "return_mean", "length_mean", "epis
 
 def flat(metrics: TrainMetrics) -> dict[str, ParamValue]:
     row: dict[str, ParamValue] = {
-        "iteration": metrics.iteration, "env_steps": metrics.env_steps, "sps": metrics.sps,
-        "return_mean": metrics.return_mean, "length_mean": metrics.length_mean,
-        "episodes": metrics.episodes, "time": round(time.time(), 3),
+        "iteration": metrics.iteration,
+        "env_steps": metrics.env_steps,
+        "sps": metrics.sps,
+        "return_mean": metrics.return_mean,
+        "length_mean": metrics.length_mean,
+        "episodes": metrics.episodes,
+        "time": round(time.time(), 3),
     }
     row.update(metrics.values)
     row.update(metrics.hyperparameters)  # e.g. "ppo.lr": a patch shows as a step in the column
@@ -87,26 +91,33 @@ class TensorBoardSink:
         if metrics.length_mean is not None:
             scalars["train/length_mean"] = metrics.length_mean
         scalars.update({f"algo/{k}": v for k, v in metrics.values.items()})
-        scalars.update({f"hparams/{k}": float(v) for k, v in metrics.hyperparameters.items()
-                        if isinstance(v, (int, float))})
-        values = [Summary.Value(tag=tag, simple_value=float(v)) for tag, v in scalars.items()
-                  if v is not None and math.isfinite(float(v))]
-        self.writer.add_event(Event(wall_time=time.time(), step=metrics.env_steps,
-                                    summary=Summary(value=values)))
+        scalars.update(
+            {f"hparams/{k}": float(v) for k, v in metrics.hyperparameters.items() if isinstance(v, (int, float))}
+        )
+        values = [
+            Summary.Value(tag=tag, simple_value=float(v))
+            for tag, v in scalars.items()
+            if v is not None and math.isfinite(float(v))
+        ]
+        self.writer.add_event(Event(wall_time=time.time(), step=metrics.env_steps, summary=Summary(value=values)))
 
     def purge_from(self, step: int) -> None:
         """Tell TensorBoard to discard events at or after ``step`` from earlier files (a resumed run)."""
-        self.writer.add_event(Event(wall_time=time.time(), step=step,
-                                    session_log=SessionLog(status=SessionLog.START)))
+        self.writer.add_event(Event(wall_time=time.time(), step=step, session_log=SessionLog(status=SessionLog.START)))
 
     def text(self, tag: str, text: str, step: int) -> None:
-        from tensorboard.compat.proto.tensor_pb2 import TensorProto
         from tensorboard.compat.proto.summary_pb2 import SummaryMetadata
+        from tensorboard.compat.proto.tensor_pb2 import TensorProto
 
         meta = SummaryMetadata(plugin_data=SummaryMetadata.PluginData(plugin_name="text"))
         tensor = TensorProto(dtype=7, string_val=[text.encode()], tensor_shape={"dim": [{"size": 1}]})
-        self.writer.add_event(Event(wall_time=time.time(), step=step,
-                                    summary=Summary(value=[Summary.Value(tag=tag, metadata=meta, tensor=tensor)])))
+        self.writer.add_event(
+            Event(
+                wall_time=time.time(),
+                step=step,
+                summary=Summary(value=[Summary.Value(tag=tag, metadata=meta, tensor=tensor)]),
+            )
+        )
 
     def close(self) -> None:
         self.writer.flush()
@@ -118,7 +129,12 @@ def console_line(metrics: TrainMetrics, total_env_steps: int) -> str:
     ret = "   n/a" if metrics.return_mean is None else f"{metrics.return_mean:8.1f}"
     total = cast(int, metrics.hyperparameters.get("run.total_env_steps", total_env_steps))  # an int tunable
     pct = 100.0 * metrics.env_steps / max(total, 1)
-    extra = "  ".join(f"{k} {metrics.values[k]:.3g}" for k in ("policy_loss", "value_loss", "entropy", "approx_kl")
-                      if k in metrics.values)
-    return (f"iter {metrics.iteration:5d}  steps {metrics.env_steps:9d} ({pct:5.1f}%)  "
-            f"return {ret}  sps {metrics.sps:7.0f}  {extra}")
+    extra = "  ".join(
+        f"{k} {metrics.values[k]:.3g}"
+        for k in ("policy_loss", "value_loss", "entropy", "approx_kl")
+        if k in metrics.values
+    )
+    return (
+        f"iter {metrics.iteration:5d}  steps {metrics.env_steps:9d} ({pct:5.1f}%)  "
+        f"return {ret}  sps {metrics.sps:7.0f}  {extra}"
+    )

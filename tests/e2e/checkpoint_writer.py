@@ -33,19 +33,36 @@ def parts(iteration: int, seed: int) -> list[checkpoints.Part]:
                 learner[f"optim.{name}.exp_avg_sq"] = rng.random(shape).astype(np.float32)
     learner["rng.shuffle"] = rng.integers(0, 256, 5056, dtype=np.uint8)
     learner["norm.obs.mean"], learner["norm.obs.var"] = rng.standard_normal(27), rng.random(27)
-    meta = {"iteration": iteration, "env_steps": iteration * 4096, "episodes": [[12.5, 100]] * 20,
-            "num_iterations": 10**6, "param_groups": [{"lr": 3e-4, "params": list(range(12))}]}
+    meta = {
+        "iteration": iteration,
+        "env_steps": iteration * 4096,
+        "episodes": [[12.5, 100]] * 20,
+        "num_iterations": 10**6,
+        "param_groups": [{"lr": 3e-4, "params": list(range(12))}],
+    }
     result = [checkpoints.Part("learner.1", learner, meta)]
     for rank in (1, 2):
-        arrays = {"obs": rng.standard_normal((8, 27)), "episode_return": rng.standard_normal(8),
-                  "episode_length": rng.integers(0, 1000, 8), "rng.actor": rng.integers(0, 256, 5056, dtype=np.uint8)}
+        arrays = {
+            "obs": rng.standard_normal((8, 27)),
+            "episode_return": rng.standard_normal(8),
+            "episode_length": rng.integers(0, 1000, 8),
+            "rng.actor": rng.integers(0, 256, 5056, dtype=np.uint8),
+        }
         for env in range(8):  # like Ant-v5's: the integration state, and the other MjData arrays packed
             arrays[f"env.{env}.mj_state"] = rng.standard_normal(500)
             arrays[f"env.{env}.mj_derived"] = rng.integers(0, 256, 22_000, dtype=np.uint8)
-        result.append(checkpoints.Part(f"envrunner.{rank}", arrays,
-                                       {"iteration": iteration, "env_steps": iteration * 2048,
-                                        "envs": [{"kind": "mujoco", "elapsed_steps": 3,
-                                                  "mj_derived": [["xpos", "<f8", [14, 3]]] * 100}] * 8}))
+        result.append(
+            checkpoints.Part(
+                f"envrunner.{rank}",
+                arrays,
+                {
+                    "iteration": iteration,
+                    "env_steps": iteration * 2048,
+                    "envs": [{"kind": "mujoco", "elapsed_steps": 3, "mj_derived": [["xpos", "<f8", [14, 3]]] * 100}]
+                    * 8,
+                },
+            )
+        )
     return result
 
 
@@ -57,8 +74,14 @@ def main() -> None:
     while True:
         for part in state:
             part.meta["iteration"] = iteration
-        controller = {"run_id": "synthetic", "learner": "learner.1", "config": {}, "journal_entries": 0,
-                      "iteration": iteration, "env_step": iteration * 4096}
+        controller = {
+            "run_id": "synthetic",
+            "learner": "learner.1",
+            "config": {},
+            "journal_entries": 0,
+            "iteration": iteration,
+            "env_step": iteration * 4096,
+        }
         checkpoints.write(root, iteration, iteration * 4096, state, controller, keep=keep)
         print(f"wrote {iteration}", flush=True)
         count += 1

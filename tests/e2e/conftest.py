@@ -1,7 +1,6 @@
 """Fixtures shared by the end-to-end tests."""
 
 import pytest
-
 from helpers import Run
 
 

@@ -41,17 +41,36 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-
-from dynamicrl.core.settings import load_config
-from dynamicrl.protocol.messages import (
-    CheckpointReply, CheckpointRequest, JournalEntry, LogicalTime, PatchRequest, PatchStatus, PauseRequest,
-    ResumeRequest, RunState, ValueChange,
-)
-from dynamicrl.core import checkpoints
 from helpers import (
-    CLI, PROCFILE, REPO, Run, Supervised, alive, base_overrides, free_ports, kill, read_metrics, user_env, wait_until,
+    CLI,
+    PROCFILE,
+    REPO,
+    Run,
+    Supervised,
+    alive,
+    base_overrides,
+    free_ports,
+    kill,
+    read_metrics,
+    user_env,
+    wait_until,
 )
 from helpers import run_cli as cli
+
+from dynamicrl.core import checkpoints
+from dynamicrl.core.settings import load_config
+from dynamicrl.protocol.messages import (
+    CheckpointReply,
+    CheckpointRequest,
+    JournalEntry,
+    LogicalTime,
+    PatchRequest,
+    PatchStatus,
+    PauseRequest,
+    ResumeRequest,
+    RunState,
+    ValueChange,
+)
 
 pytestmark = pytest.mark.e2e
 
@@ -82,8 +101,17 @@ def journal(run_dir: Path) -> list[tuple]:
     if not path.exists():
         return []
     entries = [JournalEntry.model_validate_json(line) for line in path.read_text().splitlines() if line.strip()]
-    return [(e.author, e.service, e.ltime.iteration, e.ltime.env_step, e.minibatch,
-             json.dumps({k: [c.old, c.new] for k, c in sorted(e.changes.items())})) for e in entries]
+    return [
+        (
+            e.author,
+            e.service,
+            e.ltime.iteration,
+            e.ltime.env_step,
+            e.minibatch,
+            json.dumps({k: [c.old, c.new] for k, c in sorted(e.changes.items())}),
+        )
+        for e in entries
+    ]
 
 
 def inspect_hash(run: Run, path: Path) -> str:
@@ -98,18 +126,28 @@ def replay_journal(path: Path, per_rollout: int, num_envs: int, checkpointed: in
     """A journal every run of a case replays: patches before the checkpoint the kill resumes from,
     between it and the kill, and after the kill, for the learner (mid-update) and both env-runners
     (mid-rollout, at different env steps)."""
+
     def entry(patch_id, service, name, old, new, iteration, env_step, minibatch=None):
-        return JournalEntry(patch_id=patch_id, author="test", service=service,
-                            changes={name: ValueChange(old=old, new=new)},
-                            ltime=LogicalTime(iteration=iteration, env_step=env_step), minibatch=minibatch, time=0.0)
+        return JournalEntry(
+            patch_id=patch_id,
+            author="test",
+            service=service,
+            changes={name: ValueChange(old=old, new=new)},
+            ltime=LogicalTime(iteration=iteration, env_step=env_step),
+            minibatch=minibatch,
+            time=0.0,
+        )
+
     per_iteration = 2 * per_rollout
     early, late = checkpointed + 1, iterations - 3
     entries = [
         entry("aaaaaaaaaaaa", "learner.1", "ppo.ent_coef", 0.0, 0.01, 2, 2 * per_iteration, minibatch=3),
-        entry("bbbbbbbbbbbb", "envrunner.1", "envrunner.reward_scale", 1.0, 0.5, early,
-              early * per_rollout + 2 * num_envs),
-        entry("bbbbbbbbbbbb", "envrunner.2", "envrunner.reward_scale", 1.0, 0.5, early,
-              early * per_rollout + 5 * num_envs),
+        entry(
+            "bbbbbbbbbbbb", "envrunner.1", "envrunner.reward_scale", 1.0, 0.5, early, early * per_rollout + 2 * num_envs
+        ),
+        entry(
+            "bbbbbbbbbbbb", "envrunner.2", "envrunner.reward_scale", 1.0, 0.5, early, early * per_rollout + 5 * num_envs
+        ),
         entry("cccccccccccc", "learner.1", "ppo.clip_coef", 0.2, 0.1, late, late * per_iteration, minibatch=1),
     ]
     path.write_text("".join(e.model_dump_json() + "\n" for e in entries))
@@ -117,21 +155,41 @@ def replay_journal(path: Path, per_rollout: int, num_envs: int, checkpointed: in
 
 
 # -- 1. the determinism contract -----------------------------------------------------------------
-HOPPER = ["env.num_envs=2", "algo.num_steps=64", "algo.num_minibatches=4", "algo.update_epochs=2",
-          "normalize.obs=true", "normalize.reward=true", "run.total_env_steps=6144"]
+HOPPER = [
+    "env.num_envs=2",
+    "algo.num_steps=64",
+    "algo.num_minibatches=4",
+    "algo.update_epochs=2",
+    "normalize.obs=true",
+    "normalize.reward=true",
+    "run.total_env_steps=6144",
+]
 CASES = {
     # N = 30 iterations of 2 x 8 envs x 32 steps; checkpoints every 10; kill once metrics.csv is 3 past one
-    "cartpole": dict(config=str(REPO / "configs/defaults.yaml"), iterations=30, every=10,
-                     overrides=["run.total_env_steps=15360"]),
+    "cartpole": dict(
+        config=str(REPO / "configs/defaults.yaml"), iterations=30, every=10, overrides=["run.total_env_steps=15360"]
+    ),
     # overlap mode: a due checkpoint waits for the next boundary and saves the unanswered rollouts
-    "cartpole-overlap": dict(config=str(REPO / "configs/defaults.yaml"), iterations=30, every=10,
-                             overrides=["run.total_env_steps=15360", "run.mode=overlap"]),
+    "cartpole-overlap": dict(
+        config=str(REPO / "configs/defaults.yaml"),
+        iterations=30,
+        every=10,
+        overrides=["run.total_env_steps=15360", "run.mode=overlap"],
+    ),
     # N = 24 iterations of 2 x 2 envs x 64 steps, normalised observations and rewards
-    "hopper": dict(config=str(REPO / "configs/env/mujoco_hopper.yaml"), iterations=24, every=8,
-                   overrides=[*HOPPER, "run.mode=sync"]),
+    "hopper": dict(
+        config=str(REPO / "configs/env/mujoco_hopper.yaml"),
+        iterations=24,
+        every=8,
+        overrides=[*HOPPER, "run.mode=sync"],
+    ),
     # the MuJoCo configs' default mode: the restored rollouts' statistics are served again, merged alike
-    "hopper-overlap": dict(config=str(REPO / "configs/env/mujoco_hopper.yaml"), iterations=24, every=8,
-                           overrides=[*HOPPER, "run.mode=overlap"]),
+    "hopper-overlap": dict(
+        config=str(REPO / "configs/env/mujoco_hopper.yaml"),
+        iterations=24,
+        every=8,
+        overrides=[*HOPPER, "run.mode=overlap"],
+    ),
 }
 
 
@@ -195,11 +253,15 @@ def test_final_policy_is_bitwise_the_same_uninterrupted_paused_and_killed(runs, 
     rng = random.Random(f"{case}-pauses")
     landed = []
     with b.client() as client:
+
         def reached(iteration: int) -> bool:
             ltime = client.status().ltime
             return ltime is not None and ltime.iteration >= iteration
+
         for k, target in enumerate(sorted(rng.sample(range(1, n - 6), 6))):
-            wait_until(lambda: reached(target), timeout=120, interval=0.005, message=f"iteration {target}")
+            wait_until(
+                lambda target=target: reached(target), timeout=120, interval=0.005, message=f"iteration {target}"
+            )
             time.sleep(rng.uniform(0.0, 0.03))
             reply = client.call(PauseRequest())
             landed.append({p.service: (p.ltime.iteration, p.ltime.env_step, p.minibatch) for p in reply.positions})
@@ -212,8 +274,10 @@ def test_final_policy_is_bitwise_the_same_uninterrupted_paused_and_killed(runs, 
     dir_b = finish(b, honcho_b)
     hashes["b"] = final_hash(b, dir_b, n)
     assert inspect_hash(b, Path(requested.path)) == requested.policy_sha256
-    print(f"[{case}] (b) checkpoint request at iteration {requested.ltime.iteration}: "
-          f"{requested.bytes} bytes, {requested.seconds} s")
+    print(
+        f"[{case}] (b) checkpoint request at iteration {requested.ltime.iteration}: "
+        f"{requested.bytes} bytes, {requested.seconds} s"
+    )
 
     # (c) every process SIGKILLed once a checkpoint exists, then `dynamicrl resume-run RUN_DIR`
     c = runs(f"{case}-c", [*common, f"checkpoint.every_iterations={every}"], envrunners=2, config=spec["config"])
@@ -226,14 +290,17 @@ def test_final_policy_is_bitwise_the_same_uninterrupted_paused_and_killed(runs, 
         honcho_c.watch()
         done = last_iteration(dir_c)
         return done >= every + 3 and bool(checkpoints.complete(dir_c / "checkpoints"))
+
     wait_until(past_a_checkpoint, timeout=150, interval=0.01, message=f"no checkpoint and progress:\n{c.logs()}")
     killed = honcho_c.kill9()
     at_kill = last_iteration(dir_c)
     resume_from = checkpoints.latest_good(dir_c / "checkpoints")
     from_iteration = int(resume_from.name.removeprefix(checkpoints.PREFIX))
     journal_at_kill = journal(dir_c)
-    print(f"[{case}] (c) killed {len(killed)} processes with metrics.csv at iteration {at_kill}; "
-          f"resuming from {resume_from.name}; {len(journal_at_kill)} journal entries at the kill")
+    print(
+        f"[{case}] (c) killed {len(killed)} processes with metrics.csv at iteration {at_kill}; "
+        f"resuming from {resume_from.name}; {len(journal_at_kill)} journal entries at the kill"
+    )
     assert at_kill < n and from_iteration < n, "the run finished before it was killed: nothing to resume"
     assert from_iteration % every == 0 and from_iteration < scheduled
     csv_before = read_metrics(dir_c)
@@ -249,14 +316,15 @@ def test_final_policy_is_bitwise_the_same_uninterrupted_paused_and_killed(runs, 
     rows_c = read_metrics(dir_c)
     assert [int(r["iteration"]) for r in rows_c] == list(range(1, n + 1)), "metrics.csv after resume"
     assert training_columns(rows_c) == rows_a
-    assert [r["time"] for r in rows_c[:from_iteration]] == [r["time"] for r in csv_before[:from_iteration]], \
+    assert [r["time"] for r in rows_c[:from_iteration]] == [r["time"] for r in csv_before[:from_iteration]], (
         "rows up to the checkpoint must be the killed run's own"
+    )
     journal_c = journal(dir_c)
     assert sorted(journal_c) == sorted(journal_a) and len(set(journal_c)) == len(journal_c), journal_c
     # the journal continues: what the checkpoint had seen stays first, as it was
-    kept = journal_at_kill[:json.loads((resume_from / "controller.json").read_text())["journal_entries"]]
+    kept = journal_at_kill[: json.loads((resume_from / "controller.json").read_text())["journal_entries"]]
     assert len(kept) < len(journal_at_kill), "no journal entry after the checkpoint: nothing was rolled back"
-    assert journal_c[:len(kept)] == kept
+    assert journal_c[: len(kept)] == kept
 
     for label, found in hashes.items():
         print(f"[{case}] ({label}) final policy_sha256 {found}")
@@ -270,14 +338,19 @@ def test_final_policy_is_bitwise_the_same_uninterrupted_paused_and_killed(runs, 
 def test_a_finished_run_trains_on_to_a_larger_budget(runs, mode):
     """`resume-run --total-env-steps` continues a finished run to the new budget, its learning rate
     annealed to 0 at the new end; a budget not past the checkpoint is one error line, and starts nothing."""
-    run = runs(f"extend-{mode}", ["run.total_env_steps=5120", f"run.mode={mode}"],  # 10 iterations of 2 x 8 envs x 32 steps
-               envrunners=2, config=str(REPO / "configs/defaults.yaml"))
+    run = runs(
+        f"extend-{mode}",
+        ["run.total_env_steps=5120", f"run.mode={mode}"],  # 10 iterations of 2 x 8 envs x 32 steps
+        envrunners=2,
+        config=str(REPO / "configs/defaults.yaml"),
+    )
     run_dir = finish(run, run.honcho())
     assert last_iteration(run_dir) == 10
 
     refused = run.cli("resume-run", str(run_dir), "--total-env-steps", "5120", "-f", str(PROCFILE))
-    assert refused.returncode == 1 and "must be more" in refused.stderr and "5120 env steps" in refused.stderr, \
+    assert refused.returncode == 1 and "must be more" in refused.stderr and "5120 env steps" in refused.stderr, (
         refused.stderr
+    )
     assert len(refused.stderr.strip().splitlines()) == 1, refused.stderr
     assert last_iteration(run_dir) == 10
 
@@ -312,8 +385,13 @@ def test_a_writer_killed_at_random_moments_never_leaves_a_bad_latest_checkpoint(
     try:
         for k in range(kills):
             # continue after the newest good checkpoint, or (sometimes) rewrite it
-            proc = subprocess.Popen([sys.executable, str(WRITER), str(root), str(iteration), str(keep), str(k)],
-                                    stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env, start_new_session=True)
+            proc = subprocess.Popen(
+                [sys.executable, str(WRITER), str(root), str(iteration), str(keep), str(k)],
+                stdout=subprocess.PIPE,
+                stderr=subprocess.PIPE,
+                env=env,
+                start_new_session=True,
+            )
             procs.append(proc)
             ready, _, _ = select.select([proc.stdout], [], [], 30)
             assert ready, "the writer wrote nothing in 30 s"
@@ -341,8 +419,10 @@ def test_a_writer_killed_at_random_moments_never_leaves_a_bad_latest_checkpoint(
             if proc.poll() is None:
                 proc.kill()
                 proc.wait(timeout=10)
-    print(f"\n{kills} kills; {seen_tmp} left a .tmp-* directory behind (never taken for a checkpoint); "
-          f"newest good checkpoint {latest.name}")
+    print(
+        f"\n{kills} kills; {seen_tmp} left a .tmp-* directory behind (never taken for a checkpoint); "
+        f"newest good checkpoint {latest.name}"
+    )
 
 
 def test_controller_killed_during_checkpoint_requests_leaves_a_good_one_to_resume_from(runs):
@@ -350,9 +430,18 @@ def test_controller_killed_during_checkpoint_requests_leaves_a_good_one_to_resum
     after the request, twice at a random moment while it writes (its .tmp-* directory exists).
     Each time the newest good checkpoint verifies and `resume-run` continues from it."""
     rng = random.Random(7)
-    run = runs("controller-kill", ["run.total_env_steps=100000000", "algo.hidden_sizes=[512,512]", "algo.update_epochs=2",
-                                   "checkpoint.keep=2", "timing.dead_after_s=60"],
-               envrunners=2, config=str(REPO / "configs/defaults.yaml"))
+    run = runs(
+        "controller-kill",
+        [
+            "run.total_env_steps=100000000",
+            "algo.hidden_sizes=[512,512]",
+            "algo.update_epochs=2",
+            "checkpoint.keep=2",
+            "timing.dead_after_s=60",
+        ],
+        envrunners=2,
+        config=str(REPO / "configs/defaults.yaml"),
+    )
     supervised = run.honcho()
     run.wait_state(RunState.RUNNING, timeout=120)
     with run.client(timeout_s=30) as client:  # one good checkpoint to start from
@@ -362,15 +451,26 @@ def test_controller_killed_during_checkpoint_requests_leaves_a_good_one_to_resum
     for k in range(3):
         controller = supervised.services()["controller"]
         before = {p.name for p in root.iterdir()}  # a killed write's .tmp-* stays until the next write prunes it
-        request = subprocess.Popen([*CLI, "checkpoint", "--json"], cwd=run.tmp, env=run.env,
-                                   stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+        request = subprocess.Popen(
+            [*CLI, "checkpoint", "--json"],
+            cwd=run.tmp,
+            env=run.env,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+            start_new_session=True,
+        )
         try:
             if k == 0:
                 time.sleep(rng.uniform(0.5, 1.5))  # the CLI starts, asks; the boundary may or may not be reached
             else:
-                wait_until(lambda: any(p.name.startswith(".tmp-") and p.name not in before for p in root.iterdir()),
-                           timeout=60,
-                           interval=0.001, message=f"no checkpoint started writing:\n{run.logs()}")
+                wait_until(
+                    lambda before=before: any(
+                        p.name.startswith(".tmp-") and p.name not in before for p in root.iterdir()
+                    ),
+                    timeout=60,
+                    interval=0.001,
+                    message=f"no checkpoint started writing:\n{run.logs()}",
+                )
                 time.sleep(rng.uniform(0.0, 0.02))
             kill(controller)
         finally:
@@ -385,8 +485,11 @@ def test_controller_killed_during_checkpoint_requests_leaves_a_good_one_to_resum
         assert len(good_checkpoints(root)) <= 3
         supervised = run.resume_run(run_dir)
         run.wait_state(RunState.RUNNING, timeout=120)
-        wait_until(lambda: last_iteration(run_dir) > int(latest.name.removeprefix("iter-")), timeout=60,
-                   message=f"the resumed run made no progress:\n{run.logs()}")
+        wait_until(
+            lambda latest=latest: last_iteration(run_dir) > int(latest.name.removeprefix("iter-")),
+            timeout=60,
+            message=f"the resumed run made no progress:\n{run.logs()}",
+        )
         assert f"from {latest.name}" in supervised.log()
 
 
@@ -396,19 +499,35 @@ def synthetic_run(run_dir: Path, iterations: list[int]) -> list[Path]:
     rng = np.random.default_rng(0)
     run_dir.mkdir(parents=True)
     (run_dir / "metrics.csv").write_text("iteration,env_steps\n" + "".join(f"{i},{i * 512}\n" for i in range(1, 9)))
-    (run_dir / "patches.jsonl").write_text(JournalEntry(
-        patch_id="aaaaaaaaaaaa", author="test", service="learner.1",
-        changes={"ppo.lr": ValueChange(old=0.1, new=0.2)}, ltime=LogicalTime(iteration=1, env_step=512),
-        time=1.0).model_dump_json() + "\n")
+    (run_dir / "patches.jsonl").write_text(
+        JournalEntry(
+            patch_id="aaaaaaaaaaaa",
+            author="test",
+            service="learner.1",
+            changes={"ppo.lr": ValueChange(old=0.1, new=0.2)},
+            ltime=LogicalTime(iteration=1, env_step=512),
+            time=1.0,
+        ).model_dump_json()
+        + "\n"
+    )
     made = []
     for iteration in iterations:
-        learner = checkpoints.Part("learner.1", {"policy.w": rng.standard_normal((64, 64)).astype(np.float32),
-                                                 "optim.0.exp_avg": rng.standard_normal(64)},
-                                   {"iteration": iteration})
+        learner = checkpoints.Part(
+            "learner.1",
+            {"policy.w": rng.standard_normal((64, 64)).astype(np.float32), "optim.0.exp_avg": rng.standard_normal(64)},
+            {"iteration": iteration},
+        )
         runner = checkpoints.Part("envrunner.1", {"obs": rng.standard_normal((8, 4))}, {"iteration": iteration})
-        made.append(checkpoints.write(run_dir / "checkpoints", iteration, iteration * 512, [learner, runner],
-                                      {"run_id": "synthetic", "learner": "learner.1", "config": {},
-                                       "journal_entries": 1}, keep=10))
+        made.append(
+            checkpoints.write(
+                run_dir / "checkpoints",
+                iteration,
+                iteration * 512,
+                [learner, runner],
+                {"run_id": "synthetic", "learner": "learner.1", "config": {}, "journal_entries": 1},
+                keep=10,
+            )
+        )
     return made
 
 

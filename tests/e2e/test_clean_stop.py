@@ -7,13 +7,13 @@ from __future__ import annotations
 import json
 import re
 import signal
+from collections.abc import Iterator
 from contextlib import contextmanager
-from typing import Iterator
 
 import pytest
+from helpers import Run, log_text, run_cli, wait_exit
 
 from dynamicrl.core import checkpoints
-from helpers import Run, log_text, run_cli, wait_exit
 
 pytestmark = pytest.mark.e2e
 
@@ -48,9 +48,15 @@ def test_a_replay_naming_services_not_in_the_run_refuses_to_start(tmp_path):
     """patches= replays a journal by service name: one naming an env-runner this run does not have
     must stop the run at start with one clear reason (exit 1), not replay half of it."""
     journal = tmp_path / "other-run.jsonl"
-    entry = {"patch_id": "aaaaaaaaaaaa", "author": "test", "service": "envrunner.7",
-             "changes": {"envrunner.reward_scale": {"old": 1.0, "new": 0.5}},
-             "ltime": {"iteration": 2, "env_step": 512}, "minibatch": None, "time": 0.0}
+    entry = {
+        "patch_id": "aaaaaaaaaaaa",
+        "author": "test",
+        "service": "envrunner.7",
+        "changes": {"envrunner.reward_scale": {"old": 1.0, "new": 0.5}},
+        "ltime": {"iteration": 2, "env_step": 512},
+        "minibatch": None,
+        "time": 0.0,
+    }
     journal.write_text(json.dumps(entry) + "\n")
     with Run(tmp_path, [f"patches={journal}"]) as run:
         procs = run.start().procs

@@ -7,16 +7,24 @@ import importlib.metadata
 from pathlib import Path
 
 import pytest
+from helpers import Run
 
 from dynamicrl.core import checkpoints
-from helpers import Run
 
 pytestmark = pytest.mark.e2e
 
 
 def test_hopper_two_envrunners_share_the_learners_statistics(tmp_path):
-    overrides = ["env.id=Hopper-v5", "env.num_envs=2", "algo.num_steps=64", "algo.num_minibatches=4",
-                 "algo.update_epochs=2", "normalize.obs=true", "normalize.reward=true", "run.total_env_steps=2048"]
+    overrides = [
+        "env.id=Hopper-v5",
+        "env.num_envs=2",
+        "algo.num_steps=64",
+        "algo.num_minibatches=4",
+        "algo.update_epochs=2",
+        "normalize.obs=true",
+        "normalize.reward=true",
+        "run.total_env_steps=2048",
+    ]
     with Run(tmp_path, overrides, envrunners=2) as run:
         run.start().finish()
     rows = run.metrics()
@@ -37,8 +45,9 @@ def test_the_ant_showcase_runs_in_overlap_mode_and_checkpoints(tmp_path):
     cut to 3 iterations with a checkpoint due after the 2nd: in overlap mode it is taken at the next
     boundary with the unanswered rollouts, and the one at the end as in sync mode."""
     config = Path(__file__).resolve().parents[2] / "configs/experiments/mujoco_ant_interactive.yaml"
-    with Run(tmp_path, ["run.total_env_steps=6144", "checkpoint.every_iterations=2"], envrunners=2,
-             config=config) as run:
+    with Run(
+        tmp_path, ["run.total_env_steps=6144", "checkpoint.every_iterations=2"], envrunners=2, config=config
+    ) as run:
         run.start().finish()
     rows = run.metrics()
     assert [int(r["iteration"]) for r in rows] == [1, 2, 3]  # 6144 / (256 steps x 4 envs x 2)
@@ -47,8 +56,10 @@ def test_the_ant_showcase_runs_in_overlap_mode_and_checkpoints(tmp_path):
     assert sorted(saved) == ["iter-00000002", "iter-00000003"]
     _, _, parts = checkpoints.read(run_dir / "checkpoints" / "iter-00000002")
     learner = next(p for name, p in parts.items() if name.startswith("learner"))
-    assert learner.meta["boundary"] == 3 and {k for k in learner.arrays if k.startswith("rollout.")} \
-        == {"rollout.0", "rollout.1"}, "the overlap checkpoint holds both unanswered rollouts"
+    assert learner.meta["boundary"] == 3 and {k for k in learner.arrays if k.startswith("rollout.")} == {
+        "rollout.0",
+        "rollout.1",
+    }, "the overlap checkpoint holds both unanswered rollouts"
     envrunners = [p for name, p in parts.items() if name.startswith("envrunner")]
     assert [p.meta["iteration"] for p in envrunners] == [3, 3]
     for part in (learner, *envrunners):  # what a bitwise continuation depends on is recorded

@@ -19,17 +19,24 @@ import os
 import signal
 import subprocess
 import time
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 import pytest
 import zmq
+from helpers import CLI, Run, endpoint, free_port, log_text, read_metrics, user_env, wait_exit, wait_until
 
+from dynamicrl.core.tunables import allowed
 from dynamicrl.protocol.codec import ProtocolError, decode
 from dynamicrl.protocol.messages import (
-    Health, PatchEvent, PatchRequest, PatchStatus, Role, RunState, RunStateChanged,
+    Health,
+    PatchEvent,
+    PatchRequest,
+    PatchStatus,
+    Role,
+    RunState,
+    RunStateChanged,
 )
-from dynamicrl.core.tunables import allowed
-from helpers import CLI, Run, endpoint, free_port, log_text, read_metrics, user_env, wait_exit, wait_until
 
 pytestmark = pytest.mark.e2e
 
@@ -53,8 +60,11 @@ class BusMonitor:
         self.sock.setsockopt(zmq.SUBSCRIBE, RunStateChanged.TYPE.encode())
         self.sock.connect(bus_out)
         self.events: list[PatchEvent] = []
-        wait_until(lambda: any(isinstance(m, RunStateChanged) for m in self._receive(100)), 10,
-                   message=f"no control.state beacon on {bus_out}: the subscription never went live")
+        wait_until(
+            lambda: any(isinstance(m, RunStateChanged) for m in self._receive(100)),
+            10,
+            message=f"no control.state beacon on {bus_out}: the subscription never went live",
+        )
 
     def _receive(self, timeout_ms: int) -> list:
         messages = []
@@ -74,13 +84,14 @@ class BusMonitor:
             self._receive(50)
             found = [e for e in self.events if e.entry.patch_id == patch_id]
             return found if len(found) >= count else None
+
         return wait_until(enough, timeout, message=f"fewer than {count} control.patch events for {patch_id}")
 
     def close(self) -> None:
         self.sock.close(linger=0)
         self.ctx.term()
 
-    def __enter__(self) -> "BusMonitor":
+    def __enter__(self) -> BusMonitor:
         return self
 
     def __exit__(self, *_exc) -> None:
@@ -139,7 +150,7 @@ def check_pause_resume(run: Run) -> None:
     assert resumed.json["already"] is True, "resume of a running run must say already"
 
     members = {s.service: s for s in run.status().services}
-    learner, = run.names(Role.LEARNER)
+    (learner,) = run.names(Role.LEARNER)
     runners = run.names(Role.ENVRUNNER)
     assert len(runners) == run.envrunners
 
@@ -166,10 +177,21 @@ def check_pause_resume(run: Run) -> None:
     # paused: the run's clock catches up with the learner's position (metrics in flight), then stands still
     def caught_up():
         s, rows = run.status(), run.metrics()
-        return (s.state is RunState.PAUSED and s.ltime is not None and s.ltime.iteration == iteration
-                and rows and int(rows[-1]["iteration"]) == iteration and s)
-    status = wait_until(caught_up, 10, message=f"paused at iteration {iteration}, but status/metrics.csv "
-                                               f"disagree: {run.status()}, {len(run.metrics())} rows")
+        return (
+            s.state is RunState.PAUSED
+            and s.ltime is not None
+            and s.ltime.iteration == iteration
+            and rows
+            and int(rows[-1]["iteration"]) == iteration
+            and s
+        )
+
+    status = wait_until(
+        caught_up,
+        10,
+        message=f"paused at iteration {iteration}, but status/metrics.csv "
+        f"disagree: {run.status()}, {len(run.metrics())} rows",
+    )
     rows, size = len(run.metrics()), run.metrics_size()
 
     def still() -> None:
@@ -177,6 +199,7 @@ def check_pause_resume(run: Run) -> None:
         assert s.state is RunState.PAUSED
         assert s.ltime == status.ltime, f"ltime moved while paused: {status.ltime} -> {s.ltime}"
         assert run.metrics_size() == size and len(run.metrics()) == rows, "metrics.csv grew while paused"
+
     hold(still, 1.5)
 
     # each paused service's heartbeats report the position it stopped at
@@ -196,8 +219,13 @@ def check_pause_resume(run: Run) -> None:
 
     def progressed():
         s = run.status()
-        return (s.state is RunState.RUNNING and s.ltime.iteration > iteration
-                and len(run.metrics()) > rows and run.metrics_size() > size)
+        return (
+            s.state is RunState.RUNNING
+            and s.ltime.iteration > iteration
+            and len(run.metrics()) > rows
+            and run.metrics_size() > size
+        )
+
     wait_until(progressed, 30, message=f"no progress after resume:\n{run.logs()}")
     resumed = run.cli("resume", "--json")
     assert resumed.returncode == 0, resumed.stderr
@@ -213,19 +241,36 @@ class TestTwoEnvRunners:
         check_pause_resume(run2)
 
     # -- 2. bad patches ---------------------------------------------------------------------
-    @pytest.mark.parametrize("changes, bad, expected, allowed_for", [
-        (["ppo.lrr=1"], "ppo.lrr=1", ["unknown hyperparameter", "did you mean ppo.lr?", "tunable: "], None),
-        (["ppo.lr=abc"], "ppo.lr='abc'", ["valid number"], "ppo.lr"),
-        (["ppo.update_epochs=2.5"], "ppo.update_epochs=2.5", ["valid integer"], "ppo.update_epochs"),
-        (["ppo.clip_coef=0"], "ppo.clip_coef=0", ["greater than 0"], "ppo.clip_coef"),
-        (["ppo.ent_coef=5"], "ppo.ent_coef=5", ["less than or equal to 1"], "ppo.ent_coef"),
-        (["ppo.hidden_sizes=[8]"], "ppo.hidden_sizes='[8]'", ["not tunable"], None),
-        (["ppo.lr=1e-3", "ppo.ent_coef=5"], "ppo.ent_coef=5", ["less than or equal to 1"], "ppo.ent_coef"),
-        (["run.seed=3"], "run.seed=3", ["not tunable"], None),
-        (["run.total_env_steps=1"], "run.total_env_steps=1",
-         ["the run is at", "; a new budget of 1 env steps must be more"], None),
-    ], ids=["unknown", "not-a-number", "not-an-int", "below-min", "above-max", "not-tunable", "mixed",
-            "run-not-tunable", "budget-behind"])
+    @pytest.mark.parametrize(
+        "changes, bad, expected, allowed_for",
+        [
+            (["ppo.lrr=1"], "ppo.lrr=1", ["unknown hyperparameter", "did you mean ppo.lr?", "tunable: "], None),
+            (["ppo.lr=abc"], "ppo.lr='abc'", ["valid number"], "ppo.lr"),
+            (["ppo.update_epochs=2.5"], "ppo.update_epochs=2.5", ["valid integer"], "ppo.update_epochs"),
+            (["ppo.clip_coef=0"], "ppo.clip_coef=0", ["greater than 0"], "ppo.clip_coef"),
+            (["ppo.ent_coef=5"], "ppo.ent_coef=5", ["less than or equal to 1"], "ppo.ent_coef"),
+            (["ppo.hidden_sizes=[8]"], "ppo.hidden_sizes='[8]'", ["not tunable"], None),
+            (["ppo.lr=1e-3", "ppo.ent_coef=5"], "ppo.ent_coef=5", ["less than or equal to 1"], "ppo.ent_coef"),
+            (["run.seed=3"], "run.seed=3", ["not tunable"], None),
+            (
+                ["run.total_env_steps=1"],
+                "run.total_env_steps=1",
+                ["the run is at", "; a new budget of 1 env steps must be more"],
+                None,
+            ),
+        ],
+        ids=[
+            "unknown",
+            "not-a-number",
+            "not-an-int",
+            "below-min",
+            "above-max",
+            "not-tunable",
+            "mixed",
+            "run-not-tunable",
+            "budget-behind",
+        ],
+    )
     def test_bad_patch_changes_nothing(self, run2, changes, bad, expected, allowed_for):
         rows = run2.param_rows()
         before, journal, history = run2.params(), run2.journal_text(), run2.cli("history", "--json").json
@@ -264,12 +309,14 @@ class TestTwoEnvRunners:
             assert result.returncode == 0, result.stderr
             reply = result.json
             assert reply["status"] == PatchStatus.APPLIED.value
-            learner, = run2.names(Role.LEARNER)
+            (learner,) = run2.names(Role.LEARNER)
             (entry,) = reply["applied"]
             assert entry["service"] == learner
             assert entry["author"] == f"cli@{getpass.getuser()}"
-            assert entry["changes"] == {"ppo.lr": {"old": before["ppo.lr"], "new": 1e-4},
-                                        "ppo.ent_coef": {"old": 0.0, "new": 0.01}}
+            assert entry["changes"] == {
+                "ppo.lr": {"old": before["ppo.lr"], "new": 1e-4},
+                "ppo.ent_coef": {"old": 0.0, "new": 0.01},
+            }
             at = entry["ltime"]["iteration"]
             assert at >= start and entry["ltime"]["env_step"] == at * run2.per_iteration
             assert isinstance(entry["minibatch"], int)
@@ -321,7 +368,9 @@ class TestTwoEnvRunners:
         before = run2.params()
         current = run2.status().ltime.iteration
         target = current + 100  # seconds ahead: the CLI's start-up must be well in time, on a loaded machine too
-        result = run2.cli("patch", "--json", "--at-iteration", str(target), "ppo.clip_coef=0.3", "envrunner.reward_scale=0.6")
+        result = run2.cli(
+            "patch", "--json", "--at-iteration", str(target), "ppo.clip_coef=0.3", "envrunner.reward_scale=0.6"
+        )
         assert result.returncode == 0, result.stderr
         reply = result.json
         assert reply["status"] == PatchStatus.SCHEDULED.value and reply["applied"] == []
@@ -330,20 +379,27 @@ class TestTwoEnvRunners:
         assert run2.entries(reply["patch_id"]) == {}, "a scheduled patch applied early"
 
         owners = run2.names(Role.LEARNER) + run2.names(Role.ENVRUNNER)
-        entries = wait_until(lambda: (e := run2.entries(reply["patch_id"])) and len(e) == len(owners) and e, 60,
-                             message=f"scheduled patch not applied by {owners}:\n{run2.journal()}")
-        learner, = run2.names(Role.LEARNER)
+        entries = wait_until(
+            lambda: (e := run2.entries(reply["patch_id"])) and len(e) == len(owners) and e,
+            60,
+            message=f"scheduled patch not applied by {owners}:\n{run2.journal()}",
+        )
+        (learner,) = run2.names(Role.LEARNER)
         assert entries[learner]["ltime"] == {"iteration": target, "env_step": target * run2.per_iteration}
         assert entries[learner]["minibatch"] == 0
         assert entries[learner]["changes"] == {"ppo.clip_coef": {"old": before["ppo.clip_coef"], "new": 0.3}}
         for name in run2.names(Role.ENVRUNNER):  # before its first env step with the weights of iteration K
             assert entries[name]["ltime"] == {"iteration": target, "env_step": target * run2.per_rollout}
-            assert entries[name]["changes"] == {"envrunner.reward_scale": {"old": before["envrunner.reward_scale"],
-                                                                           "new": 0.6}}
+            assert entries[name]["changes"] == {
+                "envrunner.reward_scale": {"old": before["envrunner.reward_scale"], "new": 0.6}
+            }
         for row in run2.rows_after(target + 2)[current:]:  # from the request on
             later = int(row["iteration"]) > target
             assert same(0.3 if later else before["ppo.clip_coef"], row["ppo.clip_coef"]), (target, row)
-            assert same(0.6 if later else before["envrunner.reward_scale"], row["envrunner.reward_scale"]), (target, row)
+            assert same(0.6 if later else before["envrunner.reward_scale"], row["envrunner.reward_scale"]), (
+                target,
+                row,
+            )
 
     # -- 5. a patch while paused --------------------------------------------------------------
     def test_patch_while_paused_applies_on_resume(self, run2):
@@ -359,17 +415,21 @@ class TestTwoEnvRunners:
         def not_applied() -> None:
             assert run2.status().state is RunState.PAUSED
             assert run2.entries(reply["patch_id"]) == {}, "applied while paused"
+
         hold(not_applied, 1.0)
         assert all(e["patch_id"] != reply["patch_id"] for e in run2.cli("history", "--json").json["entries"])
 
         resumed = run2.cli("resume", "--json")
         assert resumed.returncode == 0, resumed.stderr
         owners = run2.names(Role.LEARNER) + run2.names(Role.ENVRUNNER)
-        entries = wait_until(lambda: (e := run2.entries(reply["patch_id"])) and len(e) == len(owners) and e, 30,
-                             message=f"patch not applied after resume by {owners}:\n{run2.journal()}")
+        entries = wait_until(
+            lambda: (e := run2.entries(reply["patch_id"])) and len(e) == len(owners) and e,
+            30,
+            message=f"patch not applied after resume by {owners}:\n{run2.journal()}",
+        )
         for name, entry in entries.items():  # exactly where each service stood paused
             assert position_key(entry) == position_key(positions[name]), (name, entry, positions[name])
-        learner, = run2.names(Role.LEARNER)
+        (learner,) = run2.names(Role.LEARNER)
         assert entries[learner]["changes"] == {"ppo.vf_coef": {"old": before["ppo.vf_coef"], "new": 0.4}}
 
     # -- 6b. a stopped env-runner -------------------------------------------------------------
@@ -381,9 +441,11 @@ class TestTwoEnvRunners:
         before, journal = run2.params(), run2.journal_text()
         os.kill(pid, signal.SIGSTOP)
         try:
+
             def missing():
                 health = {s.service: s.health for s in run2.status().services}
                 return health[victim] is Health.MISSING and health
+
             health = wait_until(missing, timing.missing_after_s + 10, message=f"{victim} never reported missing")
             assert all(h is Health.OK for name, h in health.items() if name != victim), health
 
@@ -407,8 +469,8 @@ class TestTwoEnvRunners:
         def recovered():
             s = run2.status()
             health = {m.service: m.health for m in s.services}
-            return (s.state is RunState.RUNNING and s.ltime.iteration > stopped_at + 2
-                    and health[victim] is Health.OK)
+            return s.state is RunState.RUNNING and s.ltime.iteration > stopped_at + 2 and health[victim] is Health.OK
+
         wait_until(recovered, 30, message=f"training did not continue after SIGCONT:\n{run2.logs()}")
         assert run2.params() == before
 
@@ -419,9 +481,18 @@ def test_no_controller_fails_fast(tmp_path):
     env = user_env()
     commands = {"patch": ["patch", "ppo.lr=1e-4", "--set", address], "pause": ["pause", address]}
     started = time.monotonic()
-    procs = {name: subprocess.Popen([*CLI, *args], cwd=tmp_path, env=env, stdin=subprocess.DEVNULL,
-                                    stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-             for name, args in commands.items()}
+    procs = {
+        name: subprocess.Popen(
+            [*CLI, *args],
+            cwd=tmp_path,
+            env=env,
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        for name, args in commands.items()
+    }
     for name, proc in procs.items():
         with proc:
             _, err = proc.communicate(timeout=30)
@@ -440,12 +511,16 @@ def test_replay_reapplies_the_journal(runs):
     num_iterations = a.num_iterations
     target = num_iterations * 5 // 8
     # ControlClient here: this run is short, and the CLI's start-up could miss it
-    scheduled = a.call(PatchRequest(changes={"ppo.clip_coef": 0.1, "envrunner.reward_scale": 0.5},
-                                    at_iteration=target, author="e2e:scheduled"))
+    scheduled = a.call(
+        PatchRequest(
+            changes={"ppo.clip_coef": 0.1, "envrunner.reward_scale": 0.5}, at_iteration=target, author="e2e:scheduled"
+        )
+    )
     assert scheduled.status is PatchStatus.SCHEDULED
     a.wait_iteration(5)
-    now = a.call(PatchRequest(changes={"ppo.lr": 1e-3, "ppo.ent_coef": 0.02, "envrunner.reward_scale": 2.0},
-                              author="e2e:now"))
+    now = a.call(
+        PatchRequest(changes={"ppo.lr": 1e-3, "ppo.ent_coef": 0.02, "envrunner.reward_scale": 2.0}, author="e2e:now")
+    )
     assert now.status is PatchStatus.APPLIED, now
     assert max(e.ltime.iteration for e in now.applied) < target
     run_dir_a = a.run_dir
@@ -464,8 +539,11 @@ def test_replay_reapplies_the_journal(runs):
     entries_b = [json.loads(line) for line in (run_dir_b / "patches.jsonl").read_text().splitlines()]
 
     def replayed(entries: list[dict], prefix: str = "") -> list[tuple]:
-        return sorted((e["service"], json.dumps(e["changes"], sort_keys=True), position_key(e),
-                       prefix + e["author"]) for e in entries)
+        return sorted(
+            (e["service"], json.dumps(e["changes"], sort_keys=True), position_key(e), prefix + e["author"])
+            for e in entries
+        )
+
     assert replayed(entries_b) == replayed(entries_a, prefix="replay:")
 
     # same seed, one env-runner, one torch thread: the same patches at the same logical times
@@ -478,8 +556,9 @@ def test_replay_reapplies_the_journal(runs):
         first = next((int(ra["iteration"]) for ra, rb in zip(rows_a, rows_b) if ra[column] != rb[column]), None)
         if first is not None:
             differ[column] = first
-    assert not differ, ("runs A and B differ (column: first iteration that differs): "
-                        + ", ".join(f"{c}: {i}" for c, i in sorted(differ.items(), key=lambda kv: kv[1])))
+    assert not differ, "runs A and B differ (column: first iteration that differs): " + ", ".join(
+        f"{c}: {i}" for c, i in sorted(differ.items(), key=lambda kv: kv[1])
+    )
 
 
 @pytest.mark.parametrize("mode", ["sync", "overlap"])
@@ -518,8 +597,10 @@ def test_a_live_budget_patch_moves_the_end(runs, mode):
     for row in rows:
         i = int(row["iteration"])
         planned = first if i <= at else second if i <= second else third
-        assert same(first * per if i <= at else second * per if i <= second else budget,
-                    row["run.total_env_steps"]), (at, row)
+        assert same(first * per if i <= at else second * per if i <= second else budget, row["run.total_env_steps"]), (
+            at,
+            row,
+        )
         assert float(row["lr"]) == pytest.approx(run.config.algo.lr * (1 - (i - 1) / planned), rel=1e-9), (at, row)
     last = [line for line in log_text(run.procs[-1]).splitlines() if line.startswith("iter ")][-1]
     assert f"({100.0 * third * per / budget:5.1f}%)" in last, last  # the logger's progress: the new budget

@@ -11,10 +11,10 @@ import gymnasium as gym
 import numpy as np
 import pytest
 import torch
+from helpers import Run, run_cli
 
 from dynamicrl.core import checkpoints
 from dynamicrl.core.algorithms.ppo.policy import ActorCritic
-from helpers import Run, run_cli
 
 pytestmark = pytest.mark.e2e
 
@@ -29,10 +29,20 @@ def cli(*args: str, cwd: Path):
 def hopper_run(tmp_path_factory) -> Path:
     """A short Hopper-v5 run with observation normalisation; it checkpoints at iteration 4 and at the end."""
     tmp_path = tmp_path_factory.mktemp("evaluate")
-    overrides = ["run.envrunners=auto", "env.id=Hopper-v5", "env.num_envs=2", "algo.num_steps=64", "algo.num_minibatches=4",
-                 "algo.update_epochs=2", f"algo.hidden_sizes={json.dumps(HIDDEN)}", "algo.init_log_std=-0.5",
-                 "normalize.obs=true", "normalize.reward=true", "run.total_env_steps=1024",
-                 "checkpoint.every_iterations=4"]
+    overrides = [
+        "run.envrunners=auto",
+        "env.id=Hopper-v5",
+        "env.num_envs=2",
+        "algo.num_steps=64",
+        "algo.num_minibatches=4",
+        "algo.update_epochs=2",
+        f"algo.hidden_sizes={json.dumps(HIDDEN)}",
+        "algo.init_log_std=-0.5",
+        "normalize.obs=true",
+        "normalize.reward=true",
+        "run.total_env_steps=1024",
+        "checkpoint.every_iterations=4",
+    ]
     with Run(tmp_path, overrides) as run:
         run.start().finish()
     assert int(run.metrics()[-1]["iteration"]) == 8
@@ -46,8 +56,9 @@ def replay_first_episode(checkpoint: Path, seed: int) -> tuple[float, int]:
     arrays = parts[controller["learner"]].arrays
     env = gym.make("Hopper-v5")
     net = ActorCritic(env.observation_space, env.action_space, HIDDEN)
-    net.load_state_dict({k.removeprefix("policy."): torch.tensor(v) for k, v in arrays.items()
-                         if k.startswith("policy.")})
+    net.load_state_dict(
+        {k.removeprefix("policy."): torch.tensor(v) for k, v in arrays.items() if k.startswith("policy.")}
+    )
     mean, var = arrays["norm.obs.mean"], arrays["norm.obs.var"]
     assert arrays["norm.obs.count"][0] == 1024  # real statistics, not the identity
     obs, _ = env.reset(seed=seed)
@@ -78,8 +89,9 @@ def test_evaluate_plays_the_final_policy_deterministically(hopper_run, tmp_path)
 
     again = json.loads(cli("evaluate", str(final), "-n", "3", "--seed", "7", "--json", cwd=tmp_path).stdout)
     assert again["returns"] == result["returns"], "same checkpoint, same seed: the same episodes"
-    sampled = json.loads(cli("evaluate", str(final), "-n", "3", "--seed", "7", "--stochastic", "--json",
-                             cwd=tmp_path).stdout)
+    sampled = json.loads(
+        cli("evaluate", str(final), "-n", "3", "--seed", "7", "--stochastic", "--json", cwd=tmp_path).stdout
+    )
     assert sampled["deterministic"] is False and sampled["returns"] != result["returns"]
 
     text = cli("evaluate", str(hopper_run), "-n", "2", cwd=tmp_path)
@@ -100,12 +112,20 @@ def test_evaluate_refuses_bad_checkpoints_with_one_message(hopper_run, tmp_path)
     empty_run = tmp_path / "empty-run"
     (empty_run / "checkpoints").mkdir(parents=True)
     # intact, but no member saved a policy (an algorithm that saves none under policy.*)
-    no_policy = checkpoints.write(tmp_path / "no-policy", 1, 64,
-                                  [checkpoints.Part("learner.1", {"optim.0.step": np.zeros(1)}, {})],
-                                  {"run_id": "x", "learner": "learner.1", "config": {}, "journal_entries": 0},
-                                  keep=1)
-    cases = {damaged: f"{npz}: sha256", empty_run: "no complete checkpoint",
-             tmp_path: "manifest.json: missing", no_policy: "no member holds a policy"}
+    no_policy = checkpoints.write(
+        tmp_path / "no-policy",
+        1,
+        64,
+        [checkpoints.Part("learner.1", {"optim.0.step": np.zeros(1)}, {})],
+        {"run_id": "x", "learner": "learner.1", "config": {}, "journal_entries": 0},
+        keep=1,
+    )
+    cases = {
+        damaged: f"{npz}: sha256",
+        empty_run: "no complete checkpoint",
+        tmp_path: "manifest.json: missing",
+        no_policy: "no member holds a policy",
+    }
     for path, problem in cases.items():
         for command in ("evaluate", "inspect"):  # the two readers of a checkpoint's policy say the same
             out = cli(command, str(path), cwd=tmp_path)

@@ -11,16 +11,15 @@ import os
 import signal
 from pathlib import Path
 
-import pytest
-
 import msgpack
+import pytest
 import zmq
-
-from dynamicrl.protocol.codec import Session, decode
-from dynamicrl.protocol.messages import ErrorCode, ErrorReply
-from dynamicrl.core import checkpoints
 from helpers import REPO, Run, Supervised, alive, read_metrics, wait_until
 from helpers_messages import sample
+
+from dynamicrl.core import checkpoints
+from dynamicrl.protocol.codec import Session, decode
+from dynamicrl.protocol.messages import ErrorCode, ErrorReply
 
 pytestmark = pytest.mark.e2e
 
@@ -30,8 +29,9 @@ SOLVED = 475.0
 def honcho(runs, overrides: list[str], envrunners: int = 1) -> tuple[Run, Supervised]:
     """`honcho start` of a run with the default config from the environment, as many env-runners as
     register (``run.envrunners=auto``)."""
-    run = runs("honcho", ["run.envrunners=auto", *overrides], envrunners=envrunners,
-               config=REPO / "configs/defaults.yaml")
+    run = runs(
+        "honcho", ["run.envrunners=auto", *overrides], envrunners=envrunners, config=REPO / "configs/defaults.yaml"
+    )
     return run, run.honcho()
 
 

@@ -5,7 +5,6 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-
 from helpers import Run, log_text
 
 pytestmark = pytest.mark.e2e
@@ -14,8 +13,12 @@ PLUGINS = str(Path(__file__).resolve().parent / "plugins")
 
 
 def test_random_policy_plugin_runs_through_all_services(tmp_path):
-    overrides = ["plugins=[random_policy]", "algo={name: random, num_steps: 16}",
-                 "env.num_envs=2", "run.total_env_steps=320"]
+    overrides = [
+        "plugins=[random_policy]",
+        "algo={name: random, num_steps: 16}",
+        "env.num_envs=2",
+        "run.total_env_steps=320",
+    ]
     with Run(tmp_path, overrides, env={"PYTHONPATH": PLUGINS}) as run:
         run.start().finish(timeout=120)
     controller = run.procs[0]

@@ -2,7 +2,6 @@
 
 import pytest
 import zmq
-
 from helpers import start_controller
 
 

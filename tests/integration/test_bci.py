@@ -16,14 +16,22 @@ import msgpack
 import numpy as np
 import pytest
 import zmq
+from helpers import (
+    base_overrides,
+    controller_status,
+    endpoint,
+    free_ports,
+    log_text,
+    logs,
+    start_module,
+    start_service,
+    stop_all,
+    wait_until,
+)
 
 from dynamicrl.clients.monitor import Monitor
 from dynamicrl.protocol.codec import Session
 from dynamicrl.protocol.messages import ExternalSample, RunState
-from helpers import (
-    base_overrides, controller_status, endpoint, free_ports, log_text, logs, start_module, start_service, stop_all,
-    wait_until,
-)
 
 
 def start_cli(args: list[str], tmp_path: Path, name: str) -> subprocess.Popen:
@@ -34,9 +42,18 @@ def start_cli(args: list[str], tmp_path: Path, name: str) -> subprocess.Popen:
 def _garbage(stream_topic: bytes) -> list[list[bytes]]:
     """What a broken provider might send: noise, bad msgpack, unknown types, another major version,
     a valid ExternalSample under the wrong topic, arrays that do not match the body."""
-    good = [bytes(f) for f in Session("provider.broken").encode(ExternalSample(
-        stream="mock-bci", channels=["a", "b"], rate=10.0, timestamps=np.arange(3.0),
-        samples=np.zeros((3, 2), np.float32)))]
+    good = [
+        bytes(f)
+        for f in Session("provider.broken").encode(
+            ExternalSample(
+                stream="mock-bci",
+                channels=["a", "b"],
+                rate=10.0,
+                timestamps=np.arange(3.0),
+                samples=np.zeros((3, 2), np.float32),
+            )
+        )
+    ]
     payload = msgpack.unpackb(good[1], raw=False)
 
     def repack(**changes) -> bytes:
@@ -45,13 +62,13 @@ def _garbage(stream_topic: bytes) -> list[list[bytes]]:
     return [
         [os.urandom(64)],
         [stream_topic, b"\xc1 not msgpack"],
-        [b"metrics.train", b"\xc1 not msgpack either"],                 # the logger subscribes to this one
-        [b"external.test", repack(type="external.test")],                # unknown type
-        [stream_topic, repack(v="9.0"), *good[2:]],                      # another major version
+        [b"metrics.train", b"\xc1 not msgpack either"],  # the logger subscribes to this one
+        [b"external.test", repack(type="external.test")],  # unknown type
+        [stream_topic, repack(v="9.0"), *good[2:]],  # another major version
         [b"metrics.train", repack(v="9.0", type="metrics.train")],
-        [b"external.sample", good[1], *good[2:]],                        # right message, wrong topic
-        [stream_topic, good[1], good[2]],                                # an array frame missing
-        [stream_topic, good[1], good[2], b"\x00" * 5],                   # an array of the wrong size
+        [b"external.sample", good[1], *good[2:]],  # right message, wrong topic
+        [stream_topic, good[1], good[2]],  # an array frame missing
+        [stream_topic, good[1], good[2], b"\x00" * 5],  # an array of the wrong size
     ]
 
 
@@ -59,21 +76,67 @@ def _garbage(stream_topic: bytes) -> list[list[bytes]]:
 def test_engagement_rule_patches_a_live_run_through_the_controller(tmp_path):
     ports = free_ports(4)
     control, bus_in, bus_out = endpoint(ports[0]), endpoint(ports[1]), endpoint(ports[2])
-    overrides = [*base_overrides(tmp_path, ports), "run.envrunners=1", "run.total_env_steps=400000",
-                 "env.num_envs=4", "logger.tensorboard=false"]
+    overrides = [
+        *base_overrides(tmp_path, ports),
+        "run.envrunners=1",
+        "run.total_env_steps=400000",
+        "env.num_envs=4",
+        "logger.tensorboard=false",
+    ]
     services = [start_service(name, overrides, tmp_path) for name in ("controller", "learner", "envrunner", "logger")]
     clients: list[subprocess.Popen] = []
     procs = services
     try:
-        provider = start_cli(["provider", "mock-bci", "--seed", "3", "--rate", "250", "--channels", "4",
-                              "--chunk", "25", *overrides], tmp_path, "provider")
-        rule = start_cli(["rule", "engagement", "--param", "ppo.ent_coef", "--low", "0.3", "--min", "0.0",
-                          "--max", "0.05", "--step", "0.005", "--every-iterations", "3", *overrides],
-                         tmp_path, "rule")
+        provider = start_cli(
+            ["provider", "mock-bci", "--seed", "3", "--rate", "250", "--channels", "4", "--chunk", "25", *overrides],
+            tmp_path,
+            "provider",
+        )
+        rule = start_cli(
+            [
+                "rule",
+                "engagement",
+                "--param",
+                "ppo.ent_coef",
+                "--low",
+                "0.3",
+                "--min",
+                "0.0",
+                "--max",
+                "0.05",
+                "--step",
+                "0.005",
+                "--every-iterations",
+                "3",
+                *overrides,
+            ],
+            tmp_path,
+            "rule",
+        )
         # a rule whose every patch the controller refuses (ent_coef <= 1): logged, and it keeps running
-        bad_rule = start_cli(["rule", "engagement", "--param", "ppo.ent_coef", "--low", "0.3", "--min", "2",
-                              "--max", "3", "--step", "1", "--every-iterations", "2", "--author", "rule:bad",
-                              *overrides], tmp_path, "bad-rule")
+        bad_rule = start_cli(
+            [
+                "rule",
+                "engagement",
+                "--param",
+                "ppo.ent_coef",
+                "--low",
+                "0.3",
+                "--min",
+                "2",
+                "--max",
+                "3",
+                "--step",
+                "1",
+                "--every-iterations",
+                "2",
+                "--author",
+                "rule:bad",
+                *overrides,
+            ],
+            tmp_path,
+            "bad-rule",
+        )
         clients = [provider, rule, bad_rule]
         procs = [*services, *clients]
 
@@ -101,6 +164,7 @@ def test_engagement_rule_patches_a_live_run_through_the_controller(tmp_path):
         pub.setsockopt(zmq.LINGER, 0)
         pub.connect(bus_in)
         try:
+
             def garbage_arrived() -> bool:  # resent until the PUB's connection is up and the logger saw it
                 for frames in _garbage(b"external.mock-bci"):
                     pub.send_multipart(frames)
@@ -128,10 +192,18 @@ def test_engagement_rule_patches_a_live_run_through_the_controller(tmp_path):
 
         # training keeps running after the patch, and the refusing rule is still there, refusing
         before = running().ltime.iteration
-        wait_until(lambda: running().ltime.iteration >= before + 3, timeout=60, interval=0.3,
-                   message="training stopped after the rule's patch")
-        wait_until(lambda: log_text(bad_rule).count("refused") >= 2, timeout=60, interval=0.5,
-                   message=f"the refusing rule did not keep trying:\n{log_text(bad_rule)}")
+        wait_until(
+            lambda: running().ltime.iteration >= before + 3,
+            timeout=60,
+            interval=0.3,
+            message="training stopped after the rule's patch",
+        )
+        wait_until(
+            lambda: log_text(bad_rule).count("refused") >= 2,
+            timeout=60,
+            interval=0.5,
+            message=f"the refusing rule did not keep trying:\n{log_text(bad_rule)}",
+        )
         alive()
         assert "dropped a bad bus message" in log_text(services[3]), log_text(services[3])[-2000:]
         status = running()
@@ -142,6 +214,7 @@ def test_engagement_rule_patches_a_live_run_through_the_controller(tmp_path):
 
 
 # -- the Lab Streaming Layer bridge ------------------------------------------------------------------
+
 
 def _pylsl():
     pylsl = pytest.importorskip("pylsl", reason="pylsl is not installed (pip install 'dynamicrl[lsl]')")
@@ -177,8 +250,11 @@ def test_lsl_bridge_republishes_a_real_outlet(tmp_path):
     bridge = None
     try:
         wait_until(lambda: controller_status(endpoint(ports[0])), timeout=30, message="controller never answered")
-        bridge = start_cli(["provider", "lsl", "--name", name, "--resolve-timeout", "20", "--duration", "60",
-                            *overrides], tmp_path, "lsl")
+        bridge = start_cli(
+            ["provider", "lsl", "--name", name, "--resolve-timeout", "20", "--duration", "60", *overrides],
+            tmp_path,
+            "lsl",
+        )
         with Monitor(endpoint(ports[2]), f"external.{name}") as monitor:
             got = []
             for event in monitor.events(timeout=40):

@@ -12,14 +12,29 @@ from pathlib import Path
 import msgpack
 import pytest
 import zmq
+from helpers import (
+    base_overrides,
+    controller_status,
+    endpoint,
+    free_port,
+    free_ports,
+    log_text,
+    start_service,
+    stop,
+    user_env,
+    wait_until,
+)
 
 from dynamicrl.clients.control import ControlClient
 from dynamicrl.protocol.codec import MAX_PAYLOAD_BYTES, ProtocolError, Session, decode
 from dynamicrl.protocol.messages import (
-    ErrorCode, ErrorReply, RunState, RunStateChanged, StatusReply, StatusRequest, TrainMetrics,
-)
-from helpers import (
-    base_overrides, controller_status, endpoint, free_port, free_ports, log_text, start_service, stop, user_env, wait_until,
+    ErrorCode,
+    ErrorReply,
+    RunState,
+    RunStateChanged,
+    StatusReply,
+    StatusRequest,
+    TrainMetrics,
 )
 
 REPLY_TIMEOUT_MS = 5000
@@ -78,8 +93,10 @@ def _garbage_requests() -> dict[str, tuple[list[bytes], str]]:
         "random payload": ([StatusRequest.TYPE.encode(), b"\xc1" + rng.randbytes(200)], "undecodable"),
         "truncated msgpack": ([status[0], status[1][: len(status[1]) // 2]], "undecodable"),
         "wrong version": (_valid_status_frames(v="2.0"), "version '2.0'"),
-        "unknown type": ([b"nope.nothing", _valid_status_frames(type="nope.nothing")[1]],
-                         "unknown message type 'nope.nothing'"),
+        "unknown type": (
+            [b"nope.nothing", _valid_status_frames(type="nope.nothing")[1]],
+            "unknown message type 'nope.nothing'",
+        ),
         "oversized payload": (big, f"exceeds {MAX_PAYLOAD_BYTES}"),
         "schema violation": (_valid_status_frames(body={"surprise": 1}), "surprise"),
     }
@@ -152,13 +169,13 @@ def test_garbage_on_the_bus_is_forwarded_and_forwarding_goes_on(controller, sock
 
     rng = random.Random(5)
     garbage = [
-        [TrainMetrics.TYPE.encode(), b"\xc1 not msgpack"],                  # a topic the controller decodes
+        [TrainMetrics.TYPE.encode(), b"\xc1 not msgpack"],  # a topic the controller decodes
         [TrainMetrics.TYPE.encode(), msgpack.packb({"v": "1.0", "type": TrainMetrics.TYPE})],
         [TrainMetrics.TYPE.encode(), msgpack.packb({"v": "9.0", "type": TrainMetrics.TYPE, "body": {}})],
-        [b"junk"],                                                           # a single frame
-        [b"", rng.randbytes(64), b"extra frame"],                            # empty topic
-        [RunStateChanged.TYPE.encode(), msgpack.packb([1, 2])],              # the beacon's topic
-        [TrainMetrics.TYPE.encode(), b"x" * (MAX_PAYLOAD_BYTES + 1)],        # oversized
+        [b"junk"],  # a single frame
+        [b"", rng.randbytes(64), b"extra frame"],  # empty topic
+        [RunStateChanged.TYPE.encode(), msgpack.packb([1, 2])],  # the beacon's topic
+        [TrainMetrics.TYPE.encode(), b"x" * (MAX_PAYLOAD_BYTES + 1)],  # oversized
     ]
     final = metrics(4242)
     for frames in garbage:
@@ -176,7 +193,7 @@ def test_garbage_on_the_bus_is_forwarded_and_forwarding_goes_on(controller, sock
         return False
 
     wait_until(final_arrives, timeout=10, interval=0, message="the bus stopped forwarding after garbage")
-    assert received[-len(garbage) - 1:] == [*garbage, final]  # the proxy forwards garbage untouched
+    assert received[-len(garbage) - 1 :] == [*garbage, final]  # the proxy forwards garbage untouched
 
     # the controller kept working: beacons still flow, and its tap took the valid metrics
     wait_until(beacon_arrives, timeout=10, interval=0)
@@ -198,8 +215,9 @@ def test_retried_request_gets_the_same_reply(controller, sockets):
     iteration = 777_777
 
     def fresh_status_changed():
-        pub.send_multipart(session.encode(
-            TrainMetrics(iteration=iteration, env_steps=1, sps=2.0, episodes=0, values={})))
+        pub.send_multipart(
+            session.encode(TrainMetrics(iteration=iteration, env_steps=1, sps=2.0, episodes=0, values={}))
+        )
         return _status_with_iteration(controller.controller, iteration)
 
     wait_until(fresh_status_changed, timeout=10)
@@ -231,7 +249,10 @@ def test_status_without_a_controller_fails_fast(tmp_path):
     started = time.monotonic()
     result = subprocess.run(
         [*_cli(), "status", "--timeout", "1", f"addresses.controller={address}"],
-        cwd=tmp_path, capture_output=True, text=True, timeout=15,
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=15,
         env=user_env(PYTHONUNBUFFERED="1"),
     )
     elapsed = time.monotonic() - started

@@ -9,18 +9,17 @@ import subprocess
 import sys
 import time
 import uuid
-from typing import Callable
+from collections.abc import Callable
 
 import msgpack
 import pytest
 import zmq
+from helpers import CLI, controller_status, free_ports, log_text, start_controller, stop, user_env, wait_until
 
 from dynamicrl.clients.monitor import Monitor, ProtocolVersionMismatch, Received
 from dynamicrl.protocol.codec import MAX_PAYLOAD_BYTES
 from dynamicrl.protocol.messages import EpisodeStats, LogicalTime, RunState, RunStateChanged, TrainMetrics
 from dynamicrl.protocol.sockets import Publisher
-from helpers import CLI, controller_status, free_ports, log_text, start_controller, stop, user_env, wait_until
-
 
 # -- a third party's side: pyzmq + msgpack only, following docs/protocol.md (no dynamicrl here) --------------
 
@@ -52,15 +51,20 @@ class PlainMonitor:
         while (left := deadline - time.monotonic()) > 0:
             if not self.sub.poll(int(left * 1000)):
                 return None
-            topic, payload, *arrays = self.sub.recv_multipart()
+            topic, payload, *_arrays = self.sub.recv_multipart()
             try:
                 msg = msgpack.unpackb(payload, raw=False, strict_map_key=True, ext_hook=_no_ext)
             except Exception:
                 self.refused += 1
                 continue
-            if (not isinstance(msg, dict) or set(msg) != ENVELOPE_FIELDS or not isinstance(msg["v"], str)
-                    or msg["v"].split(".")[0] != PLAIN_VERSION.split(".")[0] or topic != msg["type"].encode()
-                    or not isinstance(msg["body"], dict)):
+            if (
+                not isinstance(msg, dict)
+                or set(msg) != ENVELOPE_FIELDS
+                or not isinstance(msg["v"], str)
+                or msg["v"].split(".")[0] != PLAIN_VERSION.split(".")[0]
+                or topic != msg["type"].encode()
+                or not isinstance(msg["body"], dict)
+            ):
                 self.refused += 1
                 continue
             sender, seq = msg["sender"], msg["seq"]
@@ -87,8 +91,18 @@ class PlainPublisher:
     def payload(self, type_name: str, body: dict, *, seq: int | None = None, v: object = PLAIN_VERSION) -> bytes:
         if seq is None:
             seq, self.seq = self.seq, self.seq + 1
-        header = {"v": v, "type": type_name, "sender": self.sender, "seq": seq, "run_id": None,
-                  "ts": time.time(), "id": uuid.uuid4().hex, "parent": None, "ltime": None, "body": body}
+        header = {
+            "v": v,
+            "type": type_name,
+            "sender": self.sender,
+            "seq": seq,
+            "run_id": None,
+            "ts": time.time(),
+            "id": uuid.uuid4().hex,
+            "parent": None,
+            "ltime": None,
+            "body": body,
+        }
         return msgpack.packb(header, use_bin_type=True)
 
     def publish(self, type_name: str, body: dict, **options) -> None:
@@ -103,8 +117,10 @@ class PlainPublisher:
 
 # -- helpers ---------------------------------------------------------------------------------------------------
 
-def _until_received(monitor: Monitor, publish: Callable[[], None], wanted: Callable[[Received], bool],
-                    timeout: float = 15) -> Received:
+
+def _until_received(
+    monitor: Monitor, publish: Callable[[], None], wanted: Callable[[Received], bool], timeout: float = 15
+) -> Received:
     """Publish until an event ``wanted`` arrives (a new subscription takes a moment to reach a publisher)."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
@@ -125,10 +141,12 @@ def _episode_body(rank: int = 0, env_steps: int = 128) -> dict:
 
 # -- a plain subscriber and a plain publisher talk with the project -----------------------------------------
 
+
 def test_plain_monitor_decodes_beacons_and_published_metrics(controller, ctx):
     plain = PlainMonitor(ctx, controller.bus_out, [b"control.state", b"metrics.train"])
     publisher = Publisher(ctx, controller.bus_in, "learner.plain-test", run_id="run-plain")
     try:
+
         def beacon():
             msg = plain.next(1.0)
             return msg if msg is not None and msg["type"] == "control.state" else None
@@ -137,8 +155,15 @@ def test_plain_monitor_decodes_beacons_and_published_metrics(controller, ctx):
         assert msg["sender"] == "controller" and isinstance(msg["seq"], int) and isinstance(msg["run_id"], str)
         assert msg["body"] == {"state": "starting", "reason": msg["body"]["reason"]}
 
-        metrics = TrainMetrics(iteration=7, env_steps=1792, sps=1234.5, return_mean=21.5, episodes=3,
-                               values={"policy_loss": 0.25, "value_loss": 1.5}, hyperparameters={"ppo.lr": 2.5e-4})
+        metrics = TrainMetrics(
+            iteration=7,
+            env_steps=1792,
+            sps=1234.5,
+            return_mean=21.5,
+            episodes=3,
+            values={"policy_loss": 0.25, "value_loss": 1.5},
+            hyperparameters={"ppo.lr": 2.5e-4},
+        )
 
         def metrics_arrive():
             publisher.publish(metrics, ltime=LogicalTime(iteration=7, env_step=1792))
@@ -150,10 +175,16 @@ def test_plain_monitor_decodes_beacons_and_published_metrics(controller, ctx):
         got = wait_until(metrics_arrive, timeout=15, interval=0, message="metrics.train never reached the plain SUB")
         assert got["v"].split(".")[0] == "1" and got["run_id"] == "run-plain" and got["parent"] is None
         assert got["ltime"] == {"iteration": 7, "env_step": 1792}
-        assert got["body"] == {"iteration": 7, "env_steps": 1792, "sps": 1234.5, "return_mean": 21.5,
-                               "length_mean": None, "episodes": 3,
-                               "values": {"policy_loss": 0.25, "value_loss": 1.5},
-                               "hyperparameters": {"ppo.lr": 2.5e-4}}
+        assert got["body"] == {
+            "iteration": 7,
+            "env_steps": 1792,
+            "sps": 1234.5,
+            "return_mean": 21.5,
+            "length_mean": None,
+            "episodes": 3,
+            "values": {"policy_loss": 0.25, "value_loss": 1.5},
+            "hyperparameters": {"ppo.lr": 2.5e-4},
+        }
         assert plain.refused == 0
     finally:
         publisher.close()
@@ -164,8 +195,9 @@ def test_sdk_monitor_types_what_a_plain_publisher_sends(controller, ctx):
     plain = PlainPublisher(ctx, controller.bus_in, "plain.publisher")
     try:
         with Monitor(controller.bus_out, ("metrics.episode",)) as monitor:
-            event = _until_received(monitor, lambda: plain.publish("metrics.episode", _episode_body(rank=2)),
-                                    _from("plain.publisher"))
+            event = _until_received(
+                monitor, lambda: plain.publish("metrics.episode", _episode_body(rank=2)), _from("plain.publisher")
+            )
             assert isinstance(event.message, EpisodeStats)
             assert event.message == EpisodeStats(rank=2, env_steps=128, returns=[21.0, 35.5], lengths=[21, 35])
             assert event.envelope.v == PLAIN_VERSION and event.envelope.run_id is None
@@ -195,12 +227,16 @@ def test_monitor_counts_gaps_per_sender(controller, ctx, caplog):
 
 def _collect_seqs(monitor: Monitor, sender: str, n: int, timeout: float = 10) -> list[int]:
     seqs: list[int] = []
-    monitor.run(lambda e: seqs.append(e.envelope.seq) if e.envelope.sender == sender else None,
-                until=lambda _e: len(seqs) >= n, timeout=timeout)
+    monitor.run(
+        lambda e: seqs.append(e.envelope.seq) if e.envelope.sender == sender else None,
+        until=lambda _e: len(seqs) >= n,
+        timeout=timeout,
+    )
     return seqs
 
 
 # -- abuse: garbage, a flood, another major version -----------------------------------------------------------
+
 
 def test_garbage_on_the_bus_is_counted_and_skipped(controller, ctx, caplog):
     plain = PlainPublisher(ctx, controller.bus_in, "garbage-probe")
@@ -211,10 +247,14 @@ def test_garbage_on_the_bus_is_counted_and_skipped(controller, ctx, caplog):
             garbage = {
                 "not msgpack": ([b"metrics.episode", b"\xc1 not msgpack"], "undecodable"),
                 "one frame": ([b"junk"], "got 1 frame"),
-                "unknown topic": ([b"external.test", plain.payload("external.test", {"x": 1})],
-                                  "unknown message type 'external.test'"),
-                "version not a string": ([b"metrics.episode", plain.payload("metrics.episode", _episode_body(), v=1)],
-                                         "version 1"),
+                "unknown topic": (
+                    [b"external.test", plain.payload("external.test", {"x": 1})],
+                    "unknown message type 'external.test'",
+                ),
+                "version not a string": (
+                    [b"metrics.episode", plain.payload("metrics.episode", _episode_body(), v=1)],
+                    "version 1",
+                ),
                 "schema violation": ([b"metrics.episode", plain.payload("metrics.episode", {"rank": -1})], "rank"),
                 "oversized": ([b"metrics.episode", b"x" * (MAX_PAYLOAD_BYTES + 1)], f"exceeds {MAX_PAYLOAD_BYTES}"),
             }
@@ -222,8 +262,11 @@ def test_garbage_on_the_bus_is_counted_and_skipped(controller, ctx, caplog):
                 for frames, _problem in garbage.values():
                     plain.send_raw(frames)
                 plain.publish("metrics.episode", _episode_body(rank=9))
-                marker = monitor.run(lambda _e: None, until=lambda e: e.envelope.sender == "garbage-probe"
-                                     and e.message.rank == 9, timeout=15)
+                marker = monitor.run(
+                    lambda _e: None,
+                    until=lambda e: e.envelope.sender == "garbage-probe" and e.message.rank == 9,
+                    timeout=15,
+                )
             assert marker is not None, "the valid message after the garbage never arrived"
             assert monitor.rejected == len(garbage) == len(refused)
             for (name, (_frames, problem)), error in zip(garbage.items(), refused):
@@ -257,8 +300,9 @@ def test_a_flood_is_accounted_for_and_the_controller_keeps_answering(controller,
             deadline = time.monotonic() + 60
             while last is None and time.monotonic() < deadline:
                 publisher.publish(marker)
-                last = monitor.run(take, until=lambda e: e.envelope.sender == "flooder" and e.message.rank == 1,
-                                   timeout=1.0)
+                last = monitor.run(
+                    take, until=lambda e: e.envelope.sender == "flooder" and e.message.rank == 1, timeout=1.0
+                )
             assert last is not None, "the marker after the flood never arrived"
             elapsed = time.monotonic() - started
             span = received[-1] - received[0] + 1
@@ -290,13 +334,20 @@ while True:  # one encoded message, as fast as zmq takes it, until the test kill
 def test_the_controller_answers_commands_during_an_endless_flood(controller, tmp_path):
     log_path = tmp_path / "flooder.log"
     with open(log_path, "wb") as log_file:
-        flooder = subprocess.Popen([sys.executable, "-c", FLOODER, controller.bus_in],
-                                   stdout=log_file, stderr=subprocess.STDOUT)
+        flooder = subprocess.Popen(
+            [sys.executable, "-c", FLOODER, controller.bus_in], stdout=log_file, stderr=subprocess.STDOUT
+        )
     try:
         # The flooder's messages reaching the controller show in status (its latest train metrics).
-        wait_until(lambda: (s := controller_status(controller.controller, timeout_s=5)) is not None
-                   and s.ltime is not None and s.ltime.iteration == 777,
-                   timeout=30, message="the flood never reached the controller")
+        wait_until(
+            lambda: (
+                (s := controller_status(controller.controller, timeout_s=5)) is not None
+                and s.ltime is not None
+                and s.ltime.iteration == 777
+            ),
+            timeout=30,
+            message="the flood never reached the controller",
+        )
         for _ in range(3):  # still flooding: every request is answered within the client's timeout
             assert controller_status(controller.controller, timeout_s=5) is not None, "no answer during the flood"
         assert flooder.poll() is None, log_path.read_text()
@@ -326,6 +377,7 @@ def test_another_major_version_raises(controller, ctx):
 
 # -- a controller restart -----------------------------------------------------------------------------------
 
+
 def test_monitor_survives_a_controller_restart(tmp_path):
     ports = free_ports(4)
     for name in ("a", "b"):
@@ -334,12 +386,14 @@ def test_monitor_survives_a_controller_restart(tmp_path):
     second = None
     try:
         with Monitor(first.bus_out, ("control.state",)) as monitor:
+
             def beacon_of(run_id: str | None) -> Callable[[], Received | None]:
                 def check():
                     event = monitor.receive(timeout=0.5)
                     if event is None or not isinstance(event.message, RunStateChanged):
                         return None
                     return event if run_id is None or event.envelope.run_id != run_id else None
+
                 return check
 
             before = wait_until(beacon_of(None), timeout=10, interval=0, message="no beacon from the first controller")
@@ -350,8 +404,12 @@ def test_monitor_survives_a_controller_restart(tmp_path):
             last_words = [e.message.state for e in monitor.events(idle_timeout=1.0)]  # then the bus is gone: no error
             assert last_words[-1] is RunState.STOPPED, last_words
             second = start_controller(tmp_path / "b", ports)
-            after = wait_until(beacon_of(before.envelope.run_id), timeout=30, interval=0,
-                               message="the monitor never heard the restarted controller")
+            after = wait_until(
+                beacon_of(before.envelope.run_id),
+                timeout=30,
+                interval=0,
+                message="the monitor never heard the restarted controller",
+            )
             assert after.envelope.sender == "controller" and after.envelope.run_id != before.envelope.run_id
             assert monitor.missed == 0 and monitor.rejected == 0  # a new run's seq restarts: not a gap
     finally:
@@ -362,14 +420,30 @@ def test_monitor_survives_a_controller_restart(tmp_path):
 
 # -- dynamicrl watch ----------------------------------------------------------------------------------------
 
+
 def test_watch_prints_a_line_for_published_train_metrics(controller, ctx, tmp_path):
     env = user_env(PYTHONUNBUFFERED="1")
-    command = [*CLI, "watch", "--topic", "metrics.train",
-               "--count", "1", "--timeout", "20", f"addresses.bus_out={controller.bus_out}"]
+    command = [
+        *CLI,
+        "watch",
+        "--topic",
+        "metrics.train",
+        "--count",
+        "1",
+        "--timeout",
+        "20",
+        f"addresses.bus_out={controller.bus_out}",
+    ]
     proc = subprocess.Popen(command, cwd=tmp_path, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     publisher = Publisher(ctx, controller.bus_in, "learner.watch-test")
-    metrics = TrainMetrics(iteration=42, env_steps=10_752, sps=2048.0, return_mean=187.25, episodes=4,
-                           values={"policy_loss": -0.0125, "value_loss": 3.5, "entropy": 0.61, "lr": 1e-4})
+    metrics = TrainMetrics(
+        iteration=42,
+        env_steps=10_752,
+        sps=2048.0,
+        return_mean=187.25,
+        episodes=4,
+        values={"policy_loss": -0.0125, "value_loss": 3.5, "entropy": 0.61, "lr": 1e-4},
+    )
     try:
         deadline = time.monotonic() + 40
         while proc.poll() is None and time.monotonic() < deadline:
@@ -384,7 +458,15 @@ def test_watch_prints_a_line_for_published_train_metrics(controller, ctx, tmp_pa
     lines = out.splitlines()
     assert len(lines) == 1, out
     line = lines[0]
-    for part in ("train", "iter 42", "steps 10752", "return 187.2", "sps 2048", "policy_loss -0.0125",
-                 "value_loss 3.5", "entropy 0.61"):
+    for part in (
+        "train",
+        "iter 42",
+        "steps 10752",
+        "return 187.2",
+        "sps 2048",
+        "policy_loss -0.0125",
+        "value_loss 3.5",
+        "entropy 0.61",
+    ):
         assert part in line, f"{part!r} not in {line!r}"
     assert "Traceback" not in err

@@ -13,11 +13,11 @@ import uuid
 import msgpack
 import pytest
 import zmq
+from helpers import CLI, controller_status, log_text, run_cli, start_controller, stop, user_env, wait_until
 
 from dynamicrl.clients.monitor import Monitor
 from dynamicrl.protocol.messages import EpisodeStats, MonitorStatus
 from dynamicrl.protocol.sockets import Publisher
-from helpers import CLI, controller_status, log_text, run_cli, start_controller, stop, user_env, wait_until
 
 #: How many messages the lossy test floods while its monitor does not read: far more than every
 #: queue on the way can hold (publisher 1000, bus XSUB and XPUB 10,000 each, TCP buffers, the
@@ -44,9 +44,18 @@ def _plain_request(address: str, type_name: str, body: dict) -> tuple[str, dict]
     sock.setsockopt(zmq.LINGER, 0)
     sock.connect(address)
     try:
-        payload = {"v": "1.3", "type": type_name, "sender": f"plain-monitor.{os.getpid()}", "seq": 0,
-                   "run_id": None, "ts": time.time(), "id": uuid.uuid4().hex, "parent": None, "ltime": None,
-                   "body": body}
+        payload = {
+            "v": "1.3",
+            "type": type_name,
+            "sender": f"plain-monitor.{os.getpid()}",
+            "seq": 0,
+            "run_id": None,
+            "ts": time.time(),
+            "id": uuid.uuid4().hex,
+            "parent": None,
+            "ltime": None,
+            "body": body,
+        }
         sock.send_multipart([type_name.encode(), msgpack.packb(payload, use_bin_type=True)])
         assert sock.poll(5000), "no reply within 5 s"
         topic, reply, *_ = sock.recv_multipart()
@@ -57,9 +66,12 @@ def _plain_request(address: str, type_name: str, body: dict) -> tuple[str, dict]
 
 # -- (a) a reporting monitor shows up in status -------------------------------------------------------------
 
+
 def test_a_reporting_monitor_is_listed_by_status(controller, tmp_path):
-    with Monitor(controller.bus_out, ("control.",), report_to=controller.controller, report_every_s=0.2,
-                 name="probe.listed") as monitor:
+    with Monitor(
+        controller.bus_out, ("control.",), report_to=controller.controller, report_every_s=0.2, name="probe.listed"
+    ) as monitor:
+
         def listed_with_beacons():
             monitor.receive(timeout=0.3)  # control.state beacons every 0.5 s; reports go from here
             entry = _listed(controller.controller, "probe.listed")
@@ -86,13 +98,21 @@ def test_a_reporting_monitor_is_listed_by_status(controller, tmp_path):
 
 # -- (b) losses reach status ----------------------------------------------------------------------------------
 
+
 def test_a_monitor_that_lost_messages_reports_them(controller, ctx, tmp_path):
     publisher = Publisher(ctx, controller.bus_in, "flooder.report")
     message = EpisodeStats(rank=0, env_steps=1, returns=[0.5] * 10, lengths=[1] * 10)
     marker = EpisodeStats(rank=1, env_steps=1, returns=[], lengths=[])
     try:
-        with Monitor(controller.bus_out, ("metrics.episode",), hwm=10, report_to=controller.controller,
-                     report_every_s=0.2, name="probe.lossy") as monitor:
+        with Monitor(
+            controller.bus_out,
+            ("metrics.episode",),
+            hwm=10,
+            report_to=controller.controller,
+            report_every_s=0.2,
+            name="probe.lossy",
+        ) as monitor:
+
             def subscribed():
                 publisher.publish(message)
                 return monitor.receive(timeout=0.2)
@@ -121,8 +141,14 @@ def test_a_monitor_that_lost_messages_reports_them(controller, ctx, tmp_path):
 
 
 def test_a_report_by_hand_from_a_plain_req(controller, tmp_path):
-    body = {"name": "plain.third-party", "topics": ["metrics."], "received": 120, "missed": 7,
-            "missed_by_sender": {"learner.1": 5, "envrunner.1": 2}, "rejected": 1}
+    body = {
+        "name": "plain.third-party",
+        "topics": ["metrics."],
+        "received": 120,
+        "missed": 7,
+        "missed_by_sender": {"learner.1": 5, "envrunner.1": 2},
+        "rejected": 1,
+    }
     topic, reply = _plain_request(controller.controller, "control.monitor_report", body)
     assert topic == "control.monitor_report_reply" and reply["body"] == {"expiry_s": 30.0}, reply
     entry = _listed(controller.controller, "plain.third-party")
@@ -136,14 +162,18 @@ def test_a_report_by_hand_from_a_plain_req(controller, tmp_path):
 
 # -- (c) malformed reports --------------------------------------------------------------------------------------
 
-@pytest.mark.parametrize(("body", "problem"), [
-    ({"name": "bad.1", "received": "many"}, "received"),
-    ({"name": "bad.2", "received": 3, "missed": -1}, "missed"),
-    ({"received": 3}, "name"),
-    ({"name": "bad.4", "received": 3, "missed_by_sender": {"learner.1": "x"}}, "missed_by_sender"),
-    ({"name": "bad.5", "received": 3, "colour": "blue"}, "colour"),
-    ({"name": "", "received": 3}, "name"),
-])
+
+@pytest.mark.parametrize(
+    ("body", "problem"),
+    [
+        ({"name": "bad.1", "received": "many"}, "received"),
+        ({"name": "bad.2", "received": 3, "missed": -1}, "missed"),
+        ({"received": 3}, "name"),
+        ({"name": "bad.4", "received": 3, "missed_by_sender": {"learner.1": "x"}}, "missed_by_sender"),
+        ({"name": "bad.5", "received": 3, "colour": "blue"}, "colour"),
+        ({"name": "", "received": 3}, "name"),
+    ],
+)
 def test_a_malformed_report_gets_bad_message(controller, body, problem):
     topic, reply = _plain_request(controller.controller, "control.monitor_report", body)
     assert topic == "control.error", reply
@@ -156,33 +186,49 @@ def test_a_malformed_report_gets_bad_message(controller, body, problem):
 
 # -- (d) a monitor that stops reporting is forgotten ----------------------------------------------------------
 
+
 def test_a_silent_monitor_is_forgotten(forgetful):
-    monitor = Monitor(forgetful.bus_out, ("control.",), report_to=forgetful.controller, report_every_s=0.2,
-                      name="probe.silent")
+    monitor = Monitor(
+        forgetful.bus_out, ("control.",), report_to=forgetful.controller, report_every_s=0.2, name="probe.silent"
+    )
     try:
+
         def reported():
             monitor.receive(timeout=0.3)
             return _listed(forgetful.controller, "probe.silent")
 
         wait_until(reported, timeout=20, interval=0, message="the monitor never showed up")
         # it stops reading, so it stops reporting: gone after timing.monitor_expiry_s (1 s)
-        wait_until(lambda: _listed(forgetful.controller, "probe.silent") is None, timeout=20, interval=0.1,
-                   message="the silent monitor was never forgotten")
+        wait_until(
+            lambda: _listed(forgetful.controller, "probe.silent") is None,
+            timeout=20,
+            interval=0.1,
+            message="the silent monitor was never forgotten",
+        )
         assert "forgot monitor probe.silent: no report for" in log_text(forgetful.proc)
     finally:
         monitor.close()  # a final report: listed again, as closed, until it expires too
     entry = _listed(forgetful.controller, "probe.silent")
     assert entry is None or entry.closed
-    wait_until(lambda: _listed(forgetful.controller, "probe.silent") is None, timeout=20, interval=0.1,
-               message="the closed monitor was never forgotten")
+    wait_until(
+        lambda: _listed(forgetful.controller, "probe.silent") is None,
+        timeout=20,
+        interval=0.1,
+        message="the closed monitor was never forgotten",
+    )
 
 
 def test_reports_to_no_controller_never_raise(controller):
     """A report that gets no answer is logged once; receiving goes on, each attempt bounded."""
     from helpers import free_port
 
-    with Monitor(controller.bus_out, ("control.",), report_to=f"tcp://127.0.0.1:{free_port()}",
-                 report_every_s=0.1, name="probe.orphan") as monitor:
+    with Monitor(
+        controller.bus_out,
+        ("control.",),
+        report_to=f"tcp://127.0.0.1:{free_port()}",
+        report_every_s=0.1,
+        name="probe.orphan",
+    ) as monitor:
         events = list(monitor.events(timeout=2.0))
         assert events and monitor.reports_sent == 0 and "no reply" in monitor.report_error
     assert _listed(controller.controller, "probe.orphan") is None
@@ -190,14 +236,19 @@ def test_reports_to_no_controller_never_raise(controller):
 
 # -- dynamicrl watch reports by default -------------------------------------------------------------------------
 
+
 def test_watch_reports_unless_told_not_to(controller, tmp_path):
     addresses = [f"addresses.controller={controller.controller}", f"addresses.bus_out={controller.bus_out}"]
     reporting = subprocess.Popen(
         [*CLI, "watch", "--topic", "control.", "--timeout", "2", *addresses],
-        cwd=tmp_path, env=user_env(),
-        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        cwd=tmp_path,
+        env=user_env(),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
     try:
-        out, err = reporting.communicate(timeout=60)
+        _out, err = reporting.communicate(timeout=60)
     finally:
         if reporting.poll() is None:
             stop(reporting)

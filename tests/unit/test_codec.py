@@ -5,24 +5,36 @@ from __future__ import annotations
 
 import copy
 import random
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 import msgpack
 import numpy as np
 import pytest
 import zmq
+from helpers_messages import SAMPLES, assert_same, sample
 
 from dynamicrl.protocol import PROTOCOL_VERSION
 from dynamicrl.protocol.codec import (
-    MAX_ARRAY_FRAMES, MAX_PAYLOAD_BYTES, ProtocolError, ProtocolVersionMismatch, Received, Session, decode,
+    MAX_ARRAY_FRAMES,
+    MAX_PAYLOAD_BYTES,
+    ProtocolError,
+    ProtocolVersionMismatch,
+    Received,
+    Session,
+    decode,
 )
 from dynamicrl.protocol.messages import (
-    MESSAGE_TYPES, LogicalTime, PolicyRequest, PolicyWeights, StatusRequest, TrainMetrics,
+    MESSAGE_TYPES,
+    LogicalTime,
+    PolicyRequest,
+    PolicyWeights,
+    StatusRequest,
+    TrainMetrics,
 )
-from helpers_messages import SAMPLES, assert_same, sample
-
 
 # -- helpers ------------------------------------------------------------------------
+
 
 def roundtrip(message, session: Session | None = None, **kwargs) -> Received:
     frames = (session or Session("test")).encode(message, **kwargs)
@@ -56,6 +68,7 @@ def weights_frames(**arrays: np.ndarray) -> list[bytes]:
 
 
 # -- round trips ------------------------------------------------------------------
+
 
 def test_samples_cover_every_message_type():
     assert set(SAMPLES) == set(MESSAGE_TYPES), (
@@ -123,16 +136,20 @@ def test_non_contiguous_arrays_round_trip():
 
 
 def test_many_arrays_in_nested_weights_and_rollout():
-    message = PolicyWeights(version=1, weights={
-        f"layer{i}.{kind}": np.full((i + 1, 2), i, dtype=dtype)
-        for i, (kind, dtype) in enumerate([("w", "float32"), ("b", "float64"), ("m", "bool"), ("n", "int64")])
-    })
+    message = PolicyWeights(
+        version=1,
+        weights={
+            f"layer{i}.{kind}": np.full((i + 1, 2), i, dtype=dtype)
+            for i, (kind, dtype) in enumerate([("w", "float32"), ("b", "float64"), ("m", "bool"), ("n", "int64")])
+        },
+    )
     frames = Session("t").encode(message)
     assert len(frames) == 2 + len(message.weights)
     assert_same(message.model_dump(), decode(wire(frames)).message.model_dump())
 
 
 # -- envelope --------------------------------------------------------------------
+
 
 def test_seq_counts_per_session():
     first, second = Session("a"), Session("b")
@@ -171,6 +188,7 @@ def test_newer_minor_version_is_accepted():
 
 # -- every way to be wrong ----------------------------------------------------------
 
+
 def _status() -> list[bytes]:
     return wire(Session("s").encode(StatusRequest()))
 
@@ -186,6 +204,7 @@ def _one_array() -> list[bytes]:
 def _set_ref(**changes):
     def mutate(payload):
         payload["body"]["weights"]["w"].update(changes)
+
     return mutate
 
 
@@ -215,34 +234,35 @@ BAD_FRAMES: dict[str, tuple[Callable[[], list[Any]], str]] = {
     "missing version": (lambda: repack(_status(), lambda p: p.pop("v")), "version None"),
     "unknown type": (
         lambda: [b"nope.nothing", repack(_status(), lambda p: p.update(type="nope.nothing"))[1]],
-        "unknown message type 'nope.nothing'"),
+        "unknown message type 'nope.nothing'",
+    ),
     "missing type": (lambda: repack(_status(), lambda p: p.pop("type")), "unknown message type None"),
     "topic does not match type": (lambda: [TrainMetrics.TYPE.encode(), _status()[1]], "does not match"),
     "empty topic": (lambda: [b"", _status()[1]], "does not match"),
     "body missing": (lambda: repack(_status(), lambda p: p.pop("body")), "body missing"),
     "body not a map": (lambda: repack(_status(), lambda p: p.update(body=[1])), "body missing or not a map"),
-    "wrong field type": (
-        lambda: repack(_policy_request(), lambda p: p["body"].update(rank="one")), "rank"),
-    "field out of range": (
-        lambda: repack(_policy_request(), lambda p: p["body"].update(rank=-1)), "rank"),
+    "wrong field type": (lambda: repack(_policy_request(), lambda p: p["body"].update(rank="one")), "rank"),
+    "field out of range": (lambda: repack(_policy_request(), lambda p: p["body"].update(rank=-1)), "rank"),
     "missing field": (lambda: repack(_policy_request(), lambda p: p["body"].pop("rank")), "rank"),
-    "extra body field": (
-        lambda: repack(_policy_request(), lambda p: p["body"].update(sneaky=1)), "sneaky"),
+    "extra body field": (lambda: repack(_policy_request(), lambda p: p["body"].update(sneaky=1)), "sneaky"),
     "extra envelope field": (lambda: repack(_status(), lambda p: p.update(sneaky=1)), "sneaky"),
     "bad envelope seq": (lambda: repack(_status(), lambda p: p.update(seq=-3)), "seq"),
     "envelope id empty": (lambda: repack(_status(), lambda p: p.update(id="")), "id"),
     "array instead of list": (
         lambda: repack(weights_frames(w=np.zeros(2)), lambda p: p["body"]["weights"].update(w=[0.0, 0.0]))[:2],
-        "weights.w"),
+        "weights.w",
+    ),
     "array ref to missing frame": (lambda: repack(_one_array(), _set_ref(__ndarray__=5)), "does not name"),
     "array ref negative index": (lambda: repack(_one_array(), _set_ref(__ndarray__=-1)), "does not name"),
     "array ref index is a bool": (lambda: repack(_one_array(), _set_ref(__ndarray__=False)), "does not name"),
     "array ref index is a string": (lambda: repack(_one_array(), _set_ref(__ndarray__="0")), "does not name"),
     "array ref with no frames": (lambda: repack(_one_array(), lambda p: None)[:2], "does not name"),
     "two refs to one frame": (
-        lambda: repack(weights_frames(a=np.zeros(2), b=np.ones(2)),
-                       lambda p: p["body"]["weights"]["b"].update(__ndarray__=0)),
-        "does not name"),
+        lambda: repack(
+            weights_frames(a=np.zeros(2), b=np.ones(2)), lambda p: p["body"]["weights"]["b"].update(__ndarray__=0)
+        ),
+        "does not name",
+    ),
     "array ref extra key": (lambda: repack(_one_array(), _set_ref(order="F")), "keys"),
     "array ref missing shape": (lambda: repack(_one_array(), lambda p: p["body"]["weights"]["w"].pop("shape")), "keys"),
     "array frame too short": (lambda: _one_array()[:2] + [_one_array()[2][:-1]], "has 23 bytes"),
@@ -263,25 +283,33 @@ BAD_FRAMES: dict[str, tuple[Callable[[], list[Any]], str]] = {
     "payload over MAX_PAYLOAD_BYTES": (_big_payload, "exceeds"),
     "too many frames": (lambda: _status() + [b""] * (MAX_ARRAY_FRAMES + 1), "too many array frames"),
     "msgpack ext type": (
-        lambda: repack(_status(), lambda p: p["body"].update(x=msgpack.ExtType(5, b"zz"))), "extension type 5"),
+        lambda: repack(_status(), lambda p: p["body"].update(x=msgpack.ExtType(5, b"zz"))),
+        "extension type 5",
+    ),
     "msgpack ext type in envelope": (
-        lambda: repack(_status(), lambda p: p.update(sender=msgpack.ExtType(1, b""))), "extension type 1"),
+        lambda: repack(_status(), lambda p: p.update(sender=msgpack.ExtType(1, b""))),
+        "extension type 1",
+    ),
     "msgpack timestamp ext": (
-        lambda: repack(wire(Session("s").encode(sample("membership.register_reply"))),
-                       lambda p: p["body"]["config"].update(when=msgpack.Timestamp(1, 0))),
-        "extension type -1"),
+        lambda: repack(
+            wire(Session("s").encode(sample("membership.register_reply"))),
+            lambda p: p["body"]["config"].update(when=msgpack.Timestamp(1, 0)),
+        ),
+        "extension type -1",
+    ),
 }
-BAD_FRAMES.update({
-    f"random payload {seed}": (lambda seed=seed: [_status()[0], _random_bytes(seed)], "")
-    for seed in range(10)
-})
+BAD_FRAMES.update(
+    {f"random payload {seed}": (lambda seed=seed: [_status()[0], _random_bytes(seed)], "") for seed in range(10)}
+)
 
 
 @pytest.mark.parametrize("case", list(BAD_FRAMES))
 def test_bad_frames_raise_protocol_error(case):
     build, match = BAD_FRAMES[case]
     # another major version is its own subclass, so a monitor can stop on it instead of skipping
-    expect_protocol_error(build(), match, ProtocolVersionMismatch if case.startswith("major version") else ProtocolError)
+    expect_protocol_error(
+        build(), match, ProtocolVersionMismatch if case.startswith("major version") else ProtocolError
+    )
 
 
 def test_oversized_payload_is_refused_before_unpacking():
@@ -306,9 +334,12 @@ def test_expect_refuses_other_types():
 
 # -- fuzzing -----------------------------------------------------------------------
 
+
 def _fuzz_seeds() -> list[list[bytes]]:
-    return [wire(Session("fuzz").encode(sample(name), parent="p", ltime=LogicalTime(iteration=1, env_step=2)))
-            for name in sorted(MESSAGE_TYPES)]
+    return [
+        wire(Session("fuzz").encode(sample(name), parent="p", ltime=LogicalTime(iteration=1, env_step=2)))
+        for name in sorted(MESSAGE_TYPES)
+    ]
 
 
 def _mutate_bytes(rng: random.Random, data: bytes) -> bytes:
@@ -319,7 +350,7 @@ def _mutate_bytes(rng: random.Random, data: bytes) -> bytes:
             i = rng.randrange(len(data))
             data[i] ^= 1 << rng.randrange(8)
     elif op == 1:  # truncate
-        del data[rng.randrange(len(data) + 1):]
+        del data[rng.randrange(len(data) + 1) :]
     elif op == 2:  # insert random bytes
         i = rng.randrange(len(data) + 1)
         data[i:i] = rng.randbytes(rng.randint(1, 8))
@@ -327,7 +358,7 @@ def _mutate_bytes(rng: random.Random, data: bytes) -> bytes:
         data[rng.randrange(len(data))] = rng.choice([0x00, 0x7F, 0x80, 0xC0, 0xC1, 0xC7, 0xD4, 0xDC, 0xDE, 0xFF])
     elif data:  # delete a span
         i = rng.randrange(len(data))
-        del data[i:i + rng.randint(1, 8)]
+        del data[i : i + rng.randint(1, 8)]
     return bytes(data)
 
 
@@ -361,9 +392,28 @@ def test_fuzz_byte_mutations_only_raise_protocol_error():
 
 
 _WEIRD_VALUES: list[Any] = [
-    None, True, False, 0, -1, 2**63 - 1, -(2**63), 2**64 - 1, 1.5, float("nan"), float("inf"), "", "x" * 300,
-    b"\x00\xff", [], [1, "a"], {}, {"__ndarray__": 0, "dtype": "<f4", "shape": [1]},
-    {"__ndarray__": 0}, {"nested": {"deeper": [None]}}, msgpack.ExtType(3, b"e"), msgpack.Timestamp(5, 0),
+    None,
+    True,
+    False,
+    0,
+    -1,
+    2**63 - 1,
+    -(2**63),
+    2**64 - 1,
+    1.5,
+    float("nan"),
+    float("inf"),
+    "",
+    "x" * 300,
+    b"\x00\xff",
+    [],
+    [1, "a"],
+    {},
+    {"__ndarray__": 0, "dtype": "<f4", "shape": [1]},
+    {"__ndarray__": 0},
+    {"nested": {"deeper": [None]}},
+    msgpack.ExtType(3, b"e"),
+    msgpack.Timestamp(5, 0),
 ]
 
 

@@ -35,6 +35,7 @@ def _no_env_config(monkeypatch):
 
 # -- the shipped files -----------------------------------------------------------
 
+
 def test_defaults_load():
     config = load_config(CONFIGS / "defaults.yaml")
     assert isinstance(config, Config)
@@ -61,12 +62,13 @@ def test_every_shipped_config_validates(name):
 def test_shipped_experiment_includes_defaults_and_overrides_it():
     ant = load_config(CONFIGS / "env" / "mujoco_ant.yaml")
     assert ant.env.id == "Ant-v5"
-    assert ant.algo.update_epochs == 10                   # set by the including file
+    assert ant.algo.update_epochs == 10  # set by the including file
     assert ant.addresses.bus_out == "tcp://127.0.0.1:5552"  # from defaults.yaml
-    assert ant.algo.clip_coef == 0.2                      # from algo/ppo.yaml, two includes down
+    assert ant.algo.clip_coef == 0.2  # from algo/ppo.yaml, two includes down
 
 
 # -- includes and precedence -------------------------------------------------------
+
 
 @pytest.fixture
 def layered(tmp_path):
@@ -77,12 +79,12 @@ def layered(tmp_path):
 
 def test_including_file_wins_over_included(layered):
     config = load_config(layered)
-    assert config.run.name == "top"              # top > mid > inner
-    assert config.run.join_window_s == 2.0       # only in mid
-    assert config.run.seed == 5                  # only in inner
+    assert config.run.name == "top"  # top > mid > inner
+    assert config.run.join_window_s == 2.0  # only in mid
+    assert config.run.seed == 5  # only in inner
     assert config.run.total_env_steps == 1000
     assert config.env.num_envs == 2
-    assert config.env.id == "CartPole-v1"        # model default: no file sets it
+    assert config.env.id == "CartPole-v1"  # model default: no file sets it
 
 
 def test_overrides_win_over_every_file(layered):
@@ -113,19 +115,23 @@ def test_nested_section_merges_key_by_key(tmp_path):
 
 # -- override parsing -------------------------------------------------------------
 
-@pytest.mark.parametrize("override, path, expected", [
-    ("run.seed=3", ("run", "seed"), 3),
-    ("env.kwargs={a: 1}", ("env", "kwargs"), {"a": 1}),
-    ("env.kwargs={render_mode: null, frame_skip: 4}", ("env", "kwargs"), {"render_mode": None, "frame_skip": 4}),
-    ("run.envrunners=2", ("run", "envrunners"), 2),
-    ("run.envrunners=auto", ("run", "envrunners"), "auto"),
-    ("run.dir=", ("run", "dir"), None),
-    ("run.name=a=b", ("run", "name"), "a=b"),
-    ("algo.lr=1e-3", ("algo", "lr"), 1e-3),
-    ("algo.hidden_sizes=[32, 16]", ("algo", "hidden_sizes"), [32, 16]),
-    ("logger.tensorboard=false", ("logger", "tensorboard"), False),
-    ("timing.heartbeat_s=0.25", ("timing", "heartbeat_s"), 0.25),
-])
+
+@pytest.mark.parametrize(
+    "override, path, expected",
+    [
+        ("run.seed=3", ("run", "seed"), 3),
+        ("env.kwargs={a: 1}", ("env", "kwargs"), {"a": 1}),
+        ("env.kwargs={render_mode: null, frame_skip: 4}", ("env", "kwargs"), {"render_mode": None, "frame_skip": 4}),
+        ("run.envrunners=2", ("run", "envrunners"), 2),
+        ("run.envrunners=auto", ("run", "envrunners"), "auto"),
+        ("run.dir=", ("run", "dir"), None),
+        ("run.name=a=b", ("run", "name"), "a=b"),
+        ("algo.lr=1e-3", ("algo", "lr"), 1e-3),
+        ("algo.hidden_sizes=[32, 16]", ("algo", "hidden_sizes"), [32, 16]),
+        ("logger.tensorboard=false", ("logger", "tensorboard"), False),
+        ("timing.heartbeat_s=0.25", ("timing", "heartbeat_s"), 0.25),
+    ],
+)
 def test_override_values_are_parsed_as_yaml(override, path, expected):
     value = load_config(CONFIGS / "defaults.yaml", [override])
     for part in path:
@@ -134,6 +140,7 @@ def test_override_values_are_parsed_as_yaml(override, path, expected):
 
 
 # -- errors name the key and where it was set ----------------------------------------
+
 
 def test_unknown_key_names_key_and_file(tmp_path):
     path = write(tmp_path / "bad.yaml", {"run": {"seed": 2, "sede": 3}})
@@ -186,16 +193,19 @@ def test_every_bad_key_is_reported(tmp_path):
         assert key in message
 
 
-@pytest.mark.parametrize("override, names", [
-    ("run.seed=abc", ["run.seed=abc", "run.seed"]),
-    ("run.nope=1", ["run.nope=1", "run.nope"]),
-    ("env.num_envs=0", ["env.num_envs=0", "env.num_envs"]),
-    ("algo.lr=fast", ["algo.lr=fast", "algo.lr"]),
-    ("noequals", ["noequals", "key=value"]),
-    ("=3", ["=3"]),
-    ("run.seed.deeper=1", ["run.seed.deeper=1"]),
-    ("env.kwargs={a: [1", ["env.kwargs={a: [1", "cannot parse"]),
-])
+@pytest.mark.parametrize(
+    "override, names",
+    [
+        ("run.seed=abc", ["run.seed=abc", "run.seed"]),
+        ("run.nope=1", ["run.nope=1", "run.nope"]),
+        ("env.num_envs=0", ["env.num_envs=0", "env.num_envs"]),
+        ("algo.lr=fast", ["algo.lr=fast", "algo.lr"]),
+        ("noequals", ["noequals", "key=value"]),
+        ("=3", ["=3"]),
+        ("run.seed.deeper=1", ["run.seed.deeper=1"]),
+        ("env.kwargs={a: [1", ["env.kwargs={a: [1", "cannot parse"]),
+    ],
+)
 def test_bad_override_names_the_override(override, names):
     message = config_error(CONFIGS / "defaults.yaml", [override])
     assert "override" in message
@@ -250,10 +260,13 @@ def test_diamond_include_is_not_a_cycle(tmp_path):
     assert load_config(top).run.seed == 7
 
 
-@pytest.mark.parametrize("text, problem", [
-    ("run: [unclosed\n", "cannot read yaml"),
-    ("- just\n- a list\n", "top level must be a mapping"),
-])
+@pytest.mark.parametrize(
+    "text, problem",
+    [
+        ("run: [unclosed\n", "cannot read yaml"),
+        ("- just\n- a list\n", "top level must be a mapping"),
+    ],
+)
 def test_malformed_file(tmp_path, text, problem):
     path = write(tmp_path / "bad.yaml", text)
     message = config_error(path)
@@ -269,6 +282,7 @@ def test_empty_file_gives_the_model_defaults(tmp_path):
 
 
 # -- the packaged fallback --------------------------------------------------------
+
 
 def test_packaged_fallback_when_cwd_is_elsewhere(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
@@ -293,6 +307,7 @@ def test_missing_file_is_not_found_in_the_package_either(tmp_path, monkeypatch):
 
 
 # -- the CLI ----------------------------------------------------------------------
+
 
 def test_cli_reports_a_config_error(tmp_path):
     bad = write(tmp_path / "bad.yaml", {"include": str(CONFIGS / "defaults.yaml"), "run": {"sede": 3}})
@@ -320,5 +335,7 @@ def test_cli_reports_a_bad_override_from_the_environment(monkeypatch):
 def test_a_new_budget_without_resume_is_an_error():
     message = config_error(CONFIGS / "defaults.yaml", ["resume_total_env_steps=5000"])
     assert "resume_total_env_steps" in message and "only with resume" in message and "5000" in message
-    assert load_config(CONFIGS / "defaults.yaml", ["resume=runs/x", "resume_total_env_steps=5000"]
-                       ).resume_total_env_steps == 5000
+    assert (
+        load_config(CONFIGS / "defaults.yaml", ["resume=runs/x", "resume_total_env_steps=5000"]).resume_total_env_steps
+        == 5000
+    )

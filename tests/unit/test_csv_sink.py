@@ -7,8 +7,14 @@ from dynamicrl.services.logger.sinks import CsvSink
 
 
 def metrics(iteration: int, hyperparameters: dict) -> TrainMetrics:
-    return TrainMetrics(iteration=iteration, env_steps=100 * iteration, sps=50.0, episodes=1,
-                        values={"lr": 1e-3}, hyperparameters=hyperparameters)
+    return TrainMetrics(
+        iteration=iteration,
+        env_steps=100 * iteration,
+        sps=50.0,
+        episodes=1,
+        values={"lr": 1e-3},
+        hyperparameters=hyperparameters,
+    )
 
 
 def test_a_resumed_run_writes_under_the_files_header(tmp_path):

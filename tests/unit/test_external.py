@@ -16,14 +16,21 @@ from dynamicrl.protocol.messages import ExternalSample, StatusRequest, TrainMetr
 
 
 def _sample(stream: str = "mock-bci", n: int = 4, width: int = 3, **changes) -> ExternalSample:
-    fields = dict(stream=stream, channels=[f"c{i}" for i in range(width)], rate=250.0, chunk=2,
-                  timestamps=np.linspace(100.0, 100.012, n), samples=np.arange(n * width, dtype=np.float32)
-                  .reshape(n, width), derived={"engagement": 0.25})
+    fields = dict(
+        stream=stream,
+        channels=[f"c{i}" for i in range(width)],
+        rate=250.0,
+        chunk=2,
+        timestamps=np.linspace(100.0, 100.012, n),
+        samples=np.arange(n * width, dtype=np.float32).reshape(n, width),
+        derived={"engagement": 0.25},
+    )
     fields.update(changes)
     return ExternalSample(**fields)
 
 
 # -- the message and its topic ----------------------------------------------------------------------
+
 
 def test_round_trip_keeps_arrays_and_travels_under_its_stream_topic():
     message = _sample()
@@ -39,8 +46,9 @@ def test_round_trip_keeps_arrays_and_travels_under_its_stream_topic():
     assert topics.matches(frames[0].decode(), topics.EXTERNAL)
 
 
-@pytest.mark.parametrize("topic", [b"external.sample", b"external.other", b"external.", b"", b"metrics.train",
-                                   b"external.mock-bci.extra"])
+@pytest.mark.parametrize(
+    "topic", [b"external.sample", b"external.other", b"external.", b"", b"metrics.train", b"external.mock-bci.extra"]
+)
 def test_a_wrong_topic_is_refused(topic):
     frames = [bytes(f) for f in Session("provider.test").encode(_sample())]
     with pytest.raises(ProtocolError, match="does not match"):
@@ -54,16 +62,19 @@ def test_other_messages_still_travel_under_their_type():
         decode([b"external.mock-bci", frames[1]])
 
 
-@pytest.mark.parametrize("change, match", [
-    (dict(timestamps=np.zeros(4, np.float32)), "float64"),
-    (dict(samples=np.zeros((4, 3), np.float64)), "float32"),
-    (dict(samples=np.zeros(12, np.float32)), "float32"),
-    (dict(samples=np.zeros((3, 3), np.float32)), "3 samples"),
-    (dict(samples=np.zeros((4, 2), np.float32)), "2 columns"),
-    (dict(stream="has space"), "pattern"),
-    (dict(stream=""), "pattern"),
-    (dict(channels=[]), "at least 1"),
-])
+@pytest.mark.parametrize(
+    "change, match",
+    [
+        (dict(timestamps=np.zeros(4, np.float32)), "float64"),
+        (dict(samples=np.zeros((4, 3), np.float64)), "float32"),
+        (dict(samples=np.zeros(12, np.float32)), "float32"),
+        (dict(samples=np.zeros((3, 3), np.float32)), "3 samples"),
+        (dict(samples=np.zeros((4, 2), np.float32)), "2 columns"),
+        (dict(stream="has space"), "pattern"),
+        (dict(stream=""), "pattern"),
+        (dict(channels=[]), "at least 1"),
+    ],
+)
 def test_inconsistent_samples_are_refused(change, match):
     with pytest.raises(ValidationError, match=match):
         _sample(**change)
@@ -78,6 +89,7 @@ def test_a_forged_body_with_mismatched_shapes_is_a_protocol_error():
 
 
 # -- the mock BCI ------------------------------------------------------------------------------------
+
 
 def _stream(seed: int, chunks: int = 40, n: int = 25) -> tuple[np.ndarray, np.ndarray, list[float]]:
     source = MockBCI(seed=seed, rate=250.0, channels=6)
@@ -121,6 +133,7 @@ def test_mock_bci_looks_like_eeg():
 
 # -- the rule's decisions ---------------------------------------------------------------------------
 
+
 class _FakeClient:
     def __init__(self, refuse: bool = False) -> None:
         self.sent: list = []
@@ -137,13 +150,20 @@ class _FakeClient:
 
 
 def _metrics(iteration: int, value: float) -> TrainMetrics:
-    return TrainMetrics(iteration=iteration, env_steps=256 * iteration, sps=1000.0, episodes=1, values={},
-                        hyperparameters={"ppo.ent_coef": value})
+    return TrainMetrics(
+        iteration=iteration,
+        env_steps=256 * iteration,
+        sps=1000.0,
+        episodes=1,
+        values={},
+        hyperparameters={"ppo.ent_coef": value},
+    )
 
 
 def test_rule_raises_within_bounds_at_most_once_per_window_and_lowers_when_high():
-    rule = EngagementRule("tcp://x:1", "tcp://x:2", low=0.3, high=0.6, minimum=0.0, maximum=0.012, step=0.005,
-                          every_iterations=3)
+    rule = EngagementRule(
+        "tcp://x:1", "tcp://x:2", low=0.3, high=0.6, minimum=0.0, maximum=0.012, step=0.005, every_iterations=3
+    )
     client = _FakeClient()
     rule.on_metrics(_metrics(1, 0.0), client)
     assert client.sent == []  # no engagement seen yet
@@ -184,6 +204,7 @@ def test_rule_arguments_are_checked():
 
 # -- the opt-in Procfile -----------------------------------------------------------------------------
 
+
 def test_procfile_bci_runs_the_services_the_provider_and_a_rule_with_valid_arguments():
     import shlex
     from pathlib import Path
@@ -204,8 +225,14 @@ def test_procfile_bci_runs_the_services_the_provider_and_a_rule_with_valid_argum
 
 
 def engagement_sample(value: float, at: float) -> ExternalSample:
-    return ExternalSample(stream="mock-bci", channels=["c0"], rate=250.0, timestamps=np.array([at - 0.1, at]),
-                          samples=np.zeros((2, 1), np.float32), derived={"engagement": value})
+    return ExternalSample(
+        stream="mock-bci",
+        channels=["c0"],
+        rate=250.0,
+        timestamps=np.array([at - 0.1, at]),
+        samples=np.zeros((2, 1), np.float32),
+        derived={"engagement": value},
+    )
 
 
 def test_the_rule_smooths_engagement_on_the_streams_clock():

@@ -82,6 +82,14 @@ def test_envs_are_independent():
     last_v, last_d = rng.normal(size=n).astype(np.float32), dones[-1]
     adv, _ = compute_gae(r, v, dones, trunc, last_v, last_d, 0.99, 0.95)
     for i in range(n):
-        adv_i, _ = compute_gae(r[:, i:i + 1], v[:, i:i + 1], dones[:, i:i + 1], trunc[:, i:i + 1],
-                               last_v[i:i + 1], last_d[i:i + 1], 0.99, 0.95)
+        adv_i, _ = compute_gae(
+            r[:, i : i + 1],
+            v[:, i : i + 1],
+            dones[:, i : i + 1],
+            trunc[:, i : i + 1],
+            last_v[i : i + 1],
+            last_d[i : i + 1],
+            0.99,
+            0.95,
+        )
         np.testing.assert_allclose(adv[:, i], adv_i[:, 0], rtol=1e-6)

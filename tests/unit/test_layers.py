@@ -49,7 +49,9 @@ FILES = sorted(p for layer in ("protocol", "core", "services", "clients") for p 
 
 @pytest.mark.parametrize("path", FILES, ids=lambda p: str(p.relative_to(REPO)))
 def test_imports_point_one_way(path: Path) -> None:
-    assert not crossings(path), f"{path.relative_to(REPO)} imports {crossings(path)}; it may import only {allowed_for(path)}"
+    assert not crossings(path), (
+        f"{path.relative_to(REPO)} imports {crossings(path)}; it may import only {allowed_for(path)}"
+    )
 
 
 def crossings(path: Path, text: str | None = None) -> list[str]:
@@ -61,7 +63,10 @@ def test_a_crossing_is_caught() -> None:
     """The rule is not vacuous: lazy, relative and absolute crossings all count."""
     learner = REPO / "services" / "learner" / "app.py"
     text = "def f():\n    from ..envrunner import app\nimport dynamicrl.services.controller.bus\nfrom . import buffer\n"
-    assert crossings(learner, text) == ["dynamicrl.services.controller.bus", "dynamicrl.services.envrunner",
-                                        "dynamicrl.services.envrunner.app"]
+    assert crossings(learner, text) == [
+        "dynamicrl.services.controller.bus",
+        "dynamicrl.services.envrunner",
+        "dynamicrl.services.envrunner.app",
+    ]
     assert crossings(REPO / "core" / "envs.py", "from dynamicrl.services.base import Service\n")
     assert crossings(REPO / "protocol" / "codec.py", "from dynamicrl.core import settings\n")

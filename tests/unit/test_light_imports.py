@@ -6,11 +6,14 @@ import sys
 import pytest
 
 
-@pytest.mark.parametrize("module", [
-    "dynamicrl.clients.cli",
-    "dynamicrl.services.controller.app",
-    "dynamicrl.services.logger.app",
-])
+@pytest.mark.parametrize(
+    "module",
+    [
+        "dynamicrl.clients.cli",
+        "dynamicrl.services.controller.app",
+        "dynamicrl.services.logger.app",
+    ],
+)
 def test_module_does_not_import_torch(module):
     code = f"import sys, {module}; assert 'torch' not in sys.modules, 'torch imported'; print('ok')"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)

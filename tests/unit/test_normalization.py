@@ -42,8 +42,8 @@ def test_scalar_moments_are_arrays():
 
 def test_the_envrunner_discounts_returns_with_the_learners_gamma():
     """A live ppo.gamma patch changes the learner's config; the weights carry it to the env-runners."""
-    from dynamicrl.core.settings import NormalizeConfig
     from dynamicrl.core.normalization import Normalizer
+    from dynamicrl.core.settings import NormalizeConfig
 
     norm = Normalizer(NormalizeConfig(obs=False, reward=True), (3,), num_envs=1, gamma=0.99)
     norm.load({"ret.gamma": np.array([0.5])})

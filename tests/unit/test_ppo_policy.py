@@ -8,9 +8,9 @@ import torch
 from gymnasium import spaces
 from torch.distributions import Categorical, Normal
 
+from dynamicrl.core.algorithms.ppo.actor import PPOActor
 from dynamicrl.core.algorithms.ppo.algorithm import PPOAlgorithm
 from dynamicrl.core.algorithms.ppo.config import PPOConfig
-from dynamicrl.core.algorithms.ppo.actor import PPOActor
 from dynamicrl.core.algorithms.ppo.policy import ActorCritic
 
 OBS = spaces.Box(-1.0, 1.0, (3,), np.float32)
@@ -165,7 +165,7 @@ def test_numpy_actor_generator_state_round_trips_and_a_foreign_one_is_refused():
     first = actor.act(obs_batch())[0]
     actor.load_rng_state(state)
     np.testing.assert_array_equal(actor.act(obs_batch())[0], first)
-    with pytest.raises(ValueError, match="rng.actor is not a PCG64 generator state"):
+    with pytest.raises(ValueError, match=r"rng\.actor is not a PCG64 generator state"):
         actor.load_rng_state(np.arange(5056, dtype=np.uint8) % 7)  # e.g. a torch.Generator state
 
 
@@ -173,8 +173,11 @@ def test_ppo_actor_does_not_import_torch():
     """Env-runners act with it: torch would cost every one of them seconds of start-up and memory."""
     import subprocess
     import sys
-    code = ("import sys; from dynamicrl.core.algorithms import get_algorithm, load_class; "
-            "load_class(get_algorithm('ppo').actor); print('torch' in sys.modules)")
+
+    code = (
+        "import sys; from dynamicrl.core.algorithms import get_algorithm, load_class; "
+        "load_class(get_algorithm('ppo').actor); print('torch' in sys.modules)"
+    )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
     assert out.returncode == 0, out.stderr
     assert out.stdout.strip() == "False"

@@ -20,7 +20,14 @@ from dynamicrl.clients.cli import main as cli
 from dynamicrl.protocol import PROTOCOL_VERSION
 from dynamicrl.protocol.codec import Session
 from dynamicrl.protocol.messages import (
-    MESSAGE_TYPES, EpisodeStats, LogicalTime, PolicyWeights, RunState, RunStateChanged, StatusRequest, TrainMetrics,
+    MESSAGE_TYPES,
+    EpisodeStats,
+    LogicalTime,
+    PolicyWeights,
+    RunState,
+    RunStateChanged,
+    StatusRequest,
+    TrainMetrics,
 )
 from dynamicrl.protocol.schema import protocol_schema_json
 
@@ -34,8 +41,9 @@ def committed() -> dict:
 
 
 def test_committed_schema_equals_a_fresh_export() -> None:
-    assert SCHEMA_FILE.read_text(encoding="utf-8") == protocol_schema_json(), \
+    assert SCHEMA_FILE.read_text(encoding="utf-8") == protocol_schema_json(), (
         f"docs/protocol.schema.json is out of date: {REGENERATE}"
+    )
 
 
 def test_cli_exports_the_same_document(tmp_path: Path) -> None:
@@ -57,18 +65,29 @@ def test_every_message_type_is_in_the_schema(committed: dict) -> None:
 
 
 def _payload(message, **encode) -> tuple[dict, int]:
-    topic, payload, *arrays = Session("schema-test", "run-1").encode(message, **encode)
+    _topic, payload, *arrays = Session("schema-test", "run-1").encode(message, **encode)
     return msgpack.unpackb(bytes(payload), raw=False), len(arrays)
 
 
-@pytest.mark.parametrize("message", [
-    TrainMetrics(iteration=3, env_steps=768, sps=2000.5, return_mean=None, episodes=2,
-                 values={"policy_loss": 0.1, "explained_variance": math.nan}, hyperparameters={"ppo.lr": 3e-4}),
-    EpisodeStats(rank=0, env_steps=512, returns=[10.0, 12.5], lengths=[10, 12]),
-    RunStateChanged(state=RunState.PAUSED, reason="every service stands at its barrier"),
-    StatusRequest(),
-    PolicyWeights(version=4, weights={"policy.w": np.zeros((2, 3), np.float32)}),
-], ids=lambda m: m.TYPE)
+@pytest.mark.parametrize(
+    "message",
+    [
+        TrainMetrics(
+            iteration=3,
+            env_steps=768,
+            sps=2000.5,
+            return_mean=None,
+            episodes=2,
+            values={"policy_loss": 0.1, "explained_variance": math.nan},
+            hyperparameters={"ppo.lr": 3e-4},
+        ),
+        EpisodeStats(rank=0, env_steps=512, returns=[10.0, 12.5], lengths=[10, 12]),
+        RunStateChanged(state=RunState.PAUSED, reason="every service stands at its barrier"),
+        StatusRequest(),
+        PolicyWeights(version=4, weights={"policy.w": np.zeros((2, 3), np.float32)}),
+    ],
+    ids=lambda m: m.TYPE,
+)
 def test_what_the_codec_sends_validates_against_the_schema(committed: dict, message) -> None:
     jsonschema = pytest.importorskip("jsonschema")
     payload, _ = _payload(message, ltime=LogicalTime(iteration=1, env_step=2))

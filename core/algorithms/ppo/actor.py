@@ -11,9 +11,10 @@ Sampling uses the actor's own PCG64 generator seeded from ``seed``, never a glob
 
 from __future__ import annotations
 
+import itertools
 import json
 import math
-from typing import Callable
+from collections.abc import Callable
 
 import numpy as np
 from gymnasium import spaces
@@ -25,7 +26,9 @@ from .config import PPOConfig
 
 _HALF_LOG_2PI = np.float32(0.5 * math.log(2 * math.pi))
 _ACTIVATIONS: dict[str, Callable[[np.ndarray], np.ndarray]] = {
-    "tanh": np.tanh, "relu": lambda x: np.maximum(x, 0, out=x)}
+    "tanh": np.tanh,
+    "relu": lambda x: np.maximum(x, 0, out=x),
+}
 
 Layers = list[tuple[np.ndarray, np.ndarray]]  # (weight transposed to [in, out], bias [out]) per layer
 
@@ -33,8 +36,9 @@ Layers = list[tuple[np.ndarray, np.ndarray]]  # (weight transposed to [in, out],
 class PPOActor(Actor):
     """Acts in an env-runner: numpy in, numpy out, weights from ``PPOAlgorithm.get_weights``."""
 
-    def __init__(self, config: PPOConfig, observation_space: spaces.Space, action_space: spaces.Space,
-                 seed: int) -> None:
+    def __init__(
+        self, config: PPOConfig, observation_space: spaces.Space, action_space: spaces.Space, seed: int
+    ) -> None:
         self.activation = _ACTIVATIONS[config.activation]
         self.discrete = isinstance(action_space, spaces.Discrete)
         self.action_shape = () if self.discrete else tuple(space_shape(action_space))
@@ -95,8 +99,9 @@ class PPOActor(Actor):
             decoded = json.loads(np.asarray(state, np.uint8).tobytes())
             self.rng.bit_generator.state = decoded
         except (ValueError, TypeError, KeyError) as exc:
-            raise ValueError(f"rng.actor is not a PCG64 generator state ({exc}); "
-                             "was the checkpoint written by an older version?") from None
+            raise ValueError(
+                f"rng.actor is not a PCG64 generator state ({exc}); was the checkpoint written by an older version?"
+            ) from None
 
 
 def _flat(obs: np.ndarray) -> np.ndarray:
@@ -109,10 +114,15 @@ def _layers(weights: dict[str, np.ndarray], prefix: str) -> Layers:
     indices = sorted(int(k.split(".")[1]) for k in weights if k.startswith(prefix + ".") and k.endswith(".weight"))
     if not indices:
         raise ValueError(f"the weights have no {prefix}.*.weight")
-    return [(np.ascontiguousarray(np.asarray(weights[f"{prefix}.{i}.weight"], np.float32).T),
-             np.array(weights[f"{prefix}.{i}.bias"], np.float32)) for i in indices]
+    return [
+        (
+            np.ascontiguousarray(np.asarray(weights[f"{prefix}.{i}.weight"], np.float32).T),
+            np.array(weights[f"{prefix}.{i}.bias"], np.float32),
+        )
+        for i in indices
+    ]
 
 
 def _zeros(sizes: list[int], out: int) -> Layers:
     dims = [*sizes, out]
-    return [(np.zeros((a, b), np.float32), np.zeros(b, np.float32)) for a, b in zip(dims, dims[1:])]
+    return [(np.zeros((a, b), np.float32), np.zeros(b, np.float32)) for a, b in itertools.pairwise(dims)]

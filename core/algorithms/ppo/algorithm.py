@@ -29,8 +29,14 @@ class PPOAlgorithm(Algorithm):
     new config) lands at the next minibatch; the rest are read once per update.
     """
 
-    def __init__(self, config: PPOConfig, observation_space: spaces.Space, action_space: spaces.Space,
-                 seed: int, num_iterations: int) -> None:
+    def __init__(
+        self,
+        config: PPOConfig,
+        observation_space: spaces.Space,
+        action_space: spaces.Space,
+        seed: int,
+        num_iterations: int,
+    ) -> None:
         self.config = config
         self.num_iterations = max(1, num_iterations)
         self.net = build_actor_critic(config, observation_space, action_space, seed)
@@ -52,8 +58,10 @@ class PPOAlgorithm(Algorithm):
         return arrays, {"param_groups": optim["param_groups"]}
 
     def load_state(self, arrays: dict[str, np.ndarray], meta: dict) -> None:
-        self.net.load_state_dict({k.removeprefix("policy."): torch.tensor(v) for k, v in arrays.items()
-                                  if k.startswith("policy.")}, strict=True)
+        self.net.load_state_dict(
+            {k.removeprefix("policy."): torch.tensor(v) for k, v in arrays.items() if k.startswith("policy.")},
+            strict=True,
+        )
         slots: dict[int, dict[str, torch.Tensor]] = {}
         for key, value in arrays.items():
             if key.startswith("optim."):
@@ -68,12 +76,16 @@ class PPOAlgorithm(Algorithm):
         cfg = self.config
         if not cfg.anneal_lr:
             return cfg.lr
-        spent = (iteration / self.num_iterations if cfg.anneal_env_steps is None
-                 else iteration * batch_size / cfg.anneal_env_steps)
+        spent = (
+            iteration / self.num_iterations
+            if cfg.anneal_env_steps is None
+            else iteration * batch_size / cfg.anneal_env_steps
+        )
         return cfg.lr * max(0.0, 1.0 - spent)
 
-    def update(self, experience: Experience, iteration: int,
-               safe_point: Callable[[int], None] | None = None) -> dict[str, float]:
+    def update(
+        self, experience: Experience, iteration: int, safe_point: Callable[[int], None] | None = None
+    ) -> dict[str, float]:
         experience.validate()
         cfg = self.config
         # next_iteration settings: fixed for this update
@@ -116,8 +128,14 @@ class PPOAlgorithm(Algorithm):
                 break
 
         *losses_mean, grad_norm_mean = torch.stack(stats).mean(0).tolist()
-        return {**dict(zip(MinibatchLosses._fields, losses_mean)), "explained_variance": ev, "lr": lr,
-                "grad_norm": grad_norm_mean, "epochs": float(epoch + 1), "lag_kl": lag_kl}
+        return {
+            **dict(zip(MinibatchLosses._fields, losses_mean)),
+            "explained_variance": ev,
+            "lr": lr,
+            "grad_norm": grad_norm_mean,
+            "epochs": float(epoch + 1),
+            "lag_kl": lag_kl,
+        }
 
     def prepare(self, experience: Experience) -> tuple[Batch, np.ndarray, float]:
         """The flat batch (advantages still empty), the values it starts from and the lag's KL.
@@ -145,14 +163,23 @@ class PPOAlgorithm(Algorithm):
         empty = torch.empty(0)
         return Batch(obs, actions, logprobs, empty, empty, empty, weights), values, lag_kl
 
-    def with_advantages(self, batch: Batch, experience: Experience, values: np.ndarray, gamma: float,
-                        gae_lambda: float) -> tuple[Batch, np.ndarray]:
+    def with_advantages(
+        self, batch: Batch, experience: Experience, values: np.ndarray, gamma: float, gae_lambda: float
+    ) -> tuple[Batch, np.ndarray]:
         """``batch`` with ``values`` and the advantages and returns GAE gives for them (bootstrapped
         by the current critic); the returns also as an array, for the explained variance."""
         with torch.no_grad():
             last_values = self.net.get_value(_tensor(experience.last_obs)).numpy()
-        advantages, returns = compute_gae(experience.rewards, values, experience.dones, experience.trunc_values,
-                                          last_values, experience.last_dones, gamma, gae_lambda)
+        advantages, returns = compute_gae(
+            experience.rewards,
+            values,
+            experience.dones,
+            experience.trunc_values,
+            last_values,
+            experience.last_dones,
+            gamma,
+            gae_lambda,
+        )
         flat = (_tensor(a).flatten() for a in (values, advantages, returns))
         return batch._replace(**dict(zip(("values", "advantages", "returns"), flat))), returns
 

@@ -47,8 +47,14 @@ class ActorCritic(nn.Module):
     clips to the Box bounds only when stepping the env.
     """
 
-    def __init__(self, observation_space: spaces.Space, action_space: spaces.Space,
-                 hidden_sizes: list[int], activation: str = "tanh", init_log_std: float = 0.0) -> None:
+    def __init__(
+        self,
+        observation_space: spaces.Space,
+        action_space: spaces.Space,
+        hidden_sizes: list[int],
+        activation: str = "tanh",
+        init_log_std: float = 0.0,
+    ) -> None:
         super().__init__()
         if not isinstance(observation_space, spaces.Box):
             raise TypeError(f"PPO needs a Box observation space, got {observation_space}")
@@ -94,13 +100,13 @@ class ActorCritic(nn.Module):
         return action, logprob, entropy, self.get_value(obs)
 
 
-def build_actor_critic(config: PPOConfig, observation_space: spaces.Space, action_space: spaces.Space,
-                       seed: int) -> ActorCritic:
+def build_actor_critic(
+    config: PPOConfig, observation_space: spaces.Space, action_space: spaces.Space, seed: int
+) -> ActorCritic:
     """Build the network with initial weights that depend on ``seed`` only, leaving the global RNG untouched."""
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
-        return ActorCritic(observation_space, action_space, config.hidden_sizes, config.activation,
-                            config.init_log_std)
+        return ActorCritic(observation_space, action_space, config.hidden_sizes, config.activation, config.init_log_std)
 
 
 def weights_to_numpy(net: nn.Module) -> dict[str, np.ndarray]:

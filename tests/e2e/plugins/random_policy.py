@@ -6,7 +6,8 @@ to prove that a new algorithm runs through every service without editing one.
 
 from __future__ import annotations
 
-from typing import Callable, Literal
+from collections.abc import Callable
+from typing import Literal
 
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field
@@ -46,14 +47,21 @@ class CountingLearner(Algorithm):
     def update(self, experience: Experience, iteration: int, safe_point: Callable[[int], None] | None = None):
         experience.validate()
         self.updates += 1
-        return {"reward_mean": float(experience.rewards.mean()), "batch": float(experience.rewards.size),
-                "updates": float(self.updates)}
+        return {
+            "reward_mean": float(experience.rewards.mean()),
+            "batch": float(experience.rewards.size),
+            "updates": float(self.updates),
+        }
 
     def get_weights(self):
         return {"updates": np.array([self.updates], np.float32)}
 
 
-register_algorithm(AlgorithmSpec(
-    name="random", config_cls=RandomConfig,
-    learner=f"{__name__}:CountingLearner", actor=f"{__name__}:RandomActor",
-))
+register_algorithm(
+    AlgorithmSpec(
+        name="random",
+        config_cls=RandomConfig,
+        learner=f"{__name__}:CountingLearner",
+        actor=f"{__name__}:RandomActor",
+    )
+)
