@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import os
+from collections.abc import Callable
+from typing import Any
 
 import click
 
@@ -59,33 +61,36 @@ def evaluate(path: str, episodes: int, stochastic: bool, seed: int, every_checkp
     import statistics
     from pathlib import Path
 
+    from dynamicrl.clients.evaluate import Evaluation, evaluate_run, summary
     from dynamicrl.clients.evaluate import evaluate as run_evaluation
-    from dynamicrl.clients.evaluate import evaluate_run, summary
 
-    run = evaluate_run if every_checkpoint else run_evaluation
-    try:
-        result = run(
+    def play(evaluation: Callable[..., Any]) -> Any:
+        return evaluation(
             Path(path),
             episodes=episodes,
             deterministic=not stochastic,
             seed=seed,
             report=lambda m: click.echo(m, err=True),
         )
+
+    try:  # --all: every checkpoint kept; else the one named (or the run's latest good one)
+        results: list[Evaluation] = play(evaluate_run) if every_checkpoint else [play(run_evaluation)]
     except (ValueError, NotImplementedError) as exc:  # CheckpointError, a bad env id: one message naming it
         raise click.ClickException(str(exc)) from None
     if as_json:
-        click.echo(json.dumps([r.to_dict() for r in result] if every_checkpoint else result.to_dict(), indent=2))
+        click.echo(json.dumps([r.to_dict() for r in results] if every_checkpoint else results[0].to_dict(), indent=2))
     elif every_checkpoint:
         kind = "stochastic" if stochastic else "deterministic"
-        click.echo(f"{len(result)} checkpoint(s), {episodes} {kind} episode(s) each from seed {seed}:")
-        for r in result:
+        click.echo(f"{len(results)} checkpoint(s), {episodes} {kind} episode(s) each from seed {seed}:")
+        for r in results:
             click.echo(
                 f"  iteration {r.iteration:>7} ({r.env_steps:>10} env steps): return {r.mean:10.1f} "
                 f"+- {r.std:.1f}, length {statistics.fmean(r.lengths):.0f}"
             )
-        best = max(result, key=lambda r: r.mean)
+        best = max(results, key=lambda r: r.mean)
         click.echo(f"best: {best.checkpoint} (iteration {best.iteration}, return {best.mean:.1f})")
     else:
+        (result,) = results
         click.echo(f"checkpoint {result.checkpoint}")
         for i, (ret, length) in enumerate(zip(result.returns, result.lengths)):
             click.echo(f"  episode {i} (seed {seed + i}): return {ret:.1f}, length {length}")
