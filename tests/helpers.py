@@ -28,7 +28,7 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from functools import cached_property
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol, cast
 
 from dynamicrl.clients.processes import (  # noqa: F401  (re-exported for the tests)
     ADDRESS_KEYS,
@@ -111,9 +111,17 @@ def start_controller(
     return RunningController(proc, endpoint(ports[0]), endpoint(ports[1]), endpoint(ports[2]))
 
 
+class _Logged(Protocol):
+    """A Popen from ``start_service``/``start_module``, which set ``log_path`` on it (Popen does not declare it)."""
+
+    log_path: Path
+
+
 def logs(procs: Sequence[subprocess.Popen], tail: int = 3000) -> str:
     """The end of each process's log, headed by its name and exit code (None: still running)."""
-    return "\n".join(f"--- {Path(p.log_path).name} (exit {p.poll()}) ---\n{log_text(p)[-tail:]}" for p in procs)
+    return "\n".join(
+        f"--- {Path(cast(_Logged, p).log_path).name} (exit {p.poll()}) ---\n{log_text(p)[-tail:]}" for p in procs
+    )
 
 
 # -- a process tree (honcho and what it starts) ------------------------------------------------------
@@ -184,7 +192,7 @@ class Supervised:
 
     def services(self) -> dict[str, int]:
         """pid by service ("controller", "learner", ...) of the live `dynamicrl service` processes."""
-        found = {}
+        found: dict[str, int] = {}
         for pid in self.watch():
             try:
                 argv = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")

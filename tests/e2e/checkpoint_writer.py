@@ -42,7 +42,7 @@ def parts(iteration: int, seed: int) -> list[checkpoints.Part]:
     }
     result = [checkpoints.Part("learner.1", learner, meta)]
     for rank in (1, 2):
-        arrays = {
+        arrays: dict[str, np.ndarray] = {
             "obs": rng.standard_normal((8, 27)),
             "episode_return": rng.standard_normal(8),
             "episode_length": rng.integers(0, 1000, 8),

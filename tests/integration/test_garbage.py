@@ -125,7 +125,7 @@ def _metrics_iteration(frames: list[bytes]) -> int | None:
     if frames[0] != TrainMetrics.TYPE.encode():
         return None
     try:
-        return decode(frames).message.iteration
+        return decode(frames, expect=[TrainMetrics]).message.iteration
     except ProtocolError:
         return None
 

@@ -40,7 +40,7 @@ def _listed(address: str, name: str) -> MonitorStatus | None:
 
 def _plain_request(address: str, type_name: str, body: dict) -> tuple[str, dict]:
     """One request over a plain REQ, built from docs/protocol.md; returns (reply type, reply payload)."""
-    sock = zmq.Context.instance().socket(zmq.REQ)
+    sock: zmq.Socket = zmq.Context.instance().socket(zmq.REQ)
     sock.setsockopt(zmq.LINGER, 0)
     sock.connect(address)
     try:

@@ -4,6 +4,7 @@ way a frame can be wrong comes out as ProtocolError and nothing else."""
 from __future__ import annotations
 
 import copy
+import functools
 import random
 from collections.abc import Callable
 from typing import Any
@@ -298,9 +299,13 @@ BAD_FRAMES: dict[str, tuple[Callable[[], list[Any]], str]] = {
         "extension type -1",
     ),
 }
-BAD_FRAMES.update(
-    {f"random payload {seed}": (lambda seed=seed: [_status()[0], _random_bytes(seed)], "") for seed in range(10)}
-)
+
+
+def _random_payload(seed: int) -> list[Any]:
+    return [_status()[0], _random_bytes(seed)]
+
+
+BAD_FRAMES.update({f"random payload {seed}": (functools.partial(_random_payload, seed), "") for seed in range(10)})
 
 
 @pytest.mark.parametrize("case", list(BAD_FRAMES))
@@ -342,8 +347,8 @@ def _fuzz_seeds() -> list[list[bytes]]:
     ]
 
 
-def _mutate_bytes(rng: random.Random, data: bytes) -> bytes:
-    data = bytearray(data)
+def _mutate_bytes(rng: random.Random, original: bytes) -> bytes:
+    data = bytearray(original)
     op = rng.randrange(5)
     if op == 0 and data:  # flip a few bits
         for _ in range(rng.randint(1, 4)):

@@ -3,6 +3,8 @@ and the engagement rule's decisions (no processes here)."""
 
 from __future__ import annotations
 
+from typing import Any
+
 import msgpack
 import numpy as np
 import pytest
@@ -16,7 +18,7 @@ from dynamicrl.protocol.messages import ExternalSample, StatusRequest, TrainMetr
 
 
 def _sample(stream: str = "mock-bci", n: int = 4, width: int = 3, **changes) -> ExternalSample:
-    fields = dict(
+    fields: dict[str, Any] = dict(
         stream=stream,
         channels=[f"c{i}" for i in range(width)],
         rate=250.0,

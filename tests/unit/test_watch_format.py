@@ -25,7 +25,8 @@ def _received(message, sender: str = "controller", run_id: str | None = "run-1")
     return decode(Session(sender, run_id).encode(message))
 
 
-def _body(line: str) -> str:
+def _body(line: str | None) -> str:
+    assert line is not None, "the formatter skipped the message"
     return line.split("  ", 1)[1]  # drop the clock
 
 
@@ -77,6 +78,7 @@ def test_train_line() -> None:
     no_episode = LineFormatter().format(
         _received(TrainMetrics(iteration=1, env_steps=256, sps=1.0, episodes=0, values={}))
     )
+    assert no_episode is not None
     assert "return n/a" in no_episode
 
 
@@ -105,4 +107,5 @@ def test_any_other_type_gets_a_generic_short_line() -> None:
     assert _body(error) == "control.error someone  code=conflict, message='busy'"
     weights = PolicyWeights(version=3, weights={f"policy.w{i}": np.zeros((64, 4), np.float32) for i in range(20)})
     line = LineFormatter().format(_received(weights, "learner.1"))
+    assert line is not None
     assert "data.policy_weights learner.1  version=3, weights={20 keys}" in line and len(line) <= MAX_LINE
