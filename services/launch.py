@@ -11,15 +11,12 @@ from collections.abc import Callable
 
 import click
 
-from dynamicrl.core.settings import DEFAULT_CONFIG, ConfigError, load_from_environment
+from dynamicrl.core.settings import DEFAULT_CONFIG, Config, ConfigError, load_from_environment
 
 SERVICES = ("controller", "learner", "envrunner", "logger")
 
-
-@click.command()
-@click.argument("name", type=click.Choice(SERVICES))
-@click.argument("overrides", nargs=-1, metavar="[KEY=VALUE]...")
-@click.option(
+#: How every process and command finds the run's config (the CLI's commands use it too).
+config_option = click.option(
     "--config",
     "-c",
     "config_path",
@@ -28,15 +25,26 @@ SERVICES = ("controller", "learner", "envrunner", "logger")
     show_default=True,
     help="Run config (YAML). Env: DYNAMICRL_CONFIG. Overrides: $DYNAMICRL_OVERRIDES and KEY=VALUE arguments.",
 )
+
+
+def load(config_path: str, overrides: tuple[str, ...]) -> Config:
+    """The run's config as its processes load it; a config error is one message and exit 1."""
+    try:
+        return load_from_environment(config_path, overrides)
+    except ConfigError as exc:
+        raise click.ClickException(str(exc)) from None
+
+
+@click.command()
+@click.argument("name", type=click.Choice(SERVICES))
+@click.argument("overrides", nargs=-1, metavar="[KEY=VALUE]...")
+@config_option
 @click.option(
     "--rank", type=int, default=None, help="env-runner rank (default: from honcho's process name, else assigned)"
 )
 def service(name: str, overrides: tuple[str, ...], config_path: str, rank: int | None) -> None:
     """Run one service process (what the Procfile starts)."""
-    try:
-        config = load_from_environment(config_path, overrides)
-    except ConfigError as exc:
-        raise click.ClickException(str(exc)) from None
+    config = load(config_path, overrides)
     if name == "controller":
         from dynamicrl.services.controller.app import main as run_controller
 
