@@ -113,6 +113,8 @@ def descendants(pid: int) -> list[int]:
     children: dict[int, list[int]] = {}
     for entry in filter(str.isdigit, os.listdir("/proc")):
         fields = _stat_fields(int(entry))
+        if fields is None:  # gone since listdir
+            continue
         try:
             children.setdefault(int(fields[1]), []).append(int(entry))
         except (TypeError, IndexError, ValueError):

@@ -472,7 +472,7 @@ def plot(env: str, summaries: list[dict], out: Path) -> None:
     plt.close(fig)
 
 
-def layout(mode: str, envrunners: int, num_envs: int) -> str:
+def layout(mode: str, envrunners: int | str, num_envs: int) -> str:
     return f"{mode}, {envrunners} x {num_envs}"
 
 
@@ -507,7 +507,11 @@ def seed_mean(curves: list[list]) -> list[tuple[int, float]]:
     """The seeds' mean curve, (env steps, mean) at the points every seed has."""
     points = [{int(x): y for x, y in curve if y is not None} for curve in curves]
     common = set.intersection(*(set(p) for p in points)) if points else set()
-    return [(x, mean([p[x] for p in points])) for x in sorted(common)]
+    out = []
+    for x in sorted(common):
+        ys = [p[x] for p in points]  # one per seed: never empty
+        out.append((x, sum(ys) / len(ys)))
+    return out
 
 
 def best_of_seed_mean(curves: list[list]) -> tuple[float, int] | None:
@@ -683,6 +687,8 @@ def report(args: argparse.Namespace) -> str:
             "eval": mean([s["eval"]["mean"] for s in evaluated]) if len(evaluated) == len(full) else None,
         }
         if full:
+            if window is None:  # the seeds' curves share no env-steps point
+                raise TypeError(f"{env_id}{label}: no point common to every seed's curve")
             final_txt = f"{ours['final']:.1f} [" + ", ".join(f"{s['final_return_mean']:.0f}" for s in full) + "]"
             test_txt = "not tested" if test is None else f"{test[0]:.1f} at {test[1]:,}"
             eval_txt = (

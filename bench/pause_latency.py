@@ -123,7 +123,7 @@ def call(client: ControlClient, request):
 def wait_running(run: harness.Run, client: ControlClient, warmup: int, timeout_s: float) -> tuple[str, int]:
     """Block until the run is RUNNING with ``warmup`` iterations done; return (run_dir, iteration)."""
     deadline = time.monotonic() + timeout_s
-    last = ""
+    last: str | int = ""  # the last error, or the last iteration seen
     while time.monotonic() < deadline:
         dead = run.dead()
         if dead:
@@ -201,7 +201,10 @@ def measure(args, num_steps: int, workdir: Path) -> Result:
             flush=True,
         )
         params = {row.name: row.value for row in client.call(ParamsRequest()).params}
-        base = float(params[PATCH_PARAM])
+        current = params[PATCH_PARAM]
+        if current is None:
+            raise TypeError(f"{PATCH_PARAM} has no value")
+        base = float(current)
         values = [base, args.patch_value if args.patch_value != base else base + 0.001]
         patch_count = 0
         total = args.envrunners * num_steps * args.num_envs

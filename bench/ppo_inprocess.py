@@ -24,6 +24,7 @@ from dynamicrl.core.algorithms.base import Experience
 from dynamicrl.core.algorithms.ppo.actor import PPOActor
 from dynamicrl.core.algorithms.ppo.algorithm import PPOAlgorithm
 from dynamicrl.core.algorithms.ppo.config import PPOConfig
+from dynamicrl.core.envs import space_shape
 
 
 def collect(
@@ -40,7 +41,7 @@ def collect(
     discrete = isinstance(act_space, gym.spaces.Discrete)
     r = Experience(
         obs=np.zeros((num_steps, *obs.shape), np.float32),
-        actions=np.zeros((num_steps, n, *act_space.shape), np.int64 if discrete else np.float32),
+        actions=np.zeros((num_steps, n, *space_shape(act_space)), np.int64 if discrete else np.float32),
         logprobs=np.zeros((num_steps, n), np.float32),
         values=np.zeros((num_steps, n), np.float32),
         rewards=np.zeros((num_steps, n), np.float32),
@@ -52,7 +53,12 @@ def collect(
     for t in range(num_steps):
         r.obs[t] = obs
         r.actions[t], r.logprobs[t], r.values[t] = actor.act(obs)
-        env_actions = r.actions[t] if discrete else np.clip(r.actions[t], act_space.low, act_space.high)
+        if discrete:
+            env_actions = r.actions[t]
+        elif isinstance(act_space, gym.spaces.Box):
+            env_actions = np.clip(r.actions[t], act_space.low, act_space.high)
+        else:
+            raise TypeError(f"{act_space}: only Discrete and Box action spaces have a rule here")
         obs, rewards, terminated, truncated, infos = envs.step(env_actions)
         r.rewards[t] = rewards
         r.dones[t] = terminated | truncated

@@ -55,6 +55,7 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+from typing import Any
 
 import harness  # bench/harness.py: a run's processes on free ports, stopped by pid
 import machine  # bench/machine.py
@@ -68,7 +69,7 @@ NUM_STEPS = 2048  # per env per iteration (SB3 n_steps)
 STEPS_PER_ITERATION = NUM_ENVS * NUM_STEPS
 
 #: SB3 PPO defaults (stable_baselines3.PPO.__init__ and ActorCriticPolicy) as PPOConfig fields.
-SB3_DEFAULTS = {
+SB3_DEFAULTS: dict[str, Any] = {  # PPOConfig fields
     "num_steps": NUM_STEPS,
     "update_epochs": 10,
     "num_minibatches": STEPS_PER_ITERATION // 64,  # batch_size 64
@@ -116,6 +117,8 @@ def worker_raw(num_envs: int, steps: int, start_at: float | None) -> dict:
     envs.reset(seed=0)
     rng = np.random.default_rng(0)
     space = envs.single_action_space
+    if not isinstance(space, gym.spaces.Box):
+        raise TypeError(f"{ENV_ID}: {space} is not a Box")
     actions = rng.uniform(space.low, space.high, (steps // num_envs + 50, num_envs, *space.shape)).astype(np.float32)
     for a in actions[:50]:
         envs.step(a)
@@ -172,6 +175,7 @@ def worker_sb3(threads: int | None, total_steps: int, warmup_iterations: int, se
 
 def worker_breakdown(seed: int, update_repeats: int) -> dict:
     """One DynamicRL iteration's parts, measured in this process with 1 torch thread."""
+    import gymnasium as gym
     import numpy as np
     import torch
     import zmq
@@ -181,7 +185,7 @@ def worker_breakdown(seed: int, update_repeats: int) -> dict:
     from dynamicrl.core.algorithms.ppo.algorithm import PPOAlgorithm
     from dynamicrl.core.algorithms.ppo.config import PPOConfig
     from dynamicrl.core.algorithms.ppo.policy import build_actor_critic, weights_to_numpy
-    from dynamicrl.core.envs import make_vector_env
+    from dynamicrl.core.envs import make_vector_env, space_shape
     from dynamicrl.core.normalization import Normalizer
     from dynamicrl.core.settings import EnvConfig, NormalizeConfig
     from dynamicrl.protocol.codec import Session, decode
@@ -192,10 +196,13 @@ def worker_breakdown(seed: int, update_repeats: int) -> dict:
     algo_config = PPOConfig(**SB3_DEFAULTS)
     envs = make_vector_env(EnvConfig(id=ENV_ID, num_envs=NUM_ENVS))
     obs_space, act_space = envs.single_observation_space, envs.single_action_space
+    if not isinstance(act_space, gym.spaces.Box):
+        raise TypeError(f"{ENV_ID}: {act_space} is not a Box")
+    obs_shape = space_shape(obs_space)
     actor = PPOActor(algo_config, obs_space, act_space, seed)
     initial_weights = weights_to_numpy(build_actor_critic(algo_config, obs_space, act_space, seed))
     actor.load_weights(initial_weights)
-    norm = Normalizer(NormalizeConfig(), obs_space.shape, NUM_ENVS, algo_config.gamma)
+    norm = Normalizer(NormalizeConfig(), obs_shape, NUM_ENVS, algo_config.gamma)
     out: dict = {}
 
     # Policy inference alone: act() on one vector step's observations.
@@ -210,7 +217,7 @@ def worker_breakdown(seed: int, update_repeats: int) -> dict:
     # One rollout with the env-runner's loop (services/envrunner/app.py collect), parts timed apart.
     n, steps = NUM_ENVS, NUM_STEPS
     buf = {
-        "obs": np.zeros((steps, n, *obs_space.shape), np.float32),
+        "obs": np.zeros((steps, n, *obs_shape), np.float32),
         "actions": np.zeros((steps, n, *act_space.shape), np.float32),
         **{k: np.zeros((steps, n), np.float32) for k in ("logprobs", "values", "rewards", "trunc_values")},
         "dones": np.zeros((steps, n), bool),
@@ -295,7 +302,17 @@ def worker_breakdown(seed: int, update_repeats: int) -> dict:
     out["round_trip_ms"] = statistics.median(rtts) * 1e3
 
     # The update on that rollout (fresh algorithm each time: the first update of a run).
-    batch = Experience(**{k: buf[k] for k in buf}, last_obs=norm.peek(obs), last_dones=buf["dones"][-1].copy())
+    batch = Experience(
+        obs=buf["obs"],
+        actions=buf["actions"],
+        logprobs=buf["logprobs"],
+        values=buf["values"],
+        rewards=buf["rewards"],
+        trunc_values=buf["trunc_values"],
+        dones=buf["dones"],
+        last_obs=norm.peek(obs),
+        last_dones=buf["dones"][-1].copy(),
+    )
     times = []
     for _ in range(update_repeats):
         algo = PPOAlgorithm(algo_config, obs_space, act_space, seed=seed, num_iterations=10)
@@ -500,6 +517,8 @@ def measure_quietly(name: str, label: str, args: argparse.Namespace) -> dict:
             break
         if attempt < args.retry_contended:
             print(f"  [{label}] contended: measuring again", flush=True)
+    if best is None:  # no attempt: --retry-contended < 0
+        raise ValueError(f"--retry-contended {args.retry_contended}: nothing measured")
     return best
 
 
@@ -556,7 +575,7 @@ def report(runs: dict[str, list[dict]], args: argparse.Namespace, started: str, 
     lines += ["", "Details (per round):", ""]
     for name, rs in runs.items():
         for i, r in enumerate(rs if name != "breakdown" else []):
-            detail = {k: (round(v, 3) if isinstance(v, float) else v) for k, v in r.items()}
+            detail: dict[str, Any] = {k: (round(v, 3) if isinstance(v, float) else v) for k, v in r.items()}
             if "cpu_s" in detail:
                 detail["cpu_s"] = {k: round(v, 1) for k, v in detail["cpu_s"].items()}
             for key in ("collect_s", "train_s"):
