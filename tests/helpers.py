@@ -31,7 +31,6 @@ from pathlib import Path
 from typing import Any, Protocol, cast
 
 from dynamicrl.clients.processes import (  # noqa: F401  (re-exported for the tests)
-    ADDRESS_KEYS,
     base_overrides,
     endpoint,
     free_port,
