@@ -24,6 +24,7 @@ import yaml
 from pydantic import ValidationError
 
 from dynamicrl.core.settings import Config
+from dynamicrl.core.suggest import did_you_mean
 from dynamicrl.protocol.messages import Role, Tunable
 
 APPLY_OWNER = {"next_minibatch": Role.LEARNER, "next_iteration": Role.LEARNER, "next_env_step": Role.ENVRUNNER}
@@ -168,11 +169,8 @@ def _unknown(config: Config, name: str, known: dict[str, Spec]) -> str:
     for section, ns in _sections(config):
         if namespace == ns and field in type(getattr(config, section)).model_fields:
             return "exists but cannot change while the run is live (not tunable)"
-    import difflib
-
-    close = difflib.get_close_matches(name, known, n=1)
-    hint = f"did you mean {close[0]}? " if close else ""
-    return f"unknown hyperparameter; {hint}tunable: {', '.join(sorted(known))}"
+    hint = did_you_mean(name, known)
+    return f"unknown hyperparameter; {hint + ' ' if hint else ''}tunable: {', '.join(sorted(known))}"
 
 
 def _type_name(annotation: Any) -> str:

@@ -245,6 +245,7 @@ class TestTwoEnvRunners:
         "changes, bad, expected, allowed_for",
         [
             (["ppo.lrr=1"], "ppo.lrr=1", ["unknown hyperparameter", "did you mean ppo.lr?", "tunable: "], None),
+            (["lr=1e-4"], "lr=0.0001", ["unknown hyperparameter", "did you mean ppo.lr?", "tunable: "], None),
             (["ppo.lr=abc"], "ppo.lr='abc'", ["valid number"], "ppo.lr"),
             (["ppo.update_epochs=2.5"], "ppo.update_epochs=2.5", ["valid integer"], "ppo.update_epochs"),
             (["ppo.clip_coef=0"], "ppo.clip_coef=0", ["greater than 0"], "ppo.clip_coef"),
@@ -261,6 +262,7 @@ class TestTwoEnvRunners:
         ],
         ids=[
             "unknown",
+            "bare-name",
             "not-a-number",
             "not-an-int",
             "below-min",
