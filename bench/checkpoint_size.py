@@ -177,7 +177,7 @@ def main() -> None:
 
         # resume-run, timed to the services' "resumed at" lines and the first new metrics row
         resumed = Launched(
-            "dynamicrl.clients.cli", ["resume-run", str(run_dir), "-f", str(REPO / "Procfile")], env, tmp, "resume"
+            "dynamicrl.clients.cli", ["resume-run", str(run_dir)], env, tmp, "resume"
         )
         launched.append(resumed)
         marks: dict[str, float] = {}
@@ -210,7 +210,7 @@ def main() -> None:
         for path, size, write_s, total_s in saves:
             print(f"| {Path(path).name} | {int(size):,} | {float(write_s):.3f} | {float(total_s):.3f} |")
         print(
-            f"\nCheckpointRequest mid-run ({Path(requested.path).name}): {requested.bytes:,} bytes, "
+            f"\nCheckpointRequest mid-run ({Path(str(requested.path)).name}): {requested.bytes:,} bytes, "
             f"{requested.seconds:.3f} s from the request to the files in place"
         )
         print(f"\nFiles of {checkpoint.name}:\n")

@@ -71,10 +71,12 @@ def _guard(run: Callable[[], int]) -> None:
     a supervisor stopping the others would kill it mid-way and report a failure.
     """
     from dynamicrl.protocol.sockets import BindError
-    from dynamicrl.services.base import StartupError
+    from dynamicrl.services.base import StartupError, StoppedBeforeStart
 
     try:
         code = run()
+    except StoppedBeforeStart:  # the controller has said so, once for the run
+        code = 0
     except (StartupError, BindError) as exc:
         click.echo(f"error: {exc}", err=True)
         code = 2

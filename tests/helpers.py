@@ -164,18 +164,18 @@ def kill(pid: int, sig: int = signal.SIGKILL) -> None:
 
 
 class Supervised:
-    """`honcho start` (or `dynamicrl resume-run`, which execs it) in its own session.
+    """`honcho start`, `dynamicrl run` or `dynamicrl resume-run` (honcho's Manager) in its own session.
 
     Remembers every descendant pid it has seen, so its ``stop`` can stop them by pid even
     after honcho itself is gone.
     """
 
-    def __init__(self, args: list[str], env: dict[str, str], log_path: Path) -> None:
+    def __init__(self, args: list[str], env: dict[str, str], log_path: Path, cwd: Path = REPO) -> None:
         self.log_path = log_path
         with log_path.open("w") as log:
             self.proc = subprocess.Popen(
                 args,
-                cwd=REPO,
+                cwd=cwd,
                 env=env,
                 stdout=log,
                 stderr=subprocess.STDOUT,
@@ -338,11 +338,17 @@ class Run:
         )
 
     def resume_run(self, run_dir: Path, *options: str) -> Supervised:
-        """`dynamicrl resume-run RUN_DIR` as a user types it, with the same environment."""
-        return self._supervise([*CLI, "resume-run", str(run_dir), "-f", str(PROCFILE), *options])
+        """`dynamicrl resume-run RUN_DIR` as a user types it, with the same environment, from a directory
+        outside the repository (the launcher needs no Procfile there)."""
+        return self._supervise([*CLI, "resume-run", str(run_dir), *options], cwd=self.tmp)
 
-    def _supervise(self, args: list[str]) -> Supervised:
-        self.supervised.append(Supervised(args, self.env, self.tmp / f"honcho.{len(self.supervised)}.log"))
+    def launch(self, *args: str) -> Supervised:
+        """`dynamicrl run ARGS` as a user types it, with the same environment, outside the repository."""
+        return self._supervise([*CLI, "run", *args], cwd=self.tmp)
+
+    def _supervise(self, args: list[str], cwd: Path = REPO) -> Supervised:
+        log = self.tmp / f"honcho.{len(self.supervised)}.log"
+        self.supervised.append(Supervised(args, self.env, log, cwd=cwd))
         return self.supervised[-1]
 
     def finish(self, timeout: float = 180) -> None:

@@ -46,8 +46,7 @@ class Stopping:
 
     def on_training_done(self, routed: Routed[TrainingDone]) -> None:
         message: TrainingDone = routed.received.message
-        log.info("training done at iteration %d, %d env steps", message.ltime.iteration, message.ltime.env_step)
-        self.begin_stop("training done")
+        self.begin_stop(f"training done at iteration {message.ltime.iteration}, {message.ltime.env_step} env steps")
         return None
 
     def on_stop_request(self, routed: Routed[StopRequest]) -> Message | Defer:
@@ -83,13 +82,15 @@ class Stopping:
             self.signalled = True
 
     def can_checkpoint(self) -> bool:
-        return self.controller.state is RunState.RUNNING and bool(self.controller.roster.active(Role.LEARNER))
+        """Running, or paused with a checkpoint scheduled (the stop resumes the run for it)."""
+        controller = self.controller
+        paused_for_one = controller.state is RunState.PAUSED and controller.checkpointing.scheduled
+        return (controller.state is RunState.RUNNING or paused_for_one) and bool(controller.roster.active(Role.LEARNER))
 
     def checkpoint_then_stop(self, reason: str) -> CheckpointInProgress | None:
         """The checkpoint in progress, or a new one, after which the run stops (``finish_checkpoint``);
         None, and the stop begun now, when the learner cannot be reached."""
-        checkpointing = self.controller.checkpointing
-        checkpoint = checkpointing.checkpoint or checkpointing.ask_learner()
+        checkpoint = self.controller.checkpointing.for_stop(reason)
         if checkpoint is None:
             self.begin_stop(f"{reason} (no checkpoint: the learner cannot be reached)")
             return None
@@ -100,7 +101,8 @@ class Stopping:
         controller = self.controller
         if controller.state in (RunState.STOPPING, RunState.STOPPED):
             return
-        log.info("stopping the run: %s", reason)
+        if controller.state is RunState.STARTING:  # said once here; the members exit 0 without a word
+            reason = f"stopped before the run started: {reason}"
         controller.pausing.answer_waiters(ErrorReply(code=ErrorCode.CONFLICT, message=f"the run is stopping: {reason}"))
         self.deadline = time.monotonic() + STOP_GRACE_S
         # workers first; the logger last so it can drain what the workers published

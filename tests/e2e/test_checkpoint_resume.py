@@ -43,7 +43,6 @@ import numpy as np
 import pytest
 from helpers import (
     CLI,
-    PROCFILE,
     REPO,
     Run,
     Supervised,
@@ -347,7 +346,7 @@ def test_a_finished_run_trains_on_to_a_larger_budget(runs, mode):
     run_dir = finish(run, run.honcho())
     assert last_iteration(run_dir) == 10
 
-    refused = run.cli("resume-run", str(run_dir), "--total-env-steps", "5120", "-f", str(PROCFILE))
+    refused = run.cli("resume-run", str(run_dir), "--total-env-steps", "5120")
     assert refused.returncode == 1 and "must be more" in refused.stderr and "5120 env steps" in refused.stderr, (
         refused.stderr
     )
@@ -625,7 +624,7 @@ def test_resume_run_of_a_run_with_only_a_bad_checkpoint_fails_and_touches_nothin
     file = (truncate_vouched if breakage == "verifies but does not load" else BREAKAGES[breakage][0])(path)
     before = {name: (run_dir / name).read_bytes() for name in ("metrics.csv", "patches.jsonl")}
     env = user_env(DYNAMICRL_OVERRIDES=" ".join(base_overrides(tmp_path, free_ports(4))))
-    supervised = Supervised([*CLI, "resume-run", str(run_dir), "-f", str(PROCFILE)], env, tmp_path / "resume.log")
+    supervised = Supervised([*CLI, "resume-run", str(run_dir)], env, tmp_path / "resume.log")
     try:
         code = supervised.wait(60)
     finally:

@@ -211,16 +211,21 @@ def test_procfile_bci_runs_the_services_the_provider_and_a_rule_with_valid_argum
     import shlex
     from pathlib import Path
 
+    import click
+
     from dynamicrl.clients.cli import main as cli
 
     root = Path(__file__).resolve().parents[2]
-    lines = dict(line.split(":", 1) for line in (root / "Procfile.bci").read_text().splitlines() if line.strip())
-    base = dict(line.split(":", 1) for line in (root / "Procfile").read_text().splitlines() if line.strip())
+    def entries(name: str) -> dict[str, str]:
+        lines = (root / name).read_text().splitlines()
+        return dict(line.split(":", 1) for line in lines if line.strip() and not line.startswith("#"))
+
+    lines, base = entries("Procfile.bci"), entries("Procfile")
     assert base.items() <= lines.items() and {"bci", "rule"} <= set(lines)
     for name, command in lines.items():
-        words = shlex.split(command)
+        words = shlex.split(command.replace("${DYNAMICRL_SERVICE:-dynamicrl service}", "dynamicrl service"))
         assert words[:2] == ["exec", "dynamicrl"], name
-        group = cli.commands[words[2]]
+        group = cli.get_command(click.Context(cli), words[2])
         if words[2] in ("provider", "rule"):
             command_obj, rest = group.commands[words[3]], words[4:]
             command_obj.make_context(words[3], list(rest))  # raises on an unknown option or a bad value
