@@ -15,19 +15,22 @@ another major version gets its subclass :class:`ProtocolVersionMismatch`.
 from __future__ import annotations
 
 import os
+import sys
 import time
 import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any, Generic, TypeVar, overload
+from typing import TYPE_CHECKING, Any, Generic, TypeVar, overload
 
 import msgpack
-import numpy as np
 from pydantic import ValidationError
 
 from . import PROTOCOL_VERSION
 from .envelope import Envelope
 from .messages import ARRAY_DTYPES, MESSAGE_TYPES, LogicalTime, Message
+
+if TYPE_CHECKING:
+    import numpy as np
 
 #: Largest msgpack payload accepted (arrays excluded): control messages are small.
 MAX_PAYLOAD_BYTES = 4 * 1024 * 1024
@@ -109,9 +112,10 @@ class Session:
 def encode(envelope: Envelope, message: Message) -> list[Any]:
     """Frames for ``message``; arrays are passed as buffers, not copied."""
     buffers: list[Any] = []
+    np = _numpy()
 
     def pack_arrays(value: Any) -> Any:
-        if isinstance(value, np.ndarray):
+        if np is not None and isinstance(value, np.ndarray):
             array = np.ascontiguousarray(value).reshape(value.shape)  # ascontiguousarray makes 0-d 1-d
             buffers.append(memoryview(array).cast("B") if array.size else b"")
             return {_ND: len(buffers) - 1, "dtype": array.dtype.str, "shape": list(array.shape)}
@@ -133,9 +137,16 @@ def _plain(value: Any) -> Any:
     """msgpack fallback for enums and numpy scalars left in a model dump."""
     if hasattr(value, "value") and isinstance(value.value, (str, int)):
         return value.value
-    if isinstance(value, np.generic):
+    np = _numpy()
+    if np is not None and isinstance(value, np.generic):
         return value.item()
     raise TypeError(f"cannot encode {type(value).__name__}")
+
+
+def _numpy() -> Any:
+    """numpy if this process has loaded it, else None: without it no value can be an array or a numpy scalar,
+    and a client that sends none (``dynamicrl status``) starts without numpy's import."""
+    return sys.modules.get("numpy")
 
 
 @overload
@@ -234,6 +245,8 @@ def _array(ref: dict, arrays: list[memoryview], used: set[int]) -> np.ndarray:
     if not isinstance(shape, list) or not all(type(d) is int and d >= 0 for d in shape):
         raise ProtocolError(f"array shape {shape!r} is not a list of sizes")
     used.add(index)
+    import numpy as np
+
     np_dtype = np.dtype(dtype)
     expected = int(np.prod(shape, dtype=np.int64)) * np_dtype.itemsize
     if expected != arrays[index].nbytes:

@@ -4,37 +4,34 @@ Every message is a strict pydantic model (unknown fields are refused) tagged by
 a dotted ``TYPE`` that doubles as its bus topic (see ``Message.topic``), so a subscriber can take a
 whole family by prefix (``metrics.``). numpy arrays are declared as
 ``NDArray`` fields: the codec moves them as raw frames, never pickled.
+
+Importing the messages costs neither numpy nor the building of every model's validator:
+numpy loads with the first array, and a model is built the first time it is used, so a
+client that sends one request (``dynamicrl status``) pays for that request only.
 """
 
 from __future__ import annotations
 
+import sys
 from enum import Enum
-from typing import Annotated, Any, ClassVar
+from typing import TYPE_CHECKING, Annotated, Any, ClassVar
 
-import numpy as np
 from pydantic import BaseModel, ConfigDict, Field, PlainSerializer, PlainValidator, WithJsonSchema
 
-#: dtypes allowed on the wire; anything else (object, void, datetime...) is refused.
-ARRAY_DTYPES = frozenset(
-    np.dtype(t).str
-    for t in (
-        "bool",
-        "int8",
-        "int16",
-        "int32",
-        "int64",
-        "uint8",
-        "uint16",
-        "uint32",
-        "uint64",
-        "float16",
-        "float32",
-        "float64",
-    )
-)
+#: dtypes allowed on the wire, as numpy spells them (``np.dtype(t).str``) for bool, (u)int8..64 and float16..64;
+#: anything else (object, void, datetime...) is refused.
+_ORDER = "<" if sys.byteorder == "little" else ">"
+ARRAY_DTYPES = frozenset(["|b1", "|i1", "|u1", *(f"{_ORDER}{kind}{size}" for kind in "iuf" for size in (2, 4, 8))])
+
+if TYPE_CHECKING:
+    from numpy import ndarray
+else:
+    ndarray = Any  # the validator below checks the type
 
 
-def _validate_array(value: Any) -> np.ndarray:
+def _validate_array(value: Any) -> ndarray:
+    import numpy as np
+
     if not isinstance(value, np.ndarray):
         raise ValueError(f"expected a numpy array, got {type(value).__name__}")
     if value.dtype.str not in ARRAY_DTYPES:
@@ -43,7 +40,7 @@ def _validate_array(value: Any) -> np.ndarray:
 
 
 NDArray = Annotated[
-    np.ndarray,
+    ndarray,
     PlainValidator(_validate_array),
     PlainSerializer(lambda a: a, return_type=Any),
     WithJsonSchema(
@@ -67,7 +64,7 @@ NDArray = Annotated[
 class Message(BaseModel):
     """A typed event, command or reply. Subclasses set ``TYPE``."""
 
-    model_config = ConfigDict(extra="forbid", arbitrary_types_allowed=True)
+    model_config = ConfigDict(extra="forbid", arbitrary_types_allowed=True, defer_build=True)
     TYPE: ClassVar[str]
 
     def topic(self) -> str:

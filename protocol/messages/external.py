@@ -9,12 +9,14 @@ Unlike every other message its bus topic is not its ``TYPE`` but
 from __future__ import annotations
 
 import re
-from typing import ClassVar
+from typing import TYPE_CHECKING, ClassVar
 
-import numpy as np
 from pydantic import Field, field_validator, model_validator
 
 from .base import Message, NDArray
+
+if TYPE_CHECKING:
+    from numpy import ndarray
 
 #: A stream name: what follows ``external.`` in the topic (no spaces, no further dots needed).
 STREAM_NAME = r"^[A-Za-z0-9_][A-Za-z0-9_.-]{0,63}$"
@@ -44,12 +46,10 @@ class ExternalSample(Message):
 
     @field_validator("timestamps", "samples")
     @classmethod
-    def _dtype_and_rank(cls, value: np.ndarray, info) -> np.ndarray:
+    def _dtype_and_rank(cls, value: ndarray, info) -> ndarray:
         dtype, ndim, shape = _ARRAYS[info.field_name]
         if value.dtype != dtype or value.ndim != ndim:
-            raise ValueError(
-                f"{info.field_name} must be {np.dtype(dtype).name} {shape}, got {value.dtype} {list(value.shape)}"
-            )
+            raise ValueError(f"{info.field_name} must be {dtype} {shape}, got {value.dtype} {list(value.shape)}")
         return value
 
     @model_validator(mode="after")
@@ -63,7 +63,7 @@ class ExternalSample(Message):
 
 
 #: field: (dtype, rank, shape as the error names it)
-_ARRAYS = {"timestamps": (np.float64, 1, "[n]"), "samples": (np.float32, 2, "[n, channels]")}
+_ARRAYS = {"timestamps": ("float64", 1, "[n]"), "samples": ("float32", 2, "[n, channels]")}
 
 
 def stream_topic(stream: str) -> str:
