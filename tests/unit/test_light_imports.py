@@ -70,7 +70,7 @@ def test_every_command_in_the_table_loads_under_its_name():
     from dynamicrl.clients.cli import main
 
     ctx = click.Context(main)
-    assert [main.get_command(ctx, name).name for name in COMMANDS] == list(COMMANDS)  # type: ignore[union-attr]
+    assert [main.get_command(ctx, name).name for name in COMMANDS] == list(COMMANDS)
 
 
 def test_array_dtypes_written_without_numpy_are_numpys():
