@@ -7,6 +7,11 @@ last with the sha256 of every other file. Everything is written into a
 ``.tmp-*`` directory, each file fsynced, then the directory is renamed into
 place and the parent fsynced: a crash leaves either a complete checkpoint or
 a temp directory that is never taken for one.
+
+The manifest's ``kind`` says why a checkpoint was taken. Only periodic ones
+(``checkpoint.every_iterations``) rotate under ``checkpoint.keep``: the others
+are what a person asked for, or what ``resume-run`` continues from. A manifest
+without ``kind`` (written before it existed) rotates, as every one did then.
 """
 
 from __future__ import annotations
@@ -25,10 +30,19 @@ from typing import Any
 import numpy as np
 
 from dynamicrl.core import tunables
+from dynamicrl.core.settings import CheckpointConfig
 
 FORMAT_VERSION = 1
 PREFIX = "iter-"
 POLICY_PREFIX = "policy."  # learner arrays holding the policy's parameters
+
+PERIODIC, MANUAL, STOP, END = "periodic", "manual", "stop", "end"  # the manifest's "kind"
+#: the kinds the rotation never removes, and why (as `dynamicrl inspect` says it)
+KEPT_BECAUSE = {
+    MANUAL: "asked for by hand",
+    STOP: "taken by a stop (resume-run continues from it)",
+    END: "taken at the end of training",
+}
 
 
 class CheckpointError(ValueError):
@@ -54,8 +68,16 @@ def policy_sha256(arrays: dict[str, np.ndarray]) -> str:
     return digest.hexdigest()
 
 
-def write(root: Path, iteration: int, env_step: int, parts: list[Part], controller: dict[str, Any], keep: int) -> Path:
-    """Write a complete checkpoint under ``root``; return its directory."""
+def write(
+    root: Path,
+    iteration: int,
+    env_step: int,
+    parts: list[Part],
+    controller: dict[str, Any],
+    keep: int,
+    kind: str = PERIODIC,
+) -> Path:
+    """Write a complete checkpoint of ``kind`` under ``root``, rotate the periodic ones; return its directory."""
     root.mkdir(parents=True, exist_ok=True)
     final = root / f"{PREFIX}{iteration:08d}"
     tmp = root / f".tmp-{final.name}-{os.getpid()}-{time.monotonic_ns()}"
@@ -70,6 +92,7 @@ def write(root: Path, iteration: int, env_step: int, parts: list[Part], controll
     learner = next(p for p in parts if p.service == controller["learner"])
     manifest = {
         "format": FORMAT_VERSION,
+        "kind": kind,
         "iteration": iteration,
         "env_step": env_step,
         "created": time.time(),
@@ -180,8 +203,29 @@ def resolve(path: Path, report=print) -> Path:
     return path
 
 
+def rotates(path: Path) -> bool:
+    """Whether the rotation may remove this checkpoint: periodic, unrecorded, or unreadable (as before kinds)."""
+    try:
+        return json.loads((path / "manifest.json").read_text()).get("kind", PERIODIC) not in KEPT_BECAUSE
+    except (OSError, ValueError, AttributeError):
+        return True
+
+
+def retention(path: Path, manifest: dict[str, Any], controller: dict[str, Any]) -> str:
+    """Whether the rotation keeps this checkpoint, and why: ``kept: asked for by hand``,
+    ``periodic: one of the last 3 kept``, ... (``keep`` is the run's, from ``controller.json``)."""
+    keep = controller.get("config", {}).get("checkpoint", {}).get("keep", CheckpointConfig().keep)
+    kind = manifest.get("kind")
+    if kind in KEPT_BECAUSE:
+        return f"kept: {KEPT_BECAUSE[kind]}"
+    newer = sum(1 for p in complete(path.parent) if p.name > path.name and rotates(p))
+    fate = f"one of the last {keep} kept" if newer < keep else f"older than the last {keep}: the next write removes it"
+    return f"periodic: {fate}" + ("" if kind else " (kind not recorded: an older checkpoint)")
+
+
 def prune(root: Path, keep: int) -> None:
-    for path in complete(root)[keep:]:
+    """Keep the newest ``keep`` checkpoints that rotate, and every other one; drop stale temp directories."""
+    for path in [p for p in complete(root) if rotates(p)][keep:]:
         shutil.rmtree(path, ignore_errors=True)
     for stale in root.glob(".tmp-*"):  # a crash mid-write leaves these; never used, safe to drop
         if stale.is_dir():

@@ -12,7 +12,8 @@ import click
 @click.command()
 @click.argument("path", type=click.Path(exists=True, file_okay=False))
 def inspect(path: str) -> None:
-    """Verify a checkpoint (or a run's latest good one): manifest, every checksum, policy_sha256."""
+    """Verify a checkpoint (or a run's latest good one): manifest, every checksum, policy_sha256, and
+    whether the rotation (checkpoint.keep) keeps it and why."""
     import json
     from pathlib import Path
 
@@ -20,7 +21,7 @@ def inspect(path: str) -> None:
 
     try:
         target = checkpoints.resolve(Path(path), report=lambda m: click.echo(m, err=True))
-        manifest, _controller, parts = checkpoints.read(target)
+        manifest, controller, parts = checkpoints.read(target)
         learner = checkpoints.policy_part(target, parts)
     except checkpoints.CheckpointError as exc:
         raise click.ClickException(str(exc)) from None
@@ -31,6 +32,7 @@ def inspect(path: str) -> None:
     click.echo(json.dumps({k: v for k, v in manifest.items() if k != "files"}, indent=1))
     for name in sorted(manifest["files"]):
         click.echo(f"  ok  {name}  sha256 {manifest['files'][name][:16]}...")
+    click.echo(f"kind: {manifest.get('kind', 'not recorded')}; {checkpoints.retention(target, manifest, controller)}")
     click.echo(f"policy_sha256: {actual}")
 
 

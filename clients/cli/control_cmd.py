@@ -270,6 +270,10 @@ def history() -> messages.HistoryRequest:
 
 
 def _print_checkpoint(reply: messages.CheckpointReply) -> None:
+    if reply.scheduled:
+        click.echo("checkpoint scheduled: the run is paused; it is taken at the first iteration boundary after resume")
+        return
+    assert reply.ltime is not None and reply.bytes is not None and reply.seconds is not None  # set when written
     click.echo(f"checkpoint {reply.path}")
     click.echo(
         f"  at iteration {reply.ltime.iteration}, env step {reply.ltime.env_step}; "
@@ -281,7 +285,12 @@ def _print_checkpoint(reply: messages.CheckpointReply) -> None:
 @click.command()
 @request_command(_print_checkpoint, extra_s=lambda config, request: config.checkpoint.timeout_s)
 def checkpoint() -> messages.CheckpointRequest:
-    """Save the whole run at the next iteration boundary (atomic; the last checkpoint.keep are kept)."""
+    """Save the whole run at the next iteration boundary; kept whatever checkpoint.keep says.
+
+    Waits until the files are written (checkpoint.timeout_s at most) and prints where. While
+    the run is paused it returns at once: the checkpoint is scheduled and taken at the first
+    iteration boundary after `dynamicrl resume` (or before a `dynamicrl stop`).
+    """
     from dynamicrl.protocol.messages import CheckpointRequest
 
     return CheckpointRequest()

@@ -6,6 +6,8 @@ an update, before it hands out the new weights) sends its CheckpointPart and
 holds. The controller then asks every env-runner for its part at that same
 boundary (they cannot pass it: the learner holds the weights they need),
 writes all parts atomically, and sends CheckpointDone, releasing the learner.
+A paused run stands between boundaries (mid-update, mid-rollout), so a request
+then is scheduled: answered at once, taken at the first boundary after resume.
 State travels as arrays plus JSON-like data: nothing is ever pickled.
 """
 
@@ -19,20 +21,26 @@ from .base import LogicalTime, Message, NDArray
 
 
 class CheckpointRequest(Message):
-    """Client -> controller. Reply: CheckpointReply, or ErrorReply: CONFLICT (not running, e.g. paused),
-    TIMEOUT (a member sent no state in checkpoint.timeout_s), INTERNAL (write
-    failed, or an algorithm/env without checkpoint support). The run goes on in every case."""
+    """Client -> controller. Reply: CheckpointReply once written (``scheduled`` when paused or pausing), or
+    ErrorReply: CONFLICT (starting or stopping), TIMEOUT (a member sent no state in checkpoint.timeout_s),
+    INTERNAL (write failed, or an algorithm/env without checkpoint support). The run goes on in every case."""
 
     TYPE: ClassVar[str] = "control.checkpoint_request"
 
 
 class CheckpointReply(Message):
+    """The checkpoint written, or (``scheduled``) the promise of one at the first boundary after resume."""
+
     TYPE: ClassVar[str] = "control.checkpoint_reply"
-    path: str
-    ltime: LogicalTime
-    bytes: int = Field(ge=0)
-    seconds: float = Field(ge=0, description="request (or boundary) to files renamed into place")
-    policy_sha256: str
+    scheduled: bool = Field(
+        default=False, description="accepted while paused: taken at the first iteration boundary after resume"
+    )
+    # null when scheduled: nothing is written yet
+    path: str | None = None
+    ltime: LogicalTime | None = None
+    bytes: int | None = Field(default=None, ge=0)
+    seconds: float | None = Field(default=None, ge=0, description="request (or boundary) to files renamed into place")
+    policy_sha256: str | None = None
 
 
 class CheckpointCommand(Message):

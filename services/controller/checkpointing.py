@@ -6,6 +6,11 @@ side: ``CheckpointRequest`` (or the learner's own, every N iterations and at the
 ``CheckpointCommand`` to every env-runner -> their parts -> written -> ``CheckpointDone`` to the
 learner (which holds its weights until then) and ``CheckpointReply`` to the requests. Also
 reading a checkpoint back when the run resumes.
+
+A paused run stands where no checkpoint can be taken (the learner may be mid-update, the
+env-runners mid-rollout): a request then is answered ``scheduled`` at once and the checkpoint is
+begun when the run goes on, at its first iteration boundary (a stop resumes the run for it).
+Each checkpoint records its kind (``core/checkpoints.py``): only periodic ones rotate.
 """
 
 from __future__ import annotations
@@ -44,6 +49,14 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 
+KIND_PRECEDENCE = (checkpoints.PERIODIC, checkpoints.END, checkpoints.STOP, checkpoints.MANUAL)
+
+
+def learner_kind(ckpt_id: str) -> str:
+    """The kind of a checkpoint the learner takes on its own: its id is ``periodic-<k>`` or ``end-<k>``."""
+    return checkpoints.END if ckpt_id.startswith(checkpoints.END + "-") else checkpoints.PERIODIC
+
+
 @dataclass
 class CheckpointInProgress:
     ckpt_id: str
@@ -55,7 +68,13 @@ class CheckpointInProgress:
     env_step: int = 0
     stop_waiters: list[str] = field(default_factory=list)  # `dynamicrl stop` requests to answer
     stop_reason: str | None = None  # set: the run stops when this checkpoint ends
+    kind: str = checkpoints.PERIODIC
     started: float = field(default_factory=time.monotonic)
+
+    def also(self, kind: str) -> None:
+        """One checkpoint serves several askers: it takes the kind that keeps it longest (manual first)."""
+        if KIND_PRECEDENCE.index(kind) > KIND_PRECEDENCE.index(self.kind):
+            self.kind = kind
 
     def missing(self, roster: Roster) -> list[str]:
         expected = [m.name for m in roster.active() if m.role in (Role.LEARNER, Role.ENVRUNNER)]
@@ -122,12 +141,13 @@ class Checkpointing:
     def __init__(self, controller: Controller) -> None:
         self.controller = controller
         self.checkpoint: CheckpointInProgress | None = None  # one at a time
+        self.scheduled = False  # asked for while paused: begun when the run goes on
 
-    def ask_learner(self) -> CheckpointInProgress | None:
+    def ask_learner(self, kind: str) -> CheckpointInProgress | None:
         """Begin a checkpoint: the learner picks the boundary (its next one) and sends its part first.
         None when the learner cannot be reached (killed a moment ago: not yet missing, but gone)."""
         learner = self.controller.roster.active(Role.LEARNER)[0]
-        checkpoint = CheckpointInProgress(new_id())
+        checkpoint = CheckpointInProgress(new_id(), kind=kind)
         if not self.controller.send(learner.route, CheckpointCommand(ckpt_id=checkpoint.ckpt_id)):
             return None
         self.checkpoint = checkpoint
@@ -136,24 +156,45 @@ class Checkpointing:
     def on_checkpoint(self, routed: Routed[CheckpointRequest]) -> Message | Defer:
         controller = self.controller
         request_id = routed.received.envelope.id
+        if controller.state in (RunState.PAUSED, RunState.PAUSING):
+            self.scheduled = True
+            log.info("checkpoint scheduled: taken at the first iteration boundary after resume")
+            return CheckpointReply(scheduled=True)
         if self.checkpoint is not None:
+            self.checkpoint.also(checkpoints.MANUAL)
             self.checkpoint.waiters.append(request_id)
             return DEFER
         if controller.state is not RunState.RUNNING:
             return ErrorReply(
-                code=ErrorCode.CONFLICT,
-                message=f"cannot checkpoint: the run is {controller.state.value}"
-                + (
-                    " (resume first: a checkpoint is taken at the next iteration boundary)"
-                    if controller.state is RunState.PAUSED
-                    else ""
-                ),
+                code=ErrorCode.CONFLICT, message=f"cannot checkpoint: the run is {controller.state.value}"
             )
-        checkpoint = self.ask_learner()
+        checkpoint = self.ask_learner(checkpoints.MANUAL)
         if checkpoint is None:
             return ErrorReply(code=ErrorCode.CONFLICT, message="cannot checkpoint: the learner cannot be reached")
         checkpoint.waiters.append(request_id)
         return DEFER
+
+    def take_scheduled(self) -> None:
+        """The run goes on: begin the checkpoint asked for while it was paused (once the one in progress,
+        held at the boundary the learner stood at, has ended: then it is the next boundary)."""
+        if not self.scheduled or self.checkpoint is not None:
+            return
+        self.scheduled = False
+        if self.ask_learner(checkpoints.MANUAL) is None:
+            log.error("the checkpoint asked for while paused is not taken: the learner cannot be reached")
+
+    def for_stop(self, reason: str) -> CheckpointInProgress | None:
+        """The checkpoint a stop waits for: the one in progress, the one scheduled while paused (the run
+        is resumed for it), or a new one; None when the learner cannot be reached."""
+        if self.scheduled and self.controller.state is RunState.PAUSED:
+            self.controller.pausing.release(f"{reason}: resumed for the checkpoint asked for while paused")
+        checkpoint = self.checkpoint or self.ask_learner(checkpoints.STOP)
+        if checkpoint is not None:
+            if self.scheduled:  # one was in progress: the run stops after it, so it serves the request too
+                self.scheduled = False
+                checkpoint.also(checkpoints.MANUAL)
+            checkpoint.also(checkpoints.STOP)
+        return checkpoint
 
     def on_checkpoint_part(self, routed: Routed[CheckpointPart]) -> None:
         controller = self.controller
@@ -163,9 +204,10 @@ class Checkpointing:
             return None
         if member.role is Role.LEARNER and (self.checkpoint is None or self.checkpoint.ckpt_id != part.ckpt_id):
             if self.checkpoint is not None and self.checkpoint.boundary is None:
+                self.checkpoint.also(learner_kind(part.ckpt_id))
                 part = part.model_copy(update={"ckpt_id": self.checkpoint.ckpt_id})  # our request, its boundary
-            else:
-                self.checkpoint = CheckpointInProgress(part.ckpt_id)  # the learner's own (every N, at the end)
+            else:  # the learner's own (every N, at the end)
+                self.checkpoint = CheckpointInProgress(part.ckpt_id, kind=learner_kind(part.ckpt_id))
         if self.checkpoint is None or part.ckpt_id != self.checkpoint.ckpt_id:
             log.warning("ignoring state from %s for checkpoint %s", part.service, part.ckpt_id)
             return None
@@ -221,12 +263,14 @@ class Checkpointing:
                         "env_step": ck.env_step,
                     },
                     keep=controller.config.checkpoint.keep,
+                    kind=ck.kind,
                 )
                 size = sum(f.stat().st_size for f in path.iterdir())
                 manifest = checkpoints.verify(path)
                 log.info(
-                    "checkpoint %s: %d bytes in %.3f s (write), %.3f s since it began (request or boundary)",
+                    "checkpoint %s (%s): %d bytes in %.3f s (write), %.3f s since it began (request or boundary)",
                     path,
+                    ck.kind,
                     size,
                     time.monotonic() - started,
                     time.monotonic() - ck.started,
@@ -256,3 +300,5 @@ class Checkpointing:
             for request_id in ck.stop_waiters:
                 controller.answer(request_id, StopReply(checkpoint=saved, message=error))
             controller.stopping.begin_stop(ck.stop_reason + (f" after checkpoint {saved}" if saved else f" ({error})"))
+        elif controller.state is RunState.RUNNING:
+            self.take_scheduled()

@@ -80,16 +80,11 @@ class Pausing:
         """Not everyone reached the barrier in time: release those who did; never half-paused."""
         if self.barrier is None or not self.barrier.expired(now):
             return
-        controller = self.controller
-        missing = self.barrier.missing()
-        for member in controller.roster.active():
-            controller.send(member.route, ResumeCommand(pause_id=self.barrier.pause_id))
         reason = (
             f"pause timed out after {self.barrier.timeout_s:g} s: no barrier report from "
-            f"{', '.join(missing)}; the run continues"
+            f"{', '.join(self.barrier.missing())}; the run continues"
         )
-        self.barrier = None
-        controller.set_state(RunState.RUNNING, reason)
+        self.release(reason)
         self.answer_waiters(ErrorReply(code=ErrorCode.TIMEOUT, message=reason))
 
     def on_resume(self, routed: Routed[ResumeRequest]) -> Message:
@@ -98,13 +93,19 @@ class Pausing:
             return ResumeReply(already=True)
         if controller.state is not RunState.PAUSED:
             return ErrorReply(code=ErrorCode.CONFLICT, message=f"cannot resume: the run is {controller.state.value}")
-        assert self.barrier is not None  # paused: the barrier is complete and held until resumed
+        paused_s = time.monotonic() - self.paused_at
+        self.release(f"resumed by {routed.received.envelope.sender} after {paused_s:.1f} s")
+        return ResumeReply(already=False, paused_s=round(paused_s, 3))
+
+    def release(self, reason: str) -> None:
+        """Send every member on from the barrier; a checkpoint asked for meanwhile is begun (its next boundary)."""
+        controller = self.controller
+        assert self.barrier is not None  # pausing or paused: the barrier is open until released
         for member in controller.roster.active():
             controller.send(member.route, ResumeCommand(pause_id=self.barrier.pause_id))
-        paused_s = time.monotonic() - self.paused_at
         self.barrier = None
-        controller.set_state(RunState.RUNNING, f"resumed by {routed.received.envelope.sender} after {paused_s:.1f} s")
-        return ResumeReply(already=False, paused_s=round(paused_s, 3))
+        controller.set_state(RunState.RUNNING, reason)
+        controller.checkpointing.take_scheduled()
 
     def answer_waiters(self, reply: Message) -> None:
         """Answer every request waiting for the pause (it completed, was called off, or the run stops)."""

@@ -239,7 +239,8 @@ class Learner(Service):
         if self.checkpoint_requests:
             ckpt_id = self.checkpoint_requests.pop(0).ckpt_id
         elif (every and self.iteration % every == 0) or (done and self.config.checkpoint.at_end):
-            ckpt_id = f"auto-{self.iteration}"
+            kind = "end" if done and self.config.checkpoint.at_end else "periodic"
+            ckpt_id = f"{kind}-{self.iteration}"  # the controller records the kind its id names
         else:
             return
         if defer:
