@@ -151,7 +151,7 @@ class CheckpointConfig(_Strict):
         default=None, ge=1, description="also checkpoint every N iterations (None: only on request and at the end)"
     )
     keep: int = Field(
-        default=3, ge=1, description="complete checkpoints kept in <run_dir>/checkpoints (older ones are deleted)"
+        default=3, ge=1, description="periodic checkpoints kept (older periodic ones are deleted; the others never are)"
     )
     at_end: bool = Field(default=True, description="checkpoint when training finishes")
     timeout_s: float = Field(
