@@ -136,7 +136,10 @@ class TimingConfig(_Strict):
 
 
 class LoggerConfig(_Strict):
-    console: bool = Field(default=True, description="print one line per iteration")
+    console: bool = Field(default=True, description="print iteration lines, state changes and patches")
+    every_s: float = Field(
+        default=1.0, gt=0, description="at most one iteration line per this many seconds (the last always prints)"
+    )
     csv: bool = Field(default=True, description="write metrics.csv in the run directory")
     tensorboard: bool = Field(default=True, description="write TensorBoard events in the run directory")
     required: bool = Field(default=True, description="the run waits for a logger before it starts")

@@ -5,13 +5,14 @@ whose topic is ``external.<stream>``; these constants name the families and the
 topics services publish, so no code spells a topic as a bare string.
 """
 
-from .messages import ExternalSample, TrainMetrics
+from .messages import ExternalSample, SystemMetrics, TrainMetrics
 
 METRICS = "metrics."
 CONTROL = "control."
 EXTERNAL = ExternalSample.TOPIC_PREFIX
 
 METRICS_TRAIN = TrainMetrics.TYPE
+METRICS_SYS = SystemMetrics.TYPE
 
 
 def matches(topic: str, prefix: str) -> bool:

@@ -24,6 +24,8 @@ from typing import Any, TypeVar
 import zmq
 
 from dynamicrl.core import tunables
+from dynamicrl.core.patch_text import patch_line
+from dynamicrl.core.process_stats import ProcessStats
 from dynamicrl.core.settings import Config, config_from_dict
 from dynamicrl.protocol.codec import ProtocolError, Received, Session
 from dynamicrl.protocol.messages import (
@@ -92,6 +94,7 @@ class Service:
         self.hold_patches = False
         self.missed = 0  # bus messages lost by this service's subscriptions (reported in heartbeats)
         self.checkpoint_requests: list[CheckpointCommand] = []
+        self.process_stats = ProcessStats()  # CPU and memory, sent with each heartbeat
         self.checkpoint_done: dict[str, CheckpointDone] = {}
         self.minibatch: int | None = None
         self._handlers: dict[type[Message], Callable[[Received[Any]], None]] = {
@@ -222,7 +225,12 @@ class Service:
                 self.stop(f"{self.signalled[0]}, and no stop from the controller in {grace:g} s")
         if now >= self._next_beat:
             self._next_beat = now + self.config.timing.heartbeat_s
-            self._send(Heartbeat(service=self.name, ltime=self.ltime, missed=self.missed))
+            cpu_percent, rss_mb = self.process_stats.sample()
+            self._send(
+                Heartbeat(
+                    service=self.name, ltime=self.ltime, missed=self.missed, cpu_percent=cpu_percent, rss_mb=rss_mb
+                )
+            )
 
     # -- pauses ----------------------------------------------------------------------
     def _on_pause(self, received: Received[PauseCommand]) -> None:
@@ -274,13 +282,7 @@ class Service:
             self._send(
                 PatchApplied(patch_id=patch.patch_id, author=patch.author, position=self.position(), changes=diff)
             )
-            log.info(
-                "%s applied patch %s at %s: %s",
-                self.name,
-                patch.patch_id,
-                self.position().model_dump(exclude={"service"}),
-                diff,
-            )
+            log.info("applied %s", patch_line(patch.patch_id, patch.author, diff, self.position()))
 
     def _before(self, patch: ApplyPatch) -> bool:
         assert patch.at is not None  # only asked of a patch scheduled for a logical time

@@ -47,6 +47,7 @@ from dynamicrl.protocol.messages import (
     PolicyRequest,
     PolicyWeights,
     Position,
+    ProcessSample,
     Ready,
     RegisterReply,
     RegisterRequest,
@@ -64,6 +65,7 @@ from dynamicrl.protocol.messages import (
     StopCommand,
     StopReply,
     StopRequest,
+    SystemMetrics,
     TrainingDone,
     TrainMetrics,
     Tunable,
@@ -155,7 +157,9 @@ SAMPLES: dict[str, Callable[[], Message]] = {
     ),
     Ready.TYPE: lambda: Ready(service="learner.0"),
     RunStart.TYPE: lambda: RunStart(envrunners=2, members=["learner.0", "envrunner.1", "envrunner.2"]),
-    Heartbeat.TYPE: lambda: Heartbeat(service="learner.0", ltime=LogicalTime(iteration=3, env_step=4096)),
+    Heartbeat.TYPE: lambda: Heartbeat(
+        service="learner.0", ltime=LogicalTime(iteration=3, env_step=4096), cpu_percent=97.5, rss_mb=412.3
+    ),
     Goodbye.TYPE: lambda: Goodbye(service="envrunner.1", reason="SIGTERM"),
     StopCommand.TYPE: lambda: StopCommand(reason="training done"),
     TrainingDone.TYPE: lambda: TrainingDone(ltime=LogicalTime(iteration=10, env_step=150_000)),
@@ -207,6 +211,10 @@ SAMPLES: dict[str, Callable[[], Message]] = {
         values={"loss/policy": -0.01, "loss/value": 0.5, "lr": 2.4e-4},
     ),
     EpisodeStats.TYPE: lambda: EpisodeStats(rank=0, env_steps=640, returns=[10.0, 22.0], lengths=[10, 22]),
+    SystemMetrics.TYPE: lambda: SystemMetrics(
+        ltime=LogicalTime(iteration=3, env_step=4096),
+        services=[ProcessSample(service="learner.1", cpu_percent=97.5, rss_mb=412.3)],
+    ),
     PauseCommand.TYPE: lambda: PauseCommand(pause_id="p1"),
     BarrierReached.TYPE: lambda: BarrierReached(pause_id="p1", position=_position(minibatch=3)),
     ResumeCommand.TYPE: lambda: ResumeCommand(pause_id="p1"),

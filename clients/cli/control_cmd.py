@@ -107,6 +107,11 @@ def _print_status(reply: messages.StatusReply) -> None:
     for s in reply.services:
         at = f"  at {_where(s.ltime)}" if s.ltime else ""
         at += f"  missed {s.missed} bus message(s)" if s.missed else ""
+        at += (
+            f"  cpu {s.cpu_percent:.0f}%  rss {s.rss_mb:.0f} MiB"
+            if s.cpu_percent is not None and s.rss_mb is not None
+            else ""
+        )
         click.echo(
             f"  {s.service:<14} {s.role.value:<10} rank {s.rank:<3} pid {s.pid:<8} {s.health.value:<8} "
             f"seen {s.last_seen_s:.1f}s ago{at}"
@@ -252,12 +257,10 @@ def patch(
 def _print_history(reply: messages.HistoryReply) -> None:
     if not reply.entries:
         click.echo("no patches applied yet")
+    from dynamicrl.core.patch_text import entry_line
+
     for entry in reply.entries:
-        changes = ", ".join(f"{k} {c.old!r} -> {c.new!r}" for k, c in entry.changes.items())
-        click.echo(
-            f"{entry.patch_id}  {entry.author:<16} {entry.service:<14} {_where(entry.ltime, entry.minibatch)}: "
-            f"{changes}"
-        )
+        click.echo(entry_line(entry))
 
 
 @click.command()

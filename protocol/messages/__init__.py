@@ -52,7 +52,7 @@ from .membership import (
     StopCommand,
     TrainingDone,
 )
-from .metrics import EpisodeStats, TrainMetrics
+from .metrics import EpisodeStats, ProcessSample, SystemMetrics, TrainMetrics
 
 MESSAGE_TYPES: dict[str, type[Message]] = {
     cls.TYPE: cls
@@ -99,6 +99,7 @@ MESSAGE_TYPES: dict[str, type[Message]] = {
         Rollout,
         TrainMetrics,
         EpisodeStats,
+        SystemMetrics,
         ExternalSample,
     )
 }
@@ -143,6 +144,7 @@ __all__ = [
     "PolicyRequest",
     "PolicyWeights",
     "Position",
+    "ProcessSample",
     "Ready",
     "RegisterReply",
     "RegisterRequest",
@@ -160,6 +162,7 @@ __all__ = [
     "StopCommand",
     "StopReply",
     "StopRequest",
+    "SystemMetrics",
     "TrainMetrics",
     "TrainingDone",
     "Tunable",

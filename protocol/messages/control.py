@@ -57,6 +57,10 @@ class ServiceStatus(BaseModel):
     last_seen_s: float = Field(description="seconds since the last message from it")
     ltime: LogicalTime | None = Field(default=None, description="its logical time at its last heartbeat")
     missed: int = Field(default=0, ge=0, description="bus messages it lost (as of its last heartbeat)")
+    cpu_percent: float | None = Field(
+        default=None, ge=0, description="its CPU use at its last heartbeat (100: one core)"
+    )
+    rss_mb: float | None = Field(default=None, ge=0, description="its resident memory in MiB at its last heartbeat")
 
 
 class MonitorStatus(BaseModel):

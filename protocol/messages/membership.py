@@ -116,6 +116,10 @@ class Heartbeat(Message):
     service: str
     ltime: LogicalTime | None = None
     missed: int = Field(default=0, ge=0, description="bus messages its subscriptions lost so far (sequence gaps)")
+    cpu_percent: float | None = Field(
+        default=None, ge=0, description="its CPU use since its last heartbeat (100: one core)"
+    )
+    rss_mb: float | None = Field(default=None, ge=0, description="its resident memory in MiB")
 
 
 class Goodbye(Message):

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 from typing import ClassVar
 
-from pydantic import Field
+from pydantic import BaseModel, ConfigDict, Field
 
-from .base import Message, ParamValue
+from .base import LogicalTime, Message, ParamValue
 
 
 class TrainMetrics(Message):
@@ -37,3 +37,22 @@ class EpisodeStats(Message):
     env_steps: int = Field(ge=0, description="this env-runner's env steps so far")
     returns: list[float]
     lengths: list[int]
+
+
+class ProcessSample(BaseModel):
+    """One process's CPU and memory (a row of SystemMetrics)."""
+
+    model_config = ConfigDict(extra="forbid")
+    service: str
+    cpu_percent: float = Field(ge=0, description="CPU use since its previous sample (100: one core)")
+    rss_mb: float = Field(ge=0, description="resident memory in MiB")
+
+
+class SystemMetrics(Message):
+    """Controller -> bus (topic ``metrics.sys``), every ``timing.heartbeat_s``: the latest sample of
+    every live member (from its heartbeat) and of the controller itself, so ``status`` and the logger
+    read the same numbers."""
+
+    TYPE: ClassVar[str] = "metrics.sys"
+    ltime: LogicalTime | None = Field(default=None, description="the latest metrics.train (null before the first)")
+    services: list[ProcessSample]

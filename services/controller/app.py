@@ -145,6 +145,7 @@ class Controller:
             MonitorReport: self.reports.on_monitor_report,
         }
         self._next_beacon = 0.0
+        self._next_sys = 0.0
         for sig in (signal.SIGINT, signal.SIGTERM):
             signal.signal(sig, lambda s, _f: self.stopping.signals.append(signal.Signals(s).name))
 
@@ -223,12 +224,15 @@ class Controller:
             pass  # subscribers log bad bus messages; the proxy just forwards them
 
     def tick(self) -> None:
-        """The timers, in this order: beacon, monitors, start, pause call-off, checkpoint and patch
+        """The timers, in this order: beacon, system metrics, monitors, start, pause call-off, checkpoint and patch
         timeouts, then dead members (while the run goes) or the end of the stop (while it stops)."""
         now = time.monotonic()
         if now >= self._next_beacon:
             self._next_beacon = now + BEACON_S
             self.publish_state()
+        if now >= self._next_sys:  # the CPU and memory samples, as often as the heartbeats bring them
+            self._next_sys = now + self.config.timing.heartbeat_s
+            self.bus.publish(self.reports.system_metrics(self.session.sender))
         self.monitors.expire(now)
         if self.state is RunState.STARTING:
             self.membership.start_when_ready(now)

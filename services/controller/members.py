@@ -27,6 +27,8 @@ class Member:
     gone: bool = False
     ltime: LogicalTime | None = None
     missed: int = 0
+    cpu_percent: float | None = None  # from its last heartbeat
+    rss_mb: float | None = None
 
     def health(self, now: float, missing_after_s: float) -> Health:
         if self.gone:
@@ -45,6 +47,8 @@ class Member:
             last_seen_s=round(now - self.last_seen, 3),
             ltime=self.ltime,
             missed=self.missed,
+            cpu_percent=self.cpu_percent,
+            rss_mb=self.rss_mb,
         )
 
 

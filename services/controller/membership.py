@@ -89,10 +89,11 @@ class Membership:
         return None
 
     def on_heartbeat(self, routed: Routed[Heartbeat]) -> None:
-        member = self.controller.roster.members.get(routed.received.message.service)
+        beat: Heartbeat = routed.received.message
+        member = self.controller.roster.members.get(beat.service)
         if member is not None:
-            member.ltime = routed.received.message.ltime
-            member.missed = routed.received.message.missed
+            member.ltime, member.missed = beat.ltime, beat.missed
+            member.cpu_percent, member.rss_mb = beat.cpu_percent, beat.rss_mb
         return None
 
     def on_goodbye(self, routed: Routed[Goodbye]) -> None:

@@ -2,7 +2,9 @@
 
 ``status`` (the run, its members, the latest train metrics seen on the bus, the monitors'
 losses), ``params`` (the tunables and their current values), ``history`` (the patch journal),
-and ``MonitorReport`` from monitors outside the run (kept in ``monitors.py``'s table).
+and ``MonitorReport`` from monitors outside the run (kept in ``monitors.py``'s table). Also
+``metrics.sys`` for the bus: the CPU and memory samples ``status`` shows, so the logger writes
+the same numbers (one source: the members' heartbeats, and the controller's own sample).
 """
 
 from __future__ import annotations
@@ -11,9 +13,11 @@ import time
 from typing import TYPE_CHECKING
 
 from dynamicrl.core import tunables
+from dynamicrl.core.process_stats import ProcessStats
 from dynamicrl.protocol.messages import (
     ErrorCode,
     ErrorReply,
+    Health,
     HistoryReply,
     HistoryRequest,
     LogicalTime,
@@ -22,8 +26,10 @@ from dynamicrl.protocol.messages import (
     MonitorReportReply,
     ParamsReply,
     ParamsRequest,
+    ProcessSample,
     StatusReply,
     StatusRequest,
+    SystemMetrics,
 )
 from dynamicrl.protocol.sockets import Routed
 
@@ -34,6 +40,7 @@ if TYPE_CHECKING:
 class Reports:
     def __init__(self, controller: Controller) -> None:
         self.controller = controller
+        self.process_stats = ProcessStats()
 
     def on_status(self, routed: Routed[StatusRequest]) -> Message:
         controller = self.controller
@@ -53,6 +60,23 @@ class Reports:
             total_env_steps=controller.config.run.total_env_steps,
             monitors=controller.monitors.statuses(now),
         )
+
+    def system_metrics(self, name: str) -> SystemMetrics:
+        """The controller's own sample (as ``name``) and the latest of every member heard from lately."""
+        controller = self.controller
+        now, missing_after_s = time.monotonic(), controller.config.timing.missing_after_s
+        cpu_percent, rss_mb = self.process_stats.sample()
+        rows = [ProcessSample(service=name, cpu_percent=cpu_percent, rss_mb=rss_mb)]
+        for m in sorted(controller.roster.active(), key=lambda m: (m.role.value, m.rank, m.name)):
+            if (
+                m.cpu_percent is not None
+                and m.rss_mb is not None
+                and m.health(now, missing_after_s) is not Health.MISSING
+            ):
+                rows.append(ProcessSample(service=m.name, cpu_percent=m.cpu_percent, rss_mb=m.rss_mb))
+        metrics = controller.last_metrics
+        ltime = LogicalTime(iteration=metrics.iteration, env_step=metrics.env_steps) if metrics else None
+        return SystemMetrics(ltime=ltime, services=rows)
 
     def on_params(self, routed: Routed[ParamsRequest]) -> Message:
         return ParamsReply(params=tunables.describe(self.controller.config))

@@ -11,13 +11,14 @@ import logging
 import time
 from pathlib import Path
 
+from dynamicrl.core.patch_text import entry_line
 from dynamicrl.core.settings import Config
 from dynamicrl.protocol import topics
-from dynamicrl.protocol.messages import LogicalTime, PatchEvent, Role, RunStateChanged, TrainMetrics
+from dynamicrl.protocol.messages import LogicalTime, PatchEvent, Role, RunStateChanged, SystemMetrics, TrainMetrics
 from dynamicrl.protocol.sockets import Subscriber
 from dynamicrl.services.base import Service, StartupError, setup_logging
 
-from .sinks import CsvSink, TensorBoardSink, console_line
+from .sinks import ConsoleSink, CsvSink, SysCsvSink, TensorBoardSink
 
 log = logging.getLogger(__name__)
 
@@ -35,7 +36,9 @@ class Logger(Service):
         run_dir = Path(self.run_dir)
         run_dir.mkdir(parents=True, exist_ok=True)
         self.csv = CsvSink(run_dir / "metrics.csv") if cfg.logger.csv else None
+        self.sys_csv = SysCsvSink(run_dir / "sys.csv") if cfg.logger.csv else None
         self.tb = TensorBoardSink(run_dir) if cfg.logger.tensorboard else None
+        self.console = ConsoleSink(cfg.run.total_env_steps, cfg.logger.every_s) if cfg.logger.console else None
         if self.resumed_from is not None:  # drop what was logged after the checkpoint: no duplicates
             if self.csv is not None:
                 self.csv.truncate_after(self.resumed_from.iteration)
@@ -51,7 +54,7 @@ class Logger(Service):
                     self.drain()
             self.drain_until_quiet()
         finally:
-            for sink in (self.csv, self.tb):
+            for sink in (self.csv, self.sys_csv, self.tb, self.console):
                 if sink is not None:
                     sink.close()
             self.sub.close()
@@ -86,20 +89,16 @@ class Logger(Service):
         if isinstance(message, TrainMetrics):
             self.last_step = message.env_steps
             self.ltime = LogicalTime(iteration=message.iteration, env_step=message.env_steps)
-            for sink in (self.csv, self.tb):
+            for sink in (self.csv, self.tb, self.console):
                 if sink is not None:
                     sink.write(message)
-            if self.config.logger.console:
-                print(console_line(message, self.config.run.total_env_steps), flush=True)
+        elif isinstance(message, SystemMetrics):
+            if self.sys_csv is not None:
+                self.sys_csv.write(message)
+            if self.tb is not None:
+                self.tb.system(message)
         elif isinstance(message, PatchEvent):
-            entry = message.entry
-            text = (
-                f"patch {entry.patch_id} by {entry.author} applied by {entry.service} at iteration "
-                f"{entry.ltime.iteration}, env step {entry.ltime.env_step}"
-                + (f", minibatch {entry.minibatch}" if entry.minibatch is not None else "")
-                + ": "
-                + ", ".join(f"{k} {c.old!r} -> {c.new!r}" for k, c in entry.changes.items())
-            )
+            text = entry_line(message.entry)
             if self.tb is not None:
                 self.tb.text("events/patch", text, self.last_step)
             if self.config.logger.console:

@@ -1,4 +1,4 @@
-"""Where metrics go: metrics.csv, TensorBoard event files and the console.
+"""Where metrics go: metrics.csv, sys.csv, TensorBoard event files and the console.
 
 TensorBoard events are written with tensorboard's own event-file writer and
 protobufs, so the logger needs neither torch nor TensorFlow.
@@ -10,6 +10,7 @@ import csv
 import math
 import os
 import time
+from collections.abc import Mapping
 from pathlib import Path
 from typing import IO, cast
 
@@ -17,9 +18,10 @@ from tensorboard.compat.proto.event_pb2 import Event, SessionLog
 from tensorboard.compat.proto.summary_pb2 import Summary
 from tensorboard.summary.writer.event_file_writer import EventFileWriter
 
-from dynamicrl.protocol.messages import ParamValue, TrainMetrics
+from dynamicrl.protocol.messages import ParamValue, SystemMetrics, TrainMetrics
 
 CSV_HEAD = ["iteration", "env_steps", "sps", "return_mean", "length_mean", "episodes", "time"]
+SYS_HEAD = ["time", "service", "cpu_percent", "rss_mb", "iteration", "env_step"]
 
 
 def flat(metrics: TrainMetrics) -> dict[str, ParamValue]:
@@ -78,11 +80,41 @@ class CsvSink:
             self.file.close()
 
 
+class SysCsvSink:
+    """sys.csv: one row per service and sample (every ``timing.heartbeat_s``). A resumed run appends:
+    the rows are the processes' history, not the training's, so none is rewritten."""
+
+    def __init__(self, path: Path) -> None:
+        fresh = not path.exists() or path.stat().st_size == 0
+        self.file = path.open("a", newline="")
+        self.writer = csv.writer(self.file)
+        if fresh:
+            self.writer.writerow(SYS_HEAD)
+
+    def write(self, metrics: SystemMetrics) -> None:
+        now, ltime = round(time.time(), 3), metrics.ltime
+        at = ["", ""] if ltime is None else [ltime.iteration, ltime.env_step]
+        self.writer.writerows([now, row.service, row.cpu_percent, row.rss_mb, *at] for row in metrics.services)
+        self.file.flush()
+
+    def close(self) -> None:
+        self.file.close()
+
+
 class TensorBoardSink:
-    """Scalars under ``train/`` (returns, SPS) and ``algo/`` (losses, lr...), stepped by env steps."""
+    """Scalars under ``train/`` (returns, SPS), ``algo/`` (losses, lr...), ``hparams/`` and ``sys/``,
+    stepped by env steps; text markers under ``events/``.
+
+    TensorBoard's default loader (its Rust data server) keeps one record per tag and step, and a record
+    at a step not past the tag's last one drops every earlier record from that step on. So each text
+    marker gets its own step, past the tag's previous one: the env step of the latest iteration, bumped
+    by one for a second marker there (the text itself says the exact logical time).
+    """
 
     def __init__(self, logdir: Path) -> None:
         self.writer = EventFileWriter(str(logdir), flush_secs=5)
+        self.floor = 0  # on resume: the first step after the checkpoint (markers and sys samples start there)
+        self.text_steps: dict[str, int] = {}  # the last step of each text tag
 
     def write(self, metrics: TrainMetrics) -> None:
         scalars = {"train/sps": metrics.sps, "train/iteration": metrics.iteration}
@@ -94,20 +126,40 @@ class TensorBoardSink:
         scalars.update(
             {f"hparams/{k}": float(v) for k, v in metrics.hyperparameters.items() if isinstance(v, (int, float))}
         )
+        self.scalars(scalars, metrics.env_steps)
+
+    def system(self, metrics: SystemMetrics) -> None:
+        """``sys/<service>/cpu`` and ``sys/<service>/rss_mb`` at the latest iteration's env step (the default
+        loader keeps the last sample of each step; sys.csv has them all)."""
+        scalars = {}
+        for row in metrics.services:
+            scalars[f"sys/{row.service}/cpu"] = row.cpu_percent
+            scalars[f"sys/{row.service}/rss_mb"] = row.rss_mb
+        self.scalars(scalars, max(metrics.ltime.env_step if metrics.ltime else 0, self.floor))
+
+    def scalars(self, scalars: Mapping[str, float | None], step: int) -> None:
         values = [
             Summary.Value(tag=tag, simple_value=float(v))
             for tag, v in scalars.items()
             if v is not None and math.isfinite(float(v))
         ]
-        self.writer.add_event(Event(wall_time=time.time(), step=metrics.env_steps, summary=Summary(value=values)))
+        self.writer.add_event(Event(wall_time=time.time(), step=step, summary=Summary(value=values)))
 
     def purge_from(self, step: int) -> None:
-        """Tell TensorBoard to discard events at or after ``step`` from earlier files (a resumed run)."""
+        """A resumed run: the slow loader (``--load_fast=false``) discards events at or after ``step`` from
+        earlier files on this SessionLog START; the default loader ignores it, and drops a tag's records
+        from a step on when a record at that step comes again. Markers from here on are at ``step`` or
+        later, so both loaders keep the earlier run's up to the checkpoint, then the resumed run's."""
         self.writer.add_event(Event(wall_time=time.time(), step=step, session_log=SessionLog(status=SessionLog.START)))
+        self.floor = step
 
     def text(self, tag: str, text: str, step: int) -> None:
+        """A marker at ``step``, or just past the tag's previous marker or the floor if that is later."""
         from tensorboard.compat.proto.summary_pb2 import SummaryMetadata
         from tensorboard.compat.proto.tensor_pb2 import TensorProto
+
+        step = max(step, self.floor, self.text_steps.get(tag, -1) + 1)
+        self.text_steps[tag] = step
 
         meta = SummaryMetadata(plugin_data=SummaryMetadata.PluginData(plugin_name="text"))
         tensor = TensorProto(dtype=7, string_val=[text.encode()], tensor_shape={"dim": [{"size": 1}]})
@@ -122,6 +174,29 @@ class TensorBoardSink:
     def close(self) -> None:
         self.writer.flush()
         self.writer.close()
+
+
+class ConsoleSink:
+    """Iteration lines at most every ``every_s`` seconds however fast the env; the last one held back
+    is printed on close, so the console always ends with the final iteration."""
+
+    def __init__(self, total_env_steps: int, every_s: float) -> None:
+        self.total_env_steps, self.every_s = total_env_steps, every_s
+        self.printed_at = -math.inf
+        self.held: TrainMetrics | None = None
+
+    def write(self, metrics: TrainMetrics) -> None:
+        now = time.monotonic()
+        if now - self.printed_at < self.every_s:
+            self.held = metrics
+            return
+        self.printed_at, self.held = now, None
+        print(console_line(metrics, self.total_env_steps), flush=True)
+
+    def close(self) -> None:
+        if self.held is not None:
+            print(console_line(self.held, self.total_env_steps), flush=True)
+            self.held = None
 
 
 def console_line(metrics: TrainMetrics, total_env_steps: int) -> str:
