@@ -125,7 +125,7 @@ def launch(
 
 
 class BusWatcher(threading.Thread):
-    """Keeps the console's view of the run current from the bus: metrics.train, the run's state, patches."""
+    """Keeps the console's view of the run current from the bus: metrics.train, state, patches, checkpoints."""
 
     def __init__(self, endpoint: str, view) -> None:
         super().__init__(name="bus-watcher", daemon=True)
@@ -150,7 +150,7 @@ class BusWatcher(threading.Thread):
             ctx.term()
 
     def see(self, message) -> None:
-        from dynamicrl.protocol.messages import PatchEvent, RunStateChanged, TrainMetrics
+        from dynamicrl.protocol.messages import CheckpointSaved, PatchEvent, RunStateChanged, TrainMetrics
 
         view = self.view
         if isinstance(message, TrainMetrics):
@@ -165,6 +165,9 @@ class BusWatcher(threading.Thread):
             elif state == "running" and view.state == "paused":
                 view.event = f"resumed at iteration {view.iteration}"
             view.state = state
+        elif isinstance(message, CheckpointSaved):
+            saved = message.checkpoint
+            view.event = f"checkpoint {Path(saved.path).name} ({saved.kind}) at iteration {saved.ltime.iteration}"
         elif isinstance(message, PatchEvent):
             changes = ", ".join(f"{k} {c.old} -> {c.new}" for k, c in message.entry.changes.items())
             view.event = f"patch {changes} at iteration {message.entry.ltime.iteration}"

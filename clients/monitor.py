@@ -55,7 +55,7 @@ import zmq
 from dynamicrl.protocol import PROTOCOL_VERSION
 from dynamicrl.protocol.codec import ProtocolError, ProtocolVersionMismatch, Received, decode
 from dynamicrl.protocol.messages import ErrorReply, MonitorReport, StatusReply
-from dynamicrl.protocol.sockets import Requester, make_socket
+from dynamicrl.protocol.sockets import GapCounter, Requester, make_socket
 
 log = logging.getLogger(__name__)
 
@@ -120,9 +120,8 @@ class Monitor:
         self.rejected = 0
         #: messages of another major protocol version (each one raised ProtocolVersionMismatch)
         self.mismatched = 0
-        #: messages known lost, per sender name (from holes in its sequence numbers)
-        self.missed_by_sender: dict[str, int] = {}
-        self._last_seq: dict[tuple[str, str | None], int] = {}
+        #: holes in the senders' sequence numbers (per sender, run and topic): messages known lost
+        self.gaps = GapCounter()
         self._pending: deque[Received] = deque()
         self._logged: dict[str, tuple[float, int]] = {}
         self.report_every_s = report_every_s
@@ -141,9 +140,14 @@ class Monitor:
     # -- receiving ---------------------------------------------------------------------------
 
     @property
+    def missed_by_sender(self) -> dict[str, int]:
+        """Messages known lost, per sender name."""
+        return self.gaps.by_sender
+
+    @property
     def missed(self) -> int:
         """Messages known lost, all senders together."""
-        return sum(self.missed_by_sender.values())
+        return self.gaps.missed
 
     def receive(self, timeout: float | None = None) -> Received | None:
         """The next valid event, or None once ``timeout`` seconds pass without one (None: wait forever).
@@ -276,16 +280,12 @@ class Monitor:
                 self.on_reject(exc)
             return None
         self.received += 1
-        envelope = event.envelope
-        key = (envelope.sender, envelope.run_id)
-        previous = self._last_seq.get(key)
-        self._last_seq[key] = envelope.seq
-        if previous is not None and envelope.seq > previous + 1:  # seq <= previous: the sender restarted
-            gap = envelope.seq - previous - 1
-            self.missed_by_sender[envelope.sender] = self.missed_by_sender.get(envelope.sender, 0) + gap
-            self._warn("gap", "missed %d message(s) from %s on the bus", gap, envelope.sender)
+        gap = self.gaps.see(event)
+        if gap:
+            sender = event.envelope.sender
+            self._warn("gap", "missed %d message(s) from %s on the bus", gap, sender)
             if self.on_gap is not None:
-                self.on_gap(envelope.sender, gap)
+                self.on_gap(sender, gap)
         return event
 
     def _warn(self, kind: str, text: str, *args: object) -> None:

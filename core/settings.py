@@ -18,9 +18,10 @@ from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, ValidationInfo, field_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, ValidationInfo, field_validator, model_validator
 
 from dynamicrl.core.algorithms import get_algorithm
+from dynamicrl.core.suggest import did_you_mean, field_names
 
 DEFAULT_CONFIG = "configs/defaults.yaml"
 
@@ -34,14 +35,27 @@ class _Strict(BaseModel):
 
 
 class Addresses(_Strict):
-    """Endpoints; all on loopback by default. ``:0`` is not allowed: peers must know them."""
+    """Endpoints; all on loopback by default. ``host`` and ``port`` place all four at once (ports
+    port..port+3), and an address set by itself wins. ``:0`` is not allowed: peers must know them."""
 
-    controller: str = Field(default="tcp://127.0.0.1:5550", description="controller command socket (ROUTER)")
-    bus_in: str = Field(default="tcp://127.0.0.1:5551", description="bus XSUB: publishers connect here")
-    bus_out: str = Field(default="tcp://127.0.0.1:5552", description="bus XPUB: subscribers connect here")
-    data: str = Field(
-        default="tcp://127.0.0.1:5553", description="learner data socket (ROUTER): rollouts in, weights out"
+    host: str = Field(default="127.0.0.1", min_length=1, description="host of every address not set by itself")
+    port: int = Field(
+        default=5550, ge=1, le=65532, description="first of four consecutive ports: controller, bus_in, bus_out, data"
     )
+    controller: str = Field(default="", description="controller command socket (ROUTER); default tcp://host:port")
+    bus_in: str = Field(default="", description="bus XSUB: publishers connect here; default tcp://host:port+1")
+    bus_out: str = Field(default="", description="bus XPUB: subscribers connect here; default tcp://host:port+2")
+    data: str = Field(
+        default="", description="learner data socket (ROUTER): rollouts in, weights out; default tcp://host:port+3"
+    )
+
+    @model_validator(mode="after")
+    def _from_host_and_port(self) -> Addresses:
+        host = f"[{self.host}]" if ":" in self.host else self.host
+        for offset, key in enumerate(("controller", "bus_in", "bus_out", "data")):
+            if not getattr(self, key):
+                setattr(self, key, f"tcp://{host}:{self.port + offset}")
+        return self
 
 
 class RunConfig(_Strict):
@@ -260,10 +274,23 @@ def _validate(raw: dict[str, Any], origins: dict[tuple[str, ...], str]) -> Confi
                 loc = ("algo", "name")
             key = ".".join(loc) or "<root>"
             value = "" if error["type"] == "missing" else f" (got {error.get('input')!r})"
+            if error["type"] == "extra_forbidden" and (hint := did_you_mean(key, _key_names(raw))):
+                value = f" ({hint})"
             lines.append(f"{_origin(origins, loc)}: {key}: {error['msg']}{value}")
         raise ConfigError("invalid configuration:\n  " + "\n  ".join(lines)) from None
     except ValueError as exc:  # e.g. unknown algorithm
         raise ConfigError(f"{_origin(origins, ('algo', 'name'))}: algo.name: {exc}") from None
+
+
+def _key_names(raw: dict[str, Any]) -> list[str]:
+    """Every valid dotted key, the ``algo`` section's as the algorithm ``raw`` names has them."""
+    algo = raw.get("algo")
+    name = algo.get("name", "ppo") if isinstance(algo, dict) else "ppo"
+    try:
+        algo_names = field_names(get_algorithm(name).config_cls, "algo.")
+    except ValueError:  # an unknown algorithm: its own error says so
+        algo_names = []
+    return [*field_names(Config), *algo_names]
 
 
 def _origin(origins: dict[tuple[str, ...], str], loc: tuple[str, ...]) -> str:

@@ -75,16 +75,17 @@ class Received(Generic[M_co]):
 
 
 class Session:
-    """Encodes messages for one sender on one socket, numbering them.
+    """Encodes messages for one sender on one socket, numbering them per topic.
 
-    Each socket that sends gets its own session so that its sequence numbers
-    have no holes; a receiver that sees a hole knows it lost messages.
+    Each socket that sends gets its own session, and each topic its own count, so that the
+    numbers a subscriber sees have no holes, whatever topics it subscribes to; a receiver that
+    sees a hole knows it lost messages.
     """
 
     def __init__(self, sender: str, run_id: str | None = None) -> None:
         self.sender = sender
         self.run_id = run_id
-        self.seq = 0
+        self.seqs: dict[str, int] = {}
 
     def encode(
         self,
@@ -94,18 +95,20 @@ class Session:
         ltime: LogicalTime | None = None,
         msg_id: str | None = None,
     ) -> list[Any]:
+        topic = message.topic()
+        seq = self.seqs.get(topic, 0)
+        self.seqs[topic] = seq + 1
         envelope = Envelope(
             v=PROTOCOL_VERSION,
             type=message.TYPE,
             sender=self.sender,
-            seq=self.seq,
+            seq=seq,
             run_id=self.run_id,
             ts=time.time(),
             id=msg_id or uuid.UUID(bytes=os.urandom(16)).hex,
             parent=parent,
             ltime=ltime,
         )
-        self.seq += 1
         return encode(envelope, message)
 
 

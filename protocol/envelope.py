@@ -10,7 +10,7 @@ from .messages import LogicalTime
 class Envelope(BaseModel):
     """Routing and ordering data, separate from the message body.
 
-    ``seq`` counts the sender's messages on one socket (a gap means loss);
+    ``seq`` counts the sender's messages of one topic on one socket (a gap means loss);
     ``id`` is unique per message and is the request id a reply names in
     ``parent``; ``ltime`` is the run's logical time where the sender knows it.
     """

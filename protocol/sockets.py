@@ -68,19 +68,30 @@ class Publisher:
 
 @dataclass
 class GapCounter:
-    """Per-sender sequence tracking: PUB/SUB loses silently, so count what is missing."""
+    """Sequence tracking: PUB/SUB loses silently, so count what is missing.
 
-    last: dict[str, int] = field(default_factory=dict)
-    missed: int = 0
+    A sender numbers each topic apart (``Session``), and a new run starts again from 0, so
+    the count is kept per sender, run and topic: a subscriber to some topics sees no hole
+    where the others went, and a restart is not a loss.
+    """
 
-    def see(self, sender: str, seq: int) -> int:
-        """Record ``seq`` from ``sender``; return how many messages were skipped."""
-        previous = self.last.get(sender)
-        self.last[sender] = seq
-        if previous is None or seq <= previous:  # first sight, or the sender restarted
+    last: dict[tuple[str, str | None, str], int] = field(default_factory=dict)
+    by_sender: dict[str, int] = field(default_factory=dict)
+
+    @property
+    def missed(self) -> int:
+        return sum(self.by_sender.values())
+
+    def see(self, received: Received) -> int:
+        """Record a received message's ``seq``; return how many messages of its topic were skipped."""
+        envelope = received.envelope
+        key = (envelope.sender, envelope.run_id, received.message.topic())
+        previous = self.last.get(key)
+        self.last[key] = envelope.seq
+        if previous is None or envelope.seq <= previous:  # first sight, or the sender restarted
             return 0
-        gap = seq - previous - 1
-        self.missed += gap
+        gap = envelope.seq - previous - 1
+        self.by_sender[envelope.sender] = self.by_sender.get(envelope.sender, 0) + gap
         return gap
 
 
@@ -104,7 +115,7 @@ class Subscriber:
             self.rejected += 1
             log.warning("dropped a bad bus message: %s", exc)
             return None
-        gap = self.gaps.see(received.envelope.sender, received.envelope.seq)
+        gap = self.gaps.see(received)
         if gap:
             log.warning("missed %d message(s) from %s on the bus", gap, received.envelope.sender)
         return received

@@ -63,6 +63,11 @@ class StartupError(RuntimeError):
     """The service could not join the run (controller absent, refused, or timed out)."""
 
 
+class StoppedBeforeStart(RuntimeError):
+    """Asked to stop (by the controller, or a signal) before the run started: a clean exit, not a
+    failure; the controller says once that the run was stopped before it started."""
+
+
 class Service:
     """Membership and lifecycle of one process; subclasses write the loop."""
 
@@ -89,12 +94,12 @@ class Service:
         self.finished = False  # set when the service ends because training is complete
         self.ltime = LogicalTime(iteration=0, env_step=0)
         self._next_beat = 0.0
+        self.process_stats = ProcessStats()  # CPU and memory, sent with each heartbeat
         self.pause_id: str | None = None  # a pause is requested (or held) while set
         self.pending_patches: list[ApplyPatch] = []
         self.hold_patches = False
         self.missed = 0  # bus messages lost by this service's subscriptions (reported in heartbeats)
         self.checkpoint_requests: list[CheckpointCommand] = []
-        self.process_stats = ProcessStats()  # CPU and memory, sent with each heartbeat
         self.checkpoint_done: dict[str, CheckpointDone] = {}
         self.minibatch: int | None = None
         self._handlers: dict[type[Message], Callable[[Received[Any]], None]] = {
@@ -104,7 +109,7 @@ class Service:
             ApplyPatch: self._on_apply_patch,
             CheckpointCommand: lambda r: self.checkpoint_requests.append(r.message),
             CheckpointDone: lambda r: self.checkpoint_done.__setitem__(r.message.ckpt_id, r.message),
-            StopReply: lambda r: log.info(
+            StopReply: lambda r: log.debug(
                 "%s: the controller: %s",
                 self.name,
                 r.message.message or f"stopping after checkpoint {r.message.checkpoint}",
@@ -131,7 +136,7 @@ class Service:
         self.run_id, self.run_dir, self.rank = reply.run_id, reply.run_dir, reply.rank
         self.resumed_from = reply.resumed_from
         self.link_session.run_id = self.bus.session.run_id = self.run_id
-        log.info("%s joined run %s as rank %d", self.name, self.run_id, self.rank)
+        log.debug("%s joined run %s as rank %d", self.name, self.run_id, self.rank)
         return reply
 
     def ready_and_wait(self) -> RunStart:
@@ -164,7 +169,7 @@ class Service:
             if isinstance(received.message, ErrorReply):
                 raise StartupError(f"{self.name}: controller refused: {received.message.message}")
             self._dispatch(received)
-        raise StartupError(f"{self.name}: stopped before {what} ({self.stop_reason})")
+        raise StoppedBeforeStart(f"{self.name}: stopped before {what} ({self.stop_reason})")
 
     # -- running -------------------------------------------------------------------
     def safe_point(
@@ -214,7 +219,7 @@ class Service:
             grace = self.config.timing.signal_grace_s
             if not self.asked_to_stop and not self.observer:
                 self.asked_to_stop = True
-                log.info(
+                log.debug(  # the controller says what it does about it, once for the run
                     "%s: %s: asking the controller to stop the run after a checkpoint (waiting %g s at most)",
                     self.name,
                     self.signalled[0],
@@ -368,8 +373,13 @@ class Service:
             self.stop(name)
 
     def stop(self, reason: str) -> None:
-        if not self.stopping:
-            log.info("%s stopping: %s", self.name, reason)
+        if not self.stopping:  # the end of training, or a stop the controller sent: the controller says it once
+            log.log(
+                logging.DEBUG if self.finished or reason.startswith("controller: ") else logging.INFO,
+                "%s stopping: %s",
+                self.name,
+                reason,
+            )
         self.stopping, self.stop_reason = True, self.stop_reason or reason
 
     def close(self) -> None:
@@ -381,7 +391,7 @@ class Service:
         self.bus.close()
         self.link.close()
         self.ctx.term()
-        log.info("%s closed", self.name)
+        log.debug("%s closed", self.name)
 
 
 def default_name(role: Role, rank: int | None) -> str:
@@ -400,7 +410,20 @@ def rank_from_environment() -> int | None:
 
 
 def setup_logging(name: str) -> None:
-    logging.basicConfig(level=logging.INFO, format=f"%(asctime)s {name} %(levelname)s %(message)s", datefmt="%H:%M:%S")
+    """Time, name and level on each line; under honcho (or `dynamicrl run`), whose prefix already has
+    time and name, only the level, and that only when it is not INFO: one timestamp per line."""
+    handler = logging.StreamHandler()
+    if os.environ.get("HONCHO_PROCESS_NAME"):
+        handler.setFormatter(_LevelUnlessInfo("%(message)s"))
+    else:
+        handler.setFormatter(logging.Formatter(f"%(asctime)s {name} %(levelname)s %(message)s", datefmt="%H:%M:%S"))
+    logging.basicConfig(level=logging.INFO, handlers=[handler])
+
+
+class _LevelUnlessInfo(logging.Formatter):
+    def format(self, record: logging.LogRecord) -> str:
+        text = super().format(record)
+        return text if record.levelno == logging.INFO else f"{record.levelname} {text}"
 
 
 #: what decides whether a continuation is bitwise; recorded in every member's checkpoint part

@@ -43,7 +43,10 @@ def load(config_path: str, overrides: tuple[str, ...]) -> Config:
     "--rank", type=int, default=None, help="env-runner rank (default: from honcho's process name, else assigned)"
 )
 def service(name: str, overrides: tuple[str, ...], config_path: str, rank: int | None) -> None:
-    """Run one service process (what the Procfile starts)."""
+    """Run one service process (what the Procfile starts).
+
+    Example: dynamicrl service envrunner --rank 1 run.seed=3
+    """
     config = load(config_path, overrides)
     if name == "controller":
         from dynamicrl.services.controller.app import main as run_controller

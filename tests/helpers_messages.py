@@ -19,6 +19,7 @@ from dynamicrl.protocol.messages import (
     CheckpointPart,
     CheckpointReply,
     CheckpointRequest,
+    CheckpointSaved,
     EpisodeStats,
     ErrorCode,
     ErrorReply,
@@ -59,6 +60,7 @@ from dynamicrl.protocol.messages import (
     RunStart,
     RunState,
     RunStateChanged,
+    SavedCheckpoint,
     ServiceStatus,
     StatusReply,
     StatusRequest,
@@ -266,6 +268,11 @@ SAMPLES: dict[str, Callable[[], Message]] = {
         bytes=156226,
         seconds=0.009,
         policy_sha256="ab" * 32,
+    ),
+    CheckpointSaved.TYPE: lambda: CheckpointSaved(
+        checkpoint=SavedCheckpoint(
+            path="/tmp/run/checkpoints/iter-00000004", kind="manual", ltime=_position().ltime, bytes=156226, kept=2
+        )
     ),
     CheckpointCommand.TYPE: lambda: CheckpointCommand(ckpt_id="c1", at_iteration=4),
     CheckpointPart.TYPE: _checkpoint_part,

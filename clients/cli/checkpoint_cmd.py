@@ -1,8 +1,7 @@
-"""Offline commands on a run's checkpoints: inspect, evaluate, resume-run. They need no running services."""
+"""Offline commands on a run's checkpoints: inspect, evaluate. They need no running services."""
 
 from __future__ import annotations
 
-import os
 from collections.abc import Callable
 from typing import Any
 
@@ -13,7 +12,10 @@ import click
 @click.argument("path", type=click.Path(exists=True, file_okay=False))
 def inspect(path: str) -> None:
     """Verify a checkpoint (or a run's latest good one): manifest, every checksum, policy_sha256, and
-    whether the rotation (checkpoint.keep) keeps it and why."""
+    whether the rotation (checkpoint.keep) keeps it and why.
+
+    Example: dynamicrl inspect runs/RUN_ID
+    """
     import json
     from pathlib import Path
 
@@ -58,6 +60,8 @@ def evaluate(path: str, episodes: int, stochastic: bool, seed: int, every_checkp
     run's own return is of training episodes with sampled actions. Needs no running services.
     With --all, every checkpoint the run kept (set checkpoint.every_iterations and checkpoint.keep
     to keep a series): how the policy itself improved, and which checkpoint to deploy.
+
+    Example: dynamicrl evaluate runs/RUN_ID --all -n 5
     """
     import json
     import statistics
@@ -99,50 +103,4 @@ def evaluate(path: str, episodes: int, stochastic: bool, seed: int, every_checkp
         click.echo(summary(result))
 
 
-@click.command("resume-run")
-@click.argument("run_dir", type=click.Path(exists=True, file_okay=False))
-@click.option("--procfile", "-f", default="Procfile", show_default=True, help="the Procfile to start")
-@click.option(
-    "--total-env-steps",
-    type=click.IntRange(min=1),
-    default=None,
-    help="a new budget, past the checkpoint: train the run longer than it planned (a finished run too)",
-)
-def resume_run(run_dir: str, procfile: str, total_env_steps: int | None) -> None:
-    """Continue a run from its latest good checkpoint: `honcho start` with $DYNAMICRL_RESUME set.
-
-    Starts as many env-runners as the checkpoint holds; the run directory,
-    metrics.csv, TensorBoard and patches.jsonl continue where the checkpoint stood.
-    With --total-env-steps the run trains on to that budget, and an annealed
-    learning rate follows the line to the new end (ppo.anneal_env_steps aside).
-    """
-    import shutil
-    from pathlib import Path
-
-    from dynamicrl.core import checkpoints
-
-    try:
-        path = checkpoints.latest_good(Path(run_dir) / "checkpoints", report=lambda m: click.echo(m, err=True))
-        manifest = checkpoints.verify(path)
-        if total_env_steps is not None:
-            checkpoints.check_budget(total_env_steps, manifest, path)
-    except checkpoints.CheckpointError as exc:
-        raise click.ClickException(str(exc)) from None
-    envrunners = sum(1 for s in manifest["services"] if s.startswith("envrunner"))
-    honcho = shutil.which("honcho")
-    if honcho is None:
-        raise click.ClickException("honcho is not installed (pip install honcho)")
-    budget = "" if total_env_steps is None else f", on to {total_env_steps} env steps"
-    click.echo(
-        f"resuming {run_dir} from {path.name} (iteration {manifest['iteration']}, {envrunners} env-runner(s){budget})",
-        err=True,
-    )
-    os.environ["DYNAMICRL_RESUME"] = str(Path(run_dir).resolve())
-    if total_env_steps is not None:  # after the user's overrides: this one wins
-        os.environ["DYNAMICRL_OVERRIDES"] = (
-            f"{os.environ.get('DYNAMICRL_OVERRIDES', '')} resume_total_env_steps={total_env_steps}"
-        )
-    os.execv(honcho, [honcho, "-f", procfile, "start", "-c", f"envrunner={envrunners}"])
-
-
-COMMANDS = (inspect, evaluate, resume_run)
+COMMANDS = (inspect, evaluate)

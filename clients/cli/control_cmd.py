@@ -88,6 +88,8 @@ def _print_status(reply: messages.StatusReply) -> None:
     ltime = reply.ltime
     click.echo(f"run       {reply.run_id}  [{reply.state.value}]")
     click.echo(f"dir       {reply.run_dir}")
+    if reply.waiting_for:
+        click.echo(f"waiting   for {reply.waiting_for}")
     if ltime is not None:
         pct = 100.0 * ltime.env_step / max(reply.total_env_steps, 1)
         click.echo(
@@ -98,6 +100,11 @@ def _print_status(reply: messages.StatusReply) -> None:
         click.echo(f"return    {ret}")
     else:
         click.echo("progress  no iteration finished yet")
+    if reply.last_checkpoint is not None:
+        saved = reply.last_checkpoint
+        click.echo(
+            f"checkpoint {saved.path} ({saved.kind}, iteration {saved.ltime.iteration}); {saved.kept} in checkpoints/"
+        )
     by_services, by_monitors = sum(s.missed for s in reply.services), sum(m.missed for m in reply.monitors)
     click.echo(
         f"missed    {by_services + by_monitors} bus message(s) in all: {by_services} by services, "
@@ -132,7 +139,10 @@ def _print_status(reply: messages.StatusReply) -> None:
 @click.command()
 @request_command(_print_status, with_timeout=True)
 def status() -> messages.StatusRequest:
-    """Services, health, iteration, env steps, SPS, mean return and bus messages lost (services, monitors)."""
+    """Services, health, iteration, env steps, SPS, mean return and bus messages lost (services, monitors).
+
+    Example: dynamicrl status --json
+    """
     from dynamicrl.protocol.messages import StatusRequest
 
     return StatusRequest()
@@ -155,6 +165,8 @@ def pause() -> messages.PauseRequest:
     Prints where each service stopped. Pausing a paused run is harmless. If a
     service does not reach its barrier within timing.pause_timeout_s, the pause is
     called off (the run keeps going) and the command fails naming that service.
+
+    Example: dynamicrl pause
     """
     from dynamicrl.protocol.messages import PauseRequest
 
@@ -171,7 +183,10 @@ def _print_resume(reply: messages.ResumeReply) -> None:
 @click.command()
 @request_command(_print_resume)
 def resume() -> messages.ResumeRequest:
-    """Continue a paused run exactly where each service stopped (harmless if running)."""
+    """Continue a paused run exactly where each service stopped (harmless if running).
+
+    Example: dynamicrl resume
+    """
     from dynamicrl.protocol.messages import ResumeRequest
 
     return ResumeRequest()
@@ -188,7 +203,10 @@ def _print_params(reply: messages.ParamsReply) -> None:
 @click.command()
 @request_command(_print_params)
 def params() -> messages.ParamsRequest:
-    """Every live-tunable hyperparameter: type, bounds, apply point, current value."""
+    """Every live-tunable hyperparameter: type, bounds, apply point, current value.
+
+    Example: dynamicrl params
+    """
     from dynamicrl.protocol.messages import ParamsRequest
 
     return ParamsRequest()
@@ -235,6 +253,8 @@ def patch(
     Each value then takes effect at its apply point (see `dynamicrl params`); the
     reply gives the logical time at which it did. Sent while paused, it takes
     effect on resume. Every application is appended to the run's patches.jsonl.
+
+    Example: dynamicrl patch ppo.lr=1e-4 --at-iteration 50
     """
     import getpass
 
@@ -266,7 +286,10 @@ def _print_history(reply: messages.HistoryReply) -> None:
 @click.command()
 @request_command(_print_history)
 def history() -> messages.HistoryRequest:
-    """The run's patch journal: who changed what, old -> new, and at which logical time."""
+    """The run's patch journal: who changed what, old -> new, and at which logical time.
+
+    Example: dynamicrl history --json
+    """
     from dynamicrl.protocol.messages import HistoryRequest
 
     return HistoryRequest()
@@ -293,6 +316,8 @@ def checkpoint() -> messages.CheckpointRequest:
     Waits until the files are written (checkpoint.timeout_s at most) and prints where. While
     the run is paused it returns at once: the checkpoint is scheduled and taken at the first
     iteration boundary after `dynamicrl resume` (or before a `dynamicrl stop`).
+
+    Example: dynamicrl checkpoint
     """
     from dynamicrl.protocol.messages import CheckpointRequest
 
@@ -310,7 +335,10 @@ def _print_stop(reply: messages.StopReply) -> None:
 @request_command(_print_stop, extra_s=lambda config, request: config.checkpoint.timeout_s)
 @click.option("--no-checkpoint", is_flag=True, help="stop at once, without a last checkpoint")
 def stop(no_checkpoint: bool) -> messages.StopRequest:
-    """Stop the run cleanly: checkpoint at the next iteration boundary, then stop every service."""
+    """Stop the run cleanly: checkpoint at the next iteration boundary, then stop every service.
+
+    Example: dynamicrl stop --no-checkpoint
+    """
     from dynamicrl.protocol.messages import StopRequest
 
     return StopRequest(checkpoint=not no_checkpoint)

@@ -7,7 +7,10 @@ import click
 
 @click.group("protocol")
 def protocol_group() -> None:
-    """The wire protocol (docs/protocol.md) in machine-readable form."""
+    """The wire protocol (docs/protocol.md) in machine-readable form.
+
+    Example: dynamicrl protocol schema --out protocol.schema.json
+    """
 
 
 @protocol_group.command("schema")
@@ -25,6 +28,8 @@ def schema(out: str | None) -> None:
     One JSON document: `envelope` (the payload map: envelope fields plus `body`)
     and `messages` (each type's body), generated from the pydantic models, so a
     peer in any language can validate what it sends and receives.
+
+    Example: dynamicrl protocol schema --out protocol.schema.json
     """
     from dynamicrl.protocol.schema import protocol_schema_json
 

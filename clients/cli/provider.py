@@ -15,7 +15,10 @@ def _logging(name: str) -> None:
 
 @click.group("provider")
 def provider_group() -> None:
-    """Publish an external stream on the bus (topic external.<stream>) for rules and monitors."""
+    """Publish an external stream on the bus (topic external.<stream>) for rules and monitors.
+
+    Example: dynamicrl provider mock-bci --rate 250
+    """
 
 
 @provider_group.command("mock-bci")
@@ -37,7 +40,10 @@ def mock_bci(
     stream: str,
     overrides: tuple[str, ...],
 ) -> None:
-    """A deterministic synthetic EEG-like stream with an `engagement` index (beta / (alpha + theta))."""
+    """A deterministic synthetic EEG-like stream with an `engagement` index (beta / (alpha + theta)).
+
+    Example: dynamicrl provider mock-bci --rate 250
+    """
     from dynamicrl.clients.providers.mock_bci import run
 
     _logging("mock-bci")
@@ -74,7 +80,10 @@ def lsl(
     duration: float | None,
     overrides: tuple[str, ...],
 ) -> None:
-    """Bridge a Lab Streaming Layer stream (by --name or --type) to the bus. Needs `pip install 'dynamicrl[lsl]'`."""
+    """Bridge a Lab Streaming Layer stream (by --name or --type) to the bus. Needs `pip install 'dynamicrl[lsl]'`.
+
+    Example: dynamicrl provider lsl --type EEG
+    """
     if (name is None) == (type_ is None):
         raise click.UsageError("give exactly one of --name and --type")
     from dynamicrl.clients.providers.lsl import LSLUnavailable, run
@@ -97,7 +106,10 @@ def lsl(
 
 @click.group("rule")
 def rule_group() -> None:
-    """Steer the run from the bus: patches sent through the controller (validated and journaled)."""
+    """Steer the run from the bus: patches sent through the controller (validated and journaled).
+
+    Example: dynamicrl rule engagement --param ppo.ent_coef --low 0.3
+    """
 
 
 @rule_group.command("engagement")
@@ -144,7 +156,10 @@ def engagement(
     duration: float | None,
     overrides: tuple[str, ...],
 ) -> None:
-    """Raise --param by --step (within [--min, --max]) while the stream's engagement is below --low."""
+    """Raise --param by --step (within [--min, --max]) while the stream's engagement is below --low.
+
+    Example: dynamicrl rule engagement --param ppo.ent_coef --low 0.3 --max 0.05
+    """
     from dynamicrl.clients.rules import EngagementRule, run_engagement_rule
 
     _logging("rule")

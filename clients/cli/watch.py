@@ -194,6 +194,8 @@ def watch_command(
     with an error. Unless --no-report, it reports its counts to the controller
     (addresses.controller) every 2 s and on exit, as watch.<pid>, so that
     `dynamicrl status` shows what it lost.
+
+    Example: dynamicrl watch --topic control.
     """
     from dynamicrl.clients import monitor as monitor_module
     from dynamicrl.clients.monitor import Monitor, ProtocolVersionMismatch

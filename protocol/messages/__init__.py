@@ -5,7 +5,15 @@ these. Adding a message means adding it here (and to docs/protocol.md).
 """
 
 from .base import ARRAY_DTYPES, ErrorCode, LogicalTime, Message, NDArray, ParamValue, Position, Role
-from .checkpoint import CheckpointCommand, CheckpointDone, CheckpointPart, CheckpointReply, CheckpointRequest
+from .checkpoint import (
+    CheckpointCommand,
+    CheckpointDone,
+    CheckpointPart,
+    CheckpointReply,
+    CheckpointRequest,
+    CheckpointSaved,
+    SavedCheckpoint,
+)
 from .control import (
     ErrorReply,
     Health,
@@ -91,6 +99,7 @@ MESSAGE_TYPES: dict[str, type[Message]] = {
         StopReply,
         CheckpointRequest,
         CheckpointReply,
+        CheckpointSaved,
         CheckpointCommand,
         CheckpointPart,
         CheckpointDone,
@@ -114,6 +123,7 @@ __all__ = [
     "CheckpointPart",
     "CheckpointReply",
     "CheckpointRequest",
+    "CheckpointSaved",
     "EpisodeStats",
     "ErrorCode",
     "ErrorReply",
@@ -156,6 +166,7 @@ __all__ = [
     "RunStart",
     "RunState",
     "RunStateChanged",
+    "SavedCheckpoint",
     "ServiceStatus",
     "StatusReply",
     "StatusRequest",

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 from typing import Any, ClassVar
 
-from pydantic import Field
+from pydantic import BaseModel, Field
 
 from .base import LogicalTime, Message, NDArray
 
@@ -41,6 +41,24 @@ class CheckpointReply(Message):
     bytes: int | None = Field(default=None, ge=0)
     seconds: float | None = Field(default=None, ge=0, description="request (or boundary) to files renamed into place")
     policy_sha256: str | None = None
+
+
+class SavedCheckpoint(BaseModel):
+    """A checkpoint on disk: in CheckpointSaved, and the last one in StatusReply."""
+
+    path: str
+    kind: str = Field(description="manual, stop, end or periodic (only periodic ones rotate)")
+    ltime: LogicalTime
+    bytes: int = Field(ge=0)
+    kept: int = Field(ge=0, description="complete checkpoints in the run's checkpoints/ after this one was written")
+
+
+class CheckpointSaved(Message):
+    """Controller -> bus (topic ``control.checkpoint_saved``), once each checkpoint is written: for
+    consoles and markers (the launcher's progress bar, TensorBoard), never the state itself."""
+
+    TYPE: ClassVar[str] = "control.checkpoint_saved"
+    checkpoint: SavedCheckpoint
 
 
 class CheckpointCommand(Message):

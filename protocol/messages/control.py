@@ -13,6 +13,7 @@ from typing import Annotated, ClassVar
 from pydantic import BaseModel, ConfigDict, Field
 
 from .base import ErrorCode, LogicalTime, Message, ParamValue, Position, Role
+from .checkpoint import SavedCheckpoint
 
 
 class RunState(str, Enum):
@@ -89,6 +90,10 @@ class StatusReply(Message):
     sps: float | None = None
     return_mean: float | None = None
     total_env_steps: int
+    last_checkpoint: SavedCheckpoint | None = Field(default=None, description="the last checkpoint this run wrote")
+    waiting_for: str = Field(
+        default="", description="while starting: what the run still waits for, e.g. '1 more env-runner (...)'"
+    )
     monitors: list[MonitorStatus] = Field(
         default_factory=list, description="external monitors that reported within timing.monitor_expiry_s"
     )

@@ -63,6 +63,7 @@ from dynamicrl.protocol.messages import (
     ResumeRequest,
     RunState,
     RunStateChanged,
+    SavedCheckpoint,
     StatusRequest,
     StopRequest,
     TrainingDone,
@@ -97,6 +98,7 @@ class Controller:
         self.config = config
         self.restore: dict[str, checkpoints.Part] = {}  # on resume: each member's saved state, for its RunStart
         self.resumed_from: LogicalTime | None = None
+        self.last_checkpoint: SavedCheckpoint | None = None  # for status
         journal_entries = None
         if config.resume:  # config, run id and run dir come from the checkpoint (read and verified once)
             resume = load_resume(Path(config.resume), config)

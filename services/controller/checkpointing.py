@@ -29,12 +29,14 @@ from dynamicrl.protocol.messages import (
     CheckpointPart,
     CheckpointReply,
     CheckpointRequest,
+    CheckpointSaved,
     ErrorCode,
     ErrorReply,
     LogicalTime,
     Message,
     Role,
     RunState,
+    SavedCheckpoint,
     StopReply,
 )
 from dynamicrl.protocol.sockets import Routed
@@ -275,6 +277,14 @@ class Checkpointing:
                     time.monotonic() - started,
                     time.monotonic() - ck.started,
                 )
+                controller.last_checkpoint = SavedCheckpoint(
+                    path=str(path),
+                    kind=ck.kind,
+                    ltime=LogicalTime(iteration=ck.boundary, env_step=ck.env_step),
+                    bytes=size,
+                    kept=len(checkpoints.complete(path.parent)),
+                )
+                controller.bus.publish(CheckpointSaved(checkpoint=controller.last_checkpoint))
                 reply = CheckpointReply(
                     path=str(path),
                     ltime=LogicalTime(iteration=ck.boundary, env_step=ck.env_step),

@@ -62,7 +62,7 @@ class Membership:
         except ValueError as exc:
             log.warning("refused %s: %s", request.service, exc)
             return ErrorReply(code=ErrorCode.REJECTED, message=str(exc))
-        log.info("registered %s (%s, rank %d, pid %d)", member.name, member.role.value, member.rank, member.pid)
+        log.debug("registered %s (%s, rank %d, pid %d)", member.name, member.role.value, member.rank, member.pid)
         return RegisterReply(
             run_id=controller.run_id,
             run_dir=str(controller.run_dir),
@@ -77,7 +77,7 @@ class Membership:
         if member is None:
             return None
         member.ready = True
-        log.info("%s is ready", member.name)
+        log.debug("%s is ready", member.name)
         if controller.state is RunState.RUNNING:  # late observer (e.g. a second logger)
             controller.send(
                 member.route,
@@ -102,7 +102,9 @@ class Membership:
         member = controller.roster.members.get(message.service)
         if member is not None:
             member.gone = True
-            log.info("%s left: %s", member.name, message.reason or "no reason given")
+            # a member leaving a stopping run is the stop going as planned: worth a line only otherwise
+            level = logging.DEBUG if controller.state in (RunState.STOPPING, RunState.STOPPED) else logging.INFO
+            log.log(level, "%s left: %s", member.name, message.reason or "no reason given")
             if controller.pausing.barrier is not None:
                 controller.pausing.barrier.forget(member.name)
             if message.finished:  # its goodbye may overtake the learner's TrainingDone
@@ -129,8 +131,8 @@ class Membership:
             self.waiting_noted_at = now
             runs = controller.config.run.envrunners
             hint = (
-                f" (run.envrunners={runs}: with honcho, `honcho start -c envrunner={runs}`)"
-                if "env-runner" in waiting and runs != "auto"
+                f" (with honcho: `honcho start -c envrunner={runs}`; `dynamicrl run` starts them all)"
+                if "more env-runner" in waiting and runs != "auto"
                 else ""
             )
             log.info(
@@ -154,7 +156,7 @@ class Membership:
             if now - (roster.first_envrunner_at or now) < run.join_window_s:
                 return "more env-runners (join window open)"
         elif len(runners) < run.envrunners:
-            return f"{run.envrunners - len(runners)} more env-runner(s)"
+            return f"{run.envrunners - len(runners)} more env-runner(s) (run.envrunners={run.envrunners})"
         if config.logger.required and not roster.active(Role.LOGGER):
             return "a logger"
         ranks = sorted(m.rank for m in runners)

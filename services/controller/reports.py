@@ -27,6 +27,7 @@ from dynamicrl.protocol.messages import (
     ParamsReply,
     ParamsRequest,
     ProcessSample,
+    RunState,
     StatusReply,
     StatusRequest,
     SystemMetrics,
@@ -58,6 +59,8 @@ class Reports:
             sps=metrics.sps if metrics else None,
             return_mean=metrics.return_mean if metrics else None,
             total_env_steps=controller.config.run.total_env_steps,
+            last_checkpoint=controller.last_checkpoint,
+            waiting_for=controller.membership.waiting_for(now) if controller.state is RunState.STARTING else "",
             monitors=controller.monitors.statuses(now),
         )
 

@@ -14,9 +14,17 @@ from pathlib import Path
 from dynamicrl.core.patch_text import entry_line
 from dynamicrl.core.settings import Config
 from dynamicrl.protocol import topics
-from dynamicrl.protocol.messages import LogicalTime, PatchEvent, Role, RunStateChanged, SystemMetrics, TrainMetrics
+from dynamicrl.protocol.messages import (
+    CheckpointSaved,
+    LogicalTime,
+    PatchEvent,
+    Role,
+    RunStateChanged,
+    SystemMetrics,
+    TrainMetrics,
+)
 from dynamicrl.protocol.sockets import Subscriber
-from dynamicrl.services.base import Service, StartupError, setup_logging
+from dynamicrl.services.base import Service, StartupError, StoppedBeforeStart, setup_logging
 
 from .sinks import ConsoleSink, CsvSink, SysCsvSink, TensorBoardSink
 
@@ -70,7 +78,7 @@ class Logger(Service):
                     return
             self.safe_point()
         if self.stopping:
-            raise StartupError(f"{self.name}: stopped before the run started ({self.stop_reason})")
+            raise StoppedBeforeStart(f"{self.name}: stopped before the run started ({self.stop_reason})")
         raise StartupError(f"{self.name}: no controller beacon on {self.config.addresses.bus_out}")
 
     def drain(self) -> None:
@@ -97,17 +105,18 @@ class Logger(Service):
                 self.sys_csv.write(message)
             if self.tb is not None:
                 self.tb.system(message)
+        elif isinstance(message, CheckpointSaved) and self.tb is not None:
+            saved = message.checkpoint
+            self.tb.text("events/checkpoint", f"{saved.kind} checkpoint {saved.path}", self.last_step)
         elif isinstance(message, PatchEvent):
             text = entry_line(message.entry)
             if self.tb is not None:
                 self.tb.text("events/patch", text, self.last_step)
             if self.config.logger.console:
                 print(text, flush=True)
-        elif isinstance(message, RunStateChanged) and message.reason:
-            if self.tb is not None:
-                self.tb.text("events/state", f"{message.state.value}: {message.reason}", self.last_step)
-            if self.config.logger.console:
-                print(f"run {message.state.value}: {message.reason}", flush=True)
+        # a state change: a marker; on the console it is the controller's own line
+        elif isinstance(message, RunStateChanged) and message.reason and self.tb is not None:
+            self.tb.text("events/state", f"{message.state.value}: {message.reason}", self.last_step)
 
 
 def main(local: Config) -> int:

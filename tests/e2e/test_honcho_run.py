@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import math
 import os
+import re
 import signal
 from pathlib import Path
 
@@ -86,9 +87,15 @@ def poke_garbage(h: Run) -> None:
         ctx.destroy(linger=0)
 
 
-def check_learned(runs, envrunners: int, garbage: bool = False) -> None:
-    """Status answered mid-run, honcho exited 0, CSV and TensorBoard agree and show CartPole solved."""
-    h, supervised = honcho(runs, [], envrunners=envrunners)
+def check_learned(runs, envrunners: int, garbage: bool = False, launcher: bool = False) -> None:
+    """Status answered mid-run, honcho exited 0, CSV and TensorBoard agree and show CartPole solved.
+
+    ``launcher``: started by `dynamicrl run --envrunners N` from outside the repository, not `honcho start`."""
+    if launcher:
+        h = runs("run", ["run.envrunners=auto"], envrunners=envrunners, config=REPO / "configs/defaults.yaml")
+        supervised = h.launch("--envrunners", str(envrunners))
+    else:
+        h, supervised = honcho(runs, [], envrunners=envrunners)
     running = wait_until(lambda: (s := status(h)) and s["ltime"] and s, timeout=180)
     roles = sorted((s["role"], s["rank"]) for s in running["services"])
     assert roles == sorted([("learner", 0), ("logger", 0)] + [("envrunner", r) for r in range(envrunners)])
@@ -118,8 +125,8 @@ def test_cartpole_learns_under_honcho(runs):
     check_learned(runs, envrunners=1, garbage=True)
 
 
-def test_two_envrunners_both_contribute(runs):
-    check_learned(runs, envrunners=2)
+def test_two_envrunners_both_contribute_under_dynamicrl_run(runs):
+    check_learned(runs, envrunners=2, launcher=True)
 
 
 def test_ctrl_c_checkpoints_then_stops_every_process(runs):
@@ -132,4 +139,6 @@ def test_ctrl_c_checkpoints_then_stops_every_process(runs):
     assert "rc=-" not in supervised.log(), supervised.log()[-2000:]  # every service exited on its own, not killed
     last = checkpoints.latest_good(h.run_dir / "checkpoints")
     assert checkpoints.verify(last)["iteration"] > reply["ltime"]["iteration"]
-    assert f"after checkpoint {last}" in supervised.log(), supervised.log()[-3000:]
+    # said twice, no more: the checkpoint written, and the stop after it
+    assert supervised.log().count(str(last)) == 2, supervised.log()[-3000:]
+    assert re.search(rf"stopping \(stop requested by \S+ after checkpoint {re.escape(str(last))}", supervised.log())
