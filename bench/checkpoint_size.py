@@ -176,9 +176,7 @@ def main() -> None:
         saves = SAVE_LINE.findall(fresh.log())
 
         # resume-run, timed to the services' "resumed at" lines and the first new metrics row
-        resumed = Launched(
-            "dynamicrl.clients.cli", ["resume-run", str(run_dir)], env, tmp, "resume"
-        )
+        resumed = Launched("dynamicrl.clients.cli", ["resume-run", str(run_dir)], env, tmp, "resume")
         launched.append(resumed)
         marks: dict[str, float] = {}
         for name in ("learner.1", "envrunner.1", "envrunner.2"):  # each logs "... resumed at iteration 4"

@@ -216,6 +216,7 @@ def test_procfile_bci_runs_the_services_the_provider_and_a_rule_with_valid_argum
     from dynamicrl.clients.cli import main as cli
 
     root = Path(__file__).resolve().parents[2]
+
     def entries(name: str) -> dict[str, str]:
         lines = (root / name).read_text().splitlines()
         return dict(line.split(":", 1) for line in lines if line.strip() and not line.startswith("#"))
