@@ -339,3 +339,18 @@ def test_a_new_budget_without_resume_is_an_error():
         load_config(CONFIGS / "defaults.yaml", ["resume=runs/x", "resume_total_env_steps=5000"]).resume_total_env_steps
         == 5000
     )
+
+
+def test_addresses_host_and_port_place_all_four_and_an_address_set_by_itself_wins():
+    config = load_config(overrides=["addresses.port=6000", "addresses.host=10.0.0.2"])
+    assert (config.addresses.controller, config.addresses.bus_in, config.addresses.bus_out, config.addresses.data) == (
+        "tcp://10.0.0.2:6000",
+        "tcp://10.0.0.2:6001",
+        "tcp://10.0.0.2:6002",
+        "tcp://10.0.0.2:6003",
+    )
+    mixed = load_config(overrides=["addresses.port=6000", "addresses.bus_out=tcp://127.0.0.1:7000"])
+    assert mixed.addresses.bus_out == "tcp://127.0.0.1:7000" and mixed.addresses.data == "tcp://127.0.0.1:6003"
+    assert load_config().addresses.controller == "tcp://127.0.0.1:5550"
+    with pytest.raises(ConfigError, match=r"addresses\.port"):
+        load_config(overrides=["addresses.port=65534"])  # its four ports must exist
