@@ -287,7 +287,8 @@ class Service:
             self._send(
                 PatchApplied(patch_id=patch.patch_id, author=patch.author, position=self.position(), changes=diff)
             )
-            log.info("applied %s", patch_line(patch.patch_id, patch.author, diff, self.position()))
+            # the logger prints it once, from the journal, naming this member
+            log.debug("applied %s", patch_line(patch.patch_id, patch.author, diff, self.position()))
 
     def _before(self, patch: ApplyPatch) -> bool:
         assert patch.at is not None  # only asked of a patch scheduled for a logical time
