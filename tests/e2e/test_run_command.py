@@ -142,7 +142,7 @@ def test_status_says_what_a_starting_run_waits_for_and_stop_then_exits_everyone_
 
     def waiting():
         out = run.cli("status", timeout=30)
-        return out.stdout if out.returncode == 0 and "waiting" in out.stdout else None
+        return out.stdout if out.returncode == 0 and "more env-runner" in out.stdout else None  # the one registered
 
     shown = wait_until(waiting, timeout=60, interval=0.3)
     assert "waiting   for 1 more env-runner(s) (run.envrunners=2)" in shown, shown
