@@ -1,4 +1,4 @@
-"""The wheel holds every package folder of the tree, and the configs: nothing is listed by hand."""
+"""The wheel holds every package folder of the tree, the configs and the Procfile: nothing is listed by hand."""
 
 from __future__ import annotations
 
@@ -41,4 +41,5 @@ def test_the_wheel_contains_every_package_folder(tmp_path: Path) -> None:
     assert not [str(m) for m in modules if f"dynamicrl/{m.as_posix()}" not in names]
     configs = [p.relative_to(REPO).as_posix() for p in (REPO / "configs").rglob("*.yaml")]
     assert configs and not [c for c in configs if f"dynamicrl/{c}" not in names]
+    assert "dynamicrl/services/Procfile" in names  # the process set `dynamicrl run` starts
     assert not [n for n in names if n.startswith(("tests/", "bench/", "dynamicrl/tests"))]
