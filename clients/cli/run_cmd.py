@@ -18,6 +18,8 @@ def _start(config_path: str, overrides: tuple[str, ...], envrunners: int | None,
 
     config = _load(config_path, overrides)
     count = envrunner_count(config, envrunners)
+    if config.run.envrunners == "auto":  # the launcher knows how many start: no join window to wait out
+        overrides = (*overrides, f"run.envrunners={count}")
     try:
         code = launch(config, config_path, overrides, count, extra_env)
     except LaunchError as exc:
