@@ -11,13 +11,17 @@ the same returns.
 
 ``evaluate_run`` does this for every checkpoint a run kept: an evaluation curve of the policy
 itself, the test curve Tianshou reports and the way to pick the best checkpoint, not the last.
+
+With ``video``, the same episodes are played in an env that also renders, and the first few are
+recorded (``core/video.py``): the frames are drawn from the env's state, never fed back, so the
+returns are those of an evaluation without video.
 """
 
 from __future__ import annotations
 
 import statistics
 from collections.abc import Callable
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -28,6 +32,8 @@ from dynamicrl.core.settings import Config, ConfigError, config_from_dict
 
 if TYPE_CHECKING:
     import gymnasium as gym
+
+    from dynamicrl.core.video import Video
 
 
 @dataclass(frozen=True)
@@ -40,6 +46,7 @@ class Evaluation:
     seed: int
     returns: list[float]
     lengths: list[int]
+    video: str | None = None  # the MP4 of the first episodes, if recorded
 
     @property
     def mean(self) -> float:
@@ -60,14 +67,17 @@ def evaluate(
     seed: int = 0,
     report: Callable[[str], None] = print,
     envs: dict[str, gym.Env] | None = None,
+    video: Video | None = None,
 ) -> Evaluation:
     """Play ``episodes`` episodes with the checkpoint's policy; CheckpointError names what is wrong.
 
     ``envs``: envs to reuse, by env config, left open (each episode resets with its seed, so a
-    reused env plays as a new one); without it the env is made here and closed.
+    reused env plays as a new one); without it the env is made here and closed. ``video``: record
+    the first ``video.episodes`` episodes; RenderError (before any episode) if the env cannot.
     """
     from dynamicrl.core.algorithms import get_algorithm, load_class
     from dynamicrl.core.envs import clip_to_space, make_env
+    from dynamicrl.core.video import Recorder, make_render_env
 
     target = checkpoints.resolve(path, report)
     manifest, controller, parts = checkpoints.read(target)
@@ -77,10 +87,11 @@ def evaluate(
         raise checkpoints.CheckpointError(f"{target / 'controller.json'}: no usable run config: {exc}") from None
     learner = checkpoints.policy_part(target, parts)
     own, envs = envs is None, {} if envs is None else envs
-    key = config.env.model_dump_json()
+    key = config.env.model_dump_json() + (f" rendered at {video.size}" if video else "")
     if key not in envs:
-        envs[key] = make_env(config.env)
+        envs[key] = make_render_env(config.env, video.size) if video else make_env(config.env)
     env = envs[key]
+    recorder = Recorder(env, video) if video else None
     try:
         spec = get_algorithm(config.algo.name)
         algorithm = load_class(spec.learner)(
@@ -98,13 +109,19 @@ def evaluate(
         for episode in range(episodes):
             obs, _ = env.reset(seed=seed + episode)
             total, steps, done = 0.0, 0, False
+            if recorder:  # the first frame: an env that cannot draw fails here, before a step or a file
+                recorder.capture(episode)
             while not done:
                 action = act(normalizer.peek(obs[None]))[0]
                 obs, reward, terminated, truncated, _ = env.step(clip_to_space(action, env.action_space))
                 total, steps, done = total + float(reward), steps + 1, terminated or truncated
+                if recorder:
+                    recorder.capture(episode)
             returns.append(total)
             lengths.append(steps)
     finally:
+        if recorder:
+            recorder.close()
         if own:
             env.close()
     return Evaluation(
@@ -116,15 +133,22 @@ def evaluate(
         seed=seed,
         returns=returns,
         lengths=lengths,
+        video=str(video.path) if video else None,
     )
 
 
 def evaluate_run(
-    path: Path, episodes: int = 10, deterministic: bool = True, seed: int = 0, report: Callable[[str], None] = print
+    path: Path,
+    episodes: int = 10,
+    deterministic: bool = True,
+    seed: int = 0,
+    report: Callable[[str], None] = print,
+    video: Video | None = None,
 ) -> list[Evaluation]:
     """Every good checkpoint of a run directory (or of a checkpoints directory), oldest first.
 
     A bad checkpoint is reported and skipped, as resuming skips it; CheckpointError if none is good.
+    ``video``: its ``path`` is a directory, one file per checkpoint in it (``iter-00000032.mp4``).
     """
     root = path / "checkpoints" if (path / "checkpoints").is_dir() else path
     found = [path] if (path / "manifest.json").exists() else list(reversed(checkpoints.complete(root)))
@@ -134,7 +158,8 @@ def evaluate_run(
     try:
         for checkpoint in found:
             try:
-                results.append(evaluate(checkpoint, episodes, deterministic, seed, report, envs))
+                film = replace(video, path=video.path / f"{checkpoint.name}.mp4") if video else None
+                results.append(evaluate(checkpoint, episodes, deterministic, seed, report, envs, film))
             except checkpoints.CheckpointError as exc:
                 report(f"skipping a bad checkpoint: {exc}")
     finally:

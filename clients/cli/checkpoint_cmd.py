@@ -52,7 +52,32 @@ def inspect(path: str) -> None:
     help="evaluate every good checkpoint the run kept, oldest first, and name the best",
 )
 @click.option("--json", "as_json", is_flag=True, help="print the result (every episode, mean, std) as JSON")
-def evaluate(path: str, episodes: int, stochastic: bool, seed: int, every_checkpoint: bool, as_json: bool) -> None:
+@click.option("--video", type=click.Path(dir_okay=False), help="record the first episodes to this MP4 file")
+@click.option("--video-dir", type=click.Path(file_okay=False), help="with --all: one MP4 per checkpoint in this folder")
+@click.option(
+    "--video-episodes", type=click.IntRange(min=1), default=1, show_default=True, help="episodes each video holds"
+)
+@click.option(
+    "--size",
+    default="480x360",
+    show_default=True,
+    callback=lambda _ctx, _param, value: _frame_size(value),
+    help="frame WIDTHxHEIGHT (even; MuJoCo envs; classic control draws its own size)",
+)
+@click.option("--fps", type=click.FloatRange(min=0, min_open=True), help="video frame rate [default: the env's]")
+def evaluate(
+    path: str,
+    episodes: int,
+    stochastic: bool,
+    seed: int,
+    every_checkpoint: bool,
+    as_json: bool,
+    video: str | None,
+    video_dir: str | None,
+    video_episodes: int,
+    size: tuple[int, int],
+    fps: float | None,
+) -> None:
     """Play a checkpoint's policy (or a run's latest good one's) offline and report its returns.
 
     The policy acts with its most likely action and the learner's observation statistics, frozen,
@@ -61,7 +86,11 @@ def evaluate(path: str, episodes: int, stochastic: bool, seed: int, every_checkp
     With --all, every checkpoint the run kept (set checkpoint.every_iterations and checkpoint.keep
     to keep a series): how the policy itself improved, and which checkpoint to deploy.
 
+    With --video (--video-dir with --all), the first --video-episodes episodes are recorded to an
+    H.264 MP4; the returns are the same as without.
+
     Example: dynamicrl evaluate runs/RUN_ID --all -n 5
+    Example: dynamicrl evaluate runs/RUN_ID --video ant.mp4 --video-episodes 2
     """
     import json
     import statistics
@@ -69,6 +98,12 @@ def evaluate(path: str, episodes: int, stochastic: bool, seed: int, every_checkp
 
     from dynamicrl.clients.evaluate import Evaluation, evaluate_run, summary
     from dynamicrl.clients.evaluate import evaluate as run_evaluation
+    from dynamicrl.core.video import Video
+
+    if (video_dir and not every_checkpoint) or (video and every_checkpoint):
+        raise click.UsageError("--video records one checkpoint; with --all, use --video-dir (one file per checkpoint)")
+    film = video or video_dir
+    recording = Video(Path(film), video_episodes, size, fps) if film else None
 
     def play(evaluation: Callable[..., Any]) -> Any:
         return evaluation(
@@ -77,6 +112,7 @@ def evaluate(path: str, episodes: int, stochastic: bool, seed: int, every_checkp
             deterministic=not stochastic,
             seed=seed,
             report=lambda m: click.echo(m, err=True),
+            video=recording,
         )
 
     try:  # --all: every checkpoint kept; else the one named (or the run's latest good one)
@@ -93,6 +129,7 @@ def evaluate(path: str, episodes: int, stochastic: bool, seed: int, every_checkp
                 f"  iteration {r.iteration:>7} ({r.env_steps:>10} env steps): return {r.mean:10.1f} "
                 f"+- {r.std:.1f}, length {statistics.fmean(r.lengths):.0f}"
             )
+            _echo_video(r, video_episodes)
         best = max(results, key=lambda r: r.mean)
         click.echo(f"best: {best.checkpoint} (iteration {best.iteration}, return {best.mean:.1f})")
     else:
@@ -101,6 +138,25 @@ def evaluate(path: str, episodes: int, stochastic: bool, seed: int, every_checkp
         for i, (ret, length) in enumerate(zip(result.returns, result.lengths)):
             click.echo(f"  episode {i} (seed {seed + i}): return {ret:.1f}, length {length}")
         click.echo(summary(result))
+        _echo_video(result, video_episodes)
+
+
+def _frame_size(value: str) -> tuple[int, int]:
+    """``WIDTHxHEIGHT`` as two even positive ints (H.264's 4:2:0 frames need even sides)."""
+    width, _, height = value.lower().partition("x")
+    if not (width.isdigit() and height.isdigit() and int(width) > 0 and int(height) > 0):
+        raise click.BadParameter(f"{value!r} is not WIDTHxHEIGHT, e.g. 480x360")
+    if int(width) % 2 or int(height) % 2:
+        raise click.BadParameter(f"{value!r}: width and height must be even (H.264)")
+    return int(width), int(height)
+
+
+def _echo_video(result: Any, recorded: int) -> None:
+    """The video's file and, next to it, the return and length of each episode it holds."""
+    if result.video:
+        shown = zip(result.returns[:recorded], result.lengths[:recorded])
+        episodes = "; ".join(f"episode {i} return {ret:.1f}, length {n}" for i, (ret, n) in enumerate(shown))
+        click.echo(f"  video {result.video}: {episodes}")
 
 
 COMMANDS = (inspect, evaluate)

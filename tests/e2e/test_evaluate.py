@@ -3,6 +3,7 @@ replay (the learner's torch network and the normalisation formula written out), 
 
 from __future__ import annotations
 
+import ctypes.util
 import json
 import shutil
 from pathlib import Path
@@ -21,8 +22,8 @@ pytestmark = pytest.mark.e2e
 HIDDEN = [16, 16]
 
 
-def cli(*args: str, cwd: Path):
-    return run_cli(*args, cwd=cwd, timeout=120)
+def cli(*args: str, cwd: Path, env: dict[str, str] | None = None):
+    return run_cli(*args, cwd=cwd, env=env, timeout=120)
 
 
 @pytest.fixture(scope="module")
@@ -161,3 +162,24 @@ def test_evaluate_all_plays_every_checkpoint_and_names_the_best(hopper_run, tmp_
     assert out.returncode == 0, out.stderr
     assert [r["iteration"] for r in json.loads(out.stdout)] == [8]
     assert out.stderr.count("skipping a bad checkpoint") == 1 and "iter-00000004/manifest.json: missing" in out.stderr
+
+
+def test_evaluate_video_records_a_mujoco_env_through_headless_gl(hopper_run, tmp_path):
+    """Hopper-v5 rendered offscreen (EGL here) at the asked size; the same returns as without video."""
+    from test_evaluate_video import decoded
+
+    plain = cli("evaluate", str(hopper_run), "-n", "2", "--json", cwd=tmp_path)
+    video = tmp_path / "hopper.mp4"
+    out = cli("evaluate", str(hopper_run), "-n", "2", "--video", str(video), "--size", "96x64", "--json", cwd=tmp_path)
+    assert out.returncode == 0, out.stderr
+    result = json.loads(out.stdout)
+    assert result == {**json.loads(plain.stdout), "video": str(video)}, "recording changes nothing evaluated"
+    assert decoded(video) == (result["lengths"][0] + 1, (64, 96, 3), 125.0)  # Hopper's render_fps: 1 / dt
+
+    if ctypes.util.find_library("OSMesa"):
+        pytest.skip("libOSMesa is installed: no back-end left that lacks its GL library")
+    no_gl = cli("evaluate", str(hopper_run), "-n", "1", "--video", "v.mp4", cwd=tmp_path, env={"MUJOCO_GL": "osmesa"})
+    lines = no_gl.stderr.strip().splitlines()
+    assert no_gl.returncode == 1 and no_gl.stdout == "" and len(lines) == 1, no_gl.stderr
+    assert lines[0].startswith("Error: env 'Hopper-v5' cannot render: ") and "MUJOCO_GL=osmesa" in lines[0]
+    assert not (tmp_path / "v.mp4").exists()

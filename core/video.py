@@ -1,0 +1,135 @@
+"""Episode videos: a headless GL back-end, an env that renders ``rgb_array`` frames, an H.264 MP4 writer.
+
+One module for every recorder (``dynamicrl evaluate --video`` today, a previewer while training
+later), so that they choose the GL back-end, make the env and encode the file the same way.
+Frames in, file out: no torch, no policy here.
+
+The encoder is imageio's ffmpeg plugin; the imageio-ffmpeg wheel ships the ffmpeg binary, so no
+system ffmpeg is needed. MuJoCo renders offscreen through EGL (Mesa's or a GPU's libEGL), else
+OSMesa (software, only if libOSMesa is installed); classic control draws its own frames (pygame,
+a fixed size per env: ``size`` applies only to envs that take ``width``/``height``).
+"""
+
+from __future__ import annotations
+
+import ctypes.util
+import inspect
+import os
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import gymnasium as gym
+import numpy as np
+
+from dynamicrl.core.envs import make_env
+from dynamicrl.core.settings import EnvConfig
+
+#: MuJoCo's offscreen back-ends, in the order tried, with the library each needs.
+GL_BACKENDS = (("egl", "EGL"), ("osmesa", "OSMesa"))
+
+
+class RenderError(ValueError):
+    """An env that cannot render frames; the message names the env id and what is missing."""
+
+
+@dataclass(frozen=True)
+class Video:
+    """What to record: the first ``episodes`` episodes into ``path``, frames of ``size`` (width, height)
+    where the env takes a size, at ``fps`` (None: the env's ``render_fps``, else 30)."""
+
+    path: Path
+    episodes: int
+    size: tuple[int, int]
+    fps: float | None = None
+
+
+def select_gl() -> str:
+    """The GL back-end MuJoCo will use: ``$MUJOCO_GL`` if set, else the first of GL_BACKENDS whose
+    library is installed, set in ``$MUJOCO_GL`` (mujoco reads it once, when imported, so this
+    runs before an env is made; once mujoco is imported it changes nothing). "" if none is found."""
+    chosen = os.environ.get("MUJOCO_GL", "")
+    if not chosen and "mujoco" not in sys.modules:
+        chosen = next((name for name, library in GL_BACKENDS if ctypes.util.find_library(library)), "")
+        if chosen:
+            os.environ["MUJOCO_GL"] = chosen
+    return chosen
+
+
+def make_render_env(config: EnvConfig, size: tuple[int, int]) -> gym.Env:
+    """The env of ``config`` rendering ``rgb_array`` frames; RenderError if it has no such mode."""
+    select_gl()
+    os.environ.setdefault("SDL_VIDEODRIVER", "dummy")  # pygame (classic control) draws offscreen: no display
+    try:
+        entry_point = gym.spec(config.id).entry_point
+    except gym.error.Error as exc:
+        raise ValueError(f"env.id={config.id!r}: {exc}") from None
+    try:  # a MuJoCo env's module loads its renderer, and so the GL library, when imported
+        creator = gym.envs.registration.load_env_creator(entry_point) if isinstance(entry_point, str) else entry_point
+    except Exception as exc:
+        raise _cannot_render(config.id, exc) from None
+    modes = (getattr(creator, "metadata", None) or {}).get("render_modes") or []
+    if "rgb_array" not in modes:
+        raise RenderError(f"env {config.id!r} cannot be recorded: it has no 'rgb_array' render mode (it has {modes})")
+    kwargs: dict[str, Any] = {"render_mode": "rgb_array"}
+    parameters = inspect.signature(creator).parameters.values() if callable(creator) else ()
+    if any(p.name == "width" or p.kind is p.VAR_KEYWORD for p in parameters):  # MuJoCo's envs take a frame size
+        kwargs |= {"width": size[0], "height": size[1]}
+    try:
+        return make_env(config.model_copy(update={"kwargs": {**config.kwargs, **kwargs}}))
+    except ValueError:
+        raise
+    except Exception as exc:  # or makes a GL context when made
+        raise _cannot_render(config.id, exc) from None
+
+
+def frame(env: gym.Env) -> np.ndarray:
+    """The env's present scene as an (height, width, 3) uint8 array; RenderError if it cannot draw it."""
+    try:
+        image = env.render()
+    except Exception as exc:  # mujoco's FatalError, a GL context that cannot be made...
+        raise _cannot_render(_env_id(env), exc) from None
+    if not isinstance(image, np.ndarray) or image.ndim != 3:
+        raise RenderError(f"env {_env_id(env)!r} rendered no RGB frame but {type(image).__name__}")
+    return image
+
+
+def _env_id(env: gym.Env) -> str:
+    return env.spec.id if env.spec else type(env.unwrapped).__name__
+
+
+def _cannot_render(env_id: str, exc: Exception) -> RenderError:
+    gl = os.environ.get("MUJOCO_GL") or "none found (no libEGL, no libOSMesa)"
+    return RenderError(f"env {env_id!r} cannot render: {type(exc).__name__}: {exc} (GL back-end: MUJOCO_GL={gl})")
+
+
+class Recorder:
+    """The frames of an env's first ``video.episodes`` episodes, written to one MP4 (H.264, yuv420p).
+
+    The file is opened at the first frame, so an env that cannot render leaves no file behind.
+    """
+
+    def __init__(self, env: gym.Env, video: Video) -> None:
+        self.env, self.video = env, video
+        self.fps = video.fps or env.metadata.get("render_fps") or 30
+        self._writer: Any = None
+
+    def capture(self, episode: int) -> None:
+        """Add the present frame if ``episode`` (0-based) is one of those recorded."""
+        if episode >= self.video.episodes:
+            return
+        image = frame(self.env)
+        if self._writer is None:
+            import imageio.v2 as imageio
+
+            self.video.path.parent.mkdir(parents=True, exist_ok=True)
+            # macro_block_size=2: H.264 needs even sides; imageio's default (16) would resize most frames
+            self._writer = imageio.get_writer(
+                self.video.path, format="FFMPEG", fps=self.fps, codec="libx264", macro_block_size=2
+            )
+        self._writer.append_data(image)
+
+    def close(self) -> None:
+        if self._writer is not None:
+            self._writer.close()
