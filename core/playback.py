@@ -38,7 +38,11 @@ def make_normalizer(config: Config, env: gym.Env, statistics: dict[str, np.ndarr
     """The env-runners' normaliser, loaded with the learner's statistics (``obs.*``, ``ret.*``)."""
     from dynamicrl.core.normalization import Normalizer
 
-    normalizer = Normalizer(config.normalize, env.observation_space.shape, 1, getattr(config.algo, "gamma", 0.99))
+    from dynamicrl.core.envs import space_shape
+
+    normalizer = Normalizer(
+        config.normalize, space_shape(env.observation_space), 1, getattr(config.algo, "gamma", 0.99)
+    )
     normalizer.load(statistics)
     return normalizer
 
@@ -56,8 +60,10 @@ def play_episode(
     recorder: Recorder | None = None,
     episode: int = 0,
     each_step: Callable[[], None] | None = None,
+    max_steps: int | None = None,
 ) -> tuple[float, int]:
-    """(return, length) of one episode reset with ``seed``; ``recorder`` films it as ``episode``.
+    """(return, length) of one episode reset with ``seed``, ``max_steps`` long at most; ``recorder``
+    films it as ``episode``.
 
     The first frame is captured before any step, so an env that cannot draw fails before it plays.
     ``each_step`` is called after every step (the previewer answers its controller there).
@@ -71,7 +77,8 @@ def play_episode(
     while not done:
         action = act(normalizer.peek(obs[None]))[0]
         obs, reward, terminated, truncated, _ = env.step(clip_to_space(action, env.action_space))
-        total, steps, done = total + float(reward), steps + 1, terminated or truncated
+        total, steps = total + float(reward), steps + 1
+        done = terminated or truncated or steps == max_steps
         if recorder:
             recorder.capture(episode)
         if each_step:
