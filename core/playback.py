@@ -36,9 +36,8 @@ def make_actor(config: Config, env: gym.Env, weights: dict[str, np.ndarray], see
 
 def make_normalizer(config: Config, env: gym.Env, statistics: dict[str, np.ndarray]) -> Normalizer:
     """The env-runners' normaliser, loaded with the learner's statistics (``obs.*``, ``ret.*``)."""
-    from dynamicrl.core.normalization import Normalizer
-
     from dynamicrl.core.envs import space_shape
+    from dynamicrl.core.normalization import Normalizer
 
     normalizer = Normalizer(
         config.normalize, space_shape(env.observation_space), 1, getattr(config.algo, "gamma", 0.99)
