@@ -163,13 +163,16 @@ class Previewer(Service):
         log.debug("%s: clip %s: return %.1f, length %d", self.name, mp4, total, length)
 
     def prepare(self) -> None:
-        """The render env, made once; an env that cannot render is one warning and no clips."""
+        """The render env, made once, and its first frame drawn (a GL context takes seconds to make);
+        an env that cannot render is one warning and no clips."""
         from dynamicrl.core.algorithms import get_algorithm, load_class
-        from dynamicrl.core.video import RenderError, make_render_env
+        from dynamicrl.core.video import RenderError, frame, make_render_env
 
         load_class(get_algorithm(self.config.algo.name).actor)  # its module imports torch: done now
         try:
             self.env = make_render_env(self.config.env, frame_size(self.config.video.size))
+            self.env.reset(seed=self.config.run.seed + SEED_OFFSET)
+            frame(self.env)
         except RenderError as exc:
             log.warning("%s: no videos in this run: %s", self.name, exc)
             self.filming = False

@@ -4,7 +4,7 @@ One pair of CartPole runs, started together: without videos and with a clip ever
 Their final policies are bitwise equal; each clip decodes with its episode's frame count and size;
 its `metrics.video` event, read by a plain msgpack subscriber, validates against the JSON Schema;
 the real `tensorboard` lists the clip's image tag and serves the GIF. A third run, on an env that
-cannot render, trains on with one warning.
+cannot render, trains on with one warning; a fourth films Hopper-v5 at 64x48.
 """
 
 from __future__ import annotations
@@ -72,11 +72,16 @@ def test_videos_while_training_change_no_bit_of_it(runs, tmp_path, monkeypatch):
         ],
         env={"PYTHONPATH": PLUGINS + os.pathsep + os.environ.get("PYTHONPATH", "")},
     )
+    hopper = runs(
+        "hopper",
+        ["env.id=Hopper-v5", "env.num_envs=2", "algo.num_steps=64", "normalize.obs=true"]
+        + ["run.total_env_steps=4096", "video.every_iterations=2", "video.size=64x48", "video.max_steps=10"],
+    )
     ctx, sub = plain_subscriber(filmed.bus_out)
     try:
-        for run in (plain, filmed, blind):
+        for run in (plain, filmed, blind, hopper):
             run.start()
-        for run in (plain, filmed, blind):
+        for run in (plain, filmed, blind, hopper):
             run.finish()
         events = received(sub)
     finally:
@@ -113,6 +118,13 @@ def test_videos_while_training_change_no_bit_of_it(runs, tmp_path, monkeypatch):
     finally:
         tensorboard.proc.terminate()
         tensorboard.proc.wait(timeout=10)
+
+    (hopper_dir,) = (hopper.tmp / "runs").iterdir()
+    filmed_hopper = sorted((hopper_dir / "videos").glob("iter-*.json"))
+    assert filmed_hopper, logs(hopper.procs)
+    for summary in filmed_hopper:  # MuJoCo offscreen (EGL here) at the asked size, max_steps at most
+        length = json.loads(summary.read_text())["length"]
+        assert decoded(summary.with_suffix(".mp4"))[:2] == (length + 1, (48, 64, 3)) and 1 <= length <= 10
 
     previewer = log_text(blind.procs[-1])
     warning = "env 'NoRenderCartPole-v0' cannot be recorded: it has no 'rgb_array' render mode (it has [])"
