@@ -25,10 +25,8 @@ from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-import numpy as np
-
 from dynamicrl.core import checkpoints
-from dynamicrl.core.settings import Config, ConfigError, config_from_dict
+from dynamicrl.core.settings import ConfigError, config_from_dict
 
 if TYPE_CHECKING:
     import gymnasium as gym
@@ -76,7 +74,8 @@ def evaluate(
     the first ``video.episodes`` episodes; RenderError (before any episode) if the env cannot.
     """
     from dynamicrl.core.algorithms import get_algorithm, load_class
-    from dynamicrl.core.envs import clip_to_space, make_env
+    from dynamicrl.core.envs import make_env
+    from dynamicrl.core.playback import make_actor, make_normalizer, play_episode, policy
     from dynamicrl.core.video import Recorder, make_render_env
 
     target = checkpoints.resolve(path, report)
@@ -93,30 +92,19 @@ def evaluate(
     env = envs[key]
     recorder = Recorder(env, video) if video else None
     try:
-        spec = get_algorithm(config.algo.name)
-        algorithm = load_class(spec.learner)(
+        algorithm = load_class(get_algorithm(config.algo.name).learner)(
             config.algo, env.observation_space, env.action_space, seed=config.run.seed, num_iterations=1
         )
         try:
             algorithm.load_state(learner.arrays, learner.meta)
         except (KeyError, ValueError, RuntimeError) as exc:  # arrays missing or of another network's shape
             raise checkpoints.CheckpointError(f"{target / learner.service}: the policy does not load: {exc}") from None
-        actor = load_class(spec.actor)(config.algo, env.observation_space, env.action_space, seed=seed)
-        actor.load_weights(algorithm.get_weights())
-        normalizer = _normalizer(config, env, learner.arrays)
-        act = actor.mode if deterministic else (lambda obs: actor.act(obs)[0])
+        act = policy(make_actor(config, env, algorithm.get_weights(), seed), deterministic)
+        statistics = {k.removeprefix("norm."): v for k, v in learner.arrays.items() if k.startswith("norm.")}
+        normalizer = make_normalizer(config, env, statistics)
         returns, lengths = [], []
         for episode in range(episodes):
-            obs, _ = env.reset(seed=seed + episode)
-            total, steps, done = 0.0, 0, False
-            if recorder:  # the first frame: an env that cannot draw fails here, before a step or a file
-                recorder.capture(episode)
-            while not done:
-                action = act(normalizer.peek(obs[None]))[0]
-                obs, reward, terminated, truncated, _ = env.step(clip_to_space(action, env.action_space))
-                total, steps, done = total + float(reward), steps + 1, terminated or truncated
-                if recorder:
-                    recorder.capture(episode)
+            total, steps = play_episode(env, act, normalizer, seed + episode, recorder, episode)
             returns.append(total)
             lengths.append(steps)
     finally:
@@ -168,15 +156,6 @@ def evaluate_run(
     if not results:
         raise checkpoints.CheckpointError(f"{root}: no complete checkpoint to evaluate")
     return results
-
-
-def _normalizer(config: Config, env, arrays: dict[str, np.ndarray]):
-    """The env-runners' normaliser, loaded with the learner's statistics (``peek`` never updates them)."""
-    from dynamicrl.core.normalization import Normalizer
-
-    normalizer = Normalizer(config.normalize, env.observation_space.shape, 1, getattr(config.algo, "gamma", 0.99))
-    normalizer.load({k.removeprefix("norm."): v for k, v in arrays.items() if k.startswith("norm.")})
-    return normalizer
 
 
 def summary(result: Evaluation) -> str:

@@ -176,6 +176,38 @@ class CheckpointConfig(_Strict):
     )
 
 
+def frame_size(value: str) -> tuple[int, int]:
+    """``WIDTHxHEIGHT`` as two even positive ints (H.264's 4:2:0 frames need even sides)."""
+    width, _, height = value.lower().partition("x")
+    if not (width.isdigit() and height.isdigit() and int(width) > 0 and int(height) > 0):
+        raise ValueError(f"{value!r} is not WIDTHxHEIGHT, e.g. 480x360")
+    if int(width) % 2 or int(height) % 2:
+        raise ValueError(f"{value!r}: width and height must be even (H.264)")
+    return int(width), int(height)
+
+
+class VideoConfig(_Strict):
+    """Episode clips while training, recorded by the previewer service (off unless one trigger is set)."""
+
+    every_iterations: int | None = Field(
+        default=None, ge=1, description="record a clip every N iterations (None: not by iteration)"
+    )
+    at_checkpoints: bool = Field(default=False, description="also record a clip after each saved checkpoint")
+    size: str = Field(default="320x240", description="frame WIDTHxHEIGHT (MuJoCo envs; classic control draws its own)")
+    fps: float | None = Field(default=None, gt=0, description="frames per second (None: the env's render_fps)")
+    max_steps: int = Field(default=1000, ge=1, description="a clip ends after this many env steps at most")
+
+    @field_validator("size")
+    @classmethod
+    def _size(cls, value: str) -> str:
+        frame_size(value)
+        return value
+
+    @property
+    def enabled(self) -> bool:
+        return self.every_iterations is not None or self.at_checkpoints
+
+
 class Config(_Strict):
     run: RunConfig = Field(default_factory=RunConfig)
     env: EnvConfig = Field(default_factory=EnvConfig)
@@ -191,6 +223,7 @@ class Config(_Strict):
     logger: LoggerConfig = Field(default_factory=LoggerConfig)
     metrics: MetricsConfig = Field(default_factory=MetricsConfig)
     checkpoint: CheckpointConfig = Field(default_factory=CheckpointConfig)
+    video: VideoConfig = Field(default_factory=VideoConfig)
     resume: str | None = Field(
         default=None,
         description="a run directory to continue from its latest good checkpoint "

@@ -108,11 +108,13 @@ class Recorder:
     """The frames of an env's first ``video.episodes`` episodes, written to one MP4 (H.264, yuv420p).
 
     The file is opened at the first frame, so an env that cannot render leaves no file behind.
+    ``gif``: also kept, smaller, for an animated GIF. ``frames`` and ``shape`` say what was written.
     """
 
-    def __init__(self, env: gym.Env, video: Video) -> None:
-        self.env, self.video = env, video
+    def __init__(self, env: gym.Env, video: Video, gif: Gif | None = None) -> None:
+        self.env, self.video, self.gif = env, video, gif
         self.fps = video.fps or env.metadata.get("render_fps") or 30
+        self.frames, self.shape = 0, (0, 0, 0)
         self._writer: Any = None
 
     def capture(self, episode: int) -> None:
@@ -129,7 +131,46 @@ class Recorder:
                 self.video.path, format="FFMPEG", fps=self.fps, codec="libx264", macro_block_size=2
             )
         self._writer.append_data(image)
+        self.frames, self.shape = self.frames + 1, image.shape
+        if self.gif is not None:
+            self.gif.add(image)
 
     def close(self) -> None:
         if self._writer is not None:
             self._writer.close()
+            self._writer = None
+
+
+class Gif:
+    """A small animated GIF of a clip: every ``stride``-th frame, subsampled to at most ``max_width``
+    pixels wide. Small enough for a TensorBoard image summary (its image plugin animates GIFs; it has
+    no MP4 player), and made from frames already in memory, so no reader decodes the MP4 again."""
+
+    def __init__(self, fps: float, max_frames: int = 50, max_width: int = 160) -> None:
+        self.fps, self.max_frames, self.max_width = fps, max_frames, max_width
+        self.stride = 1  # doubled whenever more than 2 * max_frames are kept: the length need not be known
+        self.images: list[np.ndarray] = []
+        self._seen = 0
+
+    def add(self, image: np.ndarray) -> None:
+        if self._seen % self.stride == 0:
+            step = max(1, -(-image.shape[1] // self.max_width))
+            self.images.append(np.ascontiguousarray(image[::step, ::step]))
+            if len(self.images) > 2 * self.max_frames:
+                self.images, self.stride = self.images[::2], self.stride * 2
+        self._seen += 1
+
+    def encode(self) -> bytes:
+        """The GIF's bytes (looping); ValueError if no frame was added."""
+        import io
+
+        from PIL import Image
+
+        if not self.images:
+            raise ValueError("no frames")
+        first, *rest = (Image.fromarray(image) for image in self.images)
+        out = io.BytesIO()
+        first.save(
+            out, format="GIF", save_all=True, append_images=rest, duration=round(1000 * self.stride / self.fps), loop=0
+        )
+        return out.getvalue()

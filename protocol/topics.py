@@ -5,7 +5,7 @@ whose topic is ``external.<stream>``; these constants name the families and the
 topics services publish, so no code spells a topic as a bare string.
 """
 
-from .messages import ExternalSample, SystemMetrics, TrainMetrics
+from .messages import ExternalSample, SystemMetrics, TrainMetrics, VideoSaved
 
 METRICS = "metrics."
 CONTROL = "control."
@@ -13,6 +13,7 @@ EXTERNAL = ExternalSample.TOPIC_PREFIX
 
 METRICS_TRAIN = TrainMetrics.TYPE
 METRICS_SYS = SystemMetrics.TYPE
+METRICS_VIDEO = VideoSaved.TYPE
 
 
 def matches(topic: str, prefix: str) -> bool:

@@ -13,7 +13,7 @@ import click
 
 from dynamicrl.core.settings import DEFAULT_CONFIG, Config, ConfigError, load_from_environment
 
-SERVICES = ("controller", "learner", "envrunner", "logger")
+SERVICES = ("controller", "learner", "envrunner", "logger", "previewer")
 
 #: How every process and command finds the run's config (the CLI's commands use it too).
 config_option = click.option(
@@ -60,6 +60,10 @@ def service(name: str, overrides: tuple[str, ...], config_path: str, rank: int |
         from dynamicrl.services.envrunner.app import main as run_envrunner
 
         _guard(lambda: run_envrunner(config, rank=rank))
+    elif name == "previewer":
+        from dynamicrl.services.previewer.app import main as run_previewer
+
+        _guard(lambda: run_previewer(config))
     else:
         from dynamicrl.services.logger.app import main as run_logger
 

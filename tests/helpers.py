@@ -289,7 +289,7 @@ class Run:
     so), ``overrides`` on top, the config file ``config`` (the services' default if None), the variables ``env``
     added to the services' environment; and the processes it started, all stopped by pid in ``close``.
 
-    ``start()`` starts controller, learner, env-runners (ranks 0..n-1) and logger one by one
+    ``start()`` starts controller, learner, env-runners (ranks 0..n-1), logger (and previewer) one by one
     (``procs``); ``honcho()`` and ``resume_run(run_dir)`` start `honcho start` with the repo's
     Procfile, the run's config in its environment (``Supervised``). Use it as a context manager,
     or through the e2e ``runs`` fixture.
@@ -329,6 +329,8 @@ class Run:
         for rank in range(self.envrunners):
             self.procs.append(start_service("envrunner", self.overrides, self.tmp, env=env, args=["--rank", str(rank)]))
         self.procs.append(start_service("logger", self.overrides, self.tmp, env=env))
+        if self.config.video.enabled:  # as `dynamicrl run` does: the previewer only when it films
+            self.procs.append(start_service("previewer", self.overrides, self.tmp, env=env))
         return self
 
     def honcho(self) -> Supervised:

@@ -72,6 +72,7 @@ from dynamicrl.protocol.messages import (
     TrainMetrics,
     Tunable,
     ValueChange,
+    VideoSaved,
 )
 
 
@@ -211,6 +212,18 @@ SAMPLES: dict[str, Callable[[], Message]] = {
         length_mean=None,
         episodes=7,
         values={"loss/policy": -0.01, "loss/value": 0.5, "lr": 2.4e-4},
+    ),
+    VideoSaved.TYPE: lambda: VideoSaved(
+        path="runs/r1/videos/iter-4.mp4",
+        gif="runs/r1/videos/iter-4.gif",
+        iteration=4,
+        env_step=512,
+        episode_return=31.0,
+        length=31,
+        frames=32,
+        width=600,
+        height=400,
+        seed=1000003,
     ),
     EpisodeStats.TYPE: lambda: EpisodeStats(rank=0, env_steps=640, returns=[10.0, 22.0], lengths=[10, 22]),
     SystemMetrics.TYPE: lambda: SystemMetrics(

@@ -142,13 +142,12 @@ def evaluate(
 
 
 def _frame_size(value: str) -> tuple[int, int]:
-    """``WIDTHxHEIGHT`` as two even positive ints (H.264's 4:2:0 frames need even sides)."""
-    width, _, height = value.lower().partition("x")
-    if not (width.isdigit() and height.isdigit() and int(width) > 0 and int(height) > 0):
-        raise click.BadParameter(f"{value!r} is not WIDTHxHEIGHT, e.g. 480x360")
-    if int(width) % 2 or int(height) % 2:
-        raise click.BadParameter(f"{value!r}: width and height must be even (H.264)")
-    return int(width), int(height)
+    from dynamicrl.core.settings import frame_size
+
+    try:
+        return frame_size(value)
+    except ValueError as exc:
+        raise click.BadParameter(str(exc)) from None
 
 
 def _echo_video(result: Any, recorded: int) -> None:

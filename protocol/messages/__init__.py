@@ -60,7 +60,7 @@ from .membership import (
     StopCommand,
     TrainingDone,
 )
-from .metrics import EpisodeStats, ProcessSample, SystemMetrics, TrainMetrics
+from .metrics import EpisodeStats, ProcessSample, SystemMetrics, TrainMetrics, VideoSaved
 
 MESSAGE_TYPES: dict[str, type[Message]] = {
     cls.TYPE: cls
@@ -109,6 +109,7 @@ MESSAGE_TYPES: dict[str, type[Message]] = {
         TrainMetrics,
         EpisodeStats,
         SystemMetrics,
+        VideoSaved,
         ExternalSample,
     )
 }
@@ -178,5 +179,6 @@ __all__ = [
     "TrainingDone",
     "Tunable",
     "ValueChange",
+    "VideoSaved",
     "stream_topic",
 ]

@@ -99,6 +99,7 @@ class Role(str, Enum):
     LEARNER = "learner"
     ENVRUNNER = "envrunner"
     LOGGER = "logger"
+    PREVIEWER = "previewer"
 
 
 class ErrorCode(str, Enum):

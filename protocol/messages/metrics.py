@@ -29,6 +29,25 @@ class TrainMetrics(Message):
     )
 
 
+class VideoSaved(Message):
+    """Previewer -> bus (topic ``metrics.video``), once per clip written: where it is and what it shows.
+
+    Never the frames: a subscriber reads the files (``path``, and ``gif``, a small animated copy).
+    """
+
+    TYPE: ClassVar[str] = "metrics.video"
+    path: str = Field(min_length=1, description="the MP4 (H.264), runs/<id>/videos/iter-<iteration>.mp4")
+    gif: str | None = Field(default=None, description="a small animated GIF of the same episode, if written")
+    iteration: int = Field(ge=0, description="the iteration of the policy filmed (the version the learner served)")
+    env_step: int = Field(ge=0, description="env steps trained when that policy was made")
+    episode_return: float
+    length: int = Field(ge=0, description="env steps in the episode")
+    frames: int = Field(ge=1, description="frames in the MP4 (length + 1: the reset frame too)")
+    width: int = Field(ge=1)
+    height: int = Field(ge=1)
+    seed: int = Field(description="the episode's reset seed")
+
+
 class EpisodeStats(Message):
     """Env-runner -> bus (topic ``metrics.episode``), once per rollout that finished episodes."""
 

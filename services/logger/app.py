@@ -7,6 +7,7 @@ first iteration's metrics are not lost to the slow-joiner effect.
 
 from __future__ import annotations
 
+import io
 import logging
 import time
 from pathlib import Path
@@ -22,6 +23,7 @@ from dynamicrl.protocol.messages import (
     RunStateChanged,
     SystemMetrics,
     TrainMetrics,
+    VideoSaved,
 )
 from dynamicrl.protocol.sockets import Subscriber
 from dynamicrl.services.base import Service, StartupError, StoppedBeforeStart, setup_logging
@@ -108,6 +110,8 @@ class Logger(Service):
         elif isinstance(message, CheckpointSaved) and self.tb is not None:
             saved = message.checkpoint
             self.tb.text("events/checkpoint", f"{saved.kind} checkpoint {saved.path}", self.last_step)
+        elif isinstance(message, VideoSaved) and self.tb is not None:
+            self.video(message)
         elif isinstance(message, PatchEvent):
             text = entry_line(message.entry)
             if self.tb is not None:
@@ -117,6 +121,26 @@ class Logger(Service):
         # a state change: a marker; on the console it is the controller's own line
         elif isinstance(message, RunStateChanged) and message.reason and self.tb is not None:
             self.tb.text("events/state", f"{message.state.value}: {message.reason}", self.last_step)
+
+    def video(self, saved: VideoSaved) -> None:
+        """The clip's GIF (the previewer writes it beside the MP4) as an image summary, ``video/episode``."""
+        assert self.tb is not None  # only called with a TensorBoard sink
+        try:
+            encoded = Path(saved.gif).read_bytes() if saved.gif else b""
+        except OSError as exc:
+            log.warning("%s: no TensorBoard image for %s: %s", self.name, saved.path, exc)
+            return
+        if encoded:
+            from PIL import Image  # the GIF's own size (smaller than the MP4's)
+
+            with Image.open(io.BytesIO(encoded)) as image:
+                width, height = image.size
+            self.tb.image("video/episode", encoded, width, height, saved.env_step)
+            self.tb.text(
+                "events/video",
+                f"iteration {saved.iteration}: return {saved.episode_return:.1f}, length {saved.length}, {saved.path}",
+                saved.env_step,
+            )
 
 
 def main(local: Config) -> int:

@@ -158,9 +158,7 @@ class TensorBoardSink:
         from tensorboard.compat.proto.summary_pb2 import SummaryMetadata
         from tensorboard.compat.proto.tensor_pb2 import TensorProto
 
-        step = max(step, self.floor, self.text_steps.get(tag, -1) + 1)
-        self.text_steps[tag] = step
-
+        step = self.marker_step(tag, step)
         meta = SummaryMetadata(plugin_data=SummaryMetadata.PluginData(plugin_name="text"))
         tensor = TensorProto(dtype=7, string_val=[text.encode()], tensor_shape={"dim": [{"size": 1}]})
         self.writer.add_event(
@@ -170,6 +168,20 @@ class TensorBoardSink:
                 summary=Summary(value=[Summary.Value(tag=tag, metadata=meta, tensor=tensor)]),
             )
         )
+
+    def image(self, tag: str, encoded: bytes, width: int, height: int, step: int) -> None:
+        """An encoded image (an animated GIF plays in TensorBoard's image plugin), stepped like a marker."""
+        image = Summary.Image(width=width, height=height, colorspace=3, encoded_image_string=encoded)
+        step = self.marker_step(tag, step)
+        self.writer.add_event(
+            Event(wall_time=time.time(), step=step, summary=Summary(value=[Summary.Value(tag=tag, image=image)]))
+        )
+
+    def marker_step(self, tag: str, step: int) -> int:
+        """``step``, or just past the tag's previous record or the floor if that is later."""
+        step = max(step, self.floor, self.text_steps.get(tag, -1) + 1)
+        self.text_steps[tag] = step
+        return step
 
     def close(self) -> None:
         self.writer.flush()

@@ -1,0 +1,224 @@
+"""The previewer: films one episode of the current policy every ``video.every_iterations`` (and after
+each checkpoint with ``video.at_checkpoints``), beside the run, never in it.
+
+Training is bitwise the same with videos on or off because nothing of the run's is touched: the
+previewer learns the iteration from the bus (``metrics.train``, ``control.checkpoint_saved``), asks
+the learner's data socket for the policy with a ``PolicyRequest`` (a read: the learner answers it
+from its state without changing it; its ``rank`` is ignored), and plays it, most likely action, in
+an env of its own, reset with its own seed (``run.seed + 999999 + iteration``). It is an observer:
+it never holds up the start or a pause (between env steps it answers the controller at once), and
+the run does not wait for it. The policy is fetched as soon as the trigger is read, so it is that
+iteration's (in overlap mode the learner serves the one before); its version names the file,
+``runs/<id>/videos/iter-<iteration>.mp4``, with a JSON and a small GIF beside it.
+
+With videos off it does not join the run: it waits, silent, until signalled, because under
+``honcho start`` a process that exits ends the whole set (honcho signals it when the run ends);
+``dynamicrl run`` leaves it out instead. An env that cannot render is one warning, and no clips.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import signal
+from pathlib import Path
+from typing import Any
+
+import zmq
+
+from dynamicrl.core.settings import Config, frame_size
+from dynamicrl.protocol.codec import ProtocolError, Session
+from dynamicrl.protocol.messages import (
+    CheckpointSaved,
+    ErrorReply,
+    LogicalTime,
+    PolicyRequest,
+    PolicyWeights,
+    Role,
+    TrainMetrics,
+    VideoSaved,
+)
+from dynamicrl.protocol.sockets import Subscriber, make_socket, recv, send
+from dynamicrl.services.base import Service, setup_logging
+
+log = logging.getLogger(__name__)
+
+SEED_OFFSET = 999_999  # clips' seeds, run.seed + this + iteration: far from the env-runners' seeds
+
+
+class _Stopped(Exception):
+    """The run stops while a clip is being recorded: the clip is dropped."""
+
+
+class Previewer(Service):
+    role = Role.PREVIEWER
+    observer = True
+
+    def run(self) -> int:
+        self.register()
+        cfg = self.config
+        self.sub = Subscriber(self.ctx, cfg.addresses.bus_out, [TrainMetrics.TYPE, CheckpointSaved.TYPE])
+        self.data: zmq.Socket | None = None
+        self.env: Any = None
+        self.filming = cfg.video.enabled  # False for good after an env that cannot render
+        self.wanted: PolicyWeights | None = None  # the policy of the latest trigger, not filmed yet
+        self.recorded: set[int] = set()
+        self.env_steps: dict[int, int] = {0: 0}  # iteration -> env steps trained, from metrics.train
+        try:
+            start = self.ready_and_wait()
+            self.steps_per_iteration = cfg.algo.num_steps * cfg.env.num_envs * start.envrunners
+            if self.filming:  # while the run trains: torch and the render env, so the first clip comes in time
+                self.prepare()
+            while not self.stopping:
+                self.safe_point()
+                if self.wait(self.sub.socket, 100):
+                    self.take_triggers()
+                if self.wanted is not None and not self.stopping:
+                    served, self.wanted = self.wanted, None
+                    self.record(served)
+        finally:
+            if self.env is not None:
+                self.env.close()
+            if self.data is not None:
+                self.data.close()
+            self.sub.close()
+            self.close()
+        return 0
+
+    def take_triggers(self) -> None:
+        """Read the bus; on a trigger, fetch the policy at once (while the learner still serves that
+        iteration's), to be filmed next. A clip still being recorded then loses nothing but time; a
+        later trigger replaces a policy not filmed yet, so a slow previewer skips clips, never lags."""
+        if self.drain() and self.filming:
+            served = self.ask_policy()
+            if served is not None and served.version not in self.recorded:
+                self.wanted = served
+
+    def drain(self) -> bool:
+        """Take what the bus brought; True if it calls for a clip."""
+        self.missed = self.sub.gaps.missed
+        video, due = self.config.video, False
+        while self.sub.socket.poll(0):
+            received = self.sub.receive()
+            message = received.message if received is not None else None
+            if isinstance(message, TrainMetrics):
+                self.env_steps[message.iteration] = message.env_steps
+                self.ltime = LogicalTime(iteration=message.iteration, env_step=message.env_steps)
+                due |= video.every_iterations is not None and message.iteration % video.every_iterations == 0
+            elif isinstance(message, CheckpointSaved):
+                due |= video.at_checkpoints
+        return due
+
+    def record(self, served: PolicyWeights) -> None:
+        """One clip of ``served``: the file, its JSON and GIF, then the event on the bus."""
+        from dynamicrl.core.playback import make_actor, make_normalizer, play_episode, policy
+        from dynamicrl.core.video import Gif, Recorder, RenderError, Video
+
+        cfg, iteration = self.config, served.version
+        size, seed = frame_size(cfg.video.size), cfg.run.seed + SEED_OFFSET + iteration
+        videos = Path(self.run_dir) / "videos"
+        part = videos / f"iter-{iteration}.part.mp4"  # renamed when complete: a stop leaves no half clip
+        recorder = None
+        env = self.env
+        try:
+            act = policy(make_actor(cfg, env, served.weights, seed), deterministic=True)
+            normalizer = make_normalizer(cfg, env, served.normalizer)
+            fps = cfg.video.fps or env.metadata.get("render_fps") or 30
+            recorder = Recorder(env, Video(part, 1, size, fps), Gif(fps))
+            total, length = play_episode(
+                env, act, normalizer, seed, recorder, each_step=self.between_steps, max_steps=cfg.video.max_steps
+            )
+            recorder.close()
+            mp4 = part.rename(videos / f"iter-{iteration}.mp4")
+        except RenderError as exc:  # an env that renders nothing at all is refused by prepare()
+            log.warning("%s: no videos in this run: %s", self.name, exc)
+            self.filming = False
+            return
+        except _Stopped:
+            return
+        finally:
+            if recorder is not None:
+                recorder.close()
+            part.unlink(missing_ok=True)  # a clip not complete
+        self.recorded.add(iteration)
+        gif = mp4.with_suffix(".gif")
+        assert recorder.gif is not None  # made with one above
+        gif.write_bytes(recorder.gif.encode())
+        height, width = recorder.shape[:2]
+        saved = VideoSaved(
+            path=str(mp4),
+            gif=str(gif),
+            iteration=iteration,
+            env_step=self.env_steps.get(iteration, iteration * self.steps_per_iteration),
+            episode_return=total,
+            length=length,
+            frames=recorder.frames,
+            width=width,
+            height=height,
+            seed=seed,
+        )
+        summary = {k: getattr(saved, k) for k in ("iteration", "env_step", "episode_return", "length", "seed")}
+        mp4.with_suffix(".json").write_text(json.dumps(summary, indent=1) + "\n")
+        self.bus.publish(saved, ltime=self.ltime)
+        log.debug("%s: clip %s: return %.1f, length %d", self.name, mp4, total, length)
+
+    def prepare(self) -> None:
+        """The render env, made once, and its first frame drawn (a GL context takes seconds to make);
+        an env that cannot render is one warning and no clips."""
+        from dynamicrl.core.algorithms import get_algorithm, load_class
+        from dynamicrl.core.video import RenderError, frame, make_render_env
+
+        load_class(get_algorithm(self.config.algo.name).actor)  # its module imports torch: done now
+        try:
+            self.env = make_render_env(self.config.env, frame_size(self.config.video.size))
+            self.env.reset(seed=self.config.run.seed + SEED_OFFSET)
+            frame(self.env)
+        except RenderError as exc:
+            log.warning("%s: no videos in this run: %s", self.name, exc)
+            self.filming = False
+
+    def between_steps(self) -> None:
+        """Between env steps: answer the controller (a pause at once), take triggers; stop if told to."""
+        self.safe_point()
+        if self.sub.socket.poll(0):
+            self.take_triggers()
+        if self.stopping:
+            raise _Stopped
+
+    def ask_policy(self) -> PolicyWeights | None:
+        """The learner's current policy, weights and normaliser statistics (None if stopping or refused)."""
+        if self.data is None:
+            self.data = make_socket(self.ctx, zmq.DEALER, identity=self.name.encode())
+            self.data.connect(self.config.addresses.data)
+            self.data_session = Session(self.name, self.run_id)
+        send(self.data, self.data_session, PolicyRequest(rank=0), ltime=self.ltime)
+        while not self.stopping:
+            if not self.wait(self.data, 100):
+                continue
+            try:
+                reply = recv(self.data).message
+            except ProtocolError as exc:
+                log.warning("%s: bad reply from the learner: %s", self.name, exc)
+                continue
+            if isinstance(reply, PolicyWeights):
+                return reply
+            if isinstance(reply, ErrorReply):
+                log.warning("%s: the learner refused a policy request: %s", self.name, reply.message)
+                return None
+        return None
+
+
+def main(local: Config) -> int:
+    if not local.video.enabled:
+        return idle()
+    previewer = Previewer(local)
+    setup_logging(previewer.name)
+    return previewer.run()
+
+
+def idle() -> int:
+    """Videos off: join nothing, say nothing, and exit 0 when signalled (honcho does so when the run ends)."""
+    signals = {signal.SIGINT, signal.SIGTERM}
+    signal.pthread_sigmask(signal.SIG_BLOCK, signals)
+    signal.sigwait(signals)
+    return 0
