@@ -204,6 +204,32 @@ class Service:
             self.safe_point(minibatch=self.minibatch)
         return sock in events
 
+    def request(
+        self,
+        sock: zmq.Socket,
+        session: Session,
+        message: Message,
+        replies: tuple[type[Message], ...],
+        while_waiting: Callable[[], None] | None = None,
+    ) -> Message | None:
+        """Send ``message`` on ``sock`` (e.g. to the learner) and wait for a reply of one of the ``replies``
+        types, acting on the controller meanwhile (``while_waiting`` too); None once stopping. A reply
+        that does not decode is logged and skipped."""
+        send(sock, session, message, ltime=self.ltime)
+        while not self.stopping:
+            if while_waiting is not None:
+                while_waiting()
+            if not self.wait(sock, 100):
+                continue
+            try:
+                reply = recv(sock).message
+            except ProtocolError as exc:
+                log.warning("%s: bad reply to %s: %s", self.name, message.TYPE, exc)
+                continue
+            if isinstance(reply, replies):
+                return reply
+        return None
+
     def position(self) -> Position:
         return Position(service=self.name, ltime=self.ltime, minibatch=self.minibatch)
 

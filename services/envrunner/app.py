@@ -20,7 +20,7 @@ import zmq
 from dynamicrl.core import envstate, tunables
 from dynamicrl.core.normalization import Normalizer
 from dynamicrl.core.settings import Config
-from dynamicrl.protocol.codec import ProtocolError, Session
+from dynamicrl.protocol.codec import Session
 from dynamicrl.protocol.messages import (
     CheckpointPart,
     EpisodeStats,
@@ -31,7 +31,7 @@ from dynamicrl.protocol.messages import (
     Role,
     Rollout,
 )
-from dynamicrl.protocol.sockets import make_socket, recv, send
+from dynamicrl.protocol.sockets import make_socket
 from dynamicrl.services.base import Service, rank_from_environment, setup_logging
 
 if TYPE_CHECKING:
@@ -175,25 +175,16 @@ class EnvRunner(Service):
 
     def exchange(self, message: Rollout | PolicyRequest) -> PolicyWeights | None:
         """Send to the learner and wait for the policy to act with next (None if stopping)."""
-        send(self.data, self.data_session, message, ltime=self.ltime)
-        while not self.stopping:
-            if isinstance(message, Rollout):
-                self.checkpoint_if_asked(boundary=self.iteration + 1)
-            if not self.wait(self.data, 100):
-                continue
-            try:
-                reply = recv(self.data).message
-            except ProtocolError as exc:
-                log.warning("%s: bad reply from the learner: %s", self.name, exc)
-                continue
-            if isinstance(reply, ErrorReply):
-                log.error("%s: the learner refused %s: %s", self.name, message.TYPE, reply.message)
-                self.exit_code = 1
-                self.stop(f"refused by the learner: {reply.message}")
-                return None
-            if isinstance(reply, PolicyWeights):
-                return reply
-        return None
+        at_boundary = (
+            (lambda: self.checkpoint_if_asked(boundary=self.iteration + 1)) if isinstance(message, Rollout) else None
+        )
+        reply = self.request(self.data, self.data_session, message, (PolicyWeights, ErrorReply), at_boundary)
+        if isinstance(reply, ErrorReply):
+            log.error("%s: the learner refused %s: %s", self.name, message.TYPE, reply.message)
+            self.exit_code = 1
+            self.stop(f"refused by the learner: {reply.message}")
+            return None
+        return reply if isinstance(reply, PolicyWeights) else None
 
     # -- checkpoints: at the iteration boundary, i.e. a rollout sent and its answer awaited --
     def checkpoint_if_asked(self, boundary: int) -> None:

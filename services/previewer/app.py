@@ -27,7 +27,7 @@ from typing import Any
 import zmq
 
 from dynamicrl.core.settings import Config, frame_size
-from dynamicrl.protocol.codec import ProtocolError, Session
+from dynamicrl.protocol.codec import Session
 from dynamicrl.protocol.messages import (
     CheckpointSaved,
     ErrorReply,
@@ -38,7 +38,7 @@ from dynamicrl.protocol.messages import (
     TrainMetrics,
     VideoSaved,
 )
-from dynamicrl.protocol.sockets import Subscriber, make_socket, recv, send
+from dynamicrl.protocol.sockets import Subscriber, make_socket
 from dynamicrl.services.base import Service, setup_logging
 
 log = logging.getLogger(__name__)
@@ -191,21 +191,10 @@ class Previewer(Service):
             self.data = make_socket(self.ctx, zmq.DEALER, identity=self.name.encode())
             self.data.connect(self.config.addresses.data)
             self.data_session = Session(self.name, self.run_id)
-        send(self.data, self.data_session, PolicyRequest(rank=0), ltime=self.ltime)
-        while not self.stopping:
-            if not self.wait(self.data, 100):
-                continue
-            try:
-                reply = recv(self.data).message
-            except ProtocolError as exc:
-                log.warning("%s: bad reply from the learner: %s", self.name, exc)
-                continue
-            if isinstance(reply, PolicyWeights):
-                return reply
-            if isinstance(reply, ErrorReply):
-                log.warning("%s: the learner refused a policy request: %s", self.name, reply.message)
-                return None
-        return None
+        reply = self.request(self.data, self.data_session, PolicyRequest(rank=0), (PolicyWeights, ErrorReply))
+        if isinstance(reply, ErrorReply):
+            log.warning("%s: the learner refused a policy request: %s", self.name, reply.message)
+        return reply if isinstance(reply, PolicyWeights) else None
 
 
 def main(local: Config) -> int:
