@@ -56,8 +56,8 @@ class Stopping:
         if controller.state in (RunState.STOPPING, RunState.STOPPED):
             return StopReply(message="already stopping")
         if not (request.checkpoint and self.can_checkpoint()):
-            self.begin_stop(f"stop requested by {sender}")
             why = "" if not request.checkpoint else f" (no checkpoint: the run is {controller.state.value})"
+            self.begin_stop(f"stop requested by {sender}")
             return StopReply(message="stopping" + why)
         # answered, and the stop begun, when the checkpoint (this one or one in progress) is done
         checkpoint = self.checkpoint_then_stop(f"stop requested by {sender}")
