@@ -110,8 +110,8 @@ def launch(
     console = for_stream(sys.stdout, view)
     manager = Manager(console)
     processes = parse_procfile(procfile_text()).processes
-    # the previewer only when it films: with videos off it would only idle
-    concurrency = {"envrunner": envrunners, "previewer": 1 if config.video.enabled else 0}
+    # the previewer only when it draws (clips or pause previews): otherwise it would only idle
+    concurrency = {"envrunner": envrunners, "previewer": 1 if config.video.previewer else 0}
     for process in expand_processes(processes, concurrency=concurrency):
         manager.add_process(process.name, process.cmd, env={**env, **process.env})
     watcher = BusWatcher(config.addresses.bus_out, view) if isinstance(console, LiveConsole) else None

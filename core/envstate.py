@@ -10,7 +10,7 @@ their state in ``unwrapped.state``. Anything else is refused with a clear error.
 from __future__ import annotations
 
 import json
-from typing import Any
+from typing import Any, Literal
 
 import gymnasium as gym
 import numpy as np
@@ -21,7 +21,7 @@ class UnsupportedEnv(TypeError):
 
 
 def capture(env: gym.Env) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
-    base = env.unwrapped
+    base: Any = env.unwrapped
     limit = _time_limit(env)
     # a JSON string: PCG64's state holds 128-bit integers, which msgpack cannot carry
     meta: dict[str, Any] = {
@@ -29,26 +29,56 @@ def capture(env: gym.Env) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
         "elapsed_steps": limit._elapsed_steps if limit else None,
     }
     arrays: dict[str, np.ndarray] = {}
+    meta["kind"], state = scene(env, exact=True)
+    if meta["kind"] == "mujoco":
+        arrays["mj_state"] = state
+        # what env code reads before the next mj_step, packed into one buffer (one frame on the wire)
+        arrays["mj_derived"], meta["mj_derived"] = _pack(
+            {name: getattr(base.data, name) for name in _derived_arrays(base.data)}
+        )
+    else:
+        arrays["state"] = state
+        meta["extra"] = {k: getattr(base, k) for k in ("steps_beyond_terminated",) if hasattr(base, k)}
+    return arrays, meta
+
+
+def scene(env: gym.Env, exact: bool = False) -> tuple[Literal["mujoco", "classic"], np.ndarray]:
+    """The simulator's state, ``(kind, array)``, a copy: what a renderer needs to draw the present scene
+    (``show``), not all a trajectory needs (``capture``). A subclass of a classic-control env is drawn
+    from its ``state`` too, unless ``exact`` (a checkpoint cannot know what the subclass added).
+    UnsupportedEnv for any other env."""
+    base: Any = env.unwrapped
+    classes = [type(base)] if exact else type(base).__mro__
     if hasattr(base, "data") and hasattr(base, "model"):  # MuJoCo
         import mujoco
 
         spec = mujoco.mjtState.mjSTATE_INTEGRATION
         state = np.empty(mujoco.mj_stateSize(base.model, spec), np.float64)
         mujoco.mj_getState(base.model, base.data, state, spec)
-        meta["kind"] = "mujoco"
-        arrays["mj_state"] = state
-        # what env code reads before the next mj_step, packed into one buffer (one frame on the wire)
-        arrays["mj_derived"], meta["mj_derived"] = _pack(
-            {name: getattr(base.data, name) for name in _derived_arrays(base.data)}
-        )
-    elif type(base).__module__.startswith("gymnasium.envs.classic_control") and hasattr(base, "state"):
-        meta["kind"] = "classic"
-        arrays["state"] = np.array(base.state, dtype=np.float64)
-        extra = {k: getattr(base, k) for k in ("steps_beyond_terminated",) if hasattr(base, k)}
-        meta["extra"] = extra
+        return "mujoco", state
+    classic = any(c.__module__.startswith("gymnasium.envs.classic_control") for c in classes)
+    if classic and getattr(base, "state", None) is not None:
+        return "classic", np.array(base.state, dtype=np.float64)
+    raise UnsupportedEnv(f"{env.spec.id if env.spec else type(base).__name__}: no known simulator state")
+
+
+def show(env: gym.Env, kind: str, state: np.ndarray) -> None:
+    """Put ``env`` in the scene ``scene`` read from an env of the same id (derived quantities recomputed)."""
+    base: Any = env.unwrapped
+    if kind == "mujoco":
+        import mujoco
+
+        spec = mujoco.mjtState.mjSTATE_INTEGRATION
+        if state.shape != (mujoco.mj_stateSize(base.model, spec),):
+            raise ValueError(f"a MuJoCo state of shape {state.shape} does not fit this model")
+        mujoco.mj_setState(base.model, base.data, state, spec)
+        mujoco.mj_forward(base.model, base.data)
+    elif kind == "classic":
+        if getattr(base, "state", None) is not None and np.shape(base.state) != state.shape:
+            raise ValueError(f"a state of shape {state.shape} does not fit this env")
+        base.state = state if not isinstance(base.state, tuple) else tuple(state.tolist())
     else:
-        raise UnsupportedEnv(f"{env.spec.id if env.spec else type(base).__name__}: no simulator state to checkpoint")
-    return arrays, meta
+        raise ValueError(f"unknown scene kind {kind!r}")
 
 
 def restore(env: gym.Env, arrays: dict[str, np.ndarray], meta: dict[str, Any]) -> None:
@@ -61,10 +91,7 @@ def restore(env: gym.Env, arrays: dict[str, np.ndarray], meta: dict[str, Any]) -
     if limit is not None:
         limit._elapsed_steps = meta["elapsed_steps"]
     if meta["kind"] == "mujoco":
-        import mujoco
-
-        mujoco.mj_setState(base.model, base.data, arrays["mj_state"], mujoco.mjtState.mjSTATE_INTEGRATION)
-        mujoco.mj_forward(base.model, base.data)
+        show(env, "mujoco", arrays["mj_state"])
         for name, value in _unpack(arrays["mj_derived"], meta["mj_derived"]).items():
             getattr(base.data, name)[...] = value
     else:

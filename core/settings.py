@@ -187,7 +187,8 @@ def frame_size(value: str) -> tuple[int, int]:
 
 
 class VideoConfig(_Strict):
-    """Episode clips while training, recorded by the previewer service (off unless one trigger is set)."""
+    """What the previewer service draws beside the run: episode clips (off unless a trigger is set)
+    and a picture of every sub-env at each pause (on)."""
 
     every_iterations: int | None = Field(
         default=None, ge=1, description="record a clip every N iterations (None: not by iteration)"
@@ -196,6 +197,15 @@ class VideoConfig(_Strict):
     size: str = Field(default="320x240", description="frame WIDTHxHEIGHT (MuJoCo envs; classic control draws its own)")
     fps: float | None = Field(default=None, gt=0, description="frames per second (None: the env's render_fps)")
     max_steps: int = Field(default=1000, ge=1, description="a clip ends after this many env steps at most")
+    shadows: bool = Field(
+        default=False, description="clips with MuJoCo's shadows and reflections (6x the render time in software GL)"
+    )
+    nice: int = Field(
+        default=19, ge=0, le=19, description="the previewer's CPU priority (19: only what training leaves idle)"
+    )
+    pause_previews: bool = Field(
+        default=True, description="at every pause, a PNG of each env-runner's sub-envs: runs/<id>/previews/pause-<n>/"
+    )
 
     @field_validator("size")
     @classmethod
@@ -205,7 +215,13 @@ class VideoConfig(_Strict):
 
     @property
     def enabled(self) -> bool:
+        """Clips are recorded."""
         return self.every_iterations is not None or self.at_checkpoints
+
+    @property
+    def previewer(self) -> bool:
+        """A previewer joins the run: it records clips, draws pause previews, or both."""
+        return self.enabled or self.pause_previews
 
 
 class Config(_Strict):

@@ -1,7 +1,7 @@
 """Episode videos: a headless GL back-end, an env that renders ``rgb_array`` frames, an H.264 MP4 writer.
 
-One module for every recorder (``dynamicrl evaluate --video`` today, a previewer while training
-later), so that they choose the GL back-end, make the env and encode the file the same way.
+One module for every recorder (``dynamicrl evaluate --video``, the previewer's clips and pause
+previews), so that they choose the GL back-end, make the env and encode the file the same way.
 Frames in, file out: no torch, no policy here.
 
 The encoder is imageio's ffmpeg plugin; the imageio-ffmpeg wheel ships the ffmpeg binary, so no
@@ -57,8 +57,11 @@ def select_gl() -> str:
     return chosen
 
 
-def make_render_env(config: EnvConfig, size: tuple[int, int]) -> gym.Env:
-    """The env of ``config`` rendering ``rgb_array`` frames; RenderError if it has no such mode."""
+def make_render_env(config: EnvConfig, size: tuple[int, int], shadows: bool = True) -> gym.Env:
+    """The env of ``config`` rendering ``rgb_array`` frames; RenderError if it has no such mode.
+
+    ``shadows=False``: MuJoCo draws without shadows and reflections, about 6x faster in software GL
+    (Mesa's llvmpipe: Ant-v5 at 320x240 in 12 ms a frame instead of 80); the physics is the same."""
     select_gl()
     os.environ.setdefault("SDL_VIDEODRIVER", "dummy")  # pygame (classic control) draws offscreen: no display
     try:
@@ -77,11 +80,16 @@ def make_render_env(config: EnvConfig, size: tuple[int, int]) -> gym.Env:
     if any(p.name == "width" or p.kind is p.VAR_KEYWORD for p in parameters):  # MuJoCo's envs take a frame size
         kwargs |= {"width": size[0], "height": size[1]}
     try:
-        return make_env(config.model_copy(update={"kwargs": {**config.kwargs, **kwargs}}))
+        env = make_env(config.model_copy(update={"kwargs": {**config.kwargs, **kwargs}}))
     except ValueError:
         raise
     except Exception as exc:  # or makes a GL context when made
         raise _cannot_render(config.id, exc) from None
+    model = getattr(env.unwrapped, "model", None)
+    if not shadows and model is not None and hasattr(model, "light_castshadow"):  # visual fields only
+        model.light_castshadow[:] = False
+        model.mat_reflectance[:] = 0.0
+    return env
 
 
 def frame(env: gym.Env) -> np.ndarray:
@@ -102,6 +110,16 @@ def _env_id(env: gym.Env) -> str:
 def _cannot_render(env_id: str, exc: Exception) -> RenderError:
     gl = os.environ.get("MUJOCO_GL") or "none found (no libEGL, no libOSMesa)"
     return RenderError(f"env {env_id!r} cannot render: {type(exc).__name__}: {exc} (GL back-end: MUJOCO_GL={gl})")
+
+
+def write_png(path: Path, image: np.ndarray) -> Path:
+    """``image`` as a PNG at ``path``, whole or not at all (written beside it, then renamed)."""
+    import imageio.v2 as imageio
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    part = path.with_suffix(".part.png")
+    imageio.imwrite(part, image)
+    return part.replace(path)
 
 
 class Recorder:

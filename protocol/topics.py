@@ -5,7 +5,7 @@ whose topic is ``external.<stream>``; these constants name the families and the
 topics services publish, so no code spells a topic as a bare string.
 """
 
-from .messages import ExternalSample, SystemMetrics, TrainMetrics, VideoSaved
+from .messages import ExternalSample, PreviewsSaved, SystemMetrics, TrainMetrics, VideoSaved
 
 METRICS = "metrics."
 CONTROL = "control."
@@ -14,6 +14,7 @@ EXTERNAL = ExternalSample.TOPIC_PREFIX
 METRICS_TRAIN = TrainMetrics.TYPE
 METRICS_SYS = SystemMetrics.TYPE
 METRICS_VIDEO = VideoSaved.TYPE
+METRICS_PREVIEWS = PreviewsSaved.TYPE
 
 
 def matches(topic: str, prefix: str) -> bool:

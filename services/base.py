@@ -48,6 +48,7 @@ from dynamicrl.protocol.messages import (
     ResumeCommand,
     Role,
     RunStart,
+    Scene,
     StopCommand,
     StopReply,
     StopRequest,
@@ -96,6 +97,7 @@ class Service:
         self._next_beat = 0.0
         self.process_stats = ProcessStats()  # CPU and memory, sent with each heartbeat
         self.pause_id: str | None = None  # a pause is requested (or held) while set
+        self.pause_scenes = False  # the pause asks for scenes() with the barrier report
         self.pending_patches: list[ApplyPatch] = []
         self.hold_patches = False
         self.missed = 0  # bus messages lost by this service's subscriptions (reported in heartbeats)
@@ -265,10 +267,14 @@ class Service:
 
     # -- pauses ----------------------------------------------------------------------
     def _on_pause(self, received: Received[PauseCommand]) -> None:
-        self.pause_id = received.message.pause_id
+        self.pause_id, self.pause_scenes = received.message.pause_id, received.message.scenes
         if self.observer:
             self._send(BarrierReached(pause_id=self.pause_id, position=self.position()))
             self.pause_id = None
+
+    def scenes(self) -> list[Scene]:
+        """What this service shows at a barrier for the pause's previews (env-runners: their sub-envs)."""
+        return []
 
     def _on_resume(self, received: Received[ResumeCommand]) -> None:
         self.pause_id = None
@@ -279,7 +285,8 @@ class Service:
         while self.pause_id is not None and not self.stopping:
             if reported != self.pause_id:  # a second pause while held is answered too
                 reported = self.pause_id
-                self._send(BarrierReached(pause_id=reported, position=self.position()))
+                scenes = self.scenes() if self.pause_scenes else []
+                self._send(BarrierReached(pause_id=reported, position=self.position(), scenes=scenes))
             if self.link.poll(100):
                 self._drain_link()
             self._beat()

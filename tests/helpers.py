@@ -329,9 +329,9 @@ class Run:
         for rank in range(self.envrunners):
             self.procs.append(start_service("envrunner", self.overrides, self.tmp, env=env, args=["--rank", str(rank)]))
         self.procs.append(start_service("logger", self.overrides, self.tmp, env=env))
-        # as `dynamicrl run` does: the previewer only when it films (the config is read here only for a run
-        # that sets video keys: a plugin module named in the config may be importable by the services alone)
-        if any(o.startswith("video.") for o in self.overrides) and self.config.video.enabled:
+        # as `dynamicrl run` does: the previewer when it draws; here only for a run that sets video keys (the
+        # config is read only then: a plugin module named in the config may be importable by the services alone)
+        if any(o.startswith("video.") for o in self.overrides) and self.config.video.previewer:
             self.procs.append(start_service("previewer", self.overrides, self.tmp, env=env))
         return self
 

@@ -48,10 +48,12 @@ from dynamicrl.protocol.messages import (
     PolicyRequest,
     PolicyWeights,
     Position,
+    PreviewsSaved,
     ProcessSample,
     Ready,
     RegisterReply,
     RegisterRequest,
+    RenderPreviews,
     ResumeCommand,
     ResumeReply,
     ResumeRequest,
@@ -61,6 +63,7 @@ from dynamicrl.protocol.messages import (
     RunState,
     RunStateChanged,
     SavedCheckpoint,
+    Scene,
     ServiceStatus,
     StatusReply,
     StatusRequest,
@@ -74,6 +77,10 @@ from dynamicrl.protocol.messages import (
     ValueChange,
     VideoSaved,
 )
+
+
+def _scene(service: str, index: int) -> Scene:
+    return Scene(service=service, index=index, kind="classic", state=np.array([0.01, -0.2, 0.03, 0.1 * index]))
 
 
 def _rollout() -> Rollout:
@@ -230,8 +237,21 @@ SAMPLES: dict[str, Callable[[], Message]] = {
         ltime=LogicalTime(iteration=3, env_step=4096),
         services=[ProcessSample(service="learner.1", cpu_percent=97.5, rss_mb=412.3)],
     ),
-    PauseCommand.TYPE: lambda: PauseCommand(pause_id="p1"),
-    BarrierReached.TYPE: lambda: BarrierReached(pause_id="p1", position=_position(minibatch=3)),
+    PauseCommand.TYPE: lambda: PauseCommand(pause_id="p1", scenes=True),
+    BarrierReached.TYPE: lambda: BarrierReached(
+        pause_id="p1", position=_position(), scenes=[_scene("envrunner.1", 0), _scene("envrunner.1", 1)]
+    ),
+    RenderPreviews.TYPE: lambda: RenderPreviews(
+        pause=2, ltime=LogicalTime(iteration=9, env_step=1152), scenes=[_scene("envrunner.1", 0)]
+    ),
+    PreviewsSaved.TYPE: lambda: PreviewsSaved(
+        pause=2,
+        ltime=LogicalTime(iteration=9, env_step=1152),
+        paths=["runs/r1/previews/pause-2/envrunner.1-0.png"],
+        width=600,
+        height=400,
+        seconds=0.05,
+    ),
     ResumeCommand.TYPE: lambda: ResumeCommand(pause_id="p1"),
     ApplyPatch.TYPE: lambda: ApplyPatch(
         patch_id="a1",
@@ -245,7 +265,7 @@ SAMPLES: dict[str, Callable[[], Message]] = {
     ),
     PauseRequest.TYPE: lambda: PauseRequest(),
     PauseReply.TYPE: lambda: PauseReply(
-        already=False, positions=[_position(), _position(minibatch=0)], latency_s=0.004
+        already=False, positions=[_position(), _position(minibatch=0)], latency_s=0.004, pause=2, previews=2
     ),
     ResumeRequest.TYPE: lambda: ResumeRequest(),
     ResumeReply.TYPE: lambda: ResumeReply(already=True, paused_s=1.5),

@@ -6,8 +6,12 @@ Each command is its own options, the request it builds from them and how it prin
 
 from __future__ import annotations
 
+import contextlib
 import functools
-from collections.abc import Callable
+import json
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import click
@@ -44,6 +48,7 @@ def request_command(
     extra_s: Callable[[Config, Any], float] | None = None,
     with_timeout: bool = False,
     overrides_from=overrides_argument,
+    follow: Callable[..., contextlib.AbstractContextManager[Callable[..., Any] | None]] | None = None,
 ):
     """Make ``build(**its own options) -> request`` a command that sends the request and prints the reply.
 
@@ -51,6 +56,10 @@ def request_command(
     overrides (``overrides_from``: KEY=VALUE arguments unless given) and --json. Sends the request
     to the controller with ``extra_s(config, request)`` more seconds for the reply, and prints the
     reply as JSON with --json, else with ``show(reply)``.
+
+    ``follow(config, **options)``: what the command waits for after the reply (e.g. bus events), entered
+    before the request is sent so nothing is missed; it yields None (nothing to wait for) or
+    ``after(reply)``, which prints (or returns, with --json: added to the reply's JSON as ``followed``).
     """
 
     def decorate(build: Callable[..., Any]) -> Callable[..., None]:
@@ -59,11 +68,17 @@ def request_command(
         ) -> None:
             request = build(**options)
             config = _load(config_path, overrides)
-            reply = _call(config, request, timeout, extra_s(config, request) if extra_s else 0.0)
-            if as_json:
-                click.echo(reply.model_dump_json(indent=2))
-            else:
+            with follow(config, **options) if follow else contextlib.nullcontext() as after:
+                reply = _call(config, request, timeout, extra_s(config, request) if extra_s else 0.0)
+                if as_json:
+                    document = reply.model_dump(mode="json")
+                    if after is not None:
+                        document["followed"] = after(reply, as_json=True)
+                    click.echo(json.dumps(document, indent=2))
+                    return
                 show(reply)
+                if after is not None:
+                    after(reply, as_json=False)
 
         # its name and docstring become the command's name and help
         wrapped: Any = functools.update_wrapper(command, build, updated=())
@@ -150,23 +165,88 @@ def status() -> messages.StatusRequest:
 
 def _print_pause(reply: messages.PauseReply) -> None:
     if reply.already:
-        click.echo("already paused; services stand at:")
+        click.echo(f"already paused (pause {reply.pause}); services stand at:")
     else:
-        click.echo(f"paused in {reply.latency_s * 1000:.1f} ms; services stand at:")
+        click.echo(f"pause {reply.pause}: paused in {reply.latency_s * 1000:.1f} ms; services stand at:")
     for p in reply.positions:
         click.echo(f"  {p.service:<14} {_where(p.ltime, p.minibatch)}")
 
 
+#: how long `pause --preview` waits for the previews (the first pause also makes the previewer's GL context)
+PREVIEW_WAIT_S = 60.0
+
+
+@contextlib.contextmanager
+def _previews_of_the_pause(config: Config, preview: bool) -> Iterator[Callable[..., Any] | None]:
+    """With --preview: subscribed to the bus before the pause is asked for, wait for its PreviewsSaved."""
+    if not preview:
+        yield None
+        return
+    import zmq
+
+    from dynamicrl.protocol.messages import PreviewsSaved, StatusRequest
+    from dynamicrl.protocol.sockets import Subscriber
+
+    ctx = zmq.Context()
+    sub = Subscriber(ctx, config.addresses.bus_out, [PreviewsSaved.TYPE])
+
+    def after(reply: messages.PauseReply, as_json: bool) -> Any:
+        if not reply.previews:
+            raise click.ClickException(
+                "no pause previews: the run has no previewer, video.pause_previews is off, "
+                "or the env has no scene to draw (the env-runners' log says so)"
+            )
+        if reply.already:  # drawn when the pause began, announced then: read them where they were written
+            folder = Path(_call(config, StatusRequest()).run_dir) / "previews" / f"pause-{reply.pause}"
+            written = sorted(folder.glob("*.png")) if folder.is_dir() else []
+            if written:
+                return _show_previews(reply.pause, [str(p) for p in written], None, as_json)
+        deadline = time.monotonic() + PREVIEW_WAIT_S
+        while (left_ms := int(1000 * (deadline - time.monotonic()))) > 0:
+            if not sub.socket.poll(left_ms):
+                break
+            received = sub.receive()
+            saved = received.message if received is not None else None
+            if not isinstance(saved, PreviewsSaved) or saved.pause != reply.pause:
+                continue
+            if saved.error:
+                raise click.ClickException(f"no previews of pause {saved.pause}: {saved.error}")
+            return _show_previews(saved.pause, saved.paths, saved.seconds, as_json)
+        raise click.ClickException(f"no previews of pause {reply.pause} within {PREVIEW_WAIT_S:g} s")
+
+    try:
+        time.sleep(0.1)  # the subscription reaches the bus before the previews can (ZeroMQ's slow joiner)
+        yield after
+    finally:
+        sub.close()
+        ctx.term()
+
+
+def _show_previews(pause: int, paths: list[str], seconds: float | None, as_json: bool) -> Any:
+    if as_json:
+        return {"pause": pause, "paths": paths}
+    drawn = f", drawn in {seconds:.2f} s" if seconds is not None else ""
+    click.echo(f"previews of pause {pause} ({len(paths)}{drawn}):")
+    for path in paths:
+        click.echo(f"  {path}")
+    return None
+
+
 @click.command()
-@request_command(_print_pause, extra_s=lambda config, request: config.timing.pause_timeout_s)
-def pause() -> messages.PauseRequest:
+@click.option("--preview", is_flag=True, help="then wait for the pause's previews and print their paths")
+@request_command(
+    _print_pause, extra_s=lambda config, request: config.timing.pause_timeout_s, follow=_previews_of_the_pause
+)
+def pause(preview: bool) -> messages.PauseRequest:
     """Stop every service at its next safe point; returns once all stand at the barrier.
 
     Prints where each service stopped. Pausing a paused run is harmless. If a
     service does not reach its barrier within timing.pause_timeout_s, the pause is
     called off (the run keeps going) and the command fails naming that service.
+    The previewer then draws each env-runner's sub-envs as they stand
+    (runs/<id>/previews/pause-<n>/); the pause does not wait for that, --preview does.
 
-    Example: dynamicrl pause
+    Example: dynamicrl pause --preview
     """
     from dynamicrl.protocol.messages import PauseRequest
 

@@ -55,12 +55,14 @@ from .membership import (
     Ready,
     RegisterReply,
     RegisterRequest,
+    RenderPreviews,
     ResumeCommand,
     RunStart,
+    Scene,
     StopCommand,
     TrainingDone,
 )
-from .metrics import EpisodeStats, ProcessSample, SystemMetrics, TrainMetrics, VideoSaved
+from .metrics import EpisodeStats, PreviewsSaved, ProcessSample, SystemMetrics, TrainMetrics, VideoSaved
 
 MESSAGE_TYPES: dict[str, type[Message]] = {
     cls.TYPE: cls
@@ -75,6 +77,7 @@ MESSAGE_TYPES: dict[str, type[Message]] = {
         TrainingDone,
         PauseCommand,
         BarrierReached,
+        RenderPreviews,
         ResumeCommand,
         ApplyPatch,
         PatchApplied,
@@ -110,6 +113,7 @@ MESSAGE_TYPES: dict[str, type[Message]] = {
         EpisodeStats,
         SystemMetrics,
         VideoSaved,
+        PreviewsSaved,
         ExternalSample,
     )
 }
@@ -155,10 +159,12 @@ __all__ = [
     "PolicyRequest",
     "PolicyWeights",
     "Position",
+    "PreviewsSaved",
     "ProcessSample",
     "Ready",
     "RegisterReply",
     "RegisterRequest",
+    "RenderPreviews",
     "ResumeCommand",
     "ResumeReply",
     "ResumeRequest",
@@ -168,6 +174,7 @@ __all__ = [
     "RunState",
     "RunStateChanged",
     "SavedCheckpoint",
+    "Scene",
     "ServiceStatus",
     "StatusReply",
     "StatusRequest",

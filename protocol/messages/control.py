@@ -147,6 +147,10 @@ class PauseReply(Message):
     already: bool = Field(description="the run was paused before this request")
     positions: list[Position]
     latency_s: float = Field(description="request to last barrier report, as the controller saw it")
+    pause: int = Field(default=0, ge=0, description="the run's pause number (1, 2, ...; 0: none yet)")
+    previews: int = Field(
+        default=0, ge=0, description="scenes sent to the previewer for this pause (0: no previews will come)"
+    )
 
 
 class ResumeRequest(Message):

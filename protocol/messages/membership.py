@@ -10,11 +10,11 @@ member healthy; ``Goodbye`` leaves cleanly.
 
 from __future__ import annotations
 
-from typing import Any, ClassVar
+from typing import Any, ClassVar, Literal
 
-from pydantic import Field
+from pydantic import BaseModel, ConfigDict, Field
 
-from .base import LogicalTime, Message, ParamValue, Position, Role
+from .base import LogicalTime, Message, NDArray, ParamValue, Position, Role
 from .checkpoint import CheckpointPart
 
 
@@ -82,6 +82,19 @@ class PauseCommand(Message):
 
     TYPE: ClassVar[str] = "membership.pause"
     pause_id: str
+    scenes: bool = Field(
+        default=False, description="env-runners: send your sub-envs' scenes with the report (a previewer renders them)"
+    )
+
+
+class Scene(BaseModel):
+    """One sub-env's simulator state at a barrier: enough to draw it, not to continue from it."""
+
+    model_config = ConfigDict(extra="forbid")
+    service: str = Field(min_length=1, max_length=128, description="the env-runner")
+    index: int = Field(ge=0, description="the sub-env's index in that env-runner's vector")
+    kind: Literal["mujoco", "classic"] = Field(description="how ``state`` is read back (see core/envstate.py)")
+    state: NDArray = Field(description="MuJoCo: mj_getState(mjSTATE_INTEGRATION); classic control: ``env.state``")
 
 
 class BarrierReached(Message):
@@ -90,6 +103,17 @@ class BarrierReached(Message):
     TYPE: ClassVar[str] = "membership.barrier_reached"
     pause_id: str
     position: Position
+    scenes: list[Scene] = Field(default_factory=list, max_length=64, description="asked for by PauseCommand")
+
+
+class RenderPreviews(Message):
+    """Controller -> the previewer, once the barrier is complete: draw these scenes as pause ``pause``'s
+    previews. The pause does not wait for them; the previewer announces them with PreviewsSaved."""
+
+    TYPE: ClassVar[str] = "membership.render_previews"
+    pause: int = Field(ge=1, description="the run's pause number: runs/<id>/previews/pause-<pause>/")
+    ltime: LogicalTime = Field(description="the latest position at the barrier")
+    scenes: list[Scene] = Field(min_length=1, max_length=256)
 
 
 class ResumeCommand(Message):

@@ -48,6 +48,20 @@ class VideoSaved(Message):
     seed: int = Field(description="the episode's reset seed")
 
 
+class PreviewsSaved(Message):
+    """Previewer -> bus (topic ``metrics.previews``), once per pause it drew: one PNG per sub-env scene,
+    ``runs/<id>/previews/pause-<pause>/<service>-<index>.png``; or none and ``error`` saying why."""
+
+    TYPE: ClassVar[str] = "metrics.previews"
+    pause: int = Field(ge=1, description="the pause number, as in PauseReply")
+    ltime: LogicalTime = Field(description="where the run stood at that pause")
+    paths: list[str] = Field(description="the PNGs, by service then sub-env index")
+    width: int = Field(ge=0)
+    height: int = Field(ge=0)
+    seconds: float = Field(ge=0, description="rendering and writing them took")
+    error: str | None = Field(default=None, description="why there are no previews (an env that cannot render)")
+
+
 class EpisodeStats(Message):
     """Env-runner -> bus (topic ``metrics.episode``), once per rollout that finished episodes."""
 

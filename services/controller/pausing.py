@@ -4,11 +4,17 @@ The barrier's bookkeeping (who must report, who has) is ``barrier.py``; this is 
 side: ``PauseRequest`` -> ``PauseCommand`` to every member -> ``BarrierReached`` from each ->
 ``PauseReply`` to every waiting request, and ``ResumeRequest`` -> ``ResumeCommand``. The run is
 never left half-paused: a barrier not complete in ``timing.pause_timeout_s`` releases everyone.
+
+Previews: with a previewer in the run (and ``video.pause_previews``), the env-runners send copies
+of their sub-envs' simulator states with their reports, and the complete barrier hands them to the
+previewer (``RenderPreviews``) after the reply is sent: the pause never waits for the drawing, nor
+for the previewer at all (it is not held).
 """
 
 from __future__ import annotations
 
 import time
+from pathlib import Path
 from typing import TYPE_CHECKING
 
 from dynamicrl.protocol.messages import (
@@ -19,9 +25,11 @@ from dynamicrl.protocol.messages import (
     PauseCommand,
     PauseReply,
     PauseRequest,
+    RenderPreviews,
     ResumeCommand,
     ResumeReply,
     ResumeRequest,
+    Role,
     RunState,
 )
 from dynamicrl.protocol.sockets import Routed
@@ -31,6 +39,7 @@ from .defer import DEFER, Defer
 
 if TYPE_CHECKING:
     from .app import Controller
+    from .members import Member
 
 
 class Pausing:
@@ -39,23 +48,27 @@ class Pausing:
         self.barrier: Barrier | None = None
         self.waiters: list[str] = []  # request ids awaiting the pause's reply
         self.paused_at = 0.0
+        self.count: int | None = None  # the run's pauses so far (None: not counted yet)
+        self.previews = 0  # scenes handed to the previewer at the latest pause
 
     def on_pause(self, routed: Routed[PauseRequest]) -> Message | Defer:
         controller = self.controller
         request_id = routed.received.envelope.id
         if controller.state is RunState.PAUSED:
             assert self.barrier is not None  # paused: the barrier is complete and held until resumed
-            return PauseReply(already=True, positions=self.barrier.positions(), latency_s=0.0)
+            positions, pause = self.barrier.positions(), self.count or 0
+            return PauseReply(already=True, positions=positions, latency_s=0.0, pause=pause, previews=self.previews)
         if controller.state is RunState.PAUSING:
             self.waiters.append(request_id)
             return DEFER
         if controller.state is not RunState.RUNNING:
             return ErrorReply(code=ErrorCode.CONFLICT, message=f"cannot pause: the run is {controller.state.value}")
-        members = controller.roster.active()
+        members = self.held()
         self.barrier = Barrier({m.name for m in members}, controller.config.timing.pause_timeout_s)
         self.waiters = [request_id]
+        scenes = controller.config.video.pause_previews and bool(controller.roster.active(Role.PREVIEWER))
         for member in members:
-            controller.send(member.route, PauseCommand(pause_id=self.barrier.pause_id))
+            controller.send(member.route, PauseCommand(pause_id=self.barrier.pause_id, scenes=scenes))
         controller.set_state(RunState.PAUSING, f"pause requested by {routed.received.envelope.sender}")
         return DEFER
 
@@ -64,17 +77,38 @@ class Pausing:
         message: BarrierReached = routed.received.message
         if controller.state is not RunState.PAUSING or self.barrier is None:
             return None
-        self.barrier.report(message.pause_id, message.position)
+        self.barrier.report(message.pause_id, message.position, message.scenes)
         if self.barrier.complete:
             now = time.monotonic()
             self.paused_at = now
+            self.count = self.next_pause_number() if self.count is None else self.count + 1
+            scenes, previewers = self.barrier.all_scenes(), controller.roster.active(Role.PREVIEWER)
+            self.previews = len(scenes) if previewers else 0
             controller.set_state(RunState.PAUSED, "every service stands at its barrier")
             self.answer_waiters(
                 PauseReply(
-                    already=False, positions=self.barrier.positions(), latency_s=round(now - self.barrier.started, 6)
+                    already=False,
+                    positions=self.barrier.positions(),
+                    latency_s=round(now - self.barrier.started, 6),
+                    pause=self.count,
+                    previews=self.previews,
                 )
             )
+            if self.previews:
+                ltime = max((p.ltime for p in self.barrier.positions()), key=lambda t: (t.iteration, t.env_step))
+                controller.send(previewers[0].route, RenderPreviews(pause=self.count, ltime=ltime, scenes=scenes))
         return None
+
+    def held(self) -> list[Member]:
+        """The members a pause holds: all but the previewer, which advances nothing and may be mid-frame
+        (or drawing the previews) at its low priority: a pause never waits for it."""
+        return [m for m in self.controller.roster.active() if m.role is not Role.PREVIEWER]
+
+    def next_pause_number(self) -> int:
+        """1 in a new run; after a resume-run, one past the previews already in the run directory."""
+        previews = Path(self.controller.run_dir) / "previews"
+        numbers = [int(p.name.removeprefix("pause-")) for p in previews.glob("pause-*") if p.name[6:].isdigit()]
+        return max(numbers, default=0) + 1
 
     def call_off_if_expired(self, now: float) -> None:
         """Not everyone reached the barrier in time: release those who did; never half-paused."""
@@ -101,7 +135,7 @@ class Pausing:
         """Send every member on from the barrier; a checkpoint asked for meanwhile is begun (its next boundary)."""
         controller = self.controller
         assert self.barrier is not None  # pausing or paused: the barrier is open until released
-        for member in controller.roster.active():
+        for member in self.held():
             controller.send(member.route, ResumeCommand(pause_id=self.barrier.pause_id))
         self.barrier = None
         controller.set_state(RunState.RUNNING, reason)

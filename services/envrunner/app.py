@@ -30,6 +30,7 @@ from dynamicrl.protocol.messages import (
     PolicyWeights,
     Role,
     Rollout,
+    Scene,
 )
 from dynamicrl.protocol.sockets import make_socket
 from dynamicrl.services.base import Service, rank_from_environment, setup_logging
@@ -38,6 +39,8 @@ if TYPE_CHECKING:
     from dynamicrl.core.algorithms.base import Actor
 
 log = logging.getLogger(__name__)
+
+MAX_SCENES = 32  # sub-envs drawn at a pause, per env-runner: a bound on the barrier report
 
 
 class EnvRunner(Service):
@@ -52,6 +55,7 @@ class EnvRunner(Service):
 
         cfg = self.config
         self.seed = env_seed(cfg.run.seed, self.rank)
+        self.said_no_scenes, self.envs_reset = False, False
         self.envs = make_vector_env(cfg.env)
         actor_cls: type[Actor] = load_class(get_algorithm(cfg.algo.name).actor)
         if "torch" in sys.modules:  # a torch-based actor (a plugin's): fixed threads for reproducibility
@@ -81,8 +85,9 @@ class EnvRunner(Service):
             self.envs.num_envs,
             getattr(cfg.algo, "gamma", 0.99),
         )
+        obs, _ = self.envs.reset(seed=self.seed)  # first: a pause while the weights are awaited has scenes
+        self.envs_reset = True
         weights = self.exchange(PolicyRequest(rank=self.rank))
-        obs, _ = self.envs.reset(seed=self.seed)
         self.episode_return = np.zeros(self.envs.num_envs)
         self.episode_length = np.zeros(self.envs.num_envs, dtype=np.int64)
         self.env_steps = 0
@@ -185,6 +190,21 @@ class EnvRunner(Service):
             self.stop(f"refused by the learner: {reply.message}")
             return None
         return reply if isinstance(reply, PolicyWeights) else None
+
+    def scenes(self) -> list[Scene]:
+        """Each sub-env's simulator state, copied here at the barrier: the previewer draws it in an env of
+        its own, so training continues from state nothing else touched. An env without a known state
+        gives none, said once."""
+        if not self.envs_reset:  # a pause while the first weights are awaited: no scene yet
+            return []
+        try:
+            captured = [envstate.scene(env) for env in self.envs.envs[:MAX_SCENES]]
+        except envstate.UnsupportedEnv as exc:
+            if not self.said_no_scenes:
+                log.warning("%s: no pause previews: %s", self.name, exc)
+                self.said_no_scenes = True
+            return []
+        return [Scene(service=self.name, index=i, kind=kind, state=state) for i, (kind, state) in enumerate(captured)]
 
     # -- checkpoints: at the iteration boundary, i.e. a rollout sent and its answer awaited --
     def checkpoint_if_asked(self, boundary: int) -> None:

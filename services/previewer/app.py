@@ -1,17 +1,23 @@
-"""The previewer: films one episode of the current policy every ``video.every_iterations`` (and after
-each checkpoint with ``video.at_checkpoints``), beside the run, never in it.
+"""The previewer: draws what the run does, beside it, never in it. Two jobs:
 
-Training is bitwise the same with videos on or off because nothing of the run's is touched: the
-previewer learns the iteration from the bus (``metrics.train``, ``control.checkpoint_saved``), asks
-the learner's data socket for the policy with a ``PolicyRequest`` (a read: the learner answers it
-from its state without changing it; its ``rank`` is ignored), and plays it, most likely action, in
-an env of its own, reset with its own seed (``run.seed + 999999 + iteration``). It is an observer:
-it never holds up the start or a pause (between env steps it answers the controller at once), and
-the run does not wait for it. The policy is fetched as soon as the trigger is read, so it is that
-iteration's (in overlap mode the learner serves the one before); its version names the file,
-``runs/<id>/videos/iter-<iteration>.mp4``, with a JSON and a small GIF beside it.
+* **Clips**: one episode of the current policy every ``video.every_iterations`` (and after each
+  checkpoint with ``video.at_checkpoints``). It learns the iteration from the bus
+  (``metrics.train``, ``control.checkpoint_saved``), asks the learner's data socket for the policy
+  with a ``PolicyRequest`` (a read: the learner answers it from its state without changing it), and
+  plays it, most likely action, in an env of its own reset with its own seed
+  (``run.seed + 999999 + iteration``). The policy is fetched as soon as the trigger is read, so it
+  is that iteration's (in overlap mode the learner serves the one before); its version names the
+  file, ``runs/<id>/videos/iter-<iteration>.mp4``, with a JSON and a small GIF beside it.
+* **Pause previews**: at a complete pause barrier the controller hands over copies of the
+  env-runners' sub-env states (``RenderPreviews``); each is put into a second env of its own and
+  drawn, ``runs/<id>/previews/pause-<n>/<service>-<k>.png``, then announced (``PreviewsSaved``).
 
-With videos off it does not join the run: it waits, silent, until signalled, because under
+Training is bitwise the same with or without it: nothing of the run's is touched. It is an
+observer: it never holds up the start or a pause (between env steps it answers the controller at
+once), and the run does not wait for it. It runs at ``video.nice`` (19: only on CPU that training
+leaves idle), so on a busy machine clips come late and skip triggers rather than cost steps/s.
+
+With nothing to draw it does not join the run: it waits, silent, until signalled, because under
 ``honcho start`` a process that exits ends the whole set (honcho signals it when the run ends);
 ``dynamicrl run`` leaves it out instead. An env that cannot render is one warning, and no clips.
 """
@@ -20,7 +26,10 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import signal
+import time
+from collections import deque
 from pathlib import Path
 from typing import Any
 
@@ -34,6 +43,8 @@ from dynamicrl.protocol.messages import (
     LogicalTime,
     PolicyRequest,
     PolicyWeights,
+    PreviewsSaved,
+    RenderPreviews,
     Role,
     TrainMetrics,
     VideoSaved,
@@ -59,26 +70,32 @@ class Previewer(Service):
         cfg = self.config
         self.sub = Subscriber(self.ctx, cfg.addresses.bus_out, [TrainMetrics.TYPE, CheckpointSaved.TYPE])
         self.data: zmq.Socket | None = None
-        self.env: Any = None
+        self.env: Any = None  # the clips' env
+        self.still_env: Any = None  # the previews' env
         self.filming = cfg.video.enabled  # False for good after an env that cannot render
+        self.previews_due: deque[RenderPreviews] = deque(maxlen=8)  # pauses not drawn yet, oldest first
+        self.no_previews: str | None = None  # why this run gets none (an env that cannot render)
+        self._handlers[RenderPreviews] = lambda received: self.previews_due.append(received.message)
+        os.setpriority(os.PRIO_PROCESS, 0, max(cfg.video.nice, os.getpriority(os.PRIO_PROCESS, 0)))
         self.wanted: PolicyWeights | None = None  # the policy of the latest trigger, not filmed yet
         self.recorded: set[int] = set()
         self.env_steps: dict[int, int] = {0: 0}  # iteration -> env steps trained, from metrics.train
         try:
             start = self.ready_and_wait()
             self.steps_per_iteration = cfg.algo.num_steps * cfg.env.num_envs * start.envrunners
-            if self.filming:  # while the run trains: torch and the render env, so the first clip comes in time
-                self.prepare()
+            self.prepare()  # while the run trains: torch and the render envs, so the first clip comes in time
             while not self.stopping:
                 self.safe_point()
                 if self.wait(self.sub.socket, 100):
                     self.take_triggers()
+                self.draw_previews()
                 if self.wanted is not None and not self.stopping:
                     served, self.wanted = self.wanted, None
                     self.record(served)
         finally:
-            if self.env is not None:
-                self.env.close()
+            for env in (self.env, self.still_env):
+                if env is not None:
+                    env.close()
             if self.data is not None:
                 self.data.close()
             self.sub.close()
@@ -163,23 +180,68 @@ class Previewer(Service):
         log.debug("%s: clip %s: return %.1f, length %d", self.name, mp4, total, length)
 
     def prepare(self) -> None:
-        """The render env, made once, and its first frame drawn (a GL context takes seconds to make);
-        an env that cannot render is one warning and no clips."""
+        """The render envs, made once, and a first frame drawn (a GL context takes seconds to make);
+        an env that cannot render is one warning, and no clips or previews."""
         from dynamicrl.core.algorithms import get_algorithm, load_class
-        from dynamicrl.core.video import RenderError, frame, make_render_env
+        from dynamicrl.core.video import RenderError
 
-        load_class(get_algorithm(self.config.algo.name).actor)  # its module imports torch: done now
+        video = self.config.video
         try:
-            self.env = make_render_env(self.config.env, frame_size(self.config.video.size))
-            self.env.reset(seed=self.config.run.seed + SEED_OFFSET)
-            frame(self.env)
+            if video.pause_previews:  # stills are few: they are worth MuJoCo's shadows
+                self.still_env = self.render_env(shadows=True)
+            if self.filming:
+                load_class(get_algorithm(self.config.algo.name).actor)  # its module imports torch: done now
+                self.env = self.render_env(shadows=video.shadows)
         except RenderError as exc:
-            log.warning("%s: no videos in this run: %s", self.name, exc)
-            self.filming = False
+            log.warning("%s: no videos or pause previews in this run: %s", self.name, exc)
+            self.filming, self.no_previews = False, str(exc)
+
+    def render_env(self, shadows: bool) -> Any:
+        from dynamicrl.core.video import frame, make_render_env
+
+        env = make_render_env(self.config.env, frame_size(self.config.video.size), shadows=shadows)
+        env.reset(seed=self.config.run.seed + SEED_OFFSET)
+        frame(env)
+        return env
+
+    def draw_previews(self) -> None:
+        """Draw every pause handed over and not drawn yet; announce each, with its error if it has none."""
+        from dynamicrl.core import envstate
+        from dynamicrl.core.video import RenderError, frame, write_png
+
+        while self.previews_due and not self.stopping:
+            job, started = self.previews_due.popleft(), time.monotonic()
+            folder = Path(self.run_dir) / "previews" / f"pause-{job.pause}"
+            paths, shape = [], (0, 0)
+            error = self.no_previews or (None if self.still_env is not None else "video.pause_previews is off")
+            for scene in job.scenes if error is None else []:
+                try:
+                    envstate.show(self.still_env, scene.kind, scene.state)
+                    image = frame(self.still_env)
+                except (RenderError, ValueError) as exc:
+                    error = f"{scene.service} sub-env {scene.index}: {exc}"
+                    log.warning("%s: pause %d: no preview of %s", self.name, job.pause, error)
+                    break
+                paths.append(str(write_png(folder / f"{scene.service}-{scene.index}.png", image)))
+                shape = image.shape[:2]
+            self.bus.publish(
+                PreviewsSaved(
+                    pause=job.pause,
+                    ltime=job.ltime,
+                    paths=paths,
+                    width=shape[1],
+                    height=shape[0],
+                    seconds=round(time.monotonic() - started, 4),
+                    error=error,
+                ),
+                ltime=job.ltime,
+            )
 
     def between_steps(self) -> None:
-        """Between env steps: answer the controller (a pause at once), take triggers; stop if told to."""
+        """Between env steps: answer the controller (a pause at once), draw a pause's previews (its own
+        env: the clip's is not touched), take triggers; stop if told to."""
         self.safe_point()
+        self.draw_previews()
         if self.sub.socket.poll(0):
             self.take_triggers()
         if self.stopping:
@@ -198,7 +260,7 @@ class Previewer(Service):
 
 
 def main(local: Config) -> int:
-    if not local.video.enabled:
+    if not local.video.previewer:
         return idle()
     previewer = Previewer(local)
     setup_logging(previewer.name)
@@ -206,7 +268,7 @@ def main(local: Config) -> int:
 
 
 def idle() -> int:
-    """Videos off: join nothing, say nothing, and exit 0 when signalled (honcho does so when the run ends)."""
+    """Nothing to draw: join nothing, say nothing, and exit 0 when signalled (honcho does so when the run ends)."""
     signals = {signal.SIGINT, signal.SIGTERM}
     signal.pthread_sigmask(signal.SIG_BLOCK, signals)
     signal.sigwait(signals)

@@ -96,9 +96,13 @@ def check_learned(runs, envrunners: int, garbage: bool = False, launcher: bool =
         supervised = h.launch("--envrunners", str(envrunners))
     else:
         h, supervised = honcho(runs, [], envrunners=envrunners)
-    running = wait_until(lambda: (s := status(h)) and s["ltime"] and s, timeout=180)
+    # the previewer too, which may join a moment later: it draws the pause previews (video.pause_previews)
+    members = [("learner", 0), ("logger", 0), ("previewer", 0)] + [("envrunner", r) for r in range(envrunners)]
+    running = wait_until(
+        lambda: (s := status(h)) and s["ltime"] and len(s["services"]) == len(members) and s, timeout=180
+    )
     roles = sorted((s["role"], s["rank"]) for s in running["services"])
-    assert roles == sorted([("learner", 0), ("logger", 0)] + [("envrunner", r) for r in range(envrunners)])
+    assert roles == sorted(members)
     assert all(s["health"] == "ok" for s in running["services"]), running
     assert running["state"] == "running" and running["sps"] > 0
     if garbage:

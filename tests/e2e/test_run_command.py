@@ -56,7 +56,8 @@ def test_run_from_any_directory_trains_to_the_end_on_a_plain_console(runs, tmp_p
     wait_until(lambda: gone(launched), timeout=10)
     log = launched.log()
     codes = stopped_codes(log)
-    assert sorted(codes) == ["controller.1", "envrunner.1", "learner.1", "logger.1"] and set(codes.values()) == {0}, log
+    everyone = ["controller.1", "envrunner.1", "learner.1", "logger.1", "previewer.1"]  # previewer: pause previews
+    assert sorted(codes) == everyone and set(codes.values()) == {0}, log
     assert "\x1b" not in log, "escape codes in the plain console"
     for line in log.splitlines():
         match = LINE.match(line)
@@ -131,7 +132,7 @@ def test_a_mujoco_config_starts_two_envrunners_and_ctrl_c_leaves_a_checkpoint(tm
         os.close(primary)
     text = shown()
     codes = stopped_codes(re.sub(r"\x1b\[[0-9;?]*[A-Za-z]", "", text))
-    assert len(codes) == 5 and set(codes.values()) == {0}, text[-3000:]
+    assert len(codes) == 6 and set(codes.values()) == {0}, text[-3000:]  # 2 env-runners and the previewer
     (run_dir,) = (tmp_path / "runs").iterdir()
     last = checkpoints.latest_good(run_dir / "checkpoints")
     assert checkpoints.verify(last)["iteration"] >= status["ltime"]["iteration"]

@@ -1,0 +1,186 @@
+"""What the previewer costs the run: training SPS with clips, and pause latency with previews.
+
+Runs the showcase config (configs/experiments/mujoco_ant_interactive.yaml: Ant-v5, 2 env-runners x
+4 envs, overlap mode) as real processes on free ports, one variant after the other in this one
+invocation, and prints figures and ratios measured side by side; asserts nothing.
+
+1. Training SPS (env steps over wall time in metrics.csv, first row to last), ``--steps`` each:
+   no previewer; the previewer idle (pause previews on, as by default, no clips); a clip every
+   ``--every`` iterations. Also: clips written, the previewer's CPU seconds per clip, and how many
+   iterations after its trigger each clip's policy is (at ``video.nice`` 19 clips come late and
+   skip triggers rather than cost steps/s).
+2. Pause latency, ``--pauses`` pauses at seeded random moments in an endless run, without and with
+   pause previews: the client's request -> PauseReply, the controller's ``latency_s``, and for the
+   previews the PauseReply -> ``metrics.previews`` time.
+
+    python bench/previewer_cost.py [--steps 204800] [--every 10] [--pauses 30] [--skip-sps|--skip-pauses]
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+import os
+import random
+import statistics
+import tempfile
+import time
+from pathlib import Path
+
+import machine  # bench/machine.py
+import zmq
+from harness import Run, cpu_ticks
+
+from dynamicrl.clients.control import ControlClient, ControlError, RequestTimeout
+from dynamicrl.protocol.messages import PauseRequest, PreviewsSaved, ResumeRequest, RunState, StatusRequest
+from dynamicrl.protocol.sockets import Subscriber
+
+REPO = Path(__file__).resolve().parents[1]
+SHOWCASE = REPO / "configs/experiments/mujoco_ant_interactive.yaml"
+NO_PREVIEWER = ["video.every_iterations=null", "video.pause_previews=false"]
+
+
+def start(workdir: Path, overrides: list[str], previewer: bool) -> Run:
+    workdir.mkdir(parents=True)
+    run = Run(workdir, overrides, config=SHOWCASE, envrunners=2)
+    run.start()
+    if previewer:
+        run._start("previewer", "previewer")
+    return run
+
+
+def train(workdir: Path, steps: int, video: list[str], previewer: bool) -> dict[str, float]:
+    """One run of ``steps`` env steps to its end: SPS, clips, the previewer's CPU time and clip lags."""
+    run = start(workdir, [f"run.total_env_steps={steps}", *video], previewer)
+    previewer_ticks = 0
+    try:
+        deadline = time.monotonic() + 1800
+        while any(p.poll() is None for label, p in run.procs.items() if label != "previewer"):
+            if time.monotonic() > deadline:
+                raise SystemExit(f"not done after 1800 s: {run.dead()}")
+            if "previewer" in run.procs:
+                previewer_ticks = cpu_ticks(run.procs["previewer"].pid) or previewer_ticks
+            time.sleep(0.2)
+    finally:
+        run.stop()
+    (run_dir,) = (workdir / "runs").iterdir()
+    with (run_dir / "metrics.csv").open() as f:
+        rows = list(csv.DictReader(f))
+    first, last = rows[0], rows[-1]
+    sps = (int(last["env_steps"]) - int(first["env_steps"])) / (float(last["time"]) - float(first["time"]))
+    clips = sorted((run_dir / "videos").glob("iter-*.json")) if (run_dir / "videos").is_dir() else []
+    return {
+        "sps": sps,
+        "iterations": int(last["iteration"]),
+        "clips": len(clips),
+        "iterations_filmed": [json.loads(c.read_text())["iteration"] for c in clips],
+        "previewer_cpu_s": previewer_ticks / os.sysconf("SC_CLK_TCK"),
+    }
+
+
+def pauses(workdir: Path, count: int, previews: bool, seed: int) -> dict[str, list[float]]:
+    """``count`` pauses of an endless run: latencies in ms (and, with previews, PauseReply -> previews)."""
+    video = ["video.every_iterations=null", f"video.pause_previews={str(previews).lower()}"]
+    run = start(workdir, ["run.total_env_steps=100000000", *video], previewer=previews)
+    rng, found = random.Random(seed), {"client_ms": [], "controller_ms": [], "previews_ms": []}
+    ctx = zmq.Context()
+    sub = Subscriber(ctx, run.address["bus_out"], [PreviewsSaved.TYPE])
+    client = ControlClient(run.endpoint, timeout_s=30, retries=0)
+    try:
+        deadline = time.monotonic() + 300
+        while True:  # running, 3 iterations in, the previewer (if any) on the roster
+            if time.monotonic() > deadline or run.dead():
+                raise SystemExit(f"the run did not get going: {run.dead()}")
+            try:
+                status = client.call(StatusRequest())
+            except (RequestTimeout, ControlError):
+                time.sleep(0.3)
+                continue
+            ready = status.state is RunState.RUNNING and status.ltime and status.ltime.iteration >= 3
+            if ready and (not previews or any(s.role.value == "previewer" for s in status.services)):
+                break
+            time.sleep(0.3)
+        for _ in range(count):
+            time.sleep(rng.uniform(0.2, 1.0))
+            sent = time.perf_counter()
+            reply = client.call(PauseRequest())
+            replied = time.perf_counter()
+            found["client_ms"].append(1000 * (replied - sent))
+            found["controller_ms"].append(1000 * reply.latency_s)
+            if previews and reply.previews:
+                while sub.socket.poll(30_000):
+                    received = sub.receive()
+                    if (
+                        received
+                        and isinstance(received.message, PreviewsSaved)
+                        and received.message.pause == reply.pause
+                    ):
+                        found["previews_ms"].append(1000 * (time.perf_counter() - replied))
+                        break
+            else:
+                time.sleep(0.1)
+            client.call(ResumeRequest())
+    finally:
+        client.close()
+        sub.close()
+        ctx.term()
+        run.stop()
+    return found
+
+
+def spread(values: list[float]) -> str:
+    if not values:
+        return "n/a"
+    ordered = sorted(values)
+    p90 = ordered[min(len(ordered) - 1, int(0.9 * len(ordered)))]
+    return f"p50 {statistics.median(ordered):7.1f}  p90 {p90:7.1f}  max {ordered[-1]:7.1f}  (n={len(ordered)})"
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--steps", type=int, default=204800, help="env steps per SPS variant (100 iterations)")
+    parser.add_argument("--every", type=int, default=10, help="video.every_iterations of the clips variant")
+    parser.add_argument("--clip", action="append", default=[], metavar="KEY=VALUE", help="e.g. video.max_steps=200")
+    parser.add_argument("--pauses", type=int, default=30, help="pauses per latency variant")
+    parser.add_argument("--seed", type=int, default=1)
+    parser.add_argument("--skip-sps", action="store_true")
+    parser.add_argument("--skip-pauses", action="store_true")
+    args = parser.parse_args()
+    print(machine.describe(), flush=True)
+    with tempfile.TemporaryDirectory() as tmp:
+        if not args.skip_sps:
+            none = train(Path(tmp) / "none", args.steps, NO_PREVIEWER, previewer=False)
+            print(f"no previewer:             {none['sps']:8.0f} env steps/s", flush=True)
+            idle = train(Path(tmp) / "idle", args.steps, ["video.every_iterations=null"], previewer=True)
+            print(f"previewer, no clips:      {idle['sps']:8.0f} env steps/s", flush=True)
+            video = [f"video.every_iterations={args.every}", *args.clip]
+            clips = train(Path(tmp) / "clips", args.steps, video, previewer=True)
+            triggers = clips["iterations"] // args.every
+            print(
+                f"a clip every {args.every} iterations: {clips['sps']:8.0f} env steps/s; "
+                f"{clips['clips']} clip(s) of {triggers} trigger(s) ({' '.join(args.clip) or 'the config clip'})"
+            )
+            print(f"SPS ratio, idle previewer / none: {idle['sps'] / none['sps']:.3f}")
+            print(f"SPS ratio, clips / none:          {clips['sps'] / none['sps']:.3f}")
+            if clips["clips"]:
+                filmed = clips["iterations_filmed"]
+                print(
+                    f"previewer CPU: {clips['previewer_cpu_s']:.1f} s in all, "
+                    f"{clips['previewer_cpu_s'] / clips['clips']:.1f} s per clip; iterations filmed: {filmed}"
+                )
+        if not args.skip_pauses:
+            off = pauses(Path(tmp) / "pauses-off", args.pauses, previews=False, seed=args.seed)
+            on = pauses(Path(tmp) / "pauses-on", args.pauses, previews=True, seed=args.seed)
+            print("pause latency, ms (client: request -> PauseReply; controller: latency_s)")
+            print(f"  without previews, client:     {spread(off['client_ms'])}")
+            print(f"  with previews, client:        {spread(on['client_ms'])}")
+            print(f"  without previews, controller: {spread(off['controller_ms'])}")
+            print(f"  with previews, controller:    {spread(on['controller_ms'])}")
+            print(f"  previews after the reply:     {spread(on['previews_ms'])}")
+            ratio = statistics.median(on["client_ms"]) / statistics.median(off["client_ms"])
+            print(f"  median pause latency ratio, with / without previews: {ratio:.2f}")
+
+
+if __name__ == "__main__":
+    main()
