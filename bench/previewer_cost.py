@@ -4,16 +4,16 @@ Runs the showcase config (configs/experiments/mujoco_ant_interactive.yaml: Ant-v
 4 envs, overlap mode) as real processes on free ports, one variant after the other in this one
 invocation, and prints figures and ratios measured side by side; asserts nothing.
 
-1. Training SPS (env steps over wall time in metrics.csv, first row to last), ``--steps`` each:
-   no previewer; the previewer idle (pause previews on, as by default, no clips); a clip every
-   ``--every`` iterations. Also: clips written, the previewer's CPU seconds per clip, and how many
-   iterations after its trigger each clip's policy is (at ``video.nice`` 19 clips come late and
-   skip triggers rather than cost steps/s).
+1. Training SPS (env steps over wall time in metrics.csv, first row to last), ``--steps`` each,
+   ``--rounds`` interleaved rounds, medians compared: no previewer; the previewer idle (pause
+   previews on, as by default, no clips); a clip every ``--every`` iterations. Also: clips
+   written against triggers, and the previewer's CPU seconds per clip (at ``video.nice`` 19 clips
+   come late and skip triggers rather than cost steps/s).
 2. Pause latency, ``--pauses`` pauses at seeded random moments in an endless run, without and with
    pause previews: the client's request -> PauseReply, the controller's ``latency_s``, and for the
    previews the PauseReply -> ``metrics.previews`` time.
 
-    python bench/previewer_cost.py [--steps 204800] [--every 10] [--pauses 30] [--skip-sps|--skip-pauses]
+    python bench/previewer_cost.py [--steps 204800] [--every 10] [--rounds 2] [--pauses 30] [--skip-sps|--skip-pauses]
 """
 
 from __future__ import annotations
@@ -23,7 +23,9 @@ import csv
 import json
 import os
 import random
+import signal
 import statistics
+import sys
 import tempfile
 import time
 from pathlib import Path
@@ -76,6 +78,7 @@ def train(workdir: Path, steps: int, video: list[str], previewer: bool) -> dict[
         "clips": len(clips),
         "iterations_filmed": [json.loads(c.read_text())["iteration"] for c in clips],
         "previewer_cpu_s": previewer_ticks / os.sysconf("SC_CLK_TCK"),
+        "wall_s": float(last["time"]) - float(first["time"]),
     }
 
 
@@ -138,10 +141,12 @@ def spread(values: list[float]) -> str:
 
 
 def main() -> None:
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))  # a killed bench still stops its runs (finally)
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--steps", type=int, default=204800, help="env steps per SPS variant (100 iterations)")
     parser.add_argument("--every", type=int, default=10, help="video.every_iterations of the clips variant")
     parser.add_argument("--clip", action="append", default=[], metavar="KEY=VALUE", help="e.g. video.max_steps=200")
+    parser.add_argument("--rounds", type=int, default=2, help="SPS runs per variant, interleaved")
     parser.add_argument("--pauses", type=int, default=30, help="pauses per latency variant")
     parser.add_argument("--seed", type=int, default=1)
     parser.add_argument("--skip-sps", action="store_true")
@@ -150,25 +155,31 @@ def main() -> None:
     print(machine.describe(), flush=True)
     with tempfile.TemporaryDirectory() as tmp:
         if not args.skip_sps:
-            none = train(Path(tmp) / "none", args.steps, NO_PREVIEWER, previewer=False)
-            print(f"no previewer:             {none['sps']:8.0f} env steps/s", flush=True)
-            idle = train(Path(tmp) / "idle", args.steps, ["video.every_iterations=null"], previewer=True)
-            print(f"previewer, no clips:      {idle['sps']:8.0f} env steps/s", flush=True)
-            video = [f"video.every_iterations={args.every}", *args.clip]
-            clips = train(Path(tmp) / "clips", args.steps, video, previewer=True)
-            triggers = clips["iterations"] // args.every
+            variants = {
+                "no previewer": (NO_PREVIEWER, False),
+                "previewer, no clips": (["video.every_iterations=null"], True),
+                f"a clip every {args.every} iterations": ([f"video.every_iterations={args.every}", *args.clip], True),
+            }
+            found: dict[str, list[dict]] = {name: [] for name in variants}
+            for round_ in range(args.rounds):  # interleaved: a drift of the machine hits every variant alike
+                for k, (name, (video, previewer)) in enumerate(variants.items()):
+                    result = train(Path(tmp) / f"sps-{round_}-{k}", args.steps, video, previewer)
+                    found[name].append(result)
+                    extra = f"; {result['clips']} clip(s), of iterations {result['iterations_filmed']}" * previewer
+                    print(f"  round {round_ + 1}, {name}: {result['sps']:.0f} env steps/s{extra}", flush=True)
+            median = {name: statistics.median(r["sps"] for r in results) for name, results in found.items()}
+            none = median["no previewer"]
+            for name, sps in median.items():
+                print(f"{name:<28} median {sps:7.0f} env steps/s, ratio to no previewer {sps / none:.3f}")
+            filmed = found[f"a clip every {args.every} iterations"]
+            clips, cpu_s = sum(r["clips"] for r in filmed), sum(r["previewer_cpu_s"] for r in filmed)
+            triggers = sum(r["iterations"] // args.every for r in filmed)
+            share = cpu_s / sum(r["wall_s"] for r in filmed) / len(os.sched_getaffinity(0))
             print(
-                f"a clip every {args.every} iterations: {clips['sps']:8.0f} env steps/s; "
-                f"{clips['clips']} clip(s) of {triggers} trigger(s) ({' '.join(args.clip) or 'the config clip'})"
+                f"clips: {clips} written for {triggers} trigger(s) ({' '.join(args.clip) or 'the config clip'}); "
+                f"previewer CPU {cpu_s:.1f} s in all ({100 * share:.1f}% of the machine while training)"
+                + (f", {cpu_s / clips:.1f} s per clip" if clips else "")
             )
-            print(f"SPS ratio, idle previewer / none: {idle['sps'] / none['sps']:.3f}")
-            print(f"SPS ratio, clips / none:          {clips['sps'] / none['sps']:.3f}")
-            if clips["clips"]:
-                filmed = clips["iterations_filmed"]
-                print(
-                    f"previewer CPU: {clips['previewer_cpu_s']:.1f} s in all, "
-                    f"{clips['previewer_cpu_s'] / clips['clips']:.1f} s per clip; iterations filmed: {filmed}"
-                )
         if not args.skip_pauses:
             off = pauses(Path(tmp) / "pauses-off", args.pauses, previews=False, seed=args.seed)
             on = pauses(Path(tmp) / "pauses-on", args.pauses, previews=True, seed=args.seed)

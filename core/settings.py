@@ -200,8 +200,12 @@ class VideoConfig(_Strict):
     shadows: bool = Field(
         default=False, description="clips with MuJoCo's shadows and reflections (6x the render time in software GL)"
     )
-    nice: int = Field(
-        default=19, ge=0, le=19, description="the previewer's CPU priority (19: only what training leaves idle)"
+    nice: int = Field(default=10, ge=0, le=19, description="the previewer's CPU priority (training's is 0)")
+    cpu_budget: float | None = Field(
+        default=0.02,
+        gt=0,
+        le=1,
+        description="while it films, the previewer's CPU at most this share of the machine's (None: no cap)",
     )
     pause_previews: bool = Field(
         default=True, description="at every pause, a PNG of each env-runner's sub-envs: runs/<id>/previews/pause-<n>/"

@@ -89,11 +89,32 @@ def make_render_env(config: EnvConfig, size: tuple[int, int], shadows: bool = Tr
     if not shadows and model is not None and hasattr(model, "light_castshadow"):  # visual fields only
         model.light_castshadow[:] = False
         model.mat_reflectance[:] = 0.0
+    _follow_the_body(env)
     return env
+
+
+def _follow_the_body(env: gym.Env) -> None:
+    """A MuJoCo env filmed by Gymnasium's free camera loses a walker that walks away (Ant-v5 leaves the
+    frame within seconds): track its root body instead (the env's ``trackbodyid``, else body 1), before
+    the first frame makes the camera. ``camera_id`` None: -1 would set the camera back to free each frame."""
+    renderer = getattr(env.unwrapped, "mujoco_renderer", None)
+    if renderer is None or renderer.camera_id not in (None, -1):  # not MuJoCo, or a camera of the model's own
+        return
+    import mujoco
+
+    renderer.default_cam_config = {
+        "trackbodyid": 1,
+        **(renderer.default_cam_config or {}),
+        "type": mujoco.mjtCamera.mjCAMERA_TRACKING,
+    }
+    renderer.camera_id = None
 
 
 def frame(env: gym.Env) -> np.ndarray:
     """The env's present scene as an (height, width, 3) uint8 array; RenderError if it cannot draw it."""
+    renderer = getattr(env.unwrapped, "mujoco_renderer", None)
+    if renderer is not None and renderer.viewer is not None:  # a process may draw several envs (the previewer)
+        renderer.viewer.make_context_current()
     try:
         image = env.render()
     except Exception as exc:  # mujoco's FatalError, a GL context that cannot be made...

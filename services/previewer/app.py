@@ -14,8 +14,9 @@
 
 Training is bitwise the same with or without it: nothing of the run's is touched. It is an
 observer: it never holds up the start or a pause (between env steps it answers the controller at
-once), and the run does not wait for it. It runs at ``video.nice`` (19: only on CPU that training
-leaves idle), so on a busy machine clips come late and skip triggers rather than cost steps/s.
+once), and the run does not wait for it. It runs at ``video.nice`` (10: training preempts it) and
+films within ``video.cpu_budget`` (2% of the machine), so on a busy machine clips come late and
+skip triggers rather than cost steps/s.
 
 With nothing to draw it does not join the run: it waits, silent, until signalled, because under
 ``honcho start`` a process that exits ends the whole set (honcho signals it when the run ends);
@@ -76,7 +77,7 @@ class Previewer(Service):
         self.previews_due: deque[RenderPreviews] = deque(maxlen=8)  # pauses not drawn yet, oldest first
         self.no_previews: str | None = None  # why this run gets none (an env that cannot render)
         self._handlers[RenderPreviews] = lambda received: self.previews_due.append(received.message)
-        os.setpriority(os.PRIO_PROCESS, 0, max(cfg.video.nice, os.getpriority(os.PRIO_PROCESS, 0)))
+        lower_priority(cfg.video.nice)
         self.wanted: PolicyWeights | None = None  # the policy of the latest trigger, not filmed yet
         self.recorded: set[int] = set()
         self.env_steps: dict[int, int] = {0: 0}  # iteration -> env steps trained, from metrics.train
@@ -142,6 +143,7 @@ class Previewer(Service):
             normalizer = make_normalizer(cfg, env, served.normalizer)
             fps = cfg.video.fps or env.metadata.get("render_fps") or 30
             recorder = Recorder(env, Video(part, 1, size, fps), Gif(fps))
+            self.clip_started = (time.process_time(), time.monotonic())
             total, length = play_episode(
                 env, act, normalizer, seed, recorder, each_step=self.between_steps, max_steps=cfg.video.max_steps
             )
@@ -239,13 +241,28 @@ class Previewer(Service):
 
     def between_steps(self) -> None:
         """Between env steps: answer the controller (a pause at once), draw a pause's previews (its own
-        env: the clip's is not touched), take triggers; stop if told to."""
+        env: the clip's is not touched), take triggers, keep to the CPU budget; stop if told to."""
         self.safe_point()
         self.draw_previews()
         if self.sub.socket.poll(0):
             self.take_triggers()
+        self.keep_to_budget()
         if self.stopping:
             raise _Stopped
+
+    def keep_to_budget(self) -> None:
+        """Wait (answering the controller and the bus) while the clip has used more CPU than
+        ``video.cpu_budget`` of the machine allows for the time it has taken: a clip costs training at
+        most that share, whatever the machine, and comes later instead (the render threads count too)."""
+        budget = self.config.video.cpu_budget
+        if budget is None:
+            return
+        rate = budget * len(os.sched_getaffinity(0))  # CPU seconds allowed per second
+        cpu0, wall0 = self.clip_started
+        while not self.stopping and (ahead := (time.process_time() - cpu0) / rate - (time.monotonic() - wall0)) > 0:
+            if self.wait(self.sub.socket, max(1, int(1000 * min(ahead, 0.1)))):
+                self.take_triggers()
+            self.draw_previews()
 
     def ask_policy(self) -> PolicyWeights | None:
         """The learner's current policy, weights and normaliser statistics (None if stopping or refused)."""
@@ -257,6 +274,19 @@ class Previewer(Service):
         if isinstance(reply, ErrorReply):
             log.warning("%s: the learner refused a policy request: %s", self.name, reply.message)
         return reply if isinstance(reply, PolicyWeights) else None
+
+
+def lower_priority(nice: int) -> None:
+    """Run at ``nice``, before any render or torch thread starts (they inherit it). Linux shares CPU
+    between autogroups (one per session) before it looks at nice values inside one: under honcho,
+    which starts each process in a session of its own, the previewer's nice would change nothing, so
+    a previewer that leads its session sets its autogroup's nice too."""
+    os.setpriority(os.PRIO_PROCESS, 0, max(nice, os.getpriority(os.PRIO_PROCESS, 0)))
+    if os.getsid(0) == os.getpid():
+        try:
+            Path("/proc/self/autogroup").write_text(str(nice))
+        except OSError:  # no autogroups (another kernel, or CONFIG_SCHED_AUTOGROUP off): nothing to set
+            pass
 
 
 def main(local: Config) -> int:
