@@ -29,6 +29,7 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+from typing import Any
 
 import machine  # bench/machine.py
 import zmq
@@ -52,7 +53,7 @@ def start(workdir: Path, overrides: list[str], previewer: bool) -> Run:
     return run
 
 
-def train(workdir: Path, steps: int, video: list[str], previewer: bool) -> dict[str, float]:
+def train(workdir: Path, steps: int, video: list[str], previewer: bool) -> dict[str, Any]:
     """One run of ``steps`` env steps to its end: SPS, clips, the previewer's CPU time and clip lags."""
     run = start(workdir, [f"run.total_env_steps={steps}", *video], previewer)
     previewer_ticks = 0
@@ -86,7 +87,8 @@ def pauses(workdir: Path, count: int, previews: bool, seed: int) -> dict[str, li
     """``count`` pauses of an endless run: latencies in ms (and, with previews, PauseReply -> previews)."""
     video = ["video.every_iterations=null", f"video.pause_previews={str(previews).lower()}"]
     run = start(workdir, ["run.total_env_steps=100000000", *video], previewer=previews)
-    rng, found = random.Random(seed), {"client_ms": [], "controller_ms": [], "previews_ms": []}
+    rng = random.Random(seed)
+    found: dict[str, list[float]] = {"client_ms": [], "controller_ms": [], "previews_ms": []}
     ctx = zmq.Context()
     sub = Subscriber(ctx, run.address["bus_out"], [PreviewsSaved.TYPE])
     client = ControlClient(run.endpoint, timeout_s=30, retries=0)

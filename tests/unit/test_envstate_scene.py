@@ -15,7 +15,7 @@ from dynamicrl.core import envstate
 from dynamicrl.core.settings import EnvConfig
 from dynamicrl.core.video import frame, make_render_env
 
-ENVS = {"CartPole-v1": {}, "Hopper-v5": {}}
+ENVS: dict[str, dict[str, object]] = {"CartPole-v1": {}, "Hopper-v5": {}}
 
 
 def stepped(env: gym.Env, steps: int) -> None:
