@@ -7,8 +7,9 @@ invocation, and prints figures and ratios measured side by side; asserts nothing
 1. Training SPS (env steps over wall time in metrics.csv, first row to last), ``--steps`` each,
    ``--rounds`` interleaved rounds, medians compared: no previewer; the previewer idle (pause
    previews on, as by default, no clips); a clip every ``--every`` iterations. Also: clips
-   written against triggers, and the previewer's CPU seconds per clip (at ``video.nice`` 19 clips
-   come late and skip triggers rather than cost steps/s).
+   written against triggers, and the previewer's CPU seconds per clip (within ``video.cpu_budget``
+   clips come late and skip triggers rather than cost steps/s; ``--clip video.cpu_budget=null``
+   measures a clip's whole CPU cost).
 2. Pause latency, ``--pauses`` pauses at seeded random moments in an endless run, without and with
    pause previews: the client's request -> PauseReply, the controller's ``latency_s``, and for the
    previews the PauseReply -> ``metrics.previews`` time.
