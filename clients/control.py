@@ -7,6 +7,7 @@ from typing import overload
 
 import zmq
 
+from dynamicrl.core.settings import Config
 from dynamicrl.protocol.messages import (
     CheckpointReply,
     CheckpointRequest,
@@ -31,7 +32,14 @@ from dynamicrl.protocol.sockets import Requester, RequestTimeout
 
 
 class ControlError(RuntimeError):
-    """The controller answered with an error; the message says why. Do not retry blindly."""
+    """The controller answered with an error; the message says why. Do not retry blindly.
+
+    ``reply`` is the controller's ErrorReply: its ``code``, ``message`` and, for a rejected patch,
+    ``problems`` by hyperparameter name."""
+
+    def __init__(self, reply: ErrorReply) -> None:
+        super().__init__(f"{reply.code.value}: {reply.message}")
+        self.reply = reply
 
 
 class ControlClient:
@@ -62,7 +70,7 @@ class ControlClient:
         """Send and wait; raises RequestTimeout (no controller) or ControlError (refused)."""
         reply = self.requester.request(request)
         if isinstance(reply, ErrorReply):
-            raise ControlError(f"{reply.code.value}: {reply.message}")
+            raise ControlError(reply)
         return reply
 
     def status(self) -> StatusReply:
@@ -79,4 +87,33 @@ class ControlClient:
         self.close()
 
 
-__all__ = ["ControlClient", "ControlError", "RequestTimeout"]
+def reply_within_s(config: Config, request: Message) -> float:
+    """How much longer than ``timing.request_timeout_s`` the controller may take to answer ``request``:
+    a pause waits for every barrier, a waited-for patch for its apply points, a checkpoint or a
+    stop for the files to be written."""
+    if isinstance(request, PauseRequest):
+        return config.timing.pause_timeout_s
+    if isinstance(request, PatchRequest):
+        return config.timing.patch_wait_s if request.wait else 0.0
+    if isinstance(request, (CheckpointRequest, StopRequest)):
+        return config.checkpoint.timeout_s
+    return 0.0
+
+
+def call(config: Config, request: Message, timeout_s: float | None = None) -> Message:
+    """One request to the run's controller, given as long as ``reply_within_s`` says.
+
+    A request that may take long is preceded by a quick status call, so that a controller that is
+    not there is found out in ``timeout_s`` (default ``timing.request_timeout_s``), not after the
+    long wait. Raises RequestTimeout (nobody answered) or ControlError (refused)."""
+    endpoint = config.addresses.controller
+    base_s = timeout_s or config.timing.request_timeout_s
+    extra_s = reply_within_s(config, request)
+    if extra_s:
+        with ControlClient(endpoint, timeout_s=base_s) as probe:
+            probe.call(StatusRequest())
+    with ControlClient(endpoint, timeout_s=base_s + extra_s) as client:
+        return client.call(request)
+
+
+__all__ = ["ControlClient", "ControlError", "RequestTimeout", "call", "reply_within_s"]

@@ -31,7 +31,12 @@ APPLY_OWNER = {"next_minibatch": Role.LEARNER, "next_iteration": Role.LEARNER, "
 
 
 class PatchError(ValueError):
-    """A patch failed validation; nothing was changed. The message lists every problem."""
+    """A patch failed validation; nothing was changed. The message lists every problem; ``problems``
+    has each by hyperparameter name, for a form to show beside its field."""
+
+    def __init__(self, message: str, problems: dict[str, str] | None = None) -> None:
+        super().__init__(message)
+        self.problems = problems or {}
 
 
 @dataclass(frozen=True)
@@ -120,12 +125,12 @@ def validate(config: Config, changes: dict[str, Any]) -> tuple[Config, dict[str,
         raise PatchError("empty patch: give NAME=VALUE pairs (see `dynamicrl params`)")
     known = specs(config)
     rows = {row.name: row for row in describe(config)}
-    problems: list[str] = []
+    problems: dict[str, str] = {}
     by_section: dict[str, dict[str, tuple[str, Any]]] = {}  # section -> field -> (name, value)
     for name, value in changes.items():
         spec = known.get(name)
         if spec is None:
-            problems.append(f"{name}={value!r}: {_unknown(config, name, known)}")
+            problems[name] = f"{name}={value!r}: {_unknown(config, name, known)}"
             continue
         by_section.setdefault(spec.section, {})[spec.field] = (name, value)
     patched = {}
@@ -140,9 +145,10 @@ def validate(config: Config, changes: dict[str, Any]) -> tuple[Config, dict[str,
                 field = str(error["loc"][0]) if error["loc"] else ""
                 name, value = fields.get(field, (f"{section}.{field}", error.get("input")))
                 hint = f"; allowed: {allowed(rows[name])}" if name in rows else ""
-                problems.append(f"{name}={value!r}: {error['msg']}{hint}")
+                said = f"{error['msg']}{hint}"
+                problems[name] = f"{problems[name]}; {said}" if name in problems else f"{name}={value!r}: {said}"
     if problems:
-        raise PatchError("patch rejected, nothing changed:\n  " + "\n  ".join(problems))
+        raise PatchError("patch rejected, nothing changed:\n  " + "\n  ".join(problems.values()), problems)
     new_config = config.model_copy(update=patched)
     diff = {}
     for name in changes:

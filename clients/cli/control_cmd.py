@@ -23,29 +23,23 @@ if TYPE_CHECKING:  # the message models load when a command runs
     from dynamicrl.protocol import messages
 
 
-def _call(config: Config, request, timeout_s: float | None = None, extra_s: float = 0.0):
+def _call(config: Config, request, timeout_s: float | None = None):
     """One request to the controller; every failure becomes one clear message and exit 1."""
-    from dynamicrl.clients.control import ControlClient, ControlError, RequestTimeout
-    from dynamicrl.protocol.messages import StatusRequest
+    from dynamicrl.clients import control
 
-    endpoint = config.addresses.controller
-    base_s = timeout_s or config.timing.request_timeout_s
     try:
-        if extra_s:  # the reply may take extra_s (pause, patch): learn fast whether anyone answers at all
-            with ControlClient(endpoint, timeout_s=base_s) as probe:
-                probe.call(StatusRequest())
-        with ControlClient(endpoint, timeout_s=base_s + extra_s) as client:
-            return client.call(request)
-    except RequestTimeout:
-        raise click.ClickException(f"no controller answered at {endpoint} (is the run started?)") from None
-    except ControlError as exc:
+        return control.call(config, request, timeout_s)
+    except control.RequestTimeout:
+        raise click.ClickException(
+            f"no controller answered at {config.addresses.controller} (is the run started?)"
+        ) from None
+    except control.ControlError as exc:
         raise click.ClickException(str(exc)) from None
 
 
 def request_command(
     show: Callable[[Any], None],
     *,
-    extra_s: Callable[[Config, Any], float] | None = None,
     with_timeout: bool = False,
     overrides_from=overrides_argument,
     follow: Callable[..., contextlib.AbstractContextManager[Callable[..., Any] | None]] | None = None,
@@ -54,8 +48,8 @@ def request_command(
 
     Adds --config, --timeout (if ``with_timeout``), then the command's own options, the config
     overrides (``overrides_from``: KEY=VALUE arguments unless given) and --json. Sends the request
-    to the controller with ``extra_s(config, request)`` more seconds for the reply, and prints the
-    reply as JSON with --json, else with ``show(reply)``.
+    to the controller (waiting as long as that request may take: ``control.reply_within_s``), and
+    prints the reply as JSON with --json, else with ``show(reply)``.
 
     ``follow(config, **options)``: what the command waits for after the reply (e.g. bus events), entered
     before the request is sent so nothing is missed; it yields None (nothing to wait for) or
@@ -69,7 +63,7 @@ def request_command(
             request = build(**options)
             config = _load(config_path, overrides)
             with follow(config, **options) if follow else contextlib.nullcontext() as after:
-                reply = _call(config, request, timeout, extra_s(config, request) if extra_s else 0.0)
+                reply = _call(config, request, timeout)
                 if as_json:
                     document = reply.model_dump(mode="json")
                     if after is not None:
@@ -234,9 +228,7 @@ def _show_previews(pause: int, paths: list[str], seconds: float | None, as_json:
 
 @click.command()
 @click.option("--preview", is_flag=True, help="then wait for the pause's previews and print their paths")
-@request_command(
-    _print_pause, extra_s=lambda config, request: config.timing.pause_timeout_s, follow=_previews_of_the_pause
-)
+@request_command(_print_pause, follow=_previews_of_the_pause)
 def pause(preview: bool) -> messages.PauseRequest:
     """Stop every service at its next safe point; returns once all stand at the barrier.
 
@@ -305,7 +297,6 @@ def _print_patch(reply: messages.PatchReply) -> None:
 @click.command(context_settings={"ignore_unknown_options": True})
 @request_command(
     _print_patch,
-    extra_s=lambda config, request: config.timing.patch_wait_s if request.wait else 0,
     overrides_from=click.option(
         "--set",
         "overrides",
@@ -389,7 +380,7 @@ def _print_checkpoint(reply: messages.CheckpointReply) -> None:
 
 
 @click.command()
-@request_command(_print_checkpoint, extra_s=lambda config, request: config.checkpoint.timeout_s)
+@request_command(_print_checkpoint)
 def checkpoint() -> messages.CheckpointRequest:
     """Save the whole run at the next iteration boundary; kept whatever checkpoint.keep says.
 
@@ -412,7 +403,7 @@ def _print_stop(reply: messages.StopReply) -> None:
 
 
 @click.command()
-@request_command(_print_stop, extra_s=lambda config, request: config.checkpoint.timeout_s)
+@request_command(_print_stop)
 @click.option("--no-checkpoint", is_flag=True, help="stop at once, without a last checkpoint")
 def stop(no_checkpoint: bool) -> messages.StopRequest:
     """Stop the run cleanly: checkpoint at the next iteration boundary, then stop every service.

@@ -38,6 +38,9 @@ class ErrorReply(Message):
     TYPE: ClassVar[str] = "control.error"
     code: ErrorCode
     message: str
+    problems: dict[str, str] = Field(
+        default_factory=dict, description="a rejected patch: each hyperparameter named in it -> what is wrong"
+    )
 
 
 class StatusRequest(Message):

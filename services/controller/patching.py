@@ -63,14 +63,16 @@ class Patching:
         try:
             new_config, diff = tunables.validate(controller.config, request.changes)
         except tunables.PatchError as exc:
-            return ErrorReply(code=ErrorCode.REJECTED, message=str(exc))
+            return ErrorReply(code=ErrorCode.REJECTED, message=str(exc), problems=exc.problems)
         if "run.total_env_steps" in diff:
             budget = diff["run.total_env_steps"][1]
             problem = self.behind(budget)
             if problem:
+                said = f"run.total_env_steps={budget!r}: {problem}"
                 return ErrorReply(
                     code=ErrorCode.REJECTED,
-                    message=f"patch rejected, nothing changed:\n  run.total_env_steps={budget!r}: {problem}",
+                    message=f"patch rejected, nothing changed:\n  {said}",
+                    problems={"run.total_env_steps": said},
                 )
         specs, now = tunables.specs(controller.config), time.monotonic()
         owed: dict[str, set[str]] = {}

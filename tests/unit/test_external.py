@@ -143,11 +143,11 @@ class _FakeClient:
 
     def call(self, request):
         from dynamicrl.clients.control import ControlError
-        from dynamicrl.protocol.messages import PatchReply, PatchStatus
+        from dynamicrl.protocol.messages import ErrorCode, ErrorReply, PatchReply, PatchStatus
 
         self.sent.append(request)
         if self.refuse:
-            raise ControlError("rejected: ppo.ent_coef: out of bounds")
+            raise ControlError(ErrorReply(code=ErrorCode.REJECTED, message="ppo.ent_coef: out of bounds"))
         return PatchReply(patch_id=f"p{len(self.sent)}", status=PatchStatus.PENDING)
 
 

@@ -104,7 +104,7 @@ def test_patch_and_episode_lines() -> None:
 
 def test_any_other_type_gets_a_generic_short_line() -> None:
     error = LineFormatter().format(_received(ErrorReply(code=ErrorCode.CONFLICT, message="busy"), "someone"))
-    assert _body(error) == "control.error someone  code=conflict, message='busy'"
+    assert _body(error) == "control.error someone  code=conflict, message='busy', problems={}"
     weights = PolicyWeights(version=3, weights={f"policy.w{i}": np.zeros((64, 4), np.float32) for i in range(20)})
     line = LineFormatter().format(_received(weights, "learner.1"))
     assert line is not None
