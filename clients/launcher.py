@@ -34,8 +34,8 @@ class LaunchError(RuntimeError):
     """The run cannot start as asked; the message says why and what to change. Nothing was started."""
 
 
-def procfile_text() -> str:
-    return importlib.resources.files("dynamicrl.services").joinpath("Procfile").read_text()
+def procfile_text(name: str = "Procfile") -> str:
+    return importlib.resources.files("dynamicrl.services").joinpath(name).read_text()
 
 
 def envrunner_count(config: Config, asked: int | None) -> int:
@@ -84,7 +84,8 @@ def service_environment(config_path: str, overrides: Sequence[str], extra: Mappi
     env["DYNAMICRL_CONFIG"] = config_path
     env["DYNAMICRL_OVERRIDES"] = " ".join(filter(None, [env.get("DYNAMICRL_OVERRIDES", ""), shlex.join(overrides)]))
     if shlex.quote(sys.executable) == sys.executable:  # the Procfile expands it unquoted
-        env["DYNAMICRL_SERVICE"] = f"{sys.executable} -m dynamicrl.clients.cli service"
+        env["DYNAMICRL_CLI"] = f"{sys.executable} -m dynamicrl.clients.cli"
+        env["DYNAMICRL_SERVICE"] = f"{env['DYNAMICRL_CLI']} service"
     env.setdefault("PYTHONUNBUFFERED", "1")  # lines reach the console as they are written
     env.update(extra)
     return env
@@ -96,8 +97,10 @@ def launch(
     overrides: Sequence[str],
     envrunners: int,
     extra_env: Mapping[str, str] | None = None,
+    dashboard: bool = False,
 ) -> int:
-    """Start the run's processes under honcho and show them until every one has exited; honcho's exit code."""
+    """Start the run's processes under honcho (and the dashboard, if asked) and show them until every one
+    has exited; honcho's exit code."""
     from honcho.environ import expand_processes, parse_procfile
     from honcho.manager import Manager
 
@@ -110,6 +113,8 @@ def launch(
     console = for_stream(sys.stdout, view)
     manager = Manager(console)
     processes = parse_procfile(procfile_text()).processes
+    if dashboard:  # a client beside the run, from its own Procfile entry
+        processes.update(parse_procfile(procfile_text("Procfile.dashboard")).processes)
     # the previewer only when it draws (clips or pause previews): otherwise it would only idle
     concurrency = {"envrunner": envrunners, "previewer": 1 if config.video.previewer else 0}
     for process in expand_processes(processes, concurrency=concurrency):

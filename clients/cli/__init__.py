@@ -4,7 +4,7 @@
 - control_cmd: requests to the live run's controller (status, pause, resume, params, patch,
   history, checkpoint, stop), each a thin function over ControlClient;
 - checkpoint_cmd: offline, on a run's checkpoints (inspect, evaluate);
-- watch, provider, protocol_cmd: `dynamicrl watch`, `provider`/`rule`, `protocol`;
+- watch, dashboard_cmd, provider, protocol_cmd: `dynamicrl watch`, `dashboard`, `provider`/`rule`, `protocol`;
 - dynamicrl.services.launch: `dynamicrl service`.
 
 Each command is named in ``COMMANDS`` as "module:attr" and imported only when it runs (or
@@ -35,6 +35,7 @@ SECTIONS = {
     "Watch and control": {
         "status": "dynamicrl.clients.cli.control_cmd:status",
         "watch": "dynamicrl.clients.cli.watch:watch_command",
+        "dashboard": "dynamicrl.clients.cli.dashboard_cmd:dashboard",
         "pause": "dynamicrl.clients.cli.control_cmd:pause",
         "resume": "dynamicrl.clients.cli.control_cmd:resume",
         "params": "dynamicrl.clients.cli.control_cmd:params",

@@ -12,7 +12,13 @@ from dynamicrl.clients.cli.options import _load, overrides_argument
 from dynamicrl.core.settings import DEFAULT_CONFIG
 
 
-def _start(config_path: str, overrides: tuple[str, ...], envrunners: int | None, extra_env: dict[str, str]) -> None:
+def _start(
+    config_path: str,
+    overrides: tuple[str, ...],
+    envrunners: int | None,
+    extra_env: dict[str, str],
+    dashboard: bool = False,
+) -> None:
     """Load the config once (one message on error), then launch; exit with honcho's code."""
     from dynamicrl.clients.launcher import LaunchError, envrunner_count, launch
 
@@ -21,7 +27,7 @@ def _start(config_path: str, overrides: tuple[str, ...], envrunners: int | None,
     if config.run.envrunners == "auto":  # the launcher knows how many start: no join window to wait out
         overrides = (*overrides, f"run.envrunners={count}")
     try:
-        code = launch(config, config_path, overrides, count, extra_env)
+        code = launch(config, config_path, overrides, count, extra_env, dashboard=dashboard)
     except LaunchError as exc:
         raise click.ClickException(str(exc)) from None
     raise SystemExit(code)
@@ -40,6 +46,9 @@ envrunners_option = click.option(
     default=None,
     help="env-runners to start (default: run.envrunners; 'auto' starts one)",
 )
+dashboard_option = click.option(
+    "--dashboard", is_flag=True, help="also start `dynamicrl dashboard` (its URL and token are printed once)"
+)
 port_option = click.option(
     "--port",
     type=click.IntRange(1, 65532),
@@ -53,7 +62,10 @@ port_option = click.option(
 @overrides_argument
 @envrunners_option
 @port_option
-def run(config_path: str | None, overrides: tuple[str, ...], envrunners: int | None, port: int | None) -> None:
+@dashboard_option
+def run(
+    config_path: str | None, overrides: tuple[str, ...], envrunners: int | None, port: int | None, dashboard: bool
+) -> None:
     """Start a whole run: controller, learner, env-runners and logger, under honcho, with a live console.
 
     CONFIG is a YAML file, or one of the packaged configs (e.g. configs/env/mujoco_ant.yaml; default
@@ -66,7 +78,7 @@ def run(config_path: str | None, overrides: tuple[str, ...], envrunners: int | N
         overrides = (config_path, *overrides)  # `dynamicrl run ppo.lr=1e-3`: no config named, an override
         config_path = None
     path = config_path or os.environ.get("DYNAMICRL_CONFIG") or DEFAULT_CONFIG
-    _start(path, (*overrides, *_port_overrides(port, envrunners)), envrunners, {})
+    _start(path, (*overrides, *_port_overrides(port, envrunners)), envrunners, {}, dashboard)
 
 
 @click.command("resume-run")
@@ -79,7 +91,10 @@ def run(config_path: str | None, overrides: tuple[str, ...], envrunners: int | N
     help="a new budget, past the checkpoint: train the run longer than it planned (a finished run too)",
 )
 @port_option
-def resume_run(run_dir: str, overrides: tuple[str, ...], total_env_steps: int | None, port: int | None) -> None:
+@dashboard_option
+def resume_run(
+    run_dir: str, overrides: tuple[str, ...], total_env_steps: int | None, port: int | None, dashboard: bool
+) -> None:
     """Continue a run from its latest good checkpoint, from any directory, as `dynamicrl run` starts one.
 
     Starts as many env-runners as the checkpoint holds; the run directory, metrics.csv,
@@ -118,7 +133,7 @@ def resume_run(run_dir: str, overrides: tuple[str, ...], total_env_steps: int | 
         overrides = (*overrides, f"resume_total_env_steps={total_env_steps}")
     extra = {"DYNAMICRL_RESUME": str(Path(run_dir).resolve())}
     os.environ.update(extra)  # so that loading the config here sees the resume, as each service will
-    _start(os.environ.get("DYNAMICRL_CONFIG") or DEFAULT_CONFIG, overrides, envrunners, extra)
+    _start(os.environ.get("DYNAMICRL_CONFIG") or DEFAULT_CONFIG, overrides, envrunners, extra, dashboard)
 
 
 def _budget(controller: dict[str, Any], parts: dict[str, Any]) -> int:

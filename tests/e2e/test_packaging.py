@@ -1,4 +1,5 @@
-"""The wheel holds every package folder of the tree, the configs and the Procfile: nothing is listed by hand."""
+"""The wheel holds every package folder of the tree, the configs, the Procfiles and the dashboard's page:
+nothing is listed by hand."""
 
 from __future__ import annotations
 
@@ -42,4 +43,7 @@ def test_the_wheel_contains_every_package_folder(tmp_path: Path) -> None:
     configs = [p.relative_to(REPO).as_posix() for p in (REPO / "configs").rglob("*.yaml")]
     assert configs and not [c for c in configs if f"dynamicrl/{c}" not in names]
     assert "dynamicrl/services/Procfile" in names  # the process set `dynamicrl run` starts
+    assert "dynamicrl/services/Procfile.dashboard" in names  # and `dynamicrl run --dashboard` adds
+    for page in ("index.html", "dashboard.js", "dashboard.css"):  # the dashboard's page, served offline
+        assert f"dynamicrl/clients/dashboard/static/{page}" in names
     assert not [n for n in names if n.startswith(("tests/", "bench/", "dynamicrl/tests"))]
