@@ -5,6 +5,7 @@ from __future__ import annotations
 import ipaddress
 import logging
 import os
+import signal
 import socket
 from pathlib import Path
 
@@ -27,12 +28,26 @@ def _loopback(host: str) -> bool:
 @click.command("dashboard")
 @config_option
 @overrides_argument
-@click.option("--host", default="127.0.0.1", show_default=True, help="address to listen on (loopback by default)")
-@click.option("--port", type=click.IntRange(0, 65535), default=DEFAULT_PORT, show_default=True, help="0: any free port")
+@click.option(
+    "--host",
+    default="127.0.0.1",
+    show_default=True,
+    envvar="DYNAMICRL_DASHBOARD_HOST",
+    help="address to listen on (loopback by default). Env: DYNAMICRL_DASHBOARD_HOST",
+)
+@click.option(
+    "--port",
+    type=click.IntRange(0, 65535),
+    default=DEFAULT_PORT,
+    show_default=True,
+    envvar="DYNAMICRL_DASHBOARD_PORT",
+    help="0: any free port. Env: DYNAMICRL_DASHBOARD_PORT",
+)
 @click.option(
     "--token-file",
     type=click.Path(dir_okay=False, path_type=Path),
     default=None,
+    envvar="DYNAMICRL_DASHBOARD_TOKEN_FILE",
     help="read the token from it, or write a new one there, mode 0600 (default: ~/.dynamicrl/dashboard-PORT.token)",
 )
 @click.option(
@@ -86,4 +101,8 @@ def dashboard(
     server = uvicorn.Server(
         uvicorn.Config(app, log_level="warning", access_log=False, timeout_graceful_shutdown=1, lifespan="on")
     )
+    # uvicorn shuts down gracefully on SIGINT/SIGTERM, then raises the signal again for the handler
+    # it found: let that be a no-op, so a stop (Ctrl-C, honcho's SIGTERM) exits 0 like every service
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(sig, lambda *_: None)
     server.run(sockets=[listener])

@@ -15,9 +15,10 @@ import json
 import socket
 import time
 
+import httpx
 import pytest
 from helpers import wait_until
-from helpers_dashboard import Dashboard
+from helpers_dashboard import URL, Dashboard
 from test_checkpoint_resume import final_hash
 
 from dynamicrl.protocol.messages import RunState
@@ -245,3 +246,15 @@ def test_a_watched_run_ends_bitwise_where_an_unwatched_one_does(runs):
             run.finish()
     (plain_dir,), (watched_dir,) = ((r.tmp / "runs").iterdir() for r in (plain, watched))
     assert final_hash(watched, watched_dir, 128) == final_hash(plain, plain_dir, 128)
+
+
+def test_run_with_dashboard_starts_it_beside_the_run_and_stops_it_with_0(runs):
+    run = runs("launched", SMALL)
+    run.env.update(DYNAMICRL_DASHBOARD_PORT="0", DYNAMICRL_DASHBOARD_TOKEN_FILE=str(run.tmp / "token"))
+    launched = run.launch("--dashboard")
+    printed = wait_until(lambda: URL.search(launched.log()), timeout=120, message=f"no URL:\n{launched.log()}")
+    with httpx.Client(base_url=printed.group(1), headers={"Authorization": f"Bearer {printed.group(2)}"}) as http:
+        status = wait_until(lambda: (r := http.get("/api/status")).status_code == 200 and r.json(), timeout=120)
+        assert status["run_id"] == run.run_dir.name
+    assert launched.wait(timeout=180) == 0
+    assert "dashboard.1 stopped (rc=0)" in launched.log(), launched.log()[-3000:]
