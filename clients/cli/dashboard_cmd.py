@@ -75,6 +75,13 @@ def dashboard(
 
     config = _load(config_path, overrides)
     logging.basicConfig(level=logging.INFO, format="%(message)s")
+    if not _loopback(host):
+        click.echo(
+            f"warning: --host {host} serves the dashboard beyond this machine without TLS: anyone on the network "
+            "path can read the token and the run, and then pause, patch or stop it. Put it behind a TLS proxy, or "
+            "keep it on 127.0.0.1 and reach it through an SSH tunnel.",
+            err=True,
+        )
     try:
         listener = socket.create_server((host, port), family=socket.AF_INET6 if ":" in host else socket.AF_INET)
     except OSError as exc:
@@ -87,13 +94,6 @@ def dashboard(
         token = load_or_create_token(path)
     except OSError as exc:
         raise click.ClickException(f"--token-file {path}: {exc.strerror or exc}") from None
-    if not _loopback(host):
-        click.echo(
-            f"warning: --host {host} serves the dashboard beyond this machine without TLS: anyone on the network "
-            "path can read the token and the run, and then pause, patch or stop it. Put it behind a TLS proxy, or "
-            "keep it on 127.0.0.1 and reach it through an SSH tunnel.",
-            err=True,
-        )
     hub = EventHub(config.addresses.bus_out, config.addresses.controller, f"dashboard.{os.getpid()}", event_buffer)
     app = create_app(config, token, hub)
     shown = f"[{host}]" if ":" in host else host

@@ -19,6 +19,8 @@ import time
 from collections import deque
 from dataclasses import dataclass
 
+from sse_starlette import ServerSentEvent
+
 from dynamicrl.clients.monitor import Monitor
 from dynamicrl.protocol import topics
 from dynamicrl.protocol.codec import ProtocolVersionMismatch, Received
@@ -36,6 +38,7 @@ class Event:
     id: int
     kind: str  # "bus" or "gap"
     data: str  # JSON
+    frame: bytes  # the whole SSE event (id, event, data), encoded once for every reader
 
 
 @dataclass
@@ -97,11 +100,13 @@ class EventHub:
         self.append("gap", {"on_bus": True, "sender": sender, "missed": count})
 
     def append(self, kind: str, payload: dict) -> None:
-        """Number the event and keep it as JSON (encoded once, however many read it)."""
+        """Number the event and keep it as JSON and as an SSE frame (encoded once, however many read it)."""
         with self.lock:
             self.last_id += 1
-            data = json.dumps({"id": self.event_id(self.last_id), **payload})
-            self.buffer.append(Event(self.last_id, kind, data))
+            event_id = self.event_id(self.last_id)
+            data = json.dumps({"id": event_id, **payload})
+            frame = ServerSentEvent(data=data, event=kind, id=event_id).encode()
+            self.buffer.append(Event(self.last_id, kind, data, frame))
             if self._wake_scheduled or self._loop is None:
                 return
             self._wake_scheduled = True

@@ -121,5 +121,31 @@ def test_watch_pause_patch_and_see_a_clip_in_the_browser(runs, browser):
 
         source = wait_until(clip_shown, timeout=180, interval=1.0, message="no training clip on the page")
         assert "/files/videos/iter-" in source
+        loaded = browser.execute_script("return performance.getEntriesByType('resource').map(e => e.name)")
+        assert any(url.endswith("/static/plotly.min.js") for url in loaded), loaded
+        assert all(url.startswith(board.base) for url in loaded), loaded  # offline: nothing from elsewhere
         browser.save_screenshot(str(run.tmp / "dashboard.png"))
         assert (run.tmp / "dashboard.png").stat().st_size > 10_000
+
+
+def test_the_page_says_run_not_reachable_until_its_run_answers(runs, browser):
+    run = runs("late", RUN[:4])
+    with Dashboard(run) as board:
+        browser.get(board.url)
+        wait_until(
+            lambda: text_of(browser, "#run-state") == "run not reachable",
+            timeout=30,
+            message=f"state shown: {text_of(browser, '#run-state')!r}",
+        )
+        run.start()
+        wait_until(
+            lambda: text_of(browser, "#run-state") == "running",
+            timeout=120,
+            interval=0.5,
+            message=f"state shown: {text_of(browser, '#run-state')!r}",
+        )
+        wait_until(
+            lambda: attribute(browser, "#chart-metrics", "data-points") > 0,
+            timeout=60,
+            message="the curves did not recover",
+        )

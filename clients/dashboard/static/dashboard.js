@@ -474,6 +474,11 @@ function renderParamOptions() {
 /** A pause runs from the first pausing/paused state to the next state that is neither. */
 function onRunStateEvent(event) {
   const state = event.body.state;
+  if (page.statusOk && page.status && page.status.state !== state) {
+    page.status.state = state; // the bus is faster than the next status poll: show a pause at once
+    showRunState(state, state);
+    updateButtons();
+  }
   const last = page.pauses[page.pauses.length - 1];
   const open = last !== undefined && last.end === null;
   if (PAUSED_STATES.has(state) && !open) page.pauses.push({ start: event.ts, end: null });
