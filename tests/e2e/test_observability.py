@@ -65,7 +65,8 @@ class Observed:
 @pytest.fixture(scope="module")
 def observed(tmp_path_factory) -> Iterator[Observed]:
     tmp = tmp_path_factory.mktemp("observed")
-    with Run(tmp, ["run.total_env_steps=100000000", "logger.every_s=1000"]) as run:
+    # no pause previews: the Procfile's previewer then joins nothing, and the process set is SERVICES
+    with Run(tmp, ["run.total_env_steps=100000000", "logger.every_s=1000", "video.pause_previews=false"]) as run:
         first = run.honcho()
         run.wait_iteration(2, timeout=120)
         status = run.cli("status", "--json")
