@@ -50,6 +50,9 @@ from .events import EventHub
 
 #: One status request a second, however many viewers poll.
 STATUS_TTL_S = 1.0
+#: After a write, a reader waits this long before the next, so that a burst of events (an iteration's
+#: metrics, sys and episode stats) costs one write per reader, not one each: a person cannot tell 50 ms.
+COALESCE_S = 0.05
 #: Largest request body accepted (a patch is a few hundred bytes).
 MAX_BODY = 64 * 1024
 STATIC = importlib.resources.files("dynamicrl.clients.dashboard") / "static"
@@ -295,6 +298,7 @@ async def _stream(hub: EventHub, last_event_id: str | None) -> AsyncIterator[Ser
             if batch.events:
                 yield b"".join(event.frame for event in batch.events)
                 cursor = batch.events[-1].id
+                await asyncio.sleep(COALESCE_S)  # what comes meanwhile goes out in the next write
             else:
                 await hub.wait(cursor, timeout=15)
     finally:
