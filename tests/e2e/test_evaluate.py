@@ -178,7 +178,9 @@ def test_evaluate_video_records_a_mujoco_env_through_headless_gl(hopper_run, tmp
 
     if ctypes.util.find_library("OSMesa"):
         pytest.skip("libOSMesa is installed: no back-end left that lacks its GL library")
-    no_gl = cli("evaluate", str(hopper_run), "-n", "1", "--video", "v.mp4", cwd=tmp_path, env={"MUJOCO_GL": "osmesa"})
+    # PyOpenGL's platform too: a mujoco imported in this process (EGL, tests/conftest.py) set it for its children
+    osmesa = {"MUJOCO_GL": "osmesa", "PYOPENGL_PLATFORM": "osmesa"}
+    no_gl = cli("evaluate", str(hopper_run), "-n", "1", "--video", "v.mp4", cwd=tmp_path, env=osmesa)
     lines = no_gl.stderr.strip().splitlines()
     assert no_gl.returncode == 1 and no_gl.stdout == "" and len(lines) == 1, no_gl.stderr
     assert lines[0].startswith("Error: env 'Hopper-v5' cannot render: ") and "MUJOCO_GL=osmesa" in lines[0]
