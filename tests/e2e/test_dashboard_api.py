@@ -73,6 +73,7 @@ def test_every_endpoint_against_a_live_run(runs):
         assert later.json()["status"] == "scheduled", later.text
 
         # bad input: one error shape, nothing changed
+        journal = run.journal_text()
         bad_json = http.post("/api/patch", content=b'{"changes": ', headers={"content-type": "application/json"})
         assert bad_json.status_code == 400 and bad_json.json()["error"] == "bad_json", bad_json.text
         unknown = http.post("/api/patch", json={"changes": {"ppo.lr": 1e-3}, "colour": "red"})
@@ -85,7 +86,8 @@ def test_every_endpoint_against_a_live_run(runs):
         assert http.get("/files/videos/..%2F..%2Fconfig.yaml").status_code == 404
         assert http.get("/files/videos/config.yaml").status_code == 404
         assert http.get("/files/previews/1/..").status_code == 404
-        assert run.journal_text() == run.journal_text() and len(http.get("/api/history").json()["entries"]) == 1
+        assert run.journal_text() == journal and len(http.get("/api/history").json()["entries"]) == 1
+        assert run.params()["ppo.lr"] == 1e-3  # the applied patch's value, untouched by the bad ones
 
         # pause and resume, seen by `dynamicrl status`
         paused = http.post("/api/pause").json()
