@@ -33,10 +33,10 @@ from pathlib import Path
 from typing import Any
 
 import machine  # bench/machine.py
-import zmq
 from harness import Run, cpu_ticks
 
 from dynamicrl.clients.control import ControlClient, ControlError, RequestTimeout
+from dynamicrl.protocol import security
 from dynamicrl.protocol.messages import PauseRequest, PreviewsSaved, ResumeRequest, RunState, StatusRequest
 from dynamicrl.protocol.sockets import Subscriber
 
@@ -90,7 +90,7 @@ def pauses(workdir: Path, count: int, previews: bool, seed: int) -> dict[str, li
     run = start(workdir, ["run.total_env_steps=100000000", *video], previewer=previews)
     rng = random.Random(seed)
     found: dict[str, list[float]] = {"client_ms": [], "controller_ms": [], "previews_ms": []}
-    ctx = zmq.Context()
+    ctx = security.context()
     sub = Subscriber(ctx, run.address["bus_out"], [PreviewsSaved.TYPE])
     client = ControlClient(run.endpoint, timeout_s=30, retries=0)
     try:

@@ -114,12 +114,11 @@ def worker(kind: str, address: str, result: Path, rate: float, delay: float) -> 
         )
         monitor.close()
     elif kind == "flood":
-        import zmq
-
+        from dynamicrl.protocol import security
         from dynamicrl.protocol.messages import EpisodeStats
         from dynamicrl.protocol.sockets import Publisher
 
-        ctx = zmq.Context()
+        ctx = security.context()
         pub = Publisher(ctx, address, "flood")
         sent, started, batch = 0, time.monotonic(), 10
         while not _stop.is_set():

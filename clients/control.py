@@ -8,6 +8,7 @@ from typing import overload
 import zmq
 
 from dynamicrl.core.settings import Config
+from dynamicrl.protocol import security
 from dynamicrl.protocol.messages import (
     CheckpointReply,
     CheckpointRequest,
@@ -43,8 +44,13 @@ class ControlError(RuntimeError):
 
 
 class ControlClient:
-    def __init__(self, endpoint: str, *, timeout_s: float = 2.0, retries: int = 1) -> None:
-        self.ctx = zmq.Context()
+    def __init__(
+        self, endpoint: str, *, timeout_s: float = 2.0, retries: int = 1, ctx: zmq.Context | None = None
+    ) -> None:
+        """``ctx`` says whose keys to use (:func:`dynamicrl.protocol.security.context`); default: this
+        user's, as a client."""
+        self._own_ctx = ctx is None
+        self.ctx = security.context() if ctx is None else ctx
         self.requester = Requester(self.ctx, endpoint, f"client.{os.getpid()}", timeout_s=timeout_s, retries=retries)
 
     # the reply each request gets from the controller (an ErrorReply is raised as ControlError)
@@ -78,7 +84,8 @@ class ControlClient:
 
     def close(self) -> None:
         self.requester.close()
-        self.ctx.term()
+        if self._own_ctx:
+            self.ctx.term()
 
     def __enter__(self) -> ControlClient:
         return self
@@ -109,11 +116,15 @@ def call(config: Config, request: Message, timeout_s: float | None = None) -> Me
     endpoint = config.addresses.controller
     base_s = timeout_s or config.timing.request_timeout_s
     extra_s = reply_within_s(config, request)
-    if extra_s:
-        with ControlClient(endpoint, timeout_s=base_s) as probe:
-            probe.call(StatusRequest())
-    with ControlClient(endpoint, timeout_s=base_s + extra_s) as client:
-        return client.call(request)
+    ctx = security.context_for(config.security)
+    try:
+        if extra_s:
+            with ControlClient(endpoint, timeout_s=base_s, ctx=ctx) as probe:
+                probe.call(StatusRequest())
+        with ControlClient(endpoint, timeout_s=base_s + extra_s, ctx=ctx) as client:
+            return client.call(request)
+    finally:
+        ctx.term()
 
 
 __all__ = ["ControlClient", "ControlError", "RequestTimeout", "call", "reply_within_s"]

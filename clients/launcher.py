@@ -119,7 +119,7 @@ def launch(
     concurrency = {"envrunner": envrunners, "previewer": 1 if config.video.previewer else 0}
     for process in expand_processes(processes, concurrency=concurrency):
         manager.add_process(process.name, process.cmd, env={**env, **process.env})
-    watcher = BusWatcher(config.addresses.bus_out, view) if isinstance(console, LiveConsole) else None
+    watcher = BusWatcher(config.addresses.bus_out, view, config.security) if isinstance(console, LiveConsole) else None
     try:
         if watcher is not None:
             watcher.start()
@@ -134,17 +134,16 @@ def launch(
 class BusWatcher(threading.Thread):
     """Keeps the console's view of the run current from the bus: metrics.train, state, patches, checkpoints."""
 
-    def __init__(self, endpoint: str, view) -> None:
+    def __init__(self, endpoint: str, view, security_settings) -> None:
         super().__init__(name="bus-watcher", daemon=True)
-        self.endpoint, self.view = endpoint, view
+        self.endpoint, self.view, self.security = endpoint, view, security_settings
         self.done = threading.Event()
 
     def run(self) -> None:
-        import zmq
-
+        from dynamicrl.protocol.security import context_for
         from dynamicrl.protocol.sockets import Subscriber
 
-        ctx = zmq.Context()
+        ctx = context_for(self.security)
         sub = Subscriber(ctx, self.endpoint)  # everything: a topic filter would show gaps where nothing was lost
         try:
             while not self.done.is_set():

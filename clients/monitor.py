@@ -52,10 +52,10 @@ from collections.abc import Callable, Iterator, Sequence
 
 import zmq
 
-from dynamicrl.protocol import PROTOCOL_VERSION
+from dynamicrl.protocol import PROTOCOL_VERSION, security
 from dynamicrl.protocol.codec import ProtocolError, ProtocolVersionMismatch, Received, decode
 from dynamicrl.protocol.messages import ErrorReply, MonitorReport, StatusReply
-from dynamicrl.protocol.sockets import GapCounter, Requester, make_socket
+from dynamicrl.protocol.sockets import GapCounter, Requester, connect, make_socket
 
 log = logging.getLogger(__name__)
 
@@ -108,11 +108,11 @@ class Monitor:
         self.endpoint = endpoint
         self.prefixes = tuple(prefixes)
         self._own_ctx = ctx is None
-        self.ctx = zmq.Context() if ctx is None else ctx
+        self.ctx = security.context() if ctx is None else ctx
         self.socket = make_socket(self.ctx, zmq.SUB, hwm=hwm)
         for prefix in self.prefixes:
             self.socket.setsockopt(zmq.SUBSCRIBE, prefix.encode())
-        self.socket.connect(endpoint)
+        connect(self.socket, endpoint)
         self.on_gap, self.on_reject = on_gap, on_reject
         #: valid events received (yielded or buffered)
         self.received = 0

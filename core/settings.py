@@ -228,6 +228,19 @@ class VideoConfig(_Strict):
         return self.enabled or self.pause_previews
 
 
+class SecurityConfig(_Strict):
+    curve: bool = Field(
+        default=True,
+        description="CURVE-authenticated sockets (keys made on first use under keys); off is for debugging "
+        "on loopback only and warns at every start",
+    )
+    keys: str = Field(
+        default="~/.dynamicrl/keys",
+        min_length=1,
+        description="the directory (0700) of this user's CURVE keys: copy it to let another host's processes in",
+    )
+
+
 class Config(_Strict):
     run: RunConfig = Field(default_factory=RunConfig)
     env: EnvConfig = Field(default_factory=EnvConfig)
@@ -244,6 +257,7 @@ class Config(_Strict):
     metrics: MetricsConfig = Field(default_factory=MetricsConfig)
     checkpoint: CheckpointConfig = Field(default_factory=CheckpointConfig)
     video: VideoConfig = Field(default_factory=VideoConfig)
+    security: SecurityConfig = Field(default_factory=SecurityConfig)
     resume: str | None = Field(
         default=None,
         description="a run directory to continue from its latest good checkpoint "

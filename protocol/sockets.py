@@ -17,6 +17,7 @@ from typing import Generic
 
 import zmq
 
+from . import security
 from .codec import M_co, ProtocolError, Received, Session, decode
 from .messages import ErrorCode, ErrorReply, LogicalTime, Message
 
@@ -56,7 +57,7 @@ class Publisher:
 
     def __init__(self, ctx: zmq.Context, endpoint: str, sender: str, run_id: str | None = None):
         self.socket = make_socket(ctx, zmq.PUB)
-        self.socket.connect(endpoint)
+        connect(self.socket, endpoint)
         self.session = Session(sender, run_id)
 
     def publish(self, message: Message, ltime: LogicalTime | None = None) -> None:
@@ -102,7 +103,7 @@ class Subscriber:
         self.socket = make_socket(ctx, zmq.SUB, hwm=hwm)
         for prefix in prefixes:
             self.socket.setsockopt(zmq.SUBSCRIBE, prefix.encode())
-        self.socket.connect(endpoint)
+        connect(self.socket, endpoint)
         self.gaps = GapCounter()
         self.rejected = 0
 
@@ -152,7 +153,7 @@ class Requester:
         for _attempt in range(self.retries + 1):
             if self.socket is None:
                 self.socket = make_socket(self.ctx, zmq.REQ)
-                self.socket.connect(self.endpoint)
+                connect(self.socket, self.endpoint)
             self.socket.send_multipart(frames)
             if self.socket.poll(self.timeout_ms, zmq.POLLIN):
                 reply = decode(self.socket.recv_multipart())
@@ -222,7 +223,8 @@ class BindError(RuntimeError):
 
 
 def bind(sock: zmq.Socket, endpoint: str) -> str:
-    """Bind, returning the real endpoint (a ``:0`` port becomes the one chosen)."""
+    """Bind as a CURVE server, returning the real endpoint (a ``:0`` port becomes the one chosen)."""
+    security.serve(sock, endpoint)
     try:
         sock.bind(endpoint)
     except zmq.ZMQError as exc:
@@ -231,6 +233,12 @@ def bind(sock: zmq.Socket, endpoint: str) -> str:
             "change it under addresses: in the config)"
         ) from None
     return sock.getsockopt_string(zmq.LAST_ENDPOINT)
+
+
+def connect(sock: zmq.Socket, endpoint: str) -> None:
+    """Connect as a CURVE client with the identity of the socket's context."""
+    security.join(sock, endpoint)
+    sock.connect(endpoint)
 
 
 __all__ = [
@@ -242,6 +250,7 @@ __all__ = [
     "Routed",
     "Subscriber",
     "bind",
+    "connect",
     "make_socket",
     "recv",
     "recv_routed",

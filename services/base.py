@@ -27,6 +27,7 @@ from dynamicrl.core import tunables
 from dynamicrl.core.patch_text import patch_line
 from dynamicrl.core.process_stats import ProcessStats
 from dynamicrl.core.settings import Config, config_from_dict
+from dynamicrl.protocol import security
 from dynamicrl.protocol.codec import ProtocolError, Received, Session
 from dynamicrl.protocol.messages import (
     ApplyPatch,
@@ -53,7 +54,7 @@ from dynamicrl.protocol.messages import (
     StopReply,
     StopRequest,
 )
-from dynamicrl.protocol.sockets import Publisher, make_socket, recv, send
+from dynamicrl.protocol.sockets import Publisher, connect, make_socket, recv, send
 
 log = logging.getLogger(__name__)
 
@@ -81,9 +82,9 @@ class Service:
         self.local = local
         self.name = name or default_name(self.role, rank)
         self.requested_rank = rank
-        self.ctx = zmq.Context()
+        self.ctx = security.context_for(local.security, self.role.value, self.name)
         self.link = make_socket(self.ctx, zmq.DEALER, identity=self.name.encode())
-        self.link.connect(local.addresses.controller)
+        connect(self.link, local.addresses.controller)
         self.link_session = Session(self.name)
         self.bus = Publisher(self.ctx, local.addresses.bus_in, self.name)
         self.stopping = False

@@ -176,12 +176,11 @@ def _previews_of_the_pause(config: Config, preview: bool) -> Iterator[Callable[.
     if not preview:
         yield None
         return
-    import zmq
-
     from dynamicrl.protocol.messages import PreviewsSaved, StatusRequest
+    from dynamicrl.protocol.security import context_for
     from dynamicrl.protocol.sockets import Subscriber
 
-    ctx = zmq.Context()
+    ctx = context_for(config.security)
     sub = Subscriber(ctx, config.addresses.bus_out, [PreviewsSaved.TYPE])
 
     def after(reply: messages.PauseReply, as_json: bool) -> Any:

@@ -19,6 +19,7 @@ from collections.abc import Mapping, Sequence
 import numpy as np
 import zmq
 
+from dynamicrl.protocol import security
 from dynamicrl.protocol.messages import ExternalSample, stream_topic
 from dynamicrl.protocol.sockets import Publisher
 
@@ -40,7 +41,7 @@ class Provider:
         self.topic = stream_topic(stream)  # validates the name
         self.stream, self.channels, self.rate = stream, list(channels), float(rate)
         self._own_ctx = ctx is None
-        self.ctx = zmq.Context() if ctx is None else ctx
+        self.ctx = security.context() if ctx is None else ctx
         self.publisher = Publisher(self.ctx, bus_in, sender or f"provider.{stream}.{os.getpid()}", run_id)
         self.chunk = 0
 

@@ -41,6 +41,7 @@ import zmq
 
 from dynamicrl.core import checkpoints
 from dynamicrl.core.settings import Config, dump_yaml
+from dynamicrl.protocol import security
 from dynamicrl.protocol.codec import ProtocolError, Session, decode
 from dynamicrl.protocol.messages import (
     BarrierReached,
@@ -107,7 +108,7 @@ class Controller:
         else:
             self.run_id = new_run_id(config.run.name)
             self.run_dir = Path(config.run.dir or Path(config.run.root) / self.run_id)
-        self.ctx = zmq.Context()
+        self.ctx = security.context_for(config.security, "controller", name)
         self.commands = make_socket(self.ctx, zmq.ROUTER)
         self.command_endpoint = bind(self.commands, config.addresses.controller)
         self.proxy = BusProxy(self.ctx, config.addresses.bus_in, config.addresses.bus_out)

@@ -32,7 +32,7 @@ from dynamicrl.protocol.messages import (
     Rollout,
     Scene,
 )
-from dynamicrl.protocol.sockets import make_socket
+from dynamicrl.protocol.sockets import connect, make_socket
 from dynamicrl.services.base import Service, rank_from_environment, setup_logging
 
 if TYPE_CHECKING:
@@ -64,7 +64,7 @@ class EnvRunner(Service):
             cfg.algo, self.envs.single_observation_space, self.envs.single_action_space, seed=self.seed
         )
         self.data = make_socket(self.ctx, zmq.DEALER, identity=self.name.encode())
-        self.data.connect(cfg.addresses.data)
+        connect(self.data, cfg.addresses.data)
         self.data_session = Session(self.name, self.run_id)
         start = self.ready_and_wait()
         try:

@@ -50,7 +50,7 @@ from dynamicrl.protocol.messages import (
     TrainMetrics,
     VideoSaved,
 )
-from dynamicrl.protocol.sockets import Subscriber, make_socket
+from dynamicrl.protocol.sockets import Subscriber, connect, make_socket
 from dynamicrl.services.base import Service, setup_logging
 
 log = logging.getLogger(__name__)
@@ -268,7 +268,7 @@ class Previewer(Service):
         """The learner's current policy, weights and normaliser statistics (None if stopping or refused)."""
         if self.data is None:
             self.data = make_socket(self.ctx, zmq.DEALER, identity=self.name.encode())
-            self.data.connect(self.config.addresses.data)
+            connect(self.data, self.config.addresses.data)
             self.data_session = Session(self.name, self.run_id)
         reply = self.request(self.data, self.data_session, PolicyRequest(rank=0), (PolicyWeights, ErrorReply))
         if isinstance(reply, ErrorReply):

@@ -27,6 +27,7 @@ import zmq
 from helpers import CLI, Run, endpoint, free_port, log_text, read_metrics, user_env, wait_exit, wait_until
 
 from dynamicrl.core.tunables import allowed
+from dynamicrl.protocol import security
 from dynamicrl.protocol.codec import ProtocolError, decode
 from dynamicrl.protocol.messages import (
     Health,
@@ -37,6 +38,7 @@ from dynamicrl.protocol.messages import (
     RunState,
     RunStateChanged,
 )
+from dynamicrl.protocol.sockets import connect
 
 pytestmark = pytest.mark.e2e
 
@@ -53,12 +55,12 @@ class BusMonitor:
     """A plain SUB on the bus: ``control.patch`` events, and ``control.state`` to prove it is live."""
 
     def __init__(self, bus_out: str) -> None:
-        self.ctx = zmq.Context()
+        self.ctx = security.context()
         self.sock = self.ctx.socket(zmq.SUB)
         self.sock.setsockopt(zmq.LINGER, 0)
         self.sock.setsockopt(zmq.SUBSCRIBE, PatchEvent.TYPE.encode())
         self.sock.setsockopt(zmq.SUBSCRIBE, RunStateChanged.TYPE.encode())
-        self.sock.connect(bus_out)
+        connect(self.sock, bus_out)
         self.events: list[PatchEvent] = []
         wait_until(
             lambda: any(isinstance(m, RunStateChanged) for m in self._receive(100)),

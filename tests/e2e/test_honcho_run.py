@@ -19,8 +19,10 @@ from helpers import REPO, Run, Supervised, alive, read_metrics, wait_until
 from helpers_messages import sample
 
 from dynamicrl.core import checkpoints
+from dynamicrl.protocol import security
 from dynamicrl.protocol.codec import Session, decode
 from dynamicrl.protocol.messages import ErrorCode, ErrorReply
+from dynamicrl.protocol.sockets import connect
 
 pytestmark = pytest.mark.e2e
 
@@ -65,10 +67,10 @@ GARBAGE = [
 
 def poke_garbage(h: Run) -> None:
     """Feed a live run bad input: the learner answers each with an error, nothing changes."""
-    ctx = zmq.Context()
+    ctx = security.context()
     try:
         dealer = ctx.socket(zmq.DEALER)
-        dealer.connect(h.data)
+        connect(dealer, h.data)
         stale = sample("data.rollout").model_copy(update={"rank": 0, "version": 10**6})
         for frames in [*GARBAGE, Session("intruder").encode(stale)]:
             dealer.send_multipart(frames)
@@ -80,7 +82,7 @@ def poke_garbage(h: Run) -> None:
             codes.append(reply.code)
         assert codes == [ErrorCode.BAD_MESSAGE] * len(GARBAGE) + [ErrorCode.REJECTED]
         pub = ctx.socket(zmq.PUB)
-        pub.connect(h.bus_in)
+        connect(pub, h.bus_in)
         for _ in range(20):
             pub.send_multipart([b"metrics.train", b"\x00garbage"])
     finally:

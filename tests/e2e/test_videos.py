@@ -22,6 +22,9 @@ from test_checkpoint_resume import final_hash
 from test_evaluate_video import PLUGINS, decoded
 from test_observability import TensorBoard
 
+from dynamicrl.protocol import security
+from dynamicrl.protocol.sockets import connect
+
 pytestmark = pytest.mark.e2e
 
 SCHEMA = json.loads((Path(__file__).resolve().parents[2] / "docs" / "protocol.schema.json").read_text())
@@ -38,10 +41,10 @@ FILMING = ["video.nice=0", "video.cpu_budget=null"]
 
 def plain_subscriber(endpoint: str, topic: str = "metrics.video") -> tuple[zmq.Context, zmq.Socket]:
     """docs/protocol.md's plain subscriber: a SUB on the bus for one topic, no dynamicrl code."""
-    ctx = zmq.Context()
+    ctx = security.context()
     sub = ctx.socket(zmq.SUB)
     sub.setsockopt(zmq.SUBSCRIBE, topic.encode())
-    sub.connect(endpoint)
+    connect(sub, endpoint)
     return ctx, sub
 
 

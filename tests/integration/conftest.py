@@ -1,14 +1,15 @@
 """Fixtures shared by the integration tests."""
 
 import pytest
-import zmq
 from helpers import start_controller
+
+from dynamicrl.protocol import security
 
 
 @pytest.fixture
 def ctx():
     """A ZeroMQ context of the test's own, terminated after it (sockets must be closed by then)."""
-    context = zmq.Context()
+    context = security.context()
     yield context
     context.term()
 

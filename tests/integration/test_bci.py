@@ -30,8 +30,10 @@ from helpers import (
 )
 
 from dynamicrl.clients.monitor import Monitor
+from dynamicrl.protocol import security
 from dynamicrl.protocol.codec import Session
 from dynamicrl.protocol.messages import ExternalSample, RunState
+from dynamicrl.protocol.sockets import connect
 
 
 def start_cli(args: list[str], tmp_path: Path, name: str) -> subprocess.Popen:
@@ -159,10 +161,10 @@ def test_engagement_rule_patches_a_live_run_through_the_controller(tmp_path):
             assert event.envelope.sender.startswith("provider.mock-bci")
 
         # garbage from a broken provider: dropped by the controller's bus and the logger; training goes on
-        ctx = zmq.Context()
+        ctx = security.context()
         pub = ctx.socket(zmq.PUB)
         pub.setsockopt(zmq.LINGER, 0)
-        pub.connect(bus_in)
+        connect(pub, bus_in)
         try:
 
             def garbage_arrived() -> bool:  # resent until the PUB's connection is up and the logger saw it

@@ -26,6 +26,7 @@ from helpers import (
 )
 
 from dynamicrl.clients.control import ControlClient
+from dynamicrl.protocol import security
 from dynamicrl.protocol.codec import MAX_PAYLOAD_BYTES, ProtocolError, Session, decode
 from dynamicrl.protocol.messages import (
     ErrorCode,
@@ -36,6 +37,7 @@ from dynamicrl.protocol.messages import (
     StatusRequest,
     TrainMetrics,
 )
+from dynamicrl.protocol.sockets import connect
 
 REPLY_TIMEOUT_MS = 5000
 
@@ -44,16 +46,16 @@ class Sockets:
     """Sockets for one test, all closed at teardown (kept referenced until then)."""
 
     def __init__(self) -> None:
-        self.ctx = zmq.Context()
+        self.ctx = security.context()
         self.open: list[zmq.Socket] = []
 
-    def __call__(self, kind: int, connect: str) -> zmq.Socket:
+    def __call__(self, kind: int, endpoint: str) -> zmq.Socket:
         sock = self.ctx.socket(kind)
         sock.setsockopt(zmq.LINGER, 0)
         self.open.append(sock)
         if kind == zmq.SUB:
             sock.setsockopt(zmq.SUBSCRIBE, b"")
-        sock.connect(connect)
+        connect(sock, endpoint)
         return sock
 
     def close(self) -> None:

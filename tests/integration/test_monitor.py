@@ -14,7 +14,9 @@ from collections.abc import Callable
 import msgpack
 import pytest
 import zmq
+import zmq.auth
 from helpers import CLI, controller_status, free_ports, log_text, start_controller, stop, user_env, wait_until
+from helpers_plain import plain_curve
 
 from dynamicrl.clients.monitor import Monitor, ProtocolVersionMismatch, Received
 from dynamicrl.protocol.codec import MAX_PAYLOAD_BYTES
@@ -40,6 +42,7 @@ class PlainMonitor:
         self.sub.setsockopt(zmq.MAXMSGSIZE, 1 << 30)
         for prefix in prefixes:
             self.sub.setsockopt(zmq.SUBSCRIBE, prefix)
+        plain_curve(self.sub)
         self.sub.connect(bus_out)
         self.last_seq: dict[str, int] = {}
         self.missed = 0
@@ -84,6 +87,7 @@ class PlainPublisher:
     def __init__(self, ctx: zmq.Context, bus_in: str, sender: str) -> None:
         self.pub = ctx.socket(zmq.PUB)
         self.pub.setsockopt(zmq.LINGER, 0)
+        plain_curve(self.pub)
         self.pub.connect(bus_in)
         self.sender = sender
         self.seq = 0
@@ -321,9 +325,10 @@ def test_a_flood_is_accounted_for_and_the_controller_keeps_answering(controller,
 
 FLOODER = """
 import sys, zmq
+from dynamicrl.protocol import security
 from dynamicrl.protocol.messages import TrainMetrics
 from dynamicrl.protocol.sockets import Publisher
-publisher = Publisher(zmq.Context(), sys.argv[1], "flooder.status")
+publisher = Publisher(security.context(), sys.argv[1], "flooder.status")
 frames = [bytes(f) for f in publisher.session.encode(TrainMetrics(iteration=777, env_steps=1, sps=1.0, episodes=0,
                                                                   values={}))]
 while True:  # one encoded message, as fast as zmq takes it, until the test kills the flooder; the

@@ -14,6 +14,7 @@ import msgpack
 import pytest
 import zmq
 from helpers import CLI, controller_status, log_text, run_cli, start_controller, stop, user_env, wait_until
+from helpers_plain import plain_curve
 
 from dynamicrl.clients.monitor import Monitor
 from dynamicrl.protocol.messages import EpisodeStats, MonitorStatus
@@ -42,6 +43,7 @@ def _plain_request(address: str, type_name: str, body: dict) -> tuple[str, dict]
     """One request over a plain REQ, built from docs/protocol.md; returns (reply type, reply payload)."""
     sock: zmq.Socket = zmq.Context.instance().socket(zmq.REQ)
     sock.setsockopt(zmq.LINGER, 0)
+    plain_curve(sock)
     sock.connect(address)
     try:
         payload = {
