@@ -24,6 +24,7 @@ from dynamicrl.protocol.codec import Session
 from dynamicrl.protocol.messages import (
     CheckpointPart,
     EpisodeStats,
+    ErrorCode,
     ErrorReply,
     LogicalTime,
     PolicyRequest,
@@ -185,11 +186,31 @@ class EnvRunner(Service):
         )
         reply = self.request(self.data, self.data_session, message, (PolicyWeights, ErrorReply), at_boundary)
         if isinstance(reply, ErrorReply):
-            log.error("%s: the learner refused %s: %s", self.name, message.TYPE, reply.message)
             self.exit_code = 1
-            self.stop(f"refused by the learner: {reply.message}")
+            if isinstance(message, Rollout) and reply.code is ErrorCode.REJECTED:
+                self.await_stop_after_refusal(reply.message)
+            else:
+                log.error("%s: the learner refused %s: %s", self.name, message.TYPE, reply.message)
+                self.stop(f"refused by the learner: {reply.message}")
             return None
         return reply if isinstance(reply, PolicyWeights) else None
+
+    def await_stop_after_refusal(self, problem: str) -> None:
+        """The learner refused our rollout: the run cannot go on, and the learner leaves after a last
+        checkpoint that needs our part (as at the boundary before that rollout), then the controller
+        stops the run, saying why. So stay at the boundary until then; bounded, in case nobody does."""
+        log.debug("%s: the learner refused its rollout: %s", self.name, problem)
+        limit_s = self.config.checkpoint.timeout_s + self.config.timing.signal_grace_s
+        deadline = time.monotonic() + limit_s
+        self.hold_patches = True  # the state stays the boundary's until the checkpoint is taken
+        while not self.stopping:
+            if time.monotonic() > deadline:
+                log.error("%s: the learner refused its rollout (%s); no stop came in %g s", self.name, problem, limit_s)
+                self.stop(f"refused by the learner: {problem}")
+                return
+            self.checkpoint_if_asked(boundary=self.iteration + 1)
+            self.link.poll(100)
+            self.safe_point()
 
     def scenes(self) -> list[Scene]:
         """Each sub-env's simulator state, copied here at the barrier: the previewer draws it in an env of
@@ -208,8 +229,11 @@ class EnvRunner(Service):
 
     # -- checkpoints: at the iteration boundary, i.e. a rollout sent and its answer awaited --
     def checkpoint_if_asked(self, boundary: int) -> None:
+        """``boundary``: rollouts sent. A checkpoint one boundary back is the learner's last one after
+        it refused a rollout: the one in flight is left out, as if it had never been collected."""
         for command in list(self.checkpoint_requests):
-            if command.at_iteration != boundary:
+            in_flight_dropped = command.at_iteration == boundary - 1
+            if command.at_iteration != boundary and not in_flight_dropped:
                 log.error(
                     "%s: checkpoint %s wants iteration %s but this env-runner is at %d",
                     self.name,
@@ -219,7 +243,8 @@ class EnvRunner(Service):
                 )
             else:
                 try:
-                    arrays, meta = self.checkpoint_state(boundary)
+                    at = boundary - 1 if in_flight_dropped else boundary
+                    arrays, meta = self.checkpoint_state(at, in_flight_dropped)
                 except (NotImplementedError, envstate.UnsupportedEnv) as exc:
                     log.warning("%s: no checkpoint: %s", self.name, exc)
                     arrays, meta = {}, {"error": str(exc)}
@@ -229,7 +254,10 @@ class EnvRunner(Service):
                 self.hold_patches = True
             self.checkpoint_requests.remove(command)
 
-    def checkpoint_state(self, boundary: int) -> tuple[dict, dict]:
+    def checkpoint_state(self, boundary: int, in_flight_dropped: bool = False) -> tuple[dict, dict]:
+        """``in_flight_dropped``: saved as at ``boundary`` without the rollout sent since (its env steps
+        uncounted); the envs go on from where that rollout left them."""
+        env_steps = self.env_steps - (self.config.algo.num_steps * self.envs.num_envs if in_flight_dropped else 0)
         arrays = {
             "obs": self.obs,
             "episode_return": self.episode_return,
@@ -237,12 +265,15 @@ class EnvRunner(Service):
             "norm.returns": self.normalizer.returns,
             "rng.actor": self.actor.rng_state(),
         }
+        if in_flight_dropped:  # a NaN reward of the refused rollout must not outlive it in the accumulators
+            for name in ("episode_return", "norm.returns"):
+                arrays[name] = np.where(np.isfinite(arrays[name]), arrays[name], 0.0)
         envs_meta = []
         for i, env in enumerate(self.envs.envs):
             env_arrays, env_meta = envstate.capture(env)
             arrays.update({f"env.{i}.{k}": v for k, v in env_arrays.items()})
             envs_meta.append(env_meta)
-        return arrays, {"iteration": boundary, "env_steps": self.env_steps, "envs": envs_meta}
+        return arrays, {"iteration": boundary, "env_steps": env_steps, "envs": envs_meta}
 
     def load_checkpoint(self, part: CheckpointPart) -> np.ndarray:
         """Continue exactly where the checkpoint stood; returns the raw observations to act on."""

@@ -16,6 +16,11 @@ Checkpoints are taken where every process stands still: in sync mode after
 update *k*, before the weights go out; in overlap mode the env-runners are
 collecting then, so a due checkpoint waits for the next boundary, once every
 rollout is in and none is answered, and saves those unanswered rollouts too.
+
+Every rollout is validated before any use (``core/rollout_check.py``) and a bad one is refused
+naming the field. One from a stranger changes nothing; one from the run's own env-runner (a buggy
+env producing NaN, most often) means the run cannot go on: the learner leaves after a last
+checkpoint at the boundary before it, and its goodbye gives the controller the reason to stop.
 """
 
 from __future__ import annotations
@@ -32,6 +37,7 @@ import zmq
 from dynamicrl.core import tunables
 from dynamicrl.core.algorithms.base import Algorithm, Experience
 from dynamicrl.core.normalization import RunningMeanStd, pack, unpack
+from dynamicrl.core.rollout_check import RolloutSpec, rollout_problem
 from dynamicrl.core.settings import Config
 from dynamicrl.protocol.codec import Session, decode
 from dynamicrl.protocol.messages import (
@@ -50,6 +56,10 @@ from dynamicrl.protocol.sockets import Routed, bind, make_socket, recv_routed, s
 from dynamicrl.services.base import Service, setup_logging
 
 log = logging.getLogger(__name__)
+
+#: beyond ``checkpoint.timeout_s``, how long the learner holds for ``CheckpointDone``: the controller
+#: abandons an overdue checkpoint itself (and says why), so this only catches one it never finishes
+HOLD_MARGIN_S = 2.0
 
 
 class Learner(Service):
@@ -72,12 +82,13 @@ class Learner(Service):
         bind(self.data, cfg.addresses.data)
         self.data_session = Session(self.name, self.run_id)
         start = self.ready_and_wait()
+        self.members = set(start.members)
         try:
             self.train(start.envrunners, start.restore)
         finally:
             self.data.close()
             self.close()
-        return 0
+        return self.exit_code
 
     def train(self, envrunners: int, restore: CheckpointPart | None = None) -> None:
         from dynamicrl.core.envs import space_shape
@@ -101,6 +112,9 @@ class Learner(Service):
         self.served: PolicyWeights | None = None
         self.deferred_checkpoint: str | None = None  # overlap mode: due, taken at the next boundary
         self.episodes: deque[tuple[float, int]] = deque(maxlen=cfg.metrics.return_window)
+        self.spec = RolloutSpec(cfg.algo.num_steps, cfg.env.num_envs, self.observation_space, self.action_space)
+        self.refused = ""  # why the run's own env-runner's rollout was refused: the run cannot go on
+        self.saved_at: int | None = None  # the iteration of the last checkpoint on disk
         if restore is not None:
             self.load_checkpoint(restore)
         self.iteration_started = time.perf_counter()
@@ -112,6 +126,9 @@ class Learner(Service):
         )
         while not self.stopping:
             self.safe_point(LogicalTime(iteration=self.iteration, env_step=self.env_steps), minibatch=0)
+            if self.refused:
+                self.leave_after_checkpoint()
+                break
             if len(self.pending) < envrunners:
                 if not self.wait(self.data, 100):
                     continue
@@ -132,19 +149,33 @@ class Learner(Service):
             self.reply(routed, self.served or self.policy(done=self.iteration >= self.num_iterations))
         elif isinstance(message, Rollout):
             problem = self.check(message)
-            if problem:
-                log.warning("refused a rollout from %s: %s", routed.received.envelope.sender, problem)
-                self.reply(routed, ErrorReply(code=ErrorCode.REJECTED, message=problem))
-            else:
+            if not problem:
                 self.pending[message.rank] = (routed, message)
+                return
+            sender = routed.received.envelope.sender
+            problem = f"rollout from {sender} (rank {message.rank}): {problem}"
+            self.reply(routed, ErrorReply(code=ErrorCode.REJECTED, message=problem))
+            if self.own_member(routed):
+                self.refused = self.refused or problem
+            else:
+                log.warning("refused %s", problem)
         else:
             self.reply(
                 routed, ErrorReply(code=ErrorCode.UNEXPECTED, message=f"the data socket does not take {message.TYPE}")
             )
 
+    def own_member(self, routed: Routed) -> bool:
+        """Sent by a member of this run over its own connection (a DEALER named after it), not by a
+        stranger using its name: the ROUTER keeps one connection per identity."""
+        sender = routed.received.envelope.sender
+        return sender in self.members and routed.route == [sender.encode()]
+
     def check(self, rollout: Rollout) -> str:
-        """Why a rollout cannot be used ('' if it can); nothing changes on refusal."""
-        cfg = self.config
+        """Why a rollout cannot be used ('' if it can); nothing changes on refusal. Its content first, so
+        a bad rollout is refused for what is wrong with it whenever it comes."""
+        problem = rollout_problem(rollout, self.spec)
+        if problem:
+            return problem
         if rollout.rank >= self.envrunners:
             return f"rank {rollout.rank} is not in this run of {self.envrunners} env-runner(s)"
         expected = self.served.version if self.served is not None else self.iteration
@@ -152,16 +183,17 @@ class Learner(Service):
             return f"collected with policy {rollout.version}, iteration {self.iteration} needs policy {expected}"
         if rollout.rank in self.pending:
             return f"rank {rollout.rank} already sent iteration {self.iteration}"
-        try:
-            Experience.concatenate([rollout]).validate()
-        except ValueError as exc:
-            return str(exc)
-        from dynamicrl.core.envs import space_shape
-
-        shape = (cfg.algo.num_steps, cfg.env.num_envs, *space_shape(self.observation_space))
-        if rollout.obs.shape != shape:
-            return f"obs has shape {rollout.obs.shape}, expected {shape}"
         return ""
+
+    def leave_after_checkpoint(self) -> None:
+        """The run's own env-runner sent what cannot be trained on: stop here, after a last checkpoint at
+        this boundary (unless one is on disk already). The rollouts in flight are left out of it (the
+        env-runners save their state as at this boundary), so a resumed run never sees the bad one.
+        The goodbye carries the reason: the controller stops the run with it (exit 1)."""
+        if self.saved_at != self.iteration:
+            self.take_checkpoint(f"periodic-{self.iteration}", [])
+        self.exit_code = 1
+        self.stopping, self.stop_reason = True, self.refused  # not stop(): the controller says it, once
 
     def train_iteration(self) -> None:
         """One iteration once every rank's rollout is in: update, publish metrics, answer the env-runners."""
@@ -271,7 +303,33 @@ class Learner(Service):
             rollout_frames=frame_sizes,
         )
         self.send_checkpoint_part(ckpt_id, arrays, meta)
-        self.hold_until_checkpoint_done(ckpt_id)
+        if self.hold_for_checkpoint(ckpt_id):
+            self.saved_at = self.iteration
+
+    def hold_for_checkpoint(self, ckpt_id: str) -> bool:
+        """Stand still until the controller has the checkpoint on disk (True) or says it failed; bounded,
+        so a checkpoint the controller never finishes cannot stall training while status says running.
+        Like a safe point (pauses, heartbeats) but no patch applies: the part lists the queued ones."""
+        limit_s = self.config.checkpoint.timeout_s + HOLD_MARGIN_S
+        deadline = time.monotonic() + limit_s
+        self.hold_patches = True
+        try:
+            while ckpt_id not in self.checkpoint_done and not self.stopping:
+                if time.monotonic() > deadline:
+                    log.error(
+                        "checkpoint %s abandoned: no word from the controller in %g s; training goes on",
+                        ckpt_id,
+                        limit_s,
+                    )
+                    return False
+                self.link.poll(100)
+                self.safe_point(minibatch=0)
+        finally:
+            self.hold_patches = False
+        done = self.checkpoint_done.pop(ckpt_id, None)
+        if done is not None and not done.ok:
+            log.error("%s: checkpoint %s failed: %s", self.name, ckpt_id, done.message)
+        return done is not None and done.ok
 
     def load_checkpoint(self, part: CheckpointPart) -> None:
         self.algorithm.load_state(part.arrays, part.meta)
@@ -291,6 +349,7 @@ class Learner(Service):
             self.served = self.policy(done=False)
         self.restore_pending_patches(part.meta)
         self.ltime = LogicalTime(iteration=self.iteration, env_step=self.env_steps)
+        self.saved_at = self.iteration
         log.info("resumed at iteration %d, %d env steps", self.iteration, self.env_steps)
 
     @staticmethod

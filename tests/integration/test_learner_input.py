@@ -1,0 +1,183 @@
+"""The learner against peers that send what it must not use: real processes and sockets.
+
+* Rollouts from a stranger (a DEALER of its own, even when it claims a member's name) that would
+  crash the learner (actions out of range, moments of the wrong shape) or poison it (NaN rewards)
+  are refused with ``ErrorReply(rejected)`` naming the field; the run trains on, unaffected.
+* A controller that never sends ``CheckpointDone`` (a stand-in here) holds the learner only for
+  ``checkpoint.timeout_s`` and a margin: it says the checkpoint was abandoned and trains on.
+"""
+
+from __future__ import annotations
+
+import math
+import threading
+import time
+from typing import Any
+
+import numpy as np
+import pytest
+import zmq
+from helpers import Run, base_overrides, endpoint, free_ports, log_text, start_service, stop, wait_until
+
+from dynamicrl.core.settings import DEFAULT_CONFIG, load_config
+from dynamicrl.protocol.codec import Session, decode
+from dynamicrl.protocol.messages import (
+    CheckpointPart,
+    ErrorCode,
+    ErrorReply,
+    Message,
+    PolicyRequest,
+    PolicyWeights,
+    Ready,
+    RegisterReply,
+    RegisterRequest,
+    Rollout,
+    RunStart,
+)
+from dynamicrl.protocol.sockets import recv, send
+
+REPLY_TIMEOUT_MS = 30_000
+SMALL = ["algo.num_steps=8", "env.num_envs=2"]
+
+
+def cartpole_rollout(version: int, num_steps: int, num_envs: int, **changes) -> Rollout:
+    """A rollout as a CartPole env-runner of rank 0 collects it, with ``changes``."""
+    t, n = num_steps, num_envs
+    fields: dict[str, Any] = dict(
+        rank=0,
+        version=version,
+        obs=np.zeros((t, n, 4), np.float32),
+        actions=np.zeros((t, n), np.int64),
+        logprobs=np.full((t, n), -0.69, np.float32),
+        values=np.zeros((t, n), np.float32),
+        rewards=np.ones((t, n), np.float32),
+        dones=np.zeros((t, n), bool),
+        trunc_values=np.zeros((t, n), np.float32),
+        last_obs=np.zeros((n, 4), np.float32),
+        last_dones=np.zeros(n, bool),
+        episode_returns=[],
+        episode_lengths=[],
+        collect_s=0.01,
+    )
+    fields.update(changes)
+    return Rollout(**fields)
+
+
+def ask(sock: zmq.Socket, session: Session, message):
+    send(sock, session, message)
+    assert sock.poll(REPLY_TIMEOUT_MS), f"no answer to {message.TYPE}"
+    return recv(sock).message
+
+
+@pytest.fixture
+def dealer():
+    ctx = zmq.Context()
+    made: list[zmq.Socket] = []
+
+    def make(address: str, identity: bytes) -> zmq.Socket:
+        sock = ctx.socket(zmq.DEALER)
+        sock.setsockopt(zmq.LINGER, 0)
+        sock.setsockopt(zmq.IDENTITY, identity)
+        sock.connect(address)
+        made.append(sock)
+        return sock
+
+    yield make
+    for sock in made:
+        sock.close(linger=0)
+    ctx.term()
+
+
+def test_rollouts_that_would_crash_or_poison_the_learner_are_refused_naming_the_field(tmp_path, dealer):
+    with Run(tmp_path, ["run.total_env_steps=100000000", *SMALL]) as run:
+        run.start()
+        status = run.wait_iteration(2, timeout=120)
+        cfg = run.config
+        forger = dealer(run.data, b"forger")
+        session = Session("envrunner.1", status.run_id)  # the member's name, not its connection
+        t, n = cfg.algo.num_steps, cfg.env.num_envs
+        moments = {"obs.count": np.array([8.0]), "obs.mean": np.zeros(3), "obs.var": np.ones(3)}
+        rewards = np.ones((t, n), np.float32)
+        rewards[3, 1] = np.nan
+        attacks = {
+            "actions[0, 0] is 7, outside 0..1 (Discrete(2))": {"actions": np.full((t, n), 7, np.int64)},
+            "moments['obs.mean'] has shape (3,), expected (4,)": {"moments": moments},
+            "rewards[3, 1] is nan": {"rewards": rewards},
+        }
+        for field, changes in attacks.items():
+            version = ask(forger, session, PolicyRequest(rank=0)).version  # the policy the run collects with now
+            reply = ask(forger, session, cartpole_rollout(version, t, n, **changes))
+            assert isinstance(reply, ErrorReply) and reply.code is ErrorCode.REJECTED, reply
+            assert reply.message == f"rollout from envrunner.1 (rank 0): {field}"
+        after = run.status().ltime.iteration
+        run.wait_iteration(after + 3, timeout=120)  # trains on: learner, env-runner and logger alive
+        rows = run.rows_after(after + 3)
+        assert all(math.isfinite(float(r[k])) for r in rows for k in ("policy_loss", "value_loss")), rows
+        learner = log_text(run.procs[1])
+        assert learner.count("refused rollout from envrunner.1 (rank 0)") == len(attacks), learner
+        assert "Traceback" not in learner
+
+
+class StandInController(threading.Thread):
+    """Answers a learner's registration and start as the controller does, takes its checkpoint parts
+    and never answers one with CheckpointDone."""
+
+    def __init__(self, address: str, config: dict, run_dir: str) -> None:
+        super().__init__(daemon=True)
+        self.address, self.config, self.run_dir = address, config, run_dir
+        self.parts: list[str] = []
+        self.closing = False
+
+    def run(self) -> None:
+        ctx = zmq.Context()
+        sock = ctx.socket(zmq.ROUTER)
+        sock.setsockopt(zmq.LINGER, 0)
+        sock.bind(self.address)
+        session = Session("controller", "stand-in")
+        try:
+            while not self.closing:
+                if not sock.poll(100):
+                    continue
+                route, *frames = sock.recv_multipart()
+                message = decode(frames).message
+                answer: Message | None = None
+                if isinstance(message, RegisterRequest):
+                    answer = RegisterReply(run_id="stand-in", run_dir=self.run_dir, rank=0, config=self.config)
+                elif isinstance(message, Ready):
+                    answer = RunStart(envrunners=1, members=[message.service, "envrunner.1"])
+                elif isinstance(message, CheckpointPart):
+                    self.parts.append(message.ckpt_id)
+                if answer is not None:
+                    sock.send_multipart([route, *session.encode(answer)])
+        finally:
+            sock.close(linger=0)
+            ctx.term()
+
+
+def test_a_checkpoint_never_done_holds_the_learner_only_for_a_bounded_time(tmp_path, dealer):
+    ports = free_ports(4)
+    overrides = [*base_overrides(tmp_path, ports), *SMALL, "checkpoint.every_iterations=1", "checkpoint.timeout_s=0.5"]
+    cfg = load_config(DEFAULT_CONFIG, overrides)
+    controller = StandInController(endpoint(ports[0]), cfg.to_dict(), str(tmp_path))
+    controller.start()
+    learner = start_service("learner", overrides, tmp_path)
+    try:
+        runner = dealer(endpoint(ports[3]), b"envrunner.1")
+        session = Session("envrunner.1", "stand-in")
+        t, n = cfg.algo.num_steps, cfg.env.num_envs
+        assert ask(runner, session, PolicyRequest(rank=0)).version == 0
+        started = time.monotonic()
+        weights = ask(runner, session, cartpole_rollout(0, t, n))  # update 1, checkpoint 1 never done
+        held = time.monotonic() - started
+        assert isinstance(weights, PolicyWeights) and weights.version == 1, weights
+        assert 2.5 <= held < 20, held  # timeout_s (0.5) + the learner's margin (2 s), then on
+        assert "checkpoint periodic-1 abandoned: no word from the controller in 2.5 s; training goes on" in log_text(
+            learner
+        )
+        assert ask(runner, session, cartpole_rollout(1, t, n)).version == 2  # it trains on
+        wait_until(lambda: controller.parts == ["periodic-1", "periodic-2"], timeout=10, message=str(controller.parts))
+        assert learner.poll() is None, log_text(learner)
+    finally:
+        stop(learner)
+        controller.closing = True
+        controller.join(timeout=10)
