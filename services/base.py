@@ -342,18 +342,6 @@ class Service:
         }
         self._send(CheckpointPart(ckpt_id=ckpt_id, service=self.name, ltime=self.ltime, arrays=arrays, meta=meta))
 
-    def hold_until_checkpoint_done(self, ckpt_id: str) -> None:
-        """Stand still (heartbeats go on) until the controller has the checkpoint on disk."""
-        while ckpt_id not in self.checkpoint_done and not self.stopping:
-            if self.link.poll(100):
-                self._drain_link()
-            if self.pause_id is not None:  # a boundary is a safe point: a pause may stand here too
-                self._stand_at_barrier()
-            self._beat()
-        done = self.checkpoint_done.pop(ckpt_id, None)
-        if done is not None and not done.ok:
-            log.error("%s: checkpoint %s failed: %s", self.name, ckpt_id, done.message)
-
     def restore_pending_patches(self, meta: dict) -> None:
         """The tunables in force at the checkpoint and the patches still due (they apply when due again)."""
         saved, here = meta.get("versions", {}), library_versions()  # (a cached dict: read only)

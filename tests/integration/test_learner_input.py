@@ -20,6 +20,7 @@ import zmq
 from helpers import Run, base_overrides, endpoint, free_ports, log_text, start_service, stop, wait_until
 
 from dynamicrl.core.settings import DEFAULT_CONFIG, load_config
+from dynamicrl.protocol import security
 from dynamicrl.protocol.codec import Session, decode
 from dynamicrl.protocol.messages import (
     CheckpointPart,
@@ -34,7 +35,7 @@ from dynamicrl.protocol.messages import (
     Rollout,
     RunStart,
 )
-from dynamicrl.protocol.sockets import recv, send
+from dynamicrl.protocol.sockets import bind, connect, recv, send
 
 REPLY_TIMEOUT_MS = 30_000
 SMALL = ["algo.num_steps=8", "env.num_envs=2"]
@@ -71,14 +72,14 @@ def ask(sock: zmq.Socket, session: Session, message):
 
 @pytest.fixture
 def dealer():
-    ctx = zmq.Context()
+    ctx = security.context()
     made: list[zmq.Socket] = []
 
     def make(address: str, identity: bytes) -> zmq.Socket:
         sock = ctx.socket(zmq.DEALER)
         sock.setsockopt(zmq.LINGER, 0)
         sock.setsockopt(zmq.IDENTITY, identity)
-        sock.connect(address)
+        connect(sock, address)
         made.append(sock)
         return sock
 
@@ -129,10 +130,10 @@ class StandInController(threading.Thread):
         self.closing = False
 
     def run(self) -> None:
-        ctx = zmq.Context()
+        ctx = security.context(role="controller", name="controller")
         sock = ctx.socket(zmq.ROUTER)
         sock.setsockopt(zmq.LINGER, 0)
-        sock.bind(self.address)
+        bind(sock, self.address)
         session = Session("controller", "stand-in")
         try:
             while not self.closing:
