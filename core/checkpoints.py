@@ -8,6 +8,11 @@ last with the sha256 of every other file. Everything is written into a
 place and the parent fsynced: a crash leaves either a complete checkpoint or
 a temp directory that is never taken for one.
 
+Only plain files inside the checkpoint: every name written or read is a plain file name (no
+separator, no leading dot), checked again on the resolved path, and a directory is never reused: a
+boundary written again (or an ``iter-*`` someone else created) gets the next free ``iter-<k>.<n>``.
+A manifest that names anything else, or a policy whose hash is not the manifest's, is refused.
+
 The manifest's ``kind`` says why a checkpoint was taken. Only periodic ones
 (``checkpoint.every_iterations``) rotate under ``checkpoint.keep``: the others
 are what a person asked for, or what ``resume-run`` continues from. A manifest
@@ -56,6 +61,36 @@ class Part:
     meta: dict[str, Any]
 
 
+def plain_name(name: object) -> bool:
+    """A file name of a checkpoint: a non-empty string without separators, not starting with a dot."""
+    return (
+        isinstance(name, str)
+        and 0 < len(name) <= 255
+        and not name.startswith(".")
+        and "/" not in name
+        and "\\" not in name
+        and "\0" not in name
+    )
+
+
+def inside(path: Path, root: Path) -> Path:
+    """``path`` resolved, if it lies inside ``root`` (resolved); CheckpointError naming it otherwise."""
+    resolved = path.resolve()
+    if not resolved.is_relative_to(root.resolve()):
+        raise CheckpointError(f"{path}: resolves to {resolved}, outside {root}")
+    return resolved
+
+
+def json_problem(data: Any) -> str:
+    """Why ``data`` cannot be written as JSON ('' when it can): bytes, NaN, a non-string key..."""
+    try:
+        json.dumps(data, allow_nan=False)
+    except (TypeError, ValueError, RecursionError) as exc:
+        text = str(exc)
+        return text if len(text) <= 200 else text[:197] + "..."
+    return ""
+
+
 def policy_sha256(arrays: dict[str, np.ndarray]) -> str:
     """sha256 over the policy's parameters in name order: equal hashes mean bitwise-equal policies."""
     digest = hashlib.sha256()
@@ -79,16 +114,17 @@ def write(
 ) -> Path:
     """Write a complete checkpoint of ``kind`` under ``root``, rotate the periodic ones; return its directory."""
     root.mkdir(parents=True, exist_ok=True)
-    final = root / f"{PREFIX}{iteration:08d}"
-    tmp = root / f".tmp-{final.name}-{os.getpid()}-{time.monotonic_ns()}"
+    tmp = root / f".tmp-{PREFIX}{iteration:08d}-{os.getpid()}-{time.monotonic_ns()}"
     tmp.mkdir()
     files: dict[str, str] = {}
     for part in parts:
+        if not plain_name(part.service):
+            raise CheckpointError(f"{part.service!r:.80}: not a plain name for a checkpoint file")
         buffer = io.BytesIO()
         np.savez(buffer, **part.arrays)  # type: ignore[arg-type]  # mypy matches **arrays to savez's allow_pickle: bool
-        files[f"{part.service}.npz"] = _write(tmp / f"{part.service}.npz", buffer.getvalue())
-        files[f"{part.service}.json"] = _write(tmp / f"{part.service}.json", _json(part.meta))
-    files["controller.json"] = _write(tmp / "controller.json", _json(controller))
+        files[f"{part.service}.npz"] = _write(tmp, f"{part.service}.npz", buffer.getvalue())
+        files[f"{part.service}.json"] = _write(tmp, f"{part.service}.json", _json(part.meta))
+    files["controller.json"] = _write(tmp, "controller.json", _json(controller))
     learner = next(p for p in parts if p.service == controller["learner"])
     manifest = {
         "format": FORMAT_VERSION,
@@ -100,17 +136,32 @@ def write(
         "policy_sha256": policy_sha256(learner.arrays),
         "files": files,
     }
-    _write(tmp / "manifest.json", _json(manifest))
-    if final.exists():  # the same boundary again (e.g. a request at the final iteration)
-        shutil.rmtree(final)
-    os.replace(tmp, final)
+    _write(tmp, "manifest.json", _json(manifest))
+    final = _free_name(root, iteration)
+    os.rename(tmp, final)  # never over a non-empty directory or a file (the name was free a moment ago)
     _fsync_dir(root)
     prune(root, keep)
     return final
 
 
-def _write(path: Path, data: bytes) -> str:
-    with open(path, "wb") as f:
+def _free_name(root: Path, iteration: int) -> Path:
+    """``iter-<k>``, or when that exists (the same boundary again, or made by someone else: never reused)
+    the first free ``iter-<k>.<n>``."""
+    name = f"{PREFIX}{iteration:08d}"
+    for n in range(1000):
+        final = root / (name if n == 0 else f"{name}.{n}")
+        if not os.path.lexists(final):
+            return final
+    raise CheckpointError(f"{root / name}: 1000 checkpoints of that boundary exist already")
+
+
+def _write(folder: Path, name: str, data: bytes) -> str:
+    """Write ``folder/name`` (a new plain file inside ``folder``) and fsync it; its sha256."""
+    path = folder / name
+    if not plain_name(name):
+        raise CheckpointError(f"{path}: not a plain file name")
+    inside(path, folder)
+    with open(path, "xb") as f:
         f.write(data)
         f.flush()
         os.fsync(f.fileno())
@@ -143,12 +194,27 @@ def verify(path: Path) -> dict[str, Any]:
             f"{manifest_path}: format {manifest.get('format') if isinstance(manifest, dict) else '?'!r}"
             f" is not {FORMAT_VERSION}"
         )
-    for name, expected in manifest.get("files", {}).items():
+    files, services = manifest.get("files"), manifest.get("services")
+    if not isinstance(files, dict) or not isinstance(services, list):
+        raise CheckpointError(f"{manifest_path}: no 'files' map or 'services' list")
+    for service in services:
+        if not plain_name(service) or f"{service}.npz" not in files or f"{service}.json" not in files:
+            raise CheckpointError(f"{manifest_path}: service {service!r:.80} has no files listed")
+    if "controller.json" not in files:
+        raise CheckpointError(f"{manifest_path}: controller.json is not listed")
+    for name, expected in files.items():
         file = path / name
+        if not plain_name(name):
+            raise CheckpointError(f"{manifest_path}: {name!r:.80} is not a plain file name in the checkpoint")
         try:
+            inside(file, path)
+            if not file.is_file() or file.is_symlink():  # not a device, a pipe, or a link to elsewhere
+                raise CheckpointError(f"{file}: not a regular file")
             actual = hashlib.sha256(file.read_bytes()).hexdigest()
         except FileNotFoundError:
             raise CheckpointError(f"{file}: missing") from None
+        except OSError as exc:
+            raise CheckpointError(f"{file}: unreadable: {exc}") from None
         if actual != expected:
             raise CheckpointError(f"{file}: sha256 {actual[:12]}... does not match the manifest's {expected[:12]}...")
     return manifest
@@ -167,7 +233,20 @@ def read(path: Path) -> tuple[dict[str, Any], dict[str, Any], dict[str, Part]]:
         except (OSError, ValueError, EOFError, zipfile.BadZipFile) as exc:  # a damaged npz is a zip error
             raise CheckpointError(f"{path / service}: cannot load: {exc}") from None
         parts[service] = Part(service, arrays, meta)
-    return manifest, json.loads((path / "controller.json").read_text()), parts
+    try:
+        controller = json.loads((path / "controller.json").read_text())
+    except (OSError, ValueError) as exc:
+        raise CheckpointError(f"{path / 'controller.json'}: unreadable: {exc}") from None
+    learner = controller.get("learner") if isinstance(controller, dict) else None
+    if not isinstance(learner, str) or learner not in parts:
+        raise CheckpointError(f"{path / 'controller.json'}: the learner {learner!r:.80} is not in the manifest")
+    actual = policy_sha256(parts[learner].arrays)
+    if actual != manifest.get("policy_sha256"):
+        raise CheckpointError(
+            f"{path / (learner + '.npz')}: policy sha256 {actual[:12]}... does not match the manifest's "
+            f"{str(manifest.get('policy_sha256'))[:12]}..."
+        )
+    return manifest, controller, parts
 
 
 def complete(root: Path) -> list[Path]:

@@ -10,19 +10,30 @@ member healthy; ``Goodbye`` leaves cleanly.
 
 from __future__ import annotations
 
-from typing import Any, ClassVar, Literal
+from typing import Annotated, Any, ClassVar, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
 from .base import LogicalTime, Message, NDArray, ParamValue, Position, Role
 from .checkpoint import CheckpointPart
 
+#: A member's name: it names the member's files too (``<name>.npz`` in a checkpoint), so it is a short
+#: plain word (``learner.1``, ``envrunner.2``), never a path: no ``/`` or ``\\``, no leading dot.
+MEMBER_NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$"
+MemberName = Annotated[
+    str,
+    Field(
+        pattern=MEMBER_NAME_PATTERN,
+        description="1-64 characters: letters, digits, '_', '.', '-'; starting with a letter or digit",
+    ),
+]
+
 
 class RegisterRequest(Message):
     """Service -> controller (DEALER->ROUTER). Reply: RegisterReply or ErrorReply."""
 
     TYPE: ClassVar[str] = "membership.register_request"
-    service: str = Field(min_length=1, max_length=128)
+    service: MemberName
     role: Role
     rank: int | None = Field(default=None, ge=0, description="requested rank (env-runners)")
     pid: int = Field(ge=0)

@@ -192,7 +192,7 @@ class Controller:
         if envelope.id in self.deferred:  # retried while we still work on it: answer both
             self.deferred[envelope.id].append(routed.route)
             return
-        self.roster.seen(envelope.sender)
+        self.roster.seen(routed)  # by its connection, not the name it claims
         handler = self.handlers.get(type(message))
         try:
             if handler is None:

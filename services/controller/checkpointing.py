@@ -42,7 +42,7 @@ from dynamicrl.protocol.messages import (
 from dynamicrl.protocol.sockets import Routed
 
 from .defer import DEFER, Defer
-from .members import Roster
+from .members import Roster, cut, quote, refuse
 from .patches import new_id
 
 if TYPE_CHECKING:
@@ -66,6 +66,7 @@ class CheckpointInProgress:
     parts: dict = field(default_factory=dict)  # service -> CheckpointPart
     learner: str | None = None
     learner_ckpt_id: str | None = None  # the id the learner holds for
+    asked: set[str] = field(default_factory=set)  # env-runners sent CheckpointCommand for it
     boundary: int | None = None
     env_step: int = 0
     stop_waiters: list[str] = field(default_factory=list)  # `dynamicrl stop` requests to answer
@@ -139,6 +140,20 @@ def load_resume(run_dir: Path, config: Config) -> Resume:
     return resume
 
 
+def part_problem(part: CheckpointPart, role: Role) -> str:
+    """Why a part cannot be written ('' when it can): its meta must be plain JSON, and the learner's must
+    name its boundary (``iteration``, ``env_steps``; ``boundary`` in overlap mode)."""
+    problem = checkpoints.json_problem(part.meta)
+    if problem:
+        return f"meta: {problem}"
+    if role is Role.LEARNER:
+        for key in ("iteration", "env_steps", *(["boundary"] if "boundary" in part.meta else [])):
+            value = part.meta.get(key)
+            if type(value) is not int or value < 0:
+                return f"meta.{key}={quote(value)}: not a count"
+    return ""
+
+
 class Checkpointing:
     def __init__(self, controller: Controller) -> None:
         self.controller = controller
@@ -150,7 +165,7 @@ class Checkpointing:
         None when the learner cannot be reached (killed a moment ago: not yet missing, but gone)."""
         learner = self.controller.roster.active(Role.LEARNER)[0]
         checkpoint = CheckpointInProgress(new_id(), kind=kind)
-        if not self.controller.send(learner.route, CheckpointCommand(ckpt_id=checkpoint.ckpt_id)):
+        if not self.controller.membership.send(learner, CheckpointCommand(ckpt_id=checkpoint.ckpt_id)):
             return None
         self.checkpoint = checkpoint
         return checkpoint
@@ -199,35 +214,50 @@ class Checkpointing:
         return checkpoint
 
     def on_checkpoint_part(self, routed: Routed[CheckpointPart]) -> None:
+        """A part counts only from the member it names: the learner (for our request, or its own every N
+        iterations and at the end), or an env-runner asked for the checkpoint in progress. A part of the
+        checkpoint in progress that cannot be written (its meta does not serialise, the learner's has no
+        boundary) abandons it; anything else is refused and changes nothing."""
         controller = self.controller
         part: CheckpointPart = routed.received.message
-        member = controller.roster.members.get(part.service)
-        if member is None:
-            return None
-        if member.role is Role.LEARNER and (self.checkpoint is None or self.checkpoint.ckpt_id != part.ckpt_id):
-            if self.checkpoint is not None and self.checkpoint.boundary is None:
-                self.checkpoint.also(learner_kind(part.ckpt_id))
-                part = part.model_copy(update={"ckpt_id": self.checkpoint.ckpt_id})  # our request, its boundary
-            else:  # the learner's own (every N, at the end)
-                self.checkpoint = CheckpointInProgress(part.ckpt_id, kind=learner_kind(part.ckpt_id))
-        if self.checkpoint is None or part.ckpt_id != self.checkpoint.ckpt_id:
-            log.warning("ignoring state from %s for checkpoint %s", part.service, part.ckpt_id)
-            return None
+        member = controller.roster.sender(routed)
         ck = self.checkpoint
+        if member is None:
+            return refuse(routed, "not from a member of the run")
+        if part.service != member.name:
+            return refuse(routed, f"service={quote(part.service)} but the sender is {member.name}")
+        if member.role is Role.LEARNER:
+            if ck is not None and ck.boundary is None:  # our request: its boundary
+                if part.ckpt_id != ck.ckpt_id:
+                    ck.also(learner_kind(part.ckpt_id))
+                    part = part.model_copy(update={"ckpt_id": ck.ckpt_id})
+            elif ck is None:  # the learner's own (every N, at the end)
+                ck = self.checkpoint = CheckpointInProgress(part.ckpt_id, kind=learner_kind(part.ckpt_id))
+            else:
+                return refuse(routed, f"ckpt_id={quote(part.ckpt_id)}: the learner's part of {ck.ckpt_id} is in")
+        elif ck is None or part.ckpt_id != ck.ckpt_id:
+            return refuse(routed, f"ckpt_id={quote(part.ckpt_id)}: no such checkpoint in progress")
+        elif member.name not in ck.asked:
+            return refuse(routed, f"ckpt_id={quote(part.ckpt_id)}: {member.name} was not asked for a part")
         if "error" in part.meta:
             if member.role is Role.LEARNER:
                 ck.learner = None  # it does not hold: nothing to release
-            self.finish_checkpoint(error=f"{part.service}: {part.meta['error']}")
+            self.finish_checkpoint(error=f"{part.service}: {cut(str(part.meta['error']), 200)}")
+            return None
+        if member.role is Role.LEARNER:
+            ck.learner, ck.learner_ckpt_id = part.service, routed.received.message.ckpt_id  # it holds from now
+        problem = part_problem(part, member.role)
+        if problem:
+            self.finish_checkpoint(error=f"{part.service}: {problem}")
             return None
         ck.parts[part.service] = part
         if member.role is Role.LEARNER:
-            ck.learner, ck.boundary = part.service, part.meta["iteration"]
-            ck.env_step = part.meta["env_steps"]
+            ck.boundary, ck.env_step = part.meta["iteration"], part.meta["env_steps"]
+            # rollouts sent: one more than the updates when the learner saved unanswered ones (overlap)
+            at = part.meta.get("boundary", ck.boundary)
             for runner in controller.roster.active(Role.ENVRUNNER):
-                # rollouts sent: one more than the updates when the learner saved unanswered ones (overlap)
-                at = part.meta.get("boundary", ck.boundary)
-                controller.send(runner.route, CheckpointCommand(ckpt_id=part.ckpt_id, at_iteration=at))
-            ck.learner_ckpt_id = routed.received.message.ckpt_id
+                ck.asked.add(runner.name)
+                controller.membership.send(runner, CheckpointCommand(ckpt_id=part.ckpt_id, at_iteration=at))
         if not ck.missing(controller.roster):
             self.finish_checkpoint()
         return None
@@ -251,8 +281,10 @@ class Checkpointing:
             assert ck.boundary is not None  # set by the learner's part, which every other part follows
             try:
                 started = time.monotonic()
+                root = controller.run_dir / "checkpoints"
+                checkpoints.inside(root, controller.run_dir)  # the controller writes only inside the run directory
                 path = checkpoints.write(
-                    controller.run_dir / "checkpoints",
+                    root,
                     ck.boundary,
                     ck.env_step,
                     [checkpoints.Part(p.service, dict(p.arrays), p.meta) for p in ck.parts.values()],
@@ -292,8 +324,8 @@ class Checkpointing:
                     seconds=round(time.monotonic() - ck.started, 4),
                     policy_sha256=manifest["policy_sha256"],
                 )
-            except (OSError, ValueError, StopIteration) as exc:
-                error = f"writing failed: {type(exc).__name__}: {exc}"
+            except Exception as exc:  # whatever failed, abandon it cleanly: the learner is released below
+                error = f"writing failed: {type(exc).__name__}: {cut(str(exc), 300)}"
         if error:
             log.error("checkpoint %s abandoned: %s", ck.ckpt_id, error)
             reply = ErrorReply(
@@ -302,7 +334,7 @@ class Checkpointing:
             )
         learner = controller.roster.members.get(ck.learner or "")
         if learner is not None and ck.learner_ckpt_id:
-            controller.send(learner.route, CheckpointDone(ckpt_id=ck.learner_ckpt_id, ok=not error, message=error))
+            controller.membership.send(learner, CheckpointDone(ckpt_id=ck.learner_ckpt_id, ok=not error, message=error))
         for request_id in ck.waiters:
             controller.answer(request_id, reply)
         if ck.stop_reason:

@@ -2,16 +2,53 @@
 
 Liveness counts down from the last message seen (Paranoid Pirate style): a
 member silent for ``missing_after_s`` is MISSING and heals on its next beat.
+
+Who sent a message is decided here, once (``Roster.sender``): the member whose registered route
+(its connection) the message came on, never the name a message claims. Refused messages are
+logged by ``refuse``, one bounded line each, at most ``REFUSALS_LOGGED`` of them at warning level.
 """
 
 from __future__ import annotations
 
+import logging
 import os
 import socket
 import time
 from dataclasses import dataclass, field
+from typing import Any
 
 from dynamicrl.protocol.messages import Health, LogicalTime, RegisterRequest, Role, ServiceStatus
+from dynamicrl.protocol.sockets import Routed
+
+log = logging.getLogger(__name__)
+
+#: members that advance nothing: one silent for ``missing_after_s`` is no longer waited for
+OBSERVERS = (Role.LOGGER, Role.PREVIEWER)
+REFUSALS_LOGGED = 100  # refused messages logged at warning level; the rest at debug (a flood stays quiet)
+QUOTE_CHARS = 80
+
+
+def cut(text: str, limit: int = QUOTE_CHARS) -> str:
+    """``text``, cut to ``limit`` characters: never echo unbounded input into a log line or a reply."""
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
+def quote(value: Any) -> str:
+    """``repr(value)``, cut (see ``cut``)."""
+    return cut(repr(value))
+
+
+_refusals = 0
+
+
+def refuse(routed: Routed, why: str) -> None:
+    """Log a refused message that expects no reply (one line; nothing changes) and drop it."""
+    global _refusals
+    _refusals += 1
+    level = logging.WARNING if _refusals <= REFUSALS_LOGGED else logging.DEBUG
+    if _refusals == REFUSALS_LOGGED:
+        why += " (further refusals are logged at debug level only)"
+    log.log(level, "refused %s from %s: %s", routed.received.message.TYPE, quote(routed.route[0]), why)
 
 
 @dataclass
@@ -22,7 +59,9 @@ class Member:
     pid: int
     route: list[bytes]
     host: str = ""
+    registered: float = field(default_factory=time.monotonic)
     last_seen: float = field(default_factory=time.monotonic)
+    unreachable: bool = False  # a send to it failed (its connection is gone, or its queue is full)
     ready: bool = False
     gone: bool = False
     ltime: LogicalTime | None = None
@@ -36,6 +75,17 @@ class Member:
         if not self.ready:
             return Health.STARTING
         return Health.MISSING if now - self.last_seen > missing_after_s else Health.OK
+
+    def dropped(self, now: float, missing_after_s: float) -> bool:
+        """No longer waited for by pauses and patches: gone; or, for ``missing_after_s``, never ready since it
+        registered, or silent while unreachable, or (an observer) silent. A silent learner or env-runner still
+        counts: it stops the run after ``timing.dead_after_s`` instead."""
+        if self.gone:
+            return True
+        if not self.ready:
+            return now - self.registered > missing_after_s
+        silent = now - self.last_seen > missing_after_s
+        return silent and (self.unreachable or self.role in OBSERVERS)
 
     def status(self, now: float, missing_after_s: float) -> ServiceStatus:
         return ServiceStatus(
@@ -64,6 +114,9 @@ class Roster:
             raise ValueError(f"a live service is already named {request.service!r} (pid {existing.pid})")
         if existing is not None and existing.pid == request.pid:  # retried registration
             return existing
+        other = self.sender_of(route)
+        if other is not None:
+            raise ValueError(f"this connection is already registered as {other.name!r}")
         if request.role is Role.ENVRUNNER:
             if started:
                 raise ValueError(
@@ -106,8 +159,21 @@ class Roster:
                     pass
         return alive
 
-    def seen(self, name: str) -> Member | None:
-        member = self.members.get(name)
+    def counted(self, now: float, missing_after_s: float) -> list[Member]:
+        """The active members pauses and patches wait for (see ``Member.dropped``)."""
+        return [m for m in self.active() if not m.dropped(now, missing_after_s)]
+
+    def sender(self, routed: Routed) -> Member | None:
+        """The member that sent this message (None: not a member), by the connection it came on."""
+        return self.sender_of(routed.route)
+
+    def sender_of(self, route: list[bytes]) -> Member | None:
+        return next((m for m in self.members.values() if not m.gone and m.route == route), None)
+
+    def seen(self, routed: Routed) -> Member | None:
+        """Any message from a member is a sign of life (and proves its connection is back)."""
+        member = self.sender(routed)
         if member is not None:
             member.last_seen = time.monotonic()
+            member.unreachable = False
         return member

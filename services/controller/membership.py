@@ -28,6 +28,8 @@ from dynamicrl.protocol.messages import (
 )
 from dynamicrl.protocol.sockets import Routed
 
+from .members import Member, cut, quote, refuse
+
 if TYPE_CHECKING:
     from .app import Controller
 
@@ -71,16 +73,34 @@ class Membership:
             resumed_from=controller.resumed_from,
         )
 
+    def send(self, member: Member, message: Message) -> bool:
+        """Send to a member; a failed send marks it unreachable (``Member.dropped``) until it speaks again."""
+        sent = self.controller.send(member.route, message)
+        if not sent and not member.unreachable:
+            member.unreachable = True
+            log.warning("%s cannot be reached (its connection is gone or its queue is full)", member.name)
+        return sent
+
+    def speaker(self, routed: Routed, named: str) -> Member | None:
+        """The member that sent this message, if it is the one ``service`` names; else refused (None)."""
+        member = self.controller.roster.sender(routed)
+        if member is None:
+            refuse(routed, "not from a member of the run")
+        elif member.name != named:
+            refuse(routed, f"service={quote(named)} but the sender is {member.name}")
+            return None
+        return member
+
     def on_ready(self, routed: Routed[Ready]) -> None:
         controller = self.controller
-        member = controller.roster.seen(routed.received.message.service)
+        member = self.speaker(routed, routed.received.message.service)
         if member is None:
             return None
         member.ready = True
         log.debug("%s is ready", member.name)
         if controller.state is RunState.RUNNING:  # late observer (e.g. a second logger)
-            controller.send(
-                member.route,
+            self.send(
+                member,
                 RunStart(
                     envrunners=len(controller.roster.active(Role.ENVRUNNER)),
                     members=[m.name for m in controller.roster.active()],
@@ -90,7 +110,7 @@ class Membership:
 
     def on_heartbeat(self, routed: Routed[Heartbeat]) -> None:
         beat: Heartbeat = routed.received.message
-        member = self.controller.roster.members.get(beat.service)
+        member = self.speaker(routed, beat.service)
         if member is not None:
             member.ltime, member.missed = beat.ltime, beat.missed
             member.cpu_percent, member.rss_mb = beat.cpu_percent, beat.rss_mb
@@ -99,12 +119,12 @@ class Membership:
     def on_goodbye(self, routed: Routed[Goodbye]) -> None:
         controller = self.controller
         message: Goodbye = routed.received.message
-        member = controller.roster.members.get(message.service)
+        member = self.speaker(routed, message.service)
         if member is not None:
             member.gone = True
             # a member leaving a stopping run is the stop going as planned: worth a line only otherwise
             level = logging.DEBUG if controller.state in (RunState.STOPPING, RunState.STOPPED) else logging.INFO
-            log.log(level, "%s left: %s", member.name, message.reason or "no reason given")
+            log.log(level, "%s left: %s", member.name, cut(message.reason) if message.reason else "no reason given")
             if controller.pausing.barrier is not None:
                 controller.pausing.barrier.forget(member.name)
             if message.finished:  # its goodbye may overtake the learner's TrainingDone
@@ -114,7 +134,7 @@ class Membership:
                 Role.ENVRUNNER,
             ):
                 controller.exit_code = 1
-                controller.stopping.begin_stop(f"{member.name} left the run ({message.reason})")
+                controller.stopping.begin_stop(f"{member.name} left the run ({cut(message.reason)})")
         return None
 
     # -- starting (from the poll loop's tick, while the run is starting) ------------------------
@@ -199,8 +219,8 @@ class Membership:
                     arrays=part.arrays,
                     meta=part.meta,
                 )
-            controller.send(
-                member.route,
+            self.send(
+                member,
                 RunStart(
                     envrunners=runners, members=members, restore=restore, patches=patching.replay.get(member.name, [])
                 ),

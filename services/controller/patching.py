@@ -31,6 +31,7 @@ from dynamicrl.protocol.messages import (
 from dynamicrl.protocol.sockets import Routed
 
 from .defer import DEFER, Defer
+from .members import cut, quote, refuse
 from .patches import Journal, PendingPatch, load_replay, new_id
 
 if TYPE_CHECKING:
@@ -49,11 +50,17 @@ class Patching:
         self.replay = load_replay(config.patches) if config.patches and not config.resume else {}
 
     def expect_replay(self) -> None:
-        """At the start: track the replayed patches like any other, so their applications are journaled."""
-        for service, scheduled in self.replay.items():
-            for patch in scheduled:
-                pending = self.patches.setdefault(patch.patch_id, PendingPatch(patch.patch_id, patch.author, {}))
-                pending.owed.setdefault(service, set()).update(patch.changes)
+        """At the start: track the replayed patches, and on resume those still queued in the members' saved
+        state, like any other, so their applications are accepted and journaled."""
+        queued = {
+            service: [ApplyPatch.model_validate(p) for p in part.meta.get("pending_patches", [])]
+            for service, part in self.controller.restore.items()
+        }
+        for plan in (self.replay, queued):
+            for service, scheduled in plan.items():
+                for patch in scheduled:
+                    pending = self.patches.setdefault(patch.patch_id, PendingPatch(patch.patch_id, patch.author, {}))
+                    pending.owed.setdefault(service, set()).update(patch.changes)
 
     def on_patch(self, routed: Routed[PatchRequest]) -> Message | Defer:
         controller = self.controller
@@ -75,9 +82,10 @@ class Patching:
                     problems={"run.total_env_steps": said},
                 )
         specs, now = tunables.specs(controller.config), time.monotonic()
+        counted = controller.roster.counted(now, controller.config.timing.missing_after_s)
         owed: dict[str, set[str]] = {}
         for name in diff:
-            owners = controller.roster.active(specs[name].owner)
+            owners = [m for m in counted if m.role is specs[name].owner]
             if not owners:
                 return ErrorReply(
                     code=ErrorCode.REJECTED,
@@ -98,10 +106,10 @@ class Patching:
         pending = PendingPatch(new_id(), author, owed, deadline=now + controller.config.timing.patch_wait_s)
         self.patches[pending.patch_id] = pending
         at = LogicalTime(iteration=request.at_iteration, env_step=0) if request.at_iteration is not None else None
-        for member in controller.roster.active():
+        for member in counted:
             if member.name in owed:
-                controller.send(
-                    member.route,
+                controller.membership.send(
+                    member,
                     ApplyPatch(
                         patch_id=pending.patch_id,
                         author=author,
@@ -138,18 +146,20 @@ class Patching:
         return tunables.budget_problem(budget, at.iteration, at.env_step) if at is not None else ""
 
     def on_patch_applied(self, routed: Routed[PatchApplied]) -> None:
+        """Journaled only from an owner the patch was sent to, for a patch in flight, naming only what that
+        owner still owes, with values the patch's own validation takes; anything else is refused."""
         controller = self.controller
         message: PatchApplied = routed.received.message
-        pending = self.patches.get(message.patch_id)
-        if pending is None:  # e.g. pending in a member's checkpoint, applied after a resume
-            pending = self.patches[message.patch_id] = PendingPatch(message.patch_id, message.author, {})
-        entry = self.journal.record(pending, message)
-        try:  # a replayed patch was never validated here: keep `params` true to what runs
+        problem = self.applied_problem(routed)
+        if problem:
+            refuse(routed, f"patch_id={quote(message.patch_id)}: {problem}")
+            return None
+        pending = self.patches[message.patch_id]
+        if message.changes:  # a replayed or resumed patch was never validated here: keep `params` true to what runs
             controller.config, _ = tunables.validate(
                 controller.config, {k: new for k, (_, new) in message.changes.items()}
             )
-        except tunables.PatchError as exc:
-            log.error("%s applied values this controller rejects: %s", message.position.service, exc)
+        entry = self.journal.record(pending, message)
         controller.bus.publish(PatchEvent(entry=entry), ltime=message.position.ltime)
         pending.applied.append(entry)
         pending.owed.get(message.position.service, set()).difference_update(message.changes)
@@ -157,6 +167,34 @@ class Patching:
             self.answer_patch(pending, PatchStatus.APPLIED)
             del self.patches[pending.patch_id]
         return None
+
+    def applied_problem(self, routed: Routed[PatchApplied]) -> str:
+        """Why this PatchApplied cannot be journaled ('' when it can); nothing is changed."""
+        message: PatchApplied = routed.received.message
+        member = self.controller.roster.sender(routed)
+        pending = self.patches.get(message.patch_id)
+        if member is None:
+            return "not from a member of the run"
+        if message.position.service != member.name:
+            return f"position.service={quote(message.position.service)} but the sender is {member.name}"
+        if pending is None:
+            return "no such patch in flight"
+        owed = pending.owed.get(member.name)
+        if owed is None:
+            return f"the patch was not sent to {member.name}"
+        unowed = sorted(set(message.changes) - owed)
+        if unowed:
+            return f"changes: {cut(', '.join(unowed))} not owed by {member.name}"
+        try:  # an owner that refused the patch reports no change (nothing to validate)
+            for values in (
+                {k: new for k, (_, new) in message.changes.items()},
+                {k: old for k, (old, _) in message.changes.items()},
+            ):
+                if values:  # the old values too: each is one the owner ran with
+                    tunables.validate(self.controller.config, values)
+        except tunables.PatchError as exc:
+            return f"changes: {cut(' '.join(str(exc).split()), 200)}"
+        return ""
 
     def answer_overdue(self, now: float) -> None:
         """Requests that waited ``timing.patch_wait_s`` get ``pending``; the patch still applies."""

@@ -36,6 +36,7 @@ from dynamicrl.protocol.sockets import Routed
 
 from .barrier import Barrier
 from .defer import DEFER, Defer
+from .members import quote, refuse
 
 if TYPE_CHECKING:
     from .app import Controller
@@ -68,16 +69,32 @@ class Pausing:
         self.waiters = [request_id]
         scenes = controller.config.video.pause_previews and bool(controller.roster.active(Role.PREVIEWER))
         for member in members:
-            controller.send(member.route, PauseCommand(pause_id=self.barrier.pause_id, scenes=scenes))
+            controller.membership.send(member, PauseCommand(pause_id=self.barrier.pause_id, scenes=scenes))
         controller.set_state(RunState.PAUSING, f"pause requested by {routed.received.envelope.sender}")
         return DEFER
 
     def on_barrier_reached(self, routed: Routed[BarrierReached]) -> None:
+        """Counted only from a member the pause in progress waits for, about itself; a late report (a pause
+        called off, or a second report while it stands) is ignored, anything else is refused."""
         controller = self.controller
         message: BarrierReached = routed.received.message
-        if controller.state is not RunState.PAUSING or self.barrier is None:
-            return None
-        self.barrier.report(message.pause_id, message.position, message.scenes)
+        member = controller.roster.sender(routed)
+        if member is None:
+            refuse(routed, "not from a member of the run")
+        elif message.position.service != member.name:
+            refuse(routed, f"position.service={quote(message.position.service)} but the sender is {member.name}")
+        elif self.barrier is not None and message.pause_id == self.barrier.pause_id:
+            if member.name not in self.barrier.expected:
+                refuse(routed, f"{member.name} is not held by pause {self.barrier.pause_id}")
+            elif controller.state is RunState.PAUSING:
+                self.barrier.report(message.pause_id, message.position, message.scenes)
+                self.complete_if_done()
+        return None
+
+    def complete_if_done(self) -> None:
+        """Every member the barrier waits for has reported: paused, and every waiting request answered."""
+        controller = self.controller
+        assert self.barrier is not None  # pausing: the barrier is open
         if self.barrier.complete:
             now = time.monotonic()
             self.paused_at = now
@@ -96,13 +113,15 @@ class Pausing:
             )
             if self.previews:
                 ltime = max((p.ltime for p in self.barrier.positions()), key=lambda t: (t.iteration, t.env_step))
-                controller.send(previewers[0].route, RenderPreviews(pause=self.count, ltime=ltime, scenes=scenes))
-        return None
+                controller.membership.send(previewers[0], RenderPreviews(pause=self.count, ltime=ltime, scenes=scenes))
 
     def held(self) -> list[Member]:
         """The members a pause holds: all but the previewer, which advances nothing and may be mid-frame
-        (or drawing the previews) at its low priority: a pause never waits for it."""
-        return [m for m in self.controller.roster.active() if m.role is not Role.PREVIEWER]
+        (or drawing the previews) at its low priority: a pause never waits for it; and but those that are
+        gone, or as good as (``Member.dropped``: e.g. a logger that never got ready)."""
+        controller = self.controller
+        counted = controller.roster.counted(time.monotonic(), controller.config.timing.missing_after_s)
+        return [m for m in counted if m.role is not Role.PREVIEWER]
 
     def next_pause_number(self) -> int:
         """1 in a new run; after a resume-run, one past the previews already in the run directory."""
@@ -111,8 +130,17 @@ class Pausing:
         return max(numbers, default=0) + 1
 
     def call_off_if_expired(self, now: float) -> None:
-        """Not everyone reached the barrier in time: release those who did; never half-paused."""
-        if self.barrier is None or not self.barrier.expired(now):
+        """Members that are gone meanwhile (``Member.dropped``) are no longer waited for; if the others
+        did not all reach the barrier in time, release those who did: never half-paused."""
+        if self.barrier is None:
+            return
+        roster, missing_after_s = self.controller.roster, self.controller.config.timing.missing_after_s
+        for name in self.barrier.missing():
+            member = roster.members.get(name)
+            if member is None or member.dropped(now, missing_after_s):
+                self.barrier.forget(name)
+        self.complete_if_done()
+        if self.controller.state is not RunState.PAUSING or not self.barrier.expired(now):
             return
         reason = (
             f"pause timed out after {self.barrier.timeout_s:g} s: no barrier report from "
@@ -135,8 +163,9 @@ class Pausing:
         """Send every member on from the barrier; a checkpoint asked for meanwhile is begun (its next boundary)."""
         controller = self.controller
         assert self.barrier is not None  # pausing or paused: the barrier is open until released
-        for member in self.held():
-            controller.send(member.route, ResumeCommand(pause_id=self.barrier.pause_id))
+        for member in controller.roster.active():  # a dropped member too: it may stand there after all
+            if member.role is not Role.PREVIEWER:
+                controller.membership.send(member, ResumeCommand(pause_id=self.barrier.pause_id))
         self.barrier = None
         controller.set_state(RunState.RUNNING, reason)
         controller.checkpointing.take_scheduled()

@@ -27,6 +27,7 @@ from dynamicrl.protocol.messages import (
 from dynamicrl.protocol.sockets import Routed
 
 from .defer import DEFER, Defer
+from .members import refuse
 
 if TYPE_CHECKING:
     from .app import Controller
@@ -45,7 +46,12 @@ class Stopping:
         self.signalled = False
 
     def on_training_done(self, routed: Routed[TrainingDone]) -> None:
+        """Only the learner decides that training is done."""
         message: TrainingDone = routed.received.message
+        member = self.controller.roster.sender(routed)
+        if member is None or member.role is not Role.LEARNER:
+            refuse(routed, f"only the learner ends training, not {member.name if member else 'a non-member'}")
+            return None
         self.begin_stop(f"training done at iteration {message.ltime.iteration}, {message.ltime.env_step} env steps")
         return None
 
@@ -108,7 +114,7 @@ class Stopping:
         # workers first; the logger last so it can drain what the workers published
         order = sorted(controller.roster.active(), key=lambda m: m.role is Role.LOGGER)
         for member in order:
-            controller.send(member.route, StopCommand(reason=reason))
+            controller.membership.send(member, StopCommand(reason=reason))
         controller.set_state(RunState.STOPPING, reason)
 
     def stop_when_gone(self, now: float) -> None:
