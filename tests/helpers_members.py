@@ -18,6 +18,7 @@ import numpy as np
 import zmq
 from helpers import RunningController, start_controller
 
+from dynamicrl.protocol import security
 from dynamicrl.protocol.codec import Session, decode
 from dynamicrl.protocol.messages import (
     CheckpointPart,
@@ -33,6 +34,7 @@ from dynamicrl.protocol.messages import (
     RunState,
     StatusRequest,
 )
+from dynamicrl.protocol.sockets import connect
 
 M = TypeVar("M", bound=Message)
 WAIT_S = 10.0
@@ -41,15 +43,24 @@ WAIT_S = 10.0
 OVERRIDES = ["run.envrunners=1", "timing.dead_after_s=600", "timing.missing_after_s=1", "timing.pause_timeout_s=5"]
 
 
-class Peer:
-    """One DEALER connection to the controller, with the routing id ``name``."""
+def key_role(name: str) -> str:
+    """The role whose key a test peer holds: ``learner.1`` a learner's, ``outsider`` a client's."""
+    prefix = name.split(".")[0]
+    return prefix if prefix in {role.value for role in Role} else security.CLIENT
 
-    def __init__(self, ctx: zmq.Context, address: str, name: str) -> None:
+
+class Peer:
+    """One DEALER connection to the controller, with the routing id ``name``, authenticated with the
+    key of ``name`` (in the role ``key_role`` gives) unless ``key`` names another identity."""
+
+    def __init__(self, address: str, name: str, key: str | None = None) -> None:
         self.name = name
-        self.sock = ctx.socket(zmq.DEALER)
+        key = key or name
+        self.ctx = security.context(role=key_role(key), name=key)
+        self.sock = self.ctx.socket(zmq.DEALER)
         self.sock.setsockopt(zmq.LINGER, 0)
         self.sock.setsockopt(zmq.ROUTING_ID, name.encode())
-        self.sock.connect(address)
+        connect(self.sock, address)
         self.session = Session(name)
 
     def send(self, message: Message) -> None:
@@ -99,13 +110,14 @@ class Peer:
 
     def close(self) -> None:
         self.sock.close(linger=0)
+        self.ctx.term()
 
 
 def request(ctx: zmq.Context, address: str, message: Message, timeout: float = WAIT_S) -> zmq.Socket:
     """Send a client's request on a new REQ socket; ``reply(sock)`` reads the answer."""
     sock = ctx.socket(zmq.REQ)
     sock.setsockopt(zmq.LINGER, 0)
-    sock.connect(address)
+    connect(sock, address)
     sock.send_multipart(Session("test-client").encode(message))
     return sock
 
@@ -125,7 +137,7 @@ class FakeRun:
     def __init__(self, tmp: Path, overrides: Sequence[str] = ()) -> None:
         self.controller: RunningController = start_controller(tmp, overrides=[*OVERRIDES, *overrides])
         self.address = self.controller.controller
-        self.ctx = zmq.Context()
+        self.ctx = security.context()
         self.peers: list[Peer] = []
         self.learner = self.peer("learner.1")
         self.envrunner = self.peer("envrunner.1")
@@ -140,8 +152,8 @@ class FakeRun:
             member.expect(RunStart)
         assert self.status().state is RunState.RUNNING
 
-    def peer(self, name: str) -> Peer:
-        self.peers.append(Peer(self.ctx, self.address, name))
+    def peer(self, name: str, key: str | None = None) -> Peer:
+        self.peers.append(Peer(self.address, name, key))
         return self.peers[-1]
 
     def call(self, message: Message) -> Message:
