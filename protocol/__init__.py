@@ -8,4 +8,4 @@ types or optional fields; schemas are strict, so an older peer refuses what it
 does not know with a clear error instead of misreading it.
 """
 
-PROTOCOL_VERSION = "1.5"
+PROTOCOL_VERSION = "1.6"

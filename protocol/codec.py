@@ -213,6 +213,19 @@ def _decode(frames: Sequence[Any], expect: Sequence[type[Message]] | None) -> Re
     return Received(envelope, message)
 
 
+def claimed_sender(frames: Sequence[Any]) -> str | None:
+    """The envelope's ``sender``, read without validating the rest (None if unreadable): what the
+    bus checks against the key that sent the frames, before forwarding them unread."""
+    if len(frames) < 2 or len(frames[1]) > MAX_PAYLOAD_BYTES:
+        return None
+    try:
+        raw = msgpack.unpackb(_bytes(frames[1]), raw=False, strict_map_key=True, ext_hook=_no_ext)
+    except (ValueError, ProtocolError, msgpack.UnpackException):
+        return None
+    sender = raw.get("sender") if isinstance(raw, dict) else None
+    return sender if isinstance(sender, str) else None
+
+
 def _no_ext(code: int, data: bytes) -> Any:
     raise ProtocolError(f"msgpack extension type {code} is not allowed")
 

@@ -203,8 +203,9 @@ class Gatekeeper:
                         endpoint,
                         getattr(event["value"], "name", "refused"),
                     )
-        for monitor in polled:
-            monitor.close(linger=0)
+        with self._lock:
+            for monitor, _ in self._monitors:
+                monitor.close(linger=0)
 
     def stop(self) -> None:
         self._stop.set()

@@ -174,10 +174,12 @@ class Requester:
 
 @dataclass(frozen=True)
 class Routed(Generic[M_co]):
-    """A message received on a ROUTER, with the route to answer it."""
+    """A message received on a ROUTER, with the route to answer it and who its key proved the
+    sender is (``peer``; None with curve off)."""
 
     route: list[bytes]
     received: Received[M_co]
+    peer: security.Peer | None = None
 
 
 def recv_routed(sock: zmq.Socket, session: Session) -> Routed[Message] | None:
@@ -187,7 +189,7 @@ def recv_routed(sock: zmq.Socket, session: Session) -> Routed[Message] | None:
     split = 2 if len(frames) > 1 and len(frames[1]) == 0 else 1
     route = [f.bytes for f in frames[:split]]
     try:
-        return Routed(route, decode(frames[split:]))
+        return Routed(route, decode(frames[split:]), security.peer_of(frames[0]))
     except ProtocolError as exc:
         log.warning("bad request from %r: %s", route[0], exc)
         send_routed(sock, session, route, ErrorReply(code=ErrorCode.BAD_MESSAGE, message=str(exc)))

@@ -119,6 +119,12 @@ def _print_status(reply: messages.StatusReply) -> None:
         f"missed    {by_services + by_monitors} bus message(s) in all: {by_services} by services, "
         f"{by_monitors} by {len(reply.monitors)} monitor(s)"
     )
+    guard = reply.security
+    if guard is not None:
+        click.echo(
+            f"security  CURVE {'on' if guard.curve else 'OFF (debugging only)'}; refused {guard.refused_handshakes} "
+            f"connection(s), dropped {guard.dropped_bus} bus frame(s)"
+        )
     click.echo("services:")
     for s in reply.services:
         at = f"  at {_where(s.ltime)}" if s.ltime else ""

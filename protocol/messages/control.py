@@ -81,6 +81,24 @@ class MonitorStatus(BaseModel):
     last_report_s: float = Field(description="seconds since its last report")
 
 
+class SecurityStatus(BaseModel):
+    """How the run's sockets guard it (part of StatusReply): what the controller refused so far."""
+
+    model_config = ConfigDict(extra="forbid")
+    curve: bool = Field(description="CURVE authentication is on (security.curve)")
+    refused_handshakes: int = Field(
+        default=0,
+        ge=0,
+        description="connections to the controller's sockets refused: no CURVE, or a key it does not know",
+    )
+    dropped_bus: int = Field(
+        default=0,
+        ge=0,
+        description="bus frames dropped: sent upstream by a subscriber, a member's under another name, "
+        "a client's outside external.*",
+    )
+
+
 class StatusReply(Message):
     """Controller -> client: the run at a glance."""
 
@@ -100,6 +118,7 @@ class StatusReply(Message):
     monitors: list[MonitorStatus] = Field(
         default_factory=list, description="external monitors that reported within timing.monitor_expiry_s"
     )
+    security: SecurityStatus | None = Field(default=None, description="None from a controller before protocol 1.6")
 
 
 class MonitorReport(Message):

@@ -109,6 +109,7 @@ class Controller:
             self.run_id = new_run_id(config.run.name)
             self.run_dir = Path(config.run.dir or Path(config.run.root) / self.run_id)
         self.ctx = security.context_for(config.security, "controller", name)
+        self.security = cast(security.Security, self.ctx.security)  # its keys, and what they refused
         self.commands = make_socket(self.ctx, zmq.ROUTER)
         self.command_endpoint = bind(self.commands, config.addresses.controller)
         self.proxy = BusProxy(self.ctx, config.addresses.bus_in, config.addresses.bus_out)
@@ -164,6 +165,11 @@ class Controller:
             self.proxy.in_endpoint,
             self.proxy.out_endpoint,
         )
+        if not self.security.curve:
+            log.warning(
+                "security.curve is off: any process on this machine, of any user, can connect to this run and "
+                "control it (for debugging only)"
+            )
         poller = zmq.Poller()
         poller.register(self.commands, zmq.POLLIN)
         self.proxy.register(poller)

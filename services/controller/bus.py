@@ -5,6 +5,11 @@ thread, so the controller sees every bus message it forwards (it keeps the
 latest train metrics for ``status``) without a subscription of its own.
 XPUB drops for a subscriber whose queue is full, so a slow monitor never
 slows a publisher.
+
+It is also the bus's gate. Upstream, only subscription frames pass (anything else a subscriber
+sends would reach every publisher, where nobody reads it). Downstream, a message passes only
+when the key that sent it may say it: a member's key publishes under its own name, a client's
+(a stream, a rule) only ``external.*`` topics. What is stopped is counted in ``dropped``.
 """
 
 from __future__ import annotations
@@ -13,12 +18,18 @@ import time
 
 import zmq
 
+from dynamicrl.protocol import security
+from dynamicrl.protocol.codec import claimed_sender
 from dynamicrl.protocol.sockets import bind, make_socket
+from dynamicrl.protocol.topics import EXTERNAL
 
 BUS_HWM = 10_000
 #: At most this many messages forwarded per ``pump``: a publisher faster than the forwarding must not
 #: keep the owner's loop (the controller's commands, its timers) waiting behind an endless flood.
 PUMP_BATCH = 1_000
+#: Longest topic prefix a subscriber may ask for (every topic is far shorter).
+MAX_TOPIC_BYTES = 256
+_EXTERNAL = EXTERNAL.encode()
 
 
 class BusProxy:
@@ -28,6 +39,7 @@ class BusProxy:
         self.in_endpoint = bind(self.xsub, bus_in)
         self.out_endpoint = bind(self.xpub, bus_out)
         self.forwarded = 0
+        self.dropped = 0
 
     def tap(self, prefix: str) -> None:
         """Pull ``prefix`` through the proxy even when no subscriber wants it, so the owner sees it."""
@@ -42,16 +54,34 @@ class BusProxy:
         passed = []
         if self.xpub in events:  # (un)subscriptions travel upstream to publishers
             while self.xpub.poll(0):
-                self.xsub.send_multipart(self.xpub.recv_multipart())
+                upstream = self.xpub.recv_multipart()
+                if len(upstream) == 1 and 0 < len(upstream[0]) <= 1 + MAX_TOPIC_BYTES and upstream[0][0] in (0, 1):
+                    self.xsub.send_multipart(upstream)
+                else:
+                    self.dropped += 1
         if self.xsub in events:
             for _ in range(PUMP_BATCH):
                 if not self.xsub.poll(0):
                     break
                 frames = self.xsub.recv_multipart(copy=False)
+                if not self.may_publish(frames):
+                    self.dropped += 1
+                    continue
                 self.xpub.send_multipart(frames, copy=False)
                 self.forwarded += 1
                 passed.append(frames)
         return passed
+
+    @staticmethod
+    def may_publish(frames: list[zmq.Frame]) -> bool:
+        """The sender's key allows this message: a client's only on ``external.*``, a member's only
+        under its own name (curve off: anything)."""
+        peer = security.peer_of(frames[0])
+        if peer is None:
+            return True
+        if peer.role == security.CLIENT:
+            return frames[0].bytes.startswith(_EXTERNAL)
+        return claimed_sender(frames) == peer.name
 
     def drain(self, idle_s: float = 0.1, limit_s: float = 0.3) -> int:
         """Forward what is still on its way (the owner's last messages) until ``idle_s`` of quiet."""

@@ -18,6 +18,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from dynamicrl.protocol.messages import Health, LogicalTime, RegisterRequest, Role, ServiceStatus
+from dynamicrl.protocol.security import Peer
 from dynamicrl.protocol.sockets import Routed
 
 log = logging.getLogger(__name__)
@@ -164,8 +165,12 @@ class Roster:
         return [m for m in self.active() if not m.dropped(now, missing_after_s)]
 
     def sender(self, routed: Routed) -> Member | None:
-        """The member that sent this message (None: not a member), by the connection it came on."""
-        return self.sender_of(routed.route)
+        """The member that sent this message (None: not a member): by the connection it came on, and
+        by the key that proved who is on it (a client's key, or another member's, is nobody)."""
+        member = self.sender_of(routed.route)
+        if member is None or (routed.peer is not None and routed.peer != Peer(member.role.value, member.name)):
+            return None
+        return member
 
     def sender_of(self, route: list[bytes]) -> Member | None:
         return next((m for m in self.members.values() if not m.gone and m.route == route), None)

@@ -26,6 +26,7 @@ from dynamicrl.protocol.messages import (
     RunStart,
     RunState,
 )
+from dynamicrl.protocol.security import Peer
 from dynamicrl.protocol.sockets import Routed
 
 from .members import Member, cut, quote, refuse
@@ -58,6 +59,14 @@ class Membership:
             return ErrorReply(
                 code=ErrorCode.REJECTED,
                 message=f"rank {request.rank} but run.envrunners={controller.config.run.envrunners}",
+            )
+        peer = routed.peer
+        if peer is not None and peer != Peer(request.role.value, request.service):
+            log.warning("refused %s: its key is %s's", quote(request.service), quote(f"{peer.role}/{peer.name}"))
+            return ErrorReply(
+                code=ErrorCode.REJECTED,
+                message=f"{request.role.value} {quote(request.service)} must register with its own key, "
+                f"not {peer.role}/{peer.name}'s",
             )
         try:
             member = controller.roster.admit(request, routed.route, started=controller.state is not RunState.STARTING)

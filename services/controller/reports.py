@@ -28,6 +28,7 @@ from dynamicrl.protocol.messages import (
     ParamsRequest,
     ProcessSample,
     RunState,
+    SecurityStatus,
     StatusReply,
     StatusRequest,
     SystemMetrics,
@@ -62,6 +63,11 @@ class Reports:
             last_checkpoint=controller.last_checkpoint,
             waiting_for=controller.membership.waiting_for(now) if controller.state is RunState.STARTING else "",
             monitors=controller.monitors.statuses(now),
+            security=SecurityStatus(
+                curve=controller.security.curve,
+                refused_handshakes=controller.security.refused,
+                dropped_bus=controller.proxy.dropped,
+            ),
         )
 
     def system_metrics(self, name: str) -> SystemMetrics:

@@ -52,6 +52,7 @@ from dynamicrl.protocol.messages import (
     TrainingDone,
     TrainMetrics,
 )
+from dynamicrl.protocol.security import Peer
 from dynamicrl.protocol.sockets import Routed, bind, make_socket, recv_routed, send_routed
 from dynamicrl.services.base import Service, setup_logging
 
@@ -83,6 +84,7 @@ class Learner(Service):
         self.data_session = Session(self.name, self.run_id)
         start = self.ready_and_wait()
         self.members = set(start.members)
+        self.rank_owners: dict[int, str] = {}  # rank -> the env-runner that sent it first
         try:
             self.train(start.envrunners, start.restore)
         finally:
@@ -148,7 +150,8 @@ class Learner(Service):
         if isinstance(message, PolicyRequest):
             self.reply(routed, self.served or self.policy(done=self.iteration >= self.num_iterations))
         elif isinstance(message, Rollout):
-            problem = self.check(message)
+            problem = self.check(message) if self.own_member(routed) else "not sent by an env-runner of this run"
+            problem = problem or self.bind_rank(routed.received.envelope.sender, message.rank)
             if not problem:
                 self.pending[message.rank] = (routed, message)
                 return
@@ -165,10 +168,19 @@ class Learner(Service):
             )
 
     def own_member(self, routed: Routed) -> bool:
-        """Sent by a member of this run over its own connection (a DEALER named after it), not by a
-        stranger using its name: the ROUTER keeps one connection per identity."""
-        sender = routed.received.envelope.sender
-        return sender in self.members and routed.route == [sender.encode()]
+        """Sent by an env-runner of this run over its own connection (a DEALER named after it) with its
+        own key, not by a stranger using its name: the ROUTER keeps one connection per identity."""
+        sender, peer = routed.received.envelope.sender, routed.peer
+        return (
+            sender in self.members
+            and routed.route == [sender.encode()]
+            and (peer is None or peer == Peer(Role.ENVRUNNER.value, sender))
+        )
+
+    def bind_rank(self, sender: str, rank: int) -> str:
+        """A rank belongs to the first env-runner that sends it ('' if ``sender`` owns ``rank``)."""
+        owner = self.rank_owners.setdefault(rank, sender)
+        return "" if owner == sender else f"rank {rank} is {owner}'s"
 
     def check(self, rollout: Rollout) -> str:
         """Why a rollout cannot be used ('' if it can); nothing changes on refusal. Its content first, so

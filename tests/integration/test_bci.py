@@ -160,8 +160,9 @@ def test_engagement_rule_patches_a_live_run_through_the_controller(tmp_path):
             assert event.message.samples.shape[1] == 4 and "engagement" in event.message.derived
             assert event.envelope.sender.startswith("provider.mock-bci")
 
-        # garbage from a broken provider: dropped by the controller's bus and the logger; training goes on
-        ctx = security.context()
+        # garbage from a broken provider (with a member's key, so its readable garbage may reach the logger):
+        # what does not say who sent it is dropped by the bus, the rest by the logger; training goes on
+        ctx = security.context(role="envrunner", name="provider.broken")
         pub = ctx.socket(zmq.PUB)
         pub.setsockopt(zmq.LINGER, 0)
         connect(pub, bus_in)
@@ -209,6 +210,7 @@ def test_engagement_rule_patches_a_live_run_through_the_controller(tmp_path):
         alive()
         assert "dropped a bad bus message" in log_text(services[3]), log_text(services[3])[-2000:]
         status = running()
+        assert status.security is not None and status.security.dropped_bus > 0, status.security
         assert status.state is RunState.RUNNING
         assert "rule: engagement" in log_text(rule)
     finally:

@@ -19,6 +19,7 @@ from helpers import CLI, controller_status, free_ports, log_text, start_controll
 from helpers_plain import plain_curve
 
 from dynamicrl.clients.monitor import Monitor, ProtocolVersionMismatch, Received
+from dynamicrl.protocol import security
 from dynamicrl.protocol.codec import MAX_PAYLOAD_BYTES
 from dynamicrl.protocol.messages import EpisodeStats, LogicalTime, RunState, RunStateChanged, TrainMetrics
 from dynamicrl.protocol.sockets import Publisher
@@ -87,7 +88,7 @@ class PlainPublisher:
     def __init__(self, ctx: zmq.Context, bus_in: str, sender: str) -> None:
         self.pub = ctx.socket(zmq.PUB)
         self.pub.setsockopt(zmq.LINGER, 0)
-        plain_curve(self.pub)
+        plain_curve(self.pub, "envrunner", sender)  # a member's key: a client may publish only external.*
         self.pub.connect(bus_in)
         self.sender = sender
         self.seq = 0
@@ -139,6 +140,21 @@ def _from(sender: str) -> Callable[[Received], bool]:
     return lambda event: event.envelope.sender == sender
 
 
+@pytest.fixture
+def member():
+    """Contexts holding a member's key (only a member may publish metrics, under its own name),
+    destroyed after the test."""
+    made: list[zmq.Context] = []
+
+    def make(name: str) -> zmq.Context:
+        made.append(security.context(role="envrunner", name=name))
+        return made[-1]
+
+    yield make
+    for context in made:
+        context.destroy(linger=0)
+
+
 def _episode_body(rank: int = 0, env_steps: int = 128) -> dict:
     return {"rank": rank, "env_steps": env_steps, "returns": [21.0, 35.5], "lengths": [21, 35]}
 
@@ -146,9 +162,9 @@ def _episode_body(rank: int = 0, env_steps: int = 128) -> dict:
 # -- a plain subscriber and a plain publisher talk with the project -----------------------------------------
 
 
-def test_plain_monitor_decodes_beacons_and_published_metrics(controller, ctx):
+def test_plain_monitor_decodes_beacons_and_published_metrics(controller, ctx, member):
     plain = PlainMonitor(ctx, controller.bus_out, [b"control.state", b"metrics.train"])
-    publisher = Publisher(ctx, controller.bus_in, "learner.plain-test", run_id="run-plain")
+    publisher = Publisher(member("learner.plain-test"), controller.bus_in, "learner.plain-test", run_id="run-plain")
     try:
 
         def beacon():
@@ -211,22 +227,34 @@ def test_sdk_monitor_types_what_a_plain_publisher_sends(controller, ctx):
 
 
 def test_monitor_counts_gaps_per_sender(controller, ctx, caplog):
-    plain = PlainPublisher(ctx, controller.bus_in, "gap-probe")
+    plain = PlainPublisher(ctx, controller.bus_in, "gapper")
     gaps: list[tuple[str, int]] = []
     try:
         with Monitor(controller.bus_out, "metrics.episode", on_gap=lambda s, n: gaps.append((s, n))) as monitor:
-            _until_received(monitor, lambda: plain.publish("metrics.episode", _episode_body()), _from("gap-probe"))
-            plain.sender = "gapper"
+            # seq 0 until one arrives (a repeated seq is a restart, not a gap), then 1 and 5: 3 lost
+            first = lambda: plain.publish("metrics.episode", _episode_body(), seq=0)  # noqa: E731
+            _until_received(monitor, first, _from("gapper"))
             with caplog.at_level(logging.WARNING, logger="dynamicrl.clients.monitor"):
-                for seq in (0, 1, 5):
+                for seq in (1, 5):
                     plain.publish("metrics.episode", _episode_body(env_steps=seq), seq=seq)
-                seen = _collect_seqs(monitor, "gapper", 3)
-            assert seen == [0, 1, 5]
+                seen: list[int] = []
+                monitor.run(
+                    lambda e: seen.append(e.envelope.seq) if e.envelope.sender == "gapper" else None,
+                    until=lambda _e: 5 in seen,
+                    timeout=10,
+                )
+            assert seen[-2:] == [1, 5] and set(seen[:-2]) <= {0}, seen
             assert monitor.missed_by_sender.get("gapper") == 3 and monitor.missed == 3
             assert gaps == [("gapper", 3)]
             assert "missed 3 message(s) from gapper" in caplog.text
     finally:
         plain.close()
+
+
+def _dropped_bus(address: str) -> int:
+    status = controller_status(address)
+    assert status is not None and status.security is not None
+    return status.security.dropped_bus
 
 
 def _collect_seqs(monitor: Monitor, sender: str, n: int, timeout: float = 10) -> list[int]:
@@ -248,9 +276,14 @@ def test_garbage_on_the_bus_is_counted_and_skipped(controller, ctx, caplog):
     try:
         with Monitor(controller.bus_out, on_reject=refused.append) as monitor:
             _until_received(monitor, lambda: plain.publish("metrics.episode", _episode_body()), _from("garbage-probe"))
+            # the bus drops what does not say who sent it (it checks the sender against the key) ...
+            unsigned = [
+                [b"metrics.episode", b"\xc1 not msgpack"],
+                [b"junk"],
+                [b"metrics.episode", b"x" * (MAX_PAYLOAD_BYTES + 1)],
+            ]
+            # ... and forwards the rest, which the monitor refuses
             garbage = {
-                "not msgpack": ([b"metrics.episode", b"\xc1 not msgpack"], "undecodable"),
-                "one frame": ([b"junk"], "got 1 frame"),
                 "unknown topic": (
                     [b"external.test", plain.payload("external.test", {"x": 1})],
                     "unknown message type 'external.test'",
@@ -260,10 +293,10 @@ def test_garbage_on_the_bus_is_counted_and_skipped(controller, ctx, caplog):
                     "version 1",
                 ),
                 "schema violation": ([b"metrics.episode", plain.payload("metrics.episode", {"rank": -1})], "rank"),
-                "oversized": ([b"metrics.episode", b"x" * (MAX_PAYLOAD_BYTES + 1)], f"exceeds {MAX_PAYLOAD_BYTES}"),
             }
+            dropped = _dropped_bus(controller.controller)
             with caplog.at_level(logging.WARNING, logger="dynamicrl.clients.monitor"):
-                for frames, _problem in garbage.values():
+                for frames in [*unsigned, *(frames for frames, _problem in garbage.values())]:
                     plain.send_raw(frames)
                 plain.publish("metrics.episode", _episode_body(rank=9))
                 marker = monitor.run(
@@ -277,14 +310,15 @@ def test_garbage_on_the_bus_is_counted_and_skipped(controller, ctx, caplog):
                 assert problem in str(error), (name, str(error))
             assert "skipped an undecodable bus message" in caplog.text
             assert monitor.mismatched == 0
+            assert _dropped_bus(controller.controller) == dropped + len(unsigned)
     finally:
         plain.close()
     assert controller_status(controller.controller) is not None, "the controller stopped answering after the garbage"
     assert controller.proc.poll() is None
 
 
-def test_a_flood_is_accounted_for_and_the_controller_keeps_answering(controller, ctx):
-    publisher = Publisher(ctx, controller.bus_in, "flooder")
+def test_a_flood_is_accounted_for_and_the_controller_keeps_answering(controller, ctx, member):
+    publisher = Publisher(member("flooder"), controller.bus_in, "flooder")
     message = EpisodeStats(rank=0, env_steps=1, returns=[1.0], lengths=[1])
     received: list[int] = []
     try:
@@ -328,7 +362,7 @@ import sys, zmq
 from dynamicrl.protocol import security
 from dynamicrl.protocol.messages import TrainMetrics
 from dynamicrl.protocol.sockets import Publisher
-publisher = Publisher(security.context(), sys.argv[1], "flooder.status")
+publisher = Publisher(security.context(role="learner", name="flooder.status"), sys.argv[1], "flooder.status")
 frames = [bytes(f) for f in publisher.session.encode(TrainMetrics(iteration=777, env_steps=1, sps=1.0, episodes=0,
                                                                   values={}))]
 while True:  # one encoded message, as fast as zmq takes it, until the test kills the flooder; the
@@ -426,7 +460,7 @@ def test_monitor_survives_a_controller_restart(tmp_path):
 # -- dynamicrl watch ----------------------------------------------------------------------------------------
 
 
-def test_watch_prints_a_line_for_published_train_metrics(controller, ctx, tmp_path):
+def test_watch_prints_a_line_for_published_train_metrics(controller, ctx, tmp_path, member):
     env = user_env(PYTHONUNBUFFERED="1")
     command = [
         *CLI,
@@ -440,7 +474,7 @@ def test_watch_prints_a_line_for_published_train_metrics(controller, ctx, tmp_pa
         f"addresses.bus_out={controller.bus_out}",
     ]
     proc = subprocess.Popen(command, cwd=tmp_path, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    publisher = Publisher(ctx, controller.bus_in, "learner.watch-test")
+    publisher = Publisher(member("learner.watch-test"), controller.bus_in, "learner.watch-test")
     metrics = TrainMetrics(
         iteration=42,
         env_steps=10_752,

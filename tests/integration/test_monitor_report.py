@@ -17,6 +17,7 @@ from helpers import CLI, controller_status, log_text, run_cli, start_controller,
 from helpers_plain import plain_curve
 
 from dynamicrl.clients.monitor import Monitor
+from dynamicrl.protocol import security
 from dynamicrl.protocol.messages import EpisodeStats, MonitorStatus
 from dynamicrl.protocol.sockets import Publisher
 
@@ -102,7 +103,8 @@ def test_a_reporting_monitor_is_listed_by_status(controller, tmp_path):
 
 
 def test_a_monitor_that_lost_messages_reports_them(controller, ctx, tmp_path):
-    publisher = Publisher(ctx, controller.bus_in, "flooder.report")
+    member = security.context(role="envrunner", name="flooder.report")  # only a member may publish metrics
+    publisher = Publisher(member, controller.bus_in, "flooder.report")
     message = EpisodeStats(rank=0, env_steps=1, returns=[0.5] * 10, lengths=[1] * 10)
     marker = EpisodeStats(rank=1, env_steps=1, returns=[], lengths=[])
     try:
@@ -133,6 +135,7 @@ def test_a_monitor_that_lost_messages_reports_them(controller, ctx, tmp_path):
             print(f"flood of {FLOOD}: {monitor.received} received, {missed} missed")
     finally:
         publisher.close()
+        member.term()
     entry = _listed(controller.controller, "probe.lossy")  # the final report, sent on close
     assert entry.closed and entry.missed == missed and entry.missed_by_sender == {"flooder.report": missed}
     text = run_cli("status", f"addresses.controller={controller.controller}", cwd=tmp_path)
