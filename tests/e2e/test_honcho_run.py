@@ -25,6 +25,13 @@ from dynamicrl.protocol.messages import ErrorCode, ErrorReply
 pytestmark = pytest.mark.e2e
 
 SOLVED = 475.0
+#: The default run (150k env steps) solves CartPole by 25k env steps with one env-runner and by 43k with two:
+#: a learning test stops at this budget, its learning rate annealed as over the default's 150016 steps
+#: (586 iterations of 8 x 32, 293 of 2 x 8 x 32), so the first steps learn exactly as the default run does.
+LEARNS = {
+    1: ["run.total_env_steps=40960", "algo.anneal_env_steps=150016"],
+    2: ["run.total_env_steps=61440", "algo.anneal_env_steps=150016"],
+}
 
 
 def honcho(runs, overrides: list[str], envrunners: int = 1) -> tuple[Run, Supervised]:
@@ -92,15 +99,22 @@ def check_learned(runs, envrunners: int, garbage: bool = False, launcher: bool =
 
     ``launcher``: started by `dynamicrl run --envrunners N` from outside the repository, not `honcho start`."""
     if launcher:
-        h = runs("run", ["run.envrunners=auto"], envrunners=envrunners, config=REPO / "configs/defaults.yaml")
+        h = runs(
+            "run",
+            ["run.envrunners=auto", *LEARNS[envrunners]],
+            envrunners=envrunners,
+            config=REPO / "configs/defaults.yaml",
+        )
         supervised = h.launch("--envrunners", str(envrunners))
     else:
-        h, supervised = honcho(runs, [], envrunners=envrunners)
+        h, supervised = honcho(runs, LEARNS[envrunners], envrunners=envrunners)
     # the previewer too, which may join a moment later: it draws the pause previews (video.pause_previews)
     members = [("learner", 0), ("logger", 0), ("previewer", 0)] + [("envrunner", r) for r in range(envrunners)]
-    running = wait_until(
-        lambda: (s := status(h)) and s["ltime"] and len(s["services"]) == len(members) and s, timeout=180
-    )
+    # polled in-process (a `dynamicrl status` per poll would start an interpreter each time), then asked as a user
+    h.wait_iteration(1, timeout=180)
+    wait_until(lambda: len(h.status().services) == len(members), timeout=60, message="not every service joined")
+    running = wait_until(lambda: status(h), timeout=30, message="`dynamicrl status` never answered")
+    assert running["ltime"], running
     roles = sorted((s["role"], s["rank"]) for s in running["services"])
     assert roles == sorted(members)
     assert all(s["health"] == "ok" for s in running["services"]), running
