@@ -37,6 +37,7 @@ import signal
 import subprocess
 import sys
 import time
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import numpy as np
@@ -161,31 +162,32 @@ HOPPER = [
     "algo.update_epochs=2",
     "normalize.obs=true",
     "normalize.reward=true",
-    "run.total_env_steps=6144",
+    "run.total_env_steps=5632",
 ]
 CASES = {
-    # N = 30 iterations of 2 x 8 envs x 32 steps; checkpoints every 10; kill once metrics.csv is 3 past one
+    # N = 22 iterations of 2 x 8 envs x 32 steps; checkpoints every 8; kill once metrics.csv is 3 past one
+    # (and before the next checkpoint, at 16: the kill must roll a journal entry back)
     "cartpole": dict(
-        config=str(REPO / "configs/defaults.yaml"), iterations=30, every=10, overrides=["run.total_env_steps=15360"]
+        config=str(REPO / "configs/defaults.yaml"), iterations=22, every=8, overrides=["run.total_env_steps=11264"]
     ),
     # overlap mode: a due checkpoint waits for the next boundary and saves the unanswered rollouts
     "cartpole-overlap": dict(
         config=str(REPO / "configs/defaults.yaml"),
-        iterations=30,
-        every=10,
-        overrides=["run.total_env_steps=15360", "run.mode=overlap"],
+        iterations=22,
+        every=8,
+        overrides=["run.total_env_steps=11264", "run.mode=overlap"],
     ),
-    # N = 24 iterations of 2 x 2 envs x 64 steps, normalised observations and rewards
+    # N = 22 iterations of 2 x 2 envs x 64 steps, normalised observations and rewards
     "hopper": dict(
         config=str(REPO / "configs/env/mujoco_hopper.yaml"),
-        iterations=24,
+        iterations=22,
         every=8,
         overrides=[*HOPPER, "run.mode=sync"],
     ),
     # the MuJoCo configs' default mode: the restored rollouts' statistics are served again, merged alike
     "hopper-overlap": dict(
         config=str(REPO / "configs/env/mujoco_hopper.yaml"),
-        iterations=24,
+        iterations=22,
         every=8,
         overrides=[*HOPPER, "run.mode=overlap"],
     ),
@@ -209,11 +211,18 @@ def finish(run: Run, supervised: Supervised, timeout: float = 150) -> Path:
     return run.run_dir
 
 
+def inspect_hashes(run: Run, *paths: Path) -> list[str]:
+    """``inspect_hash`` of each path, the `dynamicrl inspect` commands run side by side (each starts
+    an interpreter)."""
+    with ThreadPoolExecutor(len(paths)) as pool:
+        return list(pool.map(lambda path: inspect_hash(run, path), paths))
+
+
 def final_hash(run: Run, run_dir: Path, iterations: int) -> str:
     latest = checkpoints.latest_good(run_dir / "checkpoints")
     assert latest.name == f"iter-{iterations:08d}", f"{run.tmp.name}: the latest checkpoint is {latest.name}"
-    found = inspect_hash(run, latest)
-    assert inspect_hash(run, run_dir) == found  # inspect RUN_DIR takes the latest good one
+    found, of_run_dir = inspect_hashes(run, latest, run_dir)
+    assert of_run_dir == found  # inspect RUN_DIR takes the latest good one
     return found
 
 
