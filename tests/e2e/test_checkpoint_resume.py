@@ -446,6 +446,9 @@ def test_controller_killed_during_checkpoint_requests_leaves_a_good_one_to_resum
             "algo.update_epochs=2",
             "checkpoint.keep=2",
             "timing.dead_after_s=60",
+            # honcho SIGTERMs the others once the controller is gone; they wait this long for a stop from
+            # it, then stop by themselves (by default 10 s, and honcho SIGKILLs them 5 s on)
+            "timing.signal_grace_s=1",
         ],
         envrunners=2,
         config=str(REPO / "configs/defaults.yaml"),
