@@ -238,18 +238,37 @@ def test_final_policy_is_bitwise_the_same_uninterrupted_paused_and_killed(runs, 
     scheduled = 2 * every + 2  # after the checkpoint (c) resumes from: the learner holds it as still due
     hashes: dict[str, str] = {}
 
-    # (a) uninterrupted
+    # Two runs at a time (one leaves the two cores partly idle): (a) beside (c) until (c) is killed, then
+    # (b) beside (c)'s resume-run. Each is its own `honcho start` on its own free ports.
+    # (a) uninterrupted; (c) every process SIGKILLed once a checkpoint exists, then `dynamicrl resume-run RUN_DIR`
     a = runs(f"{case}-a", common, envrunners=2, config=spec["config"])
-    honcho_a = a.honcho()
-    a.wait_state(RunState.RUNNING, timeout=120)
-    schedule_live_patch(a, scheduled)
-    dir_a = finish(a, honcho_a)
-    hashes["a"] = final_hash(a, dir_a, n)
-    rows_a, journal_a = training_columns(read_metrics(dir_a)), journal(dir_a)
-    assert [int(r["iteration"]) for r in rows_a] == list(range(1, n + 1))
-    assert len(journal_a) == 5 and len(set(journal_a)) == 5, journal_a
-    vf_coef = [float(r["ppo.vf_coef"]) for r in rows_a]
-    assert vf_coef == [0.5] * scheduled + [0.4] * (n - scheduled), vf_coef
+    c = runs(f"{case}-c", [*common, f"checkpoint.every_iterations={every}"], envrunners=2, config=spec["config"])
+    honcho_a, honcho_c = a.honcho(), c.honcho()
+    for run in (a, c):
+        run.wait_state(RunState.RUNNING, timeout=120)
+        schedule_live_patch(run, scheduled)
+    dir_c = c.run_dir
+
+    def past_a_checkpoint() -> bool:
+        honcho_c.watch()
+        done = last_iteration(dir_c)
+        return done >= every + 3 and bool(checkpoints.complete(dir_c / "checkpoints"))
+
+    wait_until(past_a_checkpoint, timeout=150, interval=0.01, message=f"no checkpoint and progress:\n{c.logs()}")
+    killed = honcho_c.kill9()
+    at_kill = last_iteration(dir_c)
+    resume_from = checkpoints.latest_good(dir_c / "checkpoints")
+    from_iteration = int(resume_from.name.removeprefix(checkpoints.PREFIX))
+    journal_at_kill = journal(dir_c)
+    print(
+        f"\n[{case}] (c) killed {len(killed)} processes with metrics.csv at iteration {at_kill}; "
+        f"resuming from {resume_from.name}; {len(journal_at_kill)} journal entries at the kill"
+    )
+    assert at_kill < n and from_iteration < n, "the run finished before it was killed: nothing to resume"
+    assert from_iteration % every == 0 and from_iteration < scheduled
+    csv_before = read_metrics(dir_c)
+    assert [int(r["iteration"]) for r in csv_before] == list(range(1, at_kill + 1))
+    honcho_r = c.resume_run(dir_c)
 
     # (b) paused and resumed at seeded random moments, and a checkpoint request in between; the
     # moments are paced by progress (a seeded iteration, then a random delay), so that every pause
@@ -277,8 +296,17 @@ def test_final_policy_is_bitwise_the_same_uninterrupted_paused_and_killed(runs, 
             client.call(ResumeRequest())
             if k == 1:
                 requested = client.call(CheckpointRequest())
-    print(f"\n[{case}] (b) paused at: " + "; ".join(str(p) for p in landed))
+    print(f"[{case}] (b) paused at: " + "; ".join(str(p) for p in landed))
     assert isinstance(requested, CheckpointReply) and 0 < requested.ltime.iteration < n
+
+    dir_a = finish(a, honcho_a)
+    hashes["a"] = final_hash(a, dir_a, n)
+    rows_a, journal_a = training_columns(read_metrics(dir_a)), journal(dir_a)
+    assert [int(r["iteration"]) for r in rows_a] == list(range(1, n + 1))
+    assert len(journal_a) == 5 and len(set(journal_a)) == 5, journal_a
+    vf_coef = [float(r["ppo.vf_coef"]) for r in rows_a]
+    assert vf_coef == [0.5] * scheduled + [0.4] * (n - scheduled), vf_coef
+
     dir_b = finish(b, honcho_b)
     hashes["b"] = final_hash(b, dir_b, n)
     assert inspect_hash(b, Path(requested.path)) == requested.policy_sha256
@@ -287,34 +315,6 @@ def test_final_policy_is_bitwise_the_same_uninterrupted_paused_and_killed(runs, 
         f"{requested.bytes} bytes, {requested.seconds} s"
     )
 
-    # (c) every process SIGKILLed once a checkpoint exists, then `dynamicrl resume-run RUN_DIR`
-    c = runs(f"{case}-c", [*common, f"checkpoint.every_iterations={every}"], envrunners=2, config=spec["config"])
-    honcho_c = c.honcho()
-    c.wait_state(RunState.RUNNING, timeout=120)
-    schedule_live_patch(c, scheduled)
-    dir_c = c.run_dir
-
-    def past_a_checkpoint() -> bool:
-        honcho_c.watch()
-        done = last_iteration(dir_c)
-        return done >= every + 3 and bool(checkpoints.complete(dir_c / "checkpoints"))
-
-    wait_until(past_a_checkpoint, timeout=150, interval=0.01, message=f"no checkpoint and progress:\n{c.logs()}")
-    killed = honcho_c.kill9()
-    at_kill = last_iteration(dir_c)
-    resume_from = checkpoints.latest_good(dir_c / "checkpoints")
-    from_iteration = int(resume_from.name.removeprefix(checkpoints.PREFIX))
-    journal_at_kill = journal(dir_c)
-    print(
-        f"[{case}] (c) killed {len(killed)} processes with metrics.csv at iteration {at_kill}; "
-        f"resuming from {resume_from.name}; {len(journal_at_kill)} journal entries at the kill"
-    )
-    assert at_kill < n and from_iteration < n, "the run finished before it was killed: nothing to resume"
-    assert from_iteration % every == 0 and from_iteration < scheduled
-    csv_before = read_metrics(dir_c)
-    assert [int(r["iteration"]) for r in csv_before] == list(range(1, at_kill + 1))
-
-    honcho_r = c.resume_run(dir_c)
     finish(c, honcho_r)
     log = honcho_r.log()
     assert f"from {resume_from.name}" in log and f"resumed at iteration {from_iteration}" in log, log[-3000:]
