@@ -362,6 +362,7 @@ class Run:
             assert proc.returncode == 0, logs([proc])
 
     def close(self) -> None:
+        """Stop everything the run started (by pid, bounded); again later (the ``runs`` fixture's): a no-op."""
         try:
             stop_all(self.procs, timeout=15)
             for supervised in self.supervised:
@@ -369,6 +370,7 @@ class Run:
         finally:
             if self._control is not None:
                 self._control.close()
+                self._control = None
 
     def __enter__(self) -> Run:
         return self

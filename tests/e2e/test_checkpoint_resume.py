@@ -37,6 +37,7 @@ import signal
 import subprocess
 import sys
 import time
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import numpy as np
@@ -161,31 +162,32 @@ HOPPER = [
     "algo.update_epochs=2",
     "normalize.obs=true",
     "normalize.reward=true",
-    "run.total_env_steps=6144",
+    "run.total_env_steps=5632",
 ]
 CASES = {
-    # N = 30 iterations of 2 x 8 envs x 32 steps; checkpoints every 10; kill once metrics.csv is 3 past one
+    # N = 22 iterations of 2 x 8 envs x 32 steps; checkpoints every 8; kill once metrics.csv is 3 past one
+    # (and before the next checkpoint, at 16: the kill must roll a journal entry back)
     "cartpole": dict(
-        config=str(REPO / "configs/defaults.yaml"), iterations=30, every=10, overrides=["run.total_env_steps=15360"]
+        config=str(REPO / "configs/defaults.yaml"), iterations=22, every=8, overrides=["run.total_env_steps=11264"]
     ),
     # overlap mode: a due checkpoint waits for the next boundary and saves the unanswered rollouts
     "cartpole-overlap": dict(
         config=str(REPO / "configs/defaults.yaml"),
-        iterations=30,
-        every=10,
-        overrides=["run.total_env_steps=15360", "run.mode=overlap"],
+        iterations=22,
+        every=8,
+        overrides=["run.total_env_steps=11264", "run.mode=overlap"],
     ),
-    # N = 24 iterations of 2 x 2 envs x 64 steps, normalised observations and rewards
+    # N = 22 iterations of 2 x 2 envs x 64 steps, normalised observations and rewards
     "hopper": dict(
         config=str(REPO / "configs/env/mujoco_hopper.yaml"),
-        iterations=24,
+        iterations=22,
         every=8,
         overrides=[*HOPPER, "run.mode=sync"],
     ),
     # the MuJoCo configs' default mode: the restored rollouts' statistics are served again, merged alike
     "hopper-overlap": dict(
         config=str(REPO / "configs/env/mujoco_hopper.yaml"),
-        iterations=24,
+        iterations=22,
         every=8,
         overrides=[*HOPPER, "run.mode=overlap"],
     ),
@@ -209,11 +211,18 @@ def finish(run: Run, supervised: Supervised, timeout: float = 150) -> Path:
     return run.run_dir
 
 
+def inspect_hashes(run: Run, *paths: Path) -> list[str]:
+    """``inspect_hash`` of each path, the `dynamicrl inspect` commands run side by side (each starts
+    an interpreter)."""
+    with ThreadPoolExecutor(len(paths)) as pool:
+        return list(pool.map(lambda path: inspect_hash(run, path), paths))
+
+
 def final_hash(run: Run, run_dir: Path, iterations: int) -> str:
     latest = checkpoints.latest_good(run_dir / "checkpoints")
     assert latest.name == f"iter-{iterations:08d}", f"{run.tmp.name}: the latest checkpoint is {latest.name}"
-    found = inspect_hash(run, latest)
-    assert inspect_hash(run, run_dir) == found  # inspect RUN_DIR takes the latest good one
+    found, of_run_dir = inspect_hashes(run, latest, run_dir)
+    assert of_run_dir == found  # inspect RUN_DIR takes the latest good one
     return found
 
 
@@ -229,18 +238,37 @@ def test_final_policy_is_bitwise_the_same_uninterrupted_paused_and_killed(runs, 
     scheduled = 2 * every + 2  # after the checkpoint (c) resumes from: the learner holds it as still due
     hashes: dict[str, str] = {}
 
-    # (a) uninterrupted
+    # Two runs at a time (one leaves the two cores partly idle): (a) beside (c) until (c) is killed, then
+    # (b) beside (c)'s resume-run. Each is its own `honcho start` on its own free ports.
+    # (a) uninterrupted; (c) every process SIGKILLed once a checkpoint exists, then `dynamicrl resume-run RUN_DIR`
     a = runs(f"{case}-a", common, envrunners=2, config=spec["config"])
-    honcho_a = a.honcho()
-    a.wait_state(RunState.RUNNING, timeout=120)
-    schedule_live_patch(a, scheduled)
-    dir_a = finish(a, honcho_a)
-    hashes["a"] = final_hash(a, dir_a, n)
-    rows_a, journal_a = training_columns(read_metrics(dir_a)), journal(dir_a)
-    assert [int(r["iteration"]) for r in rows_a] == list(range(1, n + 1))
-    assert len(journal_a) == 5 and len(set(journal_a)) == 5, journal_a
-    vf_coef = [float(r["ppo.vf_coef"]) for r in rows_a]
-    assert vf_coef == [0.5] * scheduled + [0.4] * (n - scheduled), vf_coef
+    c = runs(f"{case}-c", [*common, f"checkpoint.every_iterations={every}"], envrunners=2, config=spec["config"])
+    honcho_a, honcho_c = a.honcho(), c.honcho()
+    for run in (a, c):
+        run.wait_state(RunState.RUNNING, timeout=120)
+        schedule_live_patch(run, scheduled)
+    dir_c = c.run_dir
+
+    def past_a_checkpoint() -> bool:
+        honcho_c.watch()
+        done = last_iteration(dir_c)
+        return done >= every + 3 and bool(checkpoints.complete(dir_c / "checkpoints"))
+
+    wait_until(past_a_checkpoint, timeout=150, interval=0.01, message=f"no checkpoint and progress:\n{c.logs()}")
+    killed = honcho_c.kill9()
+    at_kill = last_iteration(dir_c)
+    resume_from = checkpoints.latest_good(dir_c / "checkpoints")
+    from_iteration = int(resume_from.name.removeprefix(checkpoints.PREFIX))
+    journal_at_kill = journal(dir_c)
+    print(
+        f"\n[{case}] (c) killed {len(killed)} processes with metrics.csv at iteration {at_kill}; "
+        f"resuming from {resume_from.name}; {len(journal_at_kill)} journal entries at the kill"
+    )
+    assert at_kill < n and from_iteration < n, "the run finished before it was killed: nothing to resume"
+    assert from_iteration % every == 0 and from_iteration < scheduled
+    csv_before = read_metrics(dir_c)
+    assert [int(r["iteration"]) for r in csv_before] == list(range(1, at_kill + 1))
+    honcho_r = c.resume_run(dir_c)
 
     # (b) paused and resumed at seeded random moments, and a checkpoint request in between; the
     # moments are paced by progress (a seeded iteration, then a random delay), so that every pause
@@ -268,8 +296,17 @@ def test_final_policy_is_bitwise_the_same_uninterrupted_paused_and_killed(runs, 
             client.call(ResumeRequest())
             if k == 1:
                 requested = client.call(CheckpointRequest())
-    print(f"\n[{case}] (b) paused at: " + "; ".join(str(p) for p in landed))
+    print(f"[{case}] (b) paused at: " + "; ".join(str(p) for p in landed))
     assert isinstance(requested, CheckpointReply) and 0 < requested.ltime.iteration < n
+
+    dir_a = finish(a, honcho_a)
+    hashes["a"] = final_hash(a, dir_a, n)
+    rows_a, journal_a = training_columns(read_metrics(dir_a)), journal(dir_a)
+    assert [int(r["iteration"]) for r in rows_a] == list(range(1, n + 1))
+    assert len(journal_a) == 5 and len(set(journal_a)) == 5, journal_a
+    vf_coef = [float(r["ppo.vf_coef"]) for r in rows_a]
+    assert vf_coef == [0.5] * scheduled + [0.4] * (n - scheduled), vf_coef
+
     dir_b = finish(b, honcho_b)
     hashes["b"] = final_hash(b, dir_b, n)
     assert inspect_hash(b, Path(requested.path)) == requested.policy_sha256
@@ -278,34 +315,6 @@ def test_final_policy_is_bitwise_the_same_uninterrupted_paused_and_killed(runs, 
         f"{requested.bytes} bytes, {requested.seconds} s"
     )
 
-    # (c) every process SIGKILLed once a checkpoint exists, then `dynamicrl resume-run RUN_DIR`
-    c = runs(f"{case}-c", [*common, f"checkpoint.every_iterations={every}"], envrunners=2, config=spec["config"])
-    honcho_c = c.honcho()
-    c.wait_state(RunState.RUNNING, timeout=120)
-    schedule_live_patch(c, scheduled)
-    dir_c = c.run_dir
-
-    def past_a_checkpoint() -> bool:
-        honcho_c.watch()
-        done = last_iteration(dir_c)
-        return done >= every + 3 and bool(checkpoints.complete(dir_c / "checkpoints"))
-
-    wait_until(past_a_checkpoint, timeout=150, interval=0.01, message=f"no checkpoint and progress:\n{c.logs()}")
-    killed = honcho_c.kill9()
-    at_kill = last_iteration(dir_c)
-    resume_from = checkpoints.latest_good(dir_c / "checkpoints")
-    from_iteration = int(resume_from.name.removeprefix(checkpoints.PREFIX))
-    journal_at_kill = journal(dir_c)
-    print(
-        f"[{case}] (c) killed {len(killed)} processes with metrics.csv at iteration {at_kill}; "
-        f"resuming from {resume_from.name}; {len(journal_at_kill)} journal entries at the kill"
-    )
-    assert at_kill < n and from_iteration < n, "the run finished before it was killed: nothing to resume"
-    assert from_iteration % every == 0 and from_iteration < scheduled
-    csv_before = read_metrics(dir_c)
-    assert [int(r["iteration"]) for r in csv_before] == list(range(1, at_kill + 1))
-
-    honcho_r = c.resume_run(dir_c)
     finish(c, honcho_r)
     log = honcho_r.log()
     assert f"from {resume_from.name}" in log and f"resumed at iteration {from_iteration}" in log, log[-3000:]
@@ -437,6 +446,9 @@ def test_controller_killed_during_checkpoint_requests_leaves_a_good_one_to_resum
             "algo.update_epochs=2",
             "checkpoint.keep=2",
             "timing.dead_after_s=60",
+            # honcho SIGTERMs the others once the controller is gone; they wait this long for a stop from
+            # it, then stop by themselves (by default 10 s, and honcho SIGKILLs them 5 s on)
+            "timing.signal_grace_s=1",
         ],
         envrunners=2,
         config=str(REPO / "configs/defaults.yaml"),

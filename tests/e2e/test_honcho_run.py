@@ -10,6 +10,7 @@ import math
 import os
 import re
 import signal
+from dataclasses import dataclass
 from pathlib import Path
 
 import msgpack
@@ -27,6 +28,15 @@ from dynamicrl.protocol.sockets import connect
 pytestmark = pytest.mark.e2e
 
 SOLVED = 475.0
+#: The default run (150k env steps) solves CartPole by 25k env steps with one env-runner and by 43k with two:
+#: a learning test stops at this budget, its learning rate annealed as over the default's 150016 steps
+#: (586 iterations of 8 x 32, 293 of 2 x 8 x 32), so the first steps learn exactly as the default run does.
+LEARNS = {
+    1: ["run.total_env_steps=40960", "algo.anneal_env_steps=150016"],
+    2: ["run.total_env_steps=61440", "algo.anneal_env_steps=150016"],
+}
+#: the learning runs: under `honcho start` (one env-runner) and under `dynamicrl run` (two)
+LEARNERS = [("honcho", 1), ("run", 2)]
 
 
 def honcho(runs, overrides: list[str], envrunners: int = 1) -> tuple[Run, Supervised]:
@@ -89,27 +99,58 @@ def poke_garbage(h: Run) -> None:
         ctx.destroy(linger=0)
 
 
-def check_learned(runs, envrunners: int, garbage: bool = False, launcher: bool = False) -> None:
-    """Status answered mid-run, honcho exited 0, CSV and TensorBoard agree and show CartPole solved.
+@dataclass
+class Learning:
+    """One learning run, started by the ``learning`` fixture; ``running``: its mid-run `dynamicrl status --json`."""
 
-    ``launcher``: started by `dynamicrl run --envrunners N` from outside the repository, not `honcho start`."""
-    if launcher:
-        h = runs("run", ["run.envrunners=auto"], envrunners=envrunners, config=REPO / "configs/defaults.yaml")
-        supervised = h.launch("--envrunners", str(envrunners))
-    else:
-        h, supervised = honcho(runs, [], envrunners=envrunners)
+    run: Run
+    supervised: Supervised
+    running: dict
+
+
+def mid_run_status(h: Run, envrunners: int) -> dict:
+    """Every member up and healthy, as `dynamicrl status --json` answers mid-run."""
     # the previewer too, which may join a moment later: it draws the pause previews (video.pause_previews)
     members = [("learner", 0), ("logger", 0), ("previewer", 0)] + [("envrunner", r) for r in range(envrunners)]
-    running = wait_until(
-        lambda: (s := status(h)) and s["ltime"] and len(s["services"]) == len(members) and s, timeout=180
-    )
+    # polled in-process (a `dynamicrl status` per poll would start an interpreter each time), then asked as a user
+    h.wait_iteration(1, timeout=180)
+    wait_until(lambda: len(h.status().services) == len(members), timeout=60, message="not every service joined")
+    running = wait_until(lambda: status(h), timeout=30, message="`dynamicrl status` never answered")
+    assert running["ltime"], running
     roles = sorted((s["role"], s["rank"]) for s in running["services"])
     assert roles == sorted(members)
     assert all(s["health"] == "ok" for s in running["services"]), running
     assert running["state"] == "running" and running["sps"] > 0
-    if garbage:
-        poke_garbage(h)
+    return running
 
+
+@pytest.fixture(scope="module")
+def learning(tmp_path_factory):
+    """The two learning runs, started together (a sync run with one env-runner leaves most of a core idle):
+    `honcho start` with one env-runner, fed bad input mid-run, and `dynamicrl run --envrunners 2` from outside
+    the repository. Their mid-run status is checked here, while both still train; each test checks the rest
+    of one. Every process either started is stopped by pid at the end (bounded)."""
+    tmp = tmp_path_factory.mktemp("learning")
+    config = REPO / "configs/defaults.yaml"
+    made = [Run(tmp / name, ["run.envrunners=auto", *LEARNS[n]], envrunners=n, config=config) for name, n in LEARNERS]
+    try:
+        one, two = made
+        started = [(one, one.honcho()), (two, two.launch("--envrunners", "2"))]
+        found = {}
+        for run, supervised in started:
+            found[run.envrunners] = Learning(run, supervised, mid_run_status(run, run.envrunners))
+            if run is one:
+                poke_garbage(run)
+        yield found
+    finally:
+        for run in made:
+            run.close()
+
+
+def check_learned(learned: Learning) -> None:
+    """Status answered mid-run (``learned.running``), honcho exited 0, CSV and TensorBoard agree and show
+    CartPole solved."""
+    h, supervised, envrunners = learned.run, learned.supervised, learned.run.envrunners
     assert supervised.wait(timeout=600) == 0, supervised.log()[-3000:]
     rows = read_metrics(h.run_dir)
     iterations = [int(r["iteration"]) for r in rows]
@@ -127,12 +168,14 @@ def check_learned(runs, envrunners: int, garbage: bool = False, launcher: bool =
     wait_until(lambda: gone(supervised), timeout=10)
 
 
-def test_cartpole_learns_under_honcho(runs):
-    check_learned(runs, envrunners=1, garbage=True)
+def test_cartpole_learns_under_honcho(learning):
+    """`honcho start`, one env-runner, bad input mid-run."""
+    check_learned(learning[1])
 
 
-def test_two_envrunners_both_contribute_under_dynamicrl_run(runs):
-    check_learned(runs, envrunners=2, launcher=True)
+def test_two_envrunners_both_contribute_under_dynamicrl_run(learning):
+    """`dynamicrl run --envrunners 2` from outside the repository."""
+    check_learned(learning[2])
 
 
 def test_ctrl_c_checkpoints_then_stops_every_process(runs):
