@@ -77,6 +77,7 @@ def _guard(run: Callable[[], int]) -> None:
     MuJoCo) can then take a second, during which it no longer handles SIGTERM, so
     a supervisor stopping the others would kill it mid-way and report a failure.
     """
+    from dynamicrl.protocol.security import SecurityError
     from dynamicrl.protocol.sockets import BindError
     from dynamicrl.services.base import StartupError, StoppedBeforeStart
 
@@ -84,7 +85,7 @@ def _guard(run: Callable[[], int]) -> None:
         code = run()
     except StoppedBeforeStart:  # the controller has said so, once for the run
         code = 0
-    except (StartupError, BindError) as exc:
+    except (StartupError, BindError, SecurityError) as exc:
         click.echo(f"error: {exc}", err=True)
         code = 2
     sys.stdout.flush()

@@ -26,13 +26,17 @@ if TYPE_CHECKING:  # the message models load when a command runs
 def _call(config: Config, request, timeout_s: float | None = None):
     """One request to the controller; every failure becomes one clear message and exit 1."""
     from dynamicrl.clients import control
+    from dynamicrl.protocol.security import SecurityError
 
     try:
         return control.call(config, request, timeout_s)
     except control.RequestTimeout:
+        keys = f" are its keys in {config.security.keys}?" if config.security.curve else ""
         raise click.ClickException(
-            f"no controller answered at {config.addresses.controller} (is the run started?)"
+            f"no controller answered at {config.addresses.controller} (is the run started?{keys})"
         ) from None
+    except SecurityError as exc:
+        raise click.ClickException(str(exc)) from None
     except control.ControlError as exc:
         raise click.ClickException(str(exc)) from None
 
