@@ -213,17 +213,18 @@ def _decode(frames: Sequence[Any], expect: Sequence[type[Message]] | None) -> Re
     return Received(envelope, message)
 
 
-def claimed_sender(frames: Sequence[Any]) -> str | None:
-    """The envelope's ``sender``, read without validating the rest (None if unreadable): what the
-    bus checks against the key that sent the frames, before forwarding them unread."""
+def claimed(frames: Sequence[Any], name: str) -> str | None:
+    """The envelope's field ``name`` (a string), read without validating the rest (None if
+    unreadable): the ``sender`` the bus checks against the key that sent the frames, the ``id`` a
+    refusal of an invalid request still names as its ``parent``."""
     if len(frames) < 2 or len(frames[1]) > MAX_PAYLOAD_BYTES:
         return None
     try:
         raw = msgpack.unpackb(_bytes(frames[1]), raw=False, strict_map_key=True, ext_hook=_no_ext)
     except (ValueError, ProtocolError, msgpack.UnpackException):
         return None
-    sender = raw.get("sender") if isinstance(raw, dict) else None
-    return sender if isinstance(sender, str) else None
+    value = raw.get(name) if isinstance(raw, dict) else None
+    return value if isinstance(value, str) and len(value) <= 128 else None
 
 
 def _no_ext(code: int, data: bytes) -> Any:

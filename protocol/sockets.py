@@ -18,7 +18,7 @@ from typing import Generic
 import zmq
 
 from . import security
-from .codec import M_co, ProtocolError, Received, Session, decode
+from .codec import M_co, ProtocolError, Received, Session, claimed, decode
 from .messages import ErrorCode, ErrorReply, LogicalTime, Message
 
 log = logging.getLogger(__name__)
@@ -191,8 +191,9 @@ def recv_routed(sock: zmq.Socket, session: Session) -> Routed[Message] | None:
     try:
         return Routed(route, decode(frames[split:]), security.peer_of(frames[0]))
     except ProtocolError as exc:
-        log.warning("bad request from %r: %s", route[0], exc)
-        send_routed(sock, session, route, ErrorReply(code=ErrorCode.BAD_MESSAGE, message=str(exc)))
+        log.warning("bad request from %r: %s", route[0][:64], exc)
+        reply = ErrorReply(code=ErrorCode.BAD_MESSAGE, message=str(exc))
+        send_routed(sock, session, route, reply, parent=claimed(frames[split:], "id"))
         return None
 
 

@@ -32,7 +32,6 @@ import logging
 import secrets
 import signal
 import time
-from collections import OrderedDict
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any, cast
@@ -81,13 +80,13 @@ from .membership import Membership
 from .monitors import Monitors
 from .patching import Patching
 from .pausing import Pausing
+from .replies import IdReused, Kept, Pending, Replies
 from .reports import Reports
 from .stopping import Stopping
 
 log = logging.getLogger(__name__)
 
 BEACON_S = 0.5
-REPLY_CACHE = 256
 
 
 def new_run_id(name: str) -> str:
@@ -121,8 +120,7 @@ class Controller:
         self.state = RunState.STARTING
         self.exit_code = 0
         self.last_metrics: TrainMetrics | None = None
-        self.replies: OrderedDict[str, Message] = OrderedDict()
-        self.deferred: dict[str, list[list[bytes]]] = {}  # request id -> routes awaiting its reply
+        self.replies = Replies()  # for retries: each request is acted on once
         self.membership = Membership(self)
         self.pausing = Pausing(self)
         self.patching = Patching(self, journal_entries)
@@ -191,12 +189,22 @@ class Controller:
 
     def handle(self, routed: Routed) -> None:
         envelope, message = routed.received.envelope, routed.received.message
-        cached = self.replies.get(envelope.id)
-        if cached is not None:  # a retried request: same answer, not a second action
-            send_routed(self.commands, self.session, routed.route, cached, parent=envelope.id)
+        try:
+            known = self.replies.known(envelope.id, message)
+        except IdReused as exc:
+            send_routed(
+                self.commands,
+                self.session,
+                routed.route,
+                ErrorReply(code=ErrorCode.BAD_MESSAGE, message=str(exc)),
+                parent=envelope.id,
+            )
             return
-        if envelope.id in self.deferred:  # retried while we still work on it: answer both
-            self.deferred[envelope.id].append(routed.route)
+        if isinstance(known, Kept):  # a retried request: same answer, not a second action
+            send_routed(self.commands, self.session, routed.route, known.reply, parent=envelope.id)
+            return
+        if isinstance(known, Pending):  # retried while we still work on it: answer both
+            known.routes.append(routed.route)
             return
         self.roster.seen(routed)  # by its connection, not the name it claims
         handler = self.handlers.get(type(message))
@@ -209,18 +217,14 @@ class Controller:
         except Exception as exc:  # a failing handler must not take the run down
             log.exception("handler for %s failed", message.TYPE)
             reply = ErrorReply(code=ErrorCode.INTERNAL, message=f"{type(exc).__name__}: {exc}")
-        if reply is DEFER:
-            self.deferred[envelope.id] = [routed.route]
-        elif reply is not None:
-            self.deferred[envelope.id] = [routed.route]
+        if reply is not None:
+            self.replies.begin(envelope.id, message, routed.route)
+        if reply is not None and reply is not DEFER:
             self.answer(envelope.id, reply)
 
     def answer(self, request_id: str, reply: Message) -> None:
         """Send the reply to a request (to every route that asked) and remember it for retries."""
-        self.replies[request_id] = reply
-        while len(self.replies) > REPLY_CACHE:
-            self.replies.popitem(last=False)
-        for route in self.deferred.pop(request_id, []):
+        for route in self.replies.answered(request_id, reply):
             send_routed(self.commands, self.session, route, reply, parent=request_id)
 
     def tap(self, frames: list) -> None:

@@ -19,7 +19,7 @@ import time
 import zmq
 
 from dynamicrl.protocol import security
-from dynamicrl.protocol.codec import claimed_sender
+from dynamicrl.protocol.codec import claimed
 from dynamicrl.protocol.sockets import bind, make_socket
 from dynamicrl.protocol.topics import EXTERNAL
 
@@ -81,7 +81,7 @@ class BusProxy:
             return True
         if peer.role == security.CLIENT:
             return frames[0].bytes.startswith(_EXTERNAL)
-        return claimed_sender(frames) == peer.name
+        return claimed(frames, "sender") == peer.name
 
     def drain(self, idle_s: float = 0.1, limit_s: float = 0.3) -> int:
         """Forward what is still on its way (the owner's last messages) until ``idle_s`` of quiet."""
