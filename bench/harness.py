@@ -7,7 +7,10 @@ the launcher start and stop a service); this adds only what every benchmark repe
   ``--rank r``, logger) on free ports, each ``python -m dynamicrl.services.<name> [--rank r]
   [-c CONFIG] OVERRIDES`` with the workdir as its cwd and ``<workdir>/<label>.log`` as its log
   (labels ``controller``, ``learner``, ``envrunner.1``.., ``logger``); ``stop()`` ends every one
-  by pid with bounded waits (``stop_all``);
+  by pid with bounded waits (``stop_all``); ``wait_done()`` waits for a run to end by itself and
+  says how much CPU each process used;
+* ``read_training(workdir)``: SPS and wall time of a finished run, from its metrics.csv;
+* ``security_overrides(curve, keys)``: the overrides for CURVE on or off and a keys directory;
 * ``cpu_ticks(pid)`` / ``descendants(pid)``: what ``/proc`` says about a process.
 
 A sibling module: ``import harness`` works from ``python bench/X.py`` (bench/ is sys.path[0]).
@@ -15,12 +18,18 @@ A sibling module: ``import harness`` works from ``python bench/X.py`` (bench/ is
 
 from __future__ import annotations
 
+import csv
 import os
 import subprocess
-from collections.abc import Sequence
+import time
+from collections.abc import Collection, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 
 from dynamicrl.clients.processes import ADDRESS_KEYS, endpoint, free_ports, log_text, start_module, stop_all
+
+#: a run without a previewer (the showcase films every 25 iterations, and the harness starts no previewer)
+NO_PREVIEWER = ["video.every_iterations=null", "video.pause_previews=false"]
 
 
 class Run:
@@ -85,10 +94,71 @@ class Run:
         ticks = (cpu_ticks(p.pid) for p in self.procs.values())
         return sum(t for t in ticks if t is not None) / os.sysconf("SC_CLK_TCK")
 
+    def wait_done(self, timeout: float = 1800, ignore: Collection[str] = (), interval: float = 0.2) -> dict[str, float]:
+        """Until every process but those labelled in ``ignore`` has exited (SystemExit after ``timeout`` s).
+
+        Returns the CPU seconds (utime + stime, as ``cpu_ticks``) of every process by label: read
+        as it exited (its /proc entry is read before it is reaped), an ignored one's at the end.
+        """
+        cpu: dict[str, float] = {}
+        waiting = {label: proc for label, proc in self.procs.items() if label not in ignore}
+        deadline = time.monotonic() + timeout
+        while waiting:
+            if time.monotonic() > deadline:
+                raise SystemExit(f"not done after {timeout:.0f} s: {self.dead()}")
+            for label, proc in list(waiting.items()):
+                if proc.returncode is None and _exited(proc.pid):
+                    cpu[label] = (cpu_ticks(proc.pid) or 0) / os.sysconf("SC_CLK_TCK")
+                if proc.poll() is not None:
+                    del waiting[label]
+            if waiting:
+                time.sleep(interval)
+        for label in ignore:
+            if label in self.procs:
+                cpu[label] = (cpu_ticks(self.procs[label].pid) or 0) / os.sysconf("SC_CLK_TCK")
+        return cpu
+
     def stop(self, timeout: float = 15) -> dict[str, int]:
         """SIGTERM every live process at once (as honcho does on Ctrl-C: the controller then stops the run),
         SIGKILL what is left after ``timeout`` s; the exit codes by label."""
         return dict(zip(self.procs, stop_all(list(self.procs.values()), timeout)))
+
+
+@dataclass(frozen=True)
+class Training:
+    """A finished run's figures from its metrics.csv, first row to last (iteration 1's start-up left out)."""
+
+    run_dir: Path
+    sps: float  # env steps over wall time
+    wall_s: float
+    iterations: int  # the last row's
+    env_steps: int  # the last row's
+
+
+def read_training(workdir: Path) -> Training:
+    """The figures of the one run directory under ``<workdir>/runs`` (a ``Run``'s ``run.root``)."""
+    (run_dir,) = (Path(workdir) / "runs").iterdir()
+    with (run_dir / "metrics.csv").open() as f:
+        rows = list(csv.DictReader(f))
+    first, last = rows[0], rows[-1]
+    wall = float(last["time"]) - float(first["time"])
+    steps = int(last["env_steps"]) - int(first["env_steps"])
+    return Training(
+        run_dir, steps / wall if wall > 0 else float("nan"), wall, int(last["iteration"]), int(last["env_steps"])
+    )
+
+
+def security_overrides(curve: bool, keys: str | Path | None = None) -> list[str]:
+    """``security.curve`` on or off (off: loopback only, as the harness binds), and ``security.keys`` if given."""
+    return [f"security.curve={str(curve).lower()}", *([f"security.keys={keys}"] if keys is not None else [])]
+
+
+def _exited(pid: int) -> bool:
+    """``pid`` (a child of this process) has exited; it is left unreaped, so its /proc entry can still be read."""
+    try:
+        return os.waitid(os.P_PID, pid, os.WEXITED | os.WNOHANG | os.WNOWAIT) is not None
+    except ChildProcessError:  # reaped already
+        return True
 
 
 def _stat_fields(pid: int) -> list[str] | None:
