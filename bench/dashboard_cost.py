@@ -28,7 +28,6 @@ after the other in this one invocation, and prints figures measured side by side
 from __future__ import annotations
 
 import argparse
-import csv
 import json
 import os
 import queue
@@ -46,11 +45,10 @@ from pathlib import Path
 
 import httpx
 import machine  # bench/machine.py
-from harness import Run, cpu_ticks
+from harness import NO_PREVIEWER, Run, cpu_ticks, read_training
 
 from dynamicrl.clients.processes import start_module
 
-NO_PREVIEWER = ["video.every_iterations=null", "video.pause_previews=false"]
 CARTPOLE = ["env.num_envs=2", "algo.num_steps=64"]  # the default config's env, in short iterations
 URL = re.compile(r"Dashboard: (http://\S+)/\?token=(\S+)")
 PAGE = ("/", "/static/dashboard.js", "/static/dashboard.css", "/static/plotly.min.js")
@@ -185,16 +183,10 @@ def train(workdir: Path, args: argparse.Namespace, viewers: int) -> Trained:
                 lambda: httpx.get(stats_url, headers=bearer(token)).json()["readers"] >= viewers, run, 60, "no viewers"
             )
         # CPU from here on: the dashboard's start-up (imports: about a CPU-second) is not what viewers cost
-        board_start = cpu_ticks(run.procs["dashboard"].pid) or 0 if "dashboard" in run.procs else 0
+        board_start = (cpu_ticks(run.procs["dashboard"].pid) or 0) / os.sysconf("SC_CLK_TCK") if viewers else 0.0
         run.start_members()
-        mine, board_ticks = time.process_time(), board_start
-        deadline = time.monotonic() + 1800
-        while any(p.poll() is None for label, p in run.procs.items() if label != "dashboard"):
-            if time.monotonic() > deadline:
-                raise SystemExit(f"not done after 1800 s: {run.dead()}")
-            if "dashboard" in run.procs:
-                board_ticks = cpu_ticks(run.procs["dashboard"].pid) or board_ticks
-            time.sleep(0.2)
+        mine = time.process_time()
+        board_s = run.wait_done(ignore=["dashboard"]).get("dashboard", 0.0)
         viewers_cpu = time.process_time() - mine
         if viewers:
             time.sleep(0.5)  # the last events reach the viewers
@@ -204,15 +196,10 @@ def train(workdir: Path, args: argparse.Namespace, viewers: int) -> Trained:
         run.stop()
         for tab in tabs:
             tab.join(5)
-    (run_dir,) = (workdir / "runs").iterdir()
-    with (run_dir / "metrics.csv").open() as f:
-        rows = list(csv.DictReader(f))
-    first, last = rows[0], rows[-1]
-    sps = (int(last["env_steps"]) - int(first["env_steps"])) / (float(last["time"]) - float(first["time"]))
+    done = read_training(workdir)
     latencies = [ms for tab in tabs for ms in tab.latencies_ms]
-    wall = float(last["time"]) - float(first["time"])
-    board = (board_ticks - board_start) / os.sysconf("SC_CLK_TCK")
-    return Trained(sps, latencies, stats, [e for tab in tabs for e in tab.errors], board, viewers_cpu, wall)
+    errors = [e for tab in tabs for e in tab.errors]
+    return Trained(done.sps, latencies, stats, errors, board_s - board_start, viewers_cpu, done.wall_s)
 
 
 def pauses(workdir: Path, args: argparse.Namespace) -> tuple[dict[str, list[float]], Stats]:

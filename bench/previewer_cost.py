@@ -20,7 +20,6 @@ invocation, and prints figures and ratios measured side by side; asserts nothing
 from __future__ import annotations
 
 import argparse
-import csv
 import json
 import os
 import random
@@ -33,7 +32,7 @@ from pathlib import Path
 from typing import Any
 
 import machine  # bench/machine.py
-from harness import Run, cpu_ticks
+from harness import NO_PREVIEWER, Run, read_training
 
 from dynamicrl.clients.control import ControlClient, ControlError, RequestTimeout
 from dynamicrl.protocol import security
@@ -42,7 +41,6 @@ from dynamicrl.protocol.sockets import Subscriber
 
 REPO = Path(__file__).resolve().parents[1]
 SHOWCASE = REPO / "configs/experiments/mujoco_ant_interactive.yaml"
-NO_PREVIEWER = ["video.every_iterations=null", "video.pause_previews=false"]
 
 
 def start(workdir: Path, overrides: list[str], previewer: bool) -> Run:
@@ -57,30 +55,20 @@ def start(workdir: Path, overrides: list[str], previewer: bool) -> Run:
 def train(workdir: Path, steps: int, video: list[str], previewer: bool) -> dict[str, Any]:
     """One run of ``steps`` env steps to its end: SPS, clips, the previewer's CPU time and clip lags."""
     run = start(workdir, [f"run.total_env_steps={steps}", *video], previewer)
-    previewer_ticks = 0
     try:
-        deadline = time.monotonic() + 1800
-        while any(p.poll() is None for label, p in run.procs.items() if label != "previewer"):
-            if time.monotonic() > deadline:
-                raise SystemExit(f"not done after 1800 s: {run.dead()}")
-            if "previewer" in run.procs:
-                previewer_ticks = cpu_ticks(run.procs["previewer"].pid) or previewer_ticks
-            time.sleep(0.2)
+        previewer_cpu_s = run.wait_done(ignore=["previewer"]).get("previewer", 0.0)
     finally:
         run.stop()
-    (run_dir,) = (workdir / "runs").iterdir()
-    with (run_dir / "metrics.csv").open() as f:
-        rows = list(csv.DictReader(f))
-    first, last = rows[0], rows[-1]
-    sps = (int(last["env_steps"]) - int(first["env_steps"])) / (float(last["time"]) - float(first["time"]))
-    clips = sorted((run_dir / "videos").glob("iter-*.json")) if (run_dir / "videos").is_dir() else []
+    done = read_training(workdir)
+    videos = done.run_dir / "videos"
+    clips = sorted(videos.glob("iter-*.json")) if videos.is_dir() else []
     return {
-        "sps": sps,
-        "iterations": int(last["iteration"]),
+        "sps": done.sps,
+        "iterations": done.iterations,
         "clips": len(clips),
         "iterations_filmed": [json.loads(c.read_text())["iteration"] for c in clips],
-        "previewer_cpu_s": previewer_ticks / os.sysconf("SC_CLK_TCK"),
-        "wall_s": float(last["time"]) - float(first["time"]),
+        "previewer_cpu_s": previewer_cpu_s,
+        "wall_s": done.wall_s,
     }
 
 

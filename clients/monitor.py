@@ -55,7 +55,7 @@ import zmq
 from dynamicrl.protocol import PROTOCOL_VERSION, security
 from dynamicrl.protocol.codec import ProtocolError, ProtocolVersionMismatch, Received, decode
 from dynamicrl.protocol.messages import ErrorReply, MonitorReport, StatusReply
-from dynamicrl.protocol.sockets import GapCounter, Requester, connect, make_socket
+from dynamicrl.protocol.sockets import SMALL_MESSAGE_BYTES, GapCounter, Requester, connect, make_socket
 
 log = logging.getLogger(__name__)
 
@@ -109,7 +109,7 @@ class Monitor:
         self.prefixes = tuple(prefixes)
         self._own_ctx = ctx is None
         self.ctx = security.context() if ctx is None else ctx
-        self.socket = make_socket(self.ctx, zmq.SUB, hwm=hwm)
+        self.socket = make_socket(self.ctx, zmq.SUB, hwm=hwm, maxmsgsize=SMALL_MESSAGE_BYTES)
         for prefix in self.prefixes:
             self.socket.setsockopt(zmq.SUBSCRIBE, prefix.encode())
         connect(self.socket, endpoint)

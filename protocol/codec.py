@@ -36,6 +36,8 @@ if TYPE_CHECKING:
 MAX_PAYLOAD_BYTES = 4 * 1024 * 1024
 #: Largest number of array frames in one message.
 MAX_ARRAY_FRAMES = 256
+#: Longest topic frame: every topic is far shorter (external.<stream> names are bounded too).
+MAX_TOPIC_BYTES = 256
 _ND = "__ndarray__"
 
 M = TypeVar("M", bound=Message)
@@ -165,9 +167,9 @@ def decode(frames: Sequence[Any], *, expect: Sequence[type[Message]] | None = No
     except ValidationError as exc:
         first = exc.errors()[0]
         where = ".".join(str(p) for p in first["loc"])
-        raise ProtocolError(f"invalid message: {where}: {first['msg']}") from None
+        raise ProtocolError(f"invalid message: {where[:200]}: {first['msg'][:200]}") from None
     except Exception as exc:  # any decoder failure must become the one error type
-        raise ProtocolError(f"undecodable frame: {type(exc).__name__}: {exc}") from None
+        raise ProtocolError(f"undecodable frame: {type(exc).__name__}: {str(exc)[:200]}") from None
 
 
 def _decode(frames: Sequence[Any], expect: Sequence[type[Message]] | None) -> Received[Message]:
@@ -175,19 +177,25 @@ def _decode(frames: Sequence[Any], expect: Sequence[type[Message]] | None) -> Re
         raise ProtocolError(f"expected [topic, payload, *arrays], got {len(frames)} frame(s)")
     if len(frames) - 2 > MAX_ARRAY_FRAMES:
         raise ProtocolError(f"too many array frames: {len(frames) - 2} > {MAX_ARRAY_FRAMES}")
+    if len(frames[0]) > MAX_TOPIC_BYTES:
+        raise ProtocolError(f"topic of {len(frames[0])} bytes exceeds {MAX_TOPIC_BYTES}")
     topic, payload = _bytes(frames[0]), _bytes(frames[1])
     if len(payload) > MAX_PAYLOAD_BYTES:
         raise ProtocolError(f"payload of {len(payload)} bytes exceeds {MAX_PAYLOAD_BYTES}")
+    peeked = _peek_type(payload)  # before unpacking all of it: a small request costs no megabyte of parsing
+    limit = getattr(MESSAGE_TYPES.get(peeked or ""), "MAX_PAYLOAD", MAX_PAYLOAD_BYTES)
+    if len(payload) > limit:
+        raise ProtocolError(f"{peeked}: payload of {len(payload)} bytes exceeds its limit of {limit}")
     raw = msgpack.unpackb(payload, raw=False, strict_map_key=True, ext_hook=_no_ext)
     if not isinstance(raw, dict):
         raise ProtocolError("payload is not a map")
     version = raw.get("v")
     if not isinstance(version, str) or version.split(".")[0] != PROTOCOL_VERSION.split(".")[0]:
-        problem = f"protocol version {version!r} is not compatible with {PROTOCOL_VERSION}"
+        problem = f"protocol version {_cut(version)} is not compatible with {PROTOCOL_VERSION}"
         if isinstance(version, str) and version.split(".")[0].isdigit():  # a real version: another major
             sender = raw.get("sender")
             raise ProtocolVersionMismatch(
-                problem + (f" (from {sender!r})" if isinstance(sender, str) else ""),
+                problem + (f" (from {_cut(sender)})" if isinstance(sender, str) else ""),
                 version=version,
                 sender=sender if isinstance(sender, str) else None,
             )
@@ -195,7 +203,7 @@ def _decode(frames: Sequence[Any], expect: Sequence[type[Message]] | None) -> Re
     type_name = raw.get("type")
     cls = MESSAGE_TYPES.get(type_name) if isinstance(type_name, str) else None
     if cls is None:
-        raise ProtocolError(f"unknown message type {type_name!r}")
+        raise ProtocolError(f"unknown message type {_cut(type_name)}")
     if expect is not None and cls not in expect:
         raise ProtocolError(f"unexpected message type {type_name!r} on this socket")
     body = raw.pop("body", None)
@@ -209,8 +217,25 @@ def _decode(frames: Sequence[Any], expect: Sequence[type[Message]] | None) -> Re
         raise ProtocolError(f"{len(arrays) - len(used)} array frame(s) not referenced by the body")
     message = cls.model_validate(body)
     if topic != message.topic().encode():  # e.g. ExternalSample: external.<stream>
-        raise ProtocolError(f"topic {topic!r} does not match message type {type_name!r} (expected {message.topic()!r})")
+        raise ProtocolError(
+            f"topic {_cut(topic)} does not match message type {type_name!r} (expected {message.topic()!r})"
+        )
     return Received(envelope, message)
+
+
+def _peek_type(payload: bytes) -> str | None:
+    """The payload's ``type``, read by skipping over every other value (None if there is none)."""
+    try:
+        unpacker = msgpack.Unpacker(raw=False, strict_map_key=True, ext_hook=_no_ext, max_buffer_size=len(payload) + 1)
+        unpacker.feed(payload)
+        for _ in range(unpacker.read_map_header()):
+            if unpacker.unpack() == "type":
+                value = unpacker.unpack()
+                return value if isinstance(value, str) else None
+            unpacker.skip()
+    except (ValueError, ProtocolError, msgpack.UnpackException):
+        pass
+    return None
 
 
 def claimed(frames: Sequence[Any], name: str) -> str | None:
@@ -225,6 +250,12 @@ def claimed(frames: Sequence[Any], name: str) -> str | None:
         return None
     value = raw.get(name) if isinstance(raw, dict) else None
     return value if isinstance(value, str) and len(value) <= 128 else None
+
+
+def _cut(value: Any, limit: int = 80) -> str:
+    """``repr(value)``, cut to ``limit`` characters: an error names bad input, never echoes all of it."""
+    text = repr(value)
+    return text if len(text) <= limit else f"{text[: limit - 5]}...{text[-2:]}"
 
 
 def _no_ext(code: int, data: bytes) -> Any:

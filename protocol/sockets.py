@@ -26,6 +26,9 @@ log = logging.getLogger(__name__)
 LINGER_MS = 500
 HWM = 1000
 MAX_MESSAGE_BYTES = 1 << 30
+#: On sockets that never carry rollouts, weights or checkpoint parts (the bus, a client's requests),
+#: a frame's size is bounded far lower, so a half-sent huge frame cannot make a receiver reserve a GiB.
+SMALL_MESSAGE_BYTES = 64 << 20
 
 
 def make_socket(
@@ -56,7 +59,7 @@ class Publisher:
     """
 
     def __init__(self, ctx: zmq.Context, endpoint: str, sender: str, run_id: str | None = None):
-        self.socket = make_socket(ctx, zmq.PUB)
+        self.socket = make_socket(ctx, zmq.PUB, maxmsgsize=SMALL_MESSAGE_BYTES)
         connect(self.socket, endpoint)
         self.session = Session(sender, run_id)
 
@@ -100,7 +103,7 @@ class Subscriber:
     """SUB connected to the bus's XPUB side, yielding validated messages."""
 
     def __init__(self, ctx: zmq.Context, endpoint: str, prefixes: Sequence[str] = ("",), hwm: int = HWM):
-        self.socket = make_socket(ctx, zmq.SUB, hwm=hwm)
+        self.socket = make_socket(ctx, zmq.SUB, hwm=hwm, maxmsgsize=SMALL_MESSAGE_BYTES)
         for prefix in prefixes:
             self.socket.setsockopt(zmq.SUBSCRIBE, prefix.encode())
         connect(self.socket, endpoint)
@@ -152,7 +155,7 @@ class Requester:
         frames = self.session.encode(message, msg_id=request_id)
         for _attempt in range(self.retries + 1):
             if self.socket is None:
-                self.socket = make_socket(self.ctx, zmq.REQ)
+                self.socket = make_socket(self.ctx, zmq.REQ, maxmsgsize=SMALL_MESSAGE_BYTES)
                 connect(self.socket, self.endpoint)
             self.socket.send_multipart(frames)
             if self.socket.poll(self.timeout_ms, zmq.POLLIN):

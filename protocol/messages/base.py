@@ -66,11 +66,19 @@ class Message(BaseModel):
 
     model_config = ConfigDict(extra="forbid", arbitrary_types_allowed=True, defer_build=True)
     TYPE: ClassVar[str]
+    #: Largest msgpack payload (arrays excluded) the codec accepts for this type: a request or a
+    #: member's small report gets ``SMALL``, so no peer can make the controller hold, parse or echo
+    #: megabytes; what carries a journal, a config or a checkpoint's metadata gets ``LARGE``.
+    MAX_PAYLOAD: ClassVar[int] = 1 << 20
 
     def topic(self) -> str:
         """The bus topic (first frame). ``TYPE`` by default; a message that needs finer
         subscription (``ExternalSample``: ``external.<stream>``) overrides it."""
         return self.TYPE
+
+
+SMALL = 64 << 10
+LARGE = 4 << 20
 
 
 class LogicalTime(BaseModel):

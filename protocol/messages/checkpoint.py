@@ -17,7 +17,7 @@ from typing import Any, ClassVar
 
 from pydantic import BaseModel, Field
 
-from .base import LogicalTime, Message, NDArray
+from .base import LARGE, SMALL, LogicalTime, Message, NDArray
 
 
 class CheckpointRequest(Message):
@@ -26,6 +26,7 @@ class CheckpointRequest(Message):
     INTERNAL (write failed, or an algorithm/env without checkpoint support). The run goes on in every case."""
 
     TYPE: ClassVar[str] = "control.checkpoint_request"
+    MAX_PAYLOAD: ClassVar[int] = SMALL
 
 
 class CheckpointReply(Message):
@@ -68,6 +69,7 @@ class CheckpointCommand(Message):
     """
 
     TYPE: ClassVar[str] = "membership.checkpoint"
+    MAX_PAYLOAD: ClassVar[int] = SMALL
     ckpt_id: str
     at_iteration: int | None = Field(default=None, ge=0)
 
@@ -77,6 +79,7 @@ class CheckpointPart(Message):
     inside RunStart). ``arrays`` hold tensors and buffers; ``meta`` plain JSON-like data."""
 
     TYPE: ClassVar[str] = "membership.checkpoint_part"
+    MAX_PAYLOAD: ClassVar[int] = LARGE
     ckpt_id: str
     service: str
     ltime: LogicalTime
@@ -88,6 +91,7 @@ class CheckpointDone(Message):
     """Controller -> the learner holding the boundary: the checkpoint is on disk (or failed); go on."""
 
     TYPE: ClassVar[str] = "membership.checkpoint_done"
+    MAX_PAYLOAD: ClassVar[int] = SMALL
     ckpt_id: str
     ok: bool
     message: str = ""

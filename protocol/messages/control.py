@@ -12,7 +12,7 @@ from typing import Annotated, ClassVar
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from .base import ErrorCode, LogicalTime, Message, ParamValue, Position, Role
+from .base import LARGE, SMALL, ErrorCode, LogicalTime, Message, ParamValue, Position, Role
 from .checkpoint import SavedCheckpoint
 
 
@@ -47,6 +47,7 @@ class StatusRequest(Message):
     """Client -> controller. Reply: StatusReply."""
 
     TYPE: ClassVar[str] = "control.status_request"
+    MAX_PAYLOAD: ClassVar[int] = SMALL
 
 
 class ServiceStatus(BaseModel):
@@ -127,6 +128,7 @@ class MonitorReport(Message):
     per ``name`` until none comes for ``timing.monitor_expiry_s``."""
 
     TYPE: ClassVar[str] = "control.monitor_report"
+    MAX_PAYLOAD: ClassVar[int] = SMALL
     name: str = Field(min_length=1, max_length=128, description="one entry per name in status")
     topics: list[str] = Field(default_factory=list, description="topic prefixes it subscribes to")
     received: int = Field(ge=0, description="valid bus messages received")
@@ -162,6 +164,7 @@ class PauseRequest(Message):
     continues). Pausing a paused run is harmless: the reply says ``already``."""
 
     TYPE: ClassVar[str] = "control.pause_request"
+    MAX_PAYLOAD: ClassVar[int] = SMALL
 
 
 class PauseReply(Message):
@@ -179,6 +182,7 @@ class ResumeRequest(Message):
     """Client -> controller. Reply: ResumeReply (``already`` when the run was not paused)."""
 
     TYPE: ClassVar[str] = "control.resume_request"
+    MAX_PAYLOAD: ClassVar[int] = SMALL
 
 
 class ResumeReply(Message):
@@ -208,6 +212,7 @@ class ParamsRequest(Message):
     """Client -> controller. Reply: ParamsReply."""
 
     TYPE: ClassVar[str] = "control.params_request"
+    MAX_PAYLOAD: ClassVar[int] = SMALL
 
 
 class ParamsReply(Message):
@@ -233,6 +238,7 @@ class PatchRequest(Message):
     """
 
     TYPE: ClassVar[str] = "control.patch_request"
+    MAX_PAYLOAD: ClassVar[int] = SMALL
     changes: dict[str, ParamValue]
     at_iteration: int | None = Field(default=None, ge=0)
     author: str = Field(default="cli", max_length=128)
@@ -278,6 +284,7 @@ class StopRequest(Message):
     stop has begun."""
 
     TYPE: ClassVar[str] = "control.stop_request"
+    MAX_PAYLOAD: ClassVar[int] = SMALL
     checkpoint: bool = True
 
 
@@ -291,8 +298,10 @@ class HistoryRequest(Message):
     """Client -> controller. Reply: HistoryReply with the run's patch journal."""
 
     TYPE: ClassVar[str] = "control.history_request"
+    MAX_PAYLOAD: ClassVar[int] = SMALL
 
 
 class HistoryReply(Message):
     TYPE: ClassVar[str] = "control.history_reply"
+    MAX_PAYLOAD: ClassVar[int] = LARGE
     entries: list[JournalEntry]

@@ -13,13 +13,14 @@ from typing import ClassVar
 
 from pydantic import Field
 
-from .base import Message, NDArray, ParamValue
+from .base import SMALL, Message, NDArray, ParamValue
 
 
 class PolicyRequest(Message):
     """Env-runner -> learner: send me the current policy. Reply: PolicyWeights."""
 
     TYPE: ClassVar[str] = "data.policy_request"
+    MAX_PAYLOAD: ClassVar[int] = SMALL
     rank: int = Field(ge=0)
 
 

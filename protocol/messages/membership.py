@@ -14,7 +14,7 @@ from typing import Annotated, Any, ClassVar, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from .base import LogicalTime, Message, NDArray, ParamValue, Position, Role
+from .base import LARGE, SMALL, LogicalTime, Message, NDArray, ParamValue, Position, Role
 from .checkpoint import CheckpointPart
 
 #: A member's name: it names the member's files too (``<name>.npz`` in a checkpoint), so it is a short
@@ -33,6 +33,7 @@ class RegisterRequest(Message):
     """Service -> controller (DEALER->ROUTER). Reply: RegisterReply or ErrorReply."""
 
     TYPE: ClassVar[str] = "membership.register_request"
+    MAX_PAYLOAD: ClassVar[int] = SMALL
     service: MemberName
     role: Role
     rank: int | None = Field(default=None, ge=0, description="requested rank (env-runners)")
@@ -55,6 +56,7 @@ class Ready(Message):
     """Service -> controller: start-up done (env built, policy built, subscriptions live)."""
 
     TYPE: ClassVar[str] = "membership.ready"
+    MAX_PAYLOAD: ClassVar[int] = SMALL
     service: str
 
 
@@ -82,6 +84,7 @@ class RunStart(Message):
     """
 
     TYPE: ClassVar[str] = "membership.run_start"
+    MAX_PAYLOAD: ClassVar[int] = LARGE
     envrunners: int = Field(ge=1, description="number of env-runners in the run (ranks 0..n-1)")
     members: list[str]
     patches: list[ApplyPatch] = Field(default_factory=list)
@@ -92,6 +95,7 @@ class PauseCommand(Message):
     """Controller -> every member: stop at your next safe point, then report BarrierReached."""
 
     TYPE: ClassVar[str] = "membership.pause"
+    MAX_PAYLOAD: ClassVar[int] = SMALL
     pause_id: str
     scenes: bool = Field(
         default=False, description="env-runners: send your sub-envs' scenes with the report (a previewer renders them)"
@@ -131,6 +135,7 @@ class ResumeCommand(Message):
     """Controller -> every member: leave the barrier and continue exactly where you stopped."""
 
     TYPE: ClassVar[str] = "membership.resume"
+    MAX_PAYLOAD: ClassVar[int] = SMALL
     pause_id: str
 
 
@@ -138,6 +143,7 @@ class PatchApplied(Message):
     """Owner -> controller: applied (part of) a patch here; values old -> new."""
 
     TYPE: ClassVar[str] = "membership.patch_applied"
+    MAX_PAYLOAD: ClassVar[int] = SMALL
     patch_id: str
     author: str = ""
     position: Position
@@ -148,6 +154,7 @@ class Heartbeat(Message):
     """Service -> controller, every heartbeat interval, from the service's safe points."""
 
     TYPE: ClassVar[str] = "membership.heartbeat"
+    MAX_PAYLOAD: ClassVar[int] = SMALL
     service: str
     ltime: LogicalTime | None = None
     missed: int = Field(default=0, ge=0, description="bus messages its subscriptions lost so far (sequence gaps)")
@@ -161,6 +168,7 @@ class Goodbye(Message):
     """Service -> controller: leaving cleanly (finished, stopped or interrupted)."""
 
     TYPE: ClassVar[str] = "membership.goodbye"
+    MAX_PAYLOAD: ClassVar[int] = SMALL
     service: str
     reason: str = ""
     finished: bool = Field(default=False, description="it left because training is complete (not a failure)")
@@ -170,6 +178,7 @@ class StopCommand(Message):
     """Controller -> service: finish at the next safe point and exit."""
 
     TYPE: ClassVar[str] = "membership.stop"
+    MAX_PAYLOAD: ClassVar[int] = SMALL
     reason: str = ""
 
 
@@ -177,4 +186,5 @@ class TrainingDone(Message):
     """Learner -> controller: the budget of env steps is spent; the controller stops the run."""
 
     TYPE: ClassVar[str] = "membership.training_done"
+    MAX_PAYLOAD: ClassVar[int] = SMALL
     ltime: LogicalTime

@@ -20,7 +20,7 @@ import zmq
 
 from dynamicrl.protocol import security
 from dynamicrl.protocol.codec import claimed
-from dynamicrl.protocol.sockets import bind, make_socket
+from dynamicrl.protocol.sockets import SMALL_MESSAGE_BYTES, bind, make_socket
 from dynamicrl.protocol.topics import EXTERNAL
 
 BUS_HWM = 10_000
@@ -34,8 +34,8 @@ _EXTERNAL = EXTERNAL.encode()
 
 class BusProxy:
     def __init__(self, ctx: zmq.Context, bus_in: str, bus_out: str) -> None:
-        self.xsub = make_socket(ctx, zmq.XSUB, hwm=BUS_HWM)
-        self.xpub = make_socket(ctx, zmq.XPUB, hwm=BUS_HWM)
+        self.xsub = make_socket(ctx, zmq.XSUB, hwm=BUS_HWM, maxmsgsize=SMALL_MESSAGE_BYTES)
+        self.xpub = make_socket(ctx, zmq.XPUB, hwm=BUS_HWM, maxmsgsize=SMALL_MESSAGE_BYTES)
         self.in_endpoint = bind(self.xsub, bus_in)
         self.out_endpoint = bind(self.xpub, bus_out)
         self.forwarded = 0

@@ -5,8 +5,9 @@ replies to requests that change the run (pause, resume, patch, checkpoint, stop,
 kept apart from the read-only ones (status, params, history, monitor reports): for
 ``REPLY_KEEP_S`` whatever else is asked meanwhile, so a dashboard's status polls cannot push a
 patch's reply out and let its retry apply it again. Read-only replies, harmless to recompute, are
-kept for the last ``READS_KEPT`` requests. Each entry keeps a fingerprint of its request's body, so
-an id reused with another body is refused instead of answered with another request's reply.
+kept for the last ``READS_KEPT`` requests; each kind is also held to ``BYTES_KEPT``. Each entry
+keeps a fingerprint of its request's body, so an id reused with another body is refused instead
+of answered with another request's reply.
 """
 
 from __future__ import annotations
@@ -25,6 +26,8 @@ REPLY_KEEP_S = 600.0
 #: ... and at most this many of them (older ones go first, even if younger than REPLY_KEEP_S).
 CHANGES_KEPT = 10_000
 READS_KEPT = 256
+#: ... and each kind at most this many bytes of replies (as JSON), whatever their count.
+BYTES_KEPT = 64 << 20
 
 
 class IdReused(ValueError):
@@ -49,12 +52,31 @@ class Kept:
     reply: Message
     fingerprint: bytes
     at: float
+    size: int
+
+
+class Store(OrderedDict[str, Kept]):
+    """Kept replies, oldest first, with their total size."""
+
+    def __init__(self, limit: int, keep_s: float | None) -> None:
+        super().__init__()
+        self.limit, self.keep_s, self.size = limit, keep_s, 0
+
+    def keep(self, request_id: str, kept: Kept) -> None:
+        self[request_id] = kept
+        self.size += kept.size
+        while len(self) > 1 and (
+            len(self) > self.limit
+            or self.size > BYTES_KEPT
+            or (self.keep_s is not None and kept.at - next(iter(self.values())).at > self.keep_s)
+        ):
+            self.size -= self.popitem(last=False)[1].size
 
 
 class Replies:
     def __init__(self) -> None:
-        self.changes: OrderedDict[str, Kept] = OrderedDict()
-        self.reads: OrderedDict[str, Kept] = OrderedDict()
+        self.changes = Store(CHANGES_KEPT, REPLY_KEEP_S)
+        self.reads = Store(READS_KEPT, None)
         self.pending: dict[str, Pending] = {}
 
     def known(self, request_id: str, message: Message) -> Kept | Pending | None:
@@ -74,9 +96,6 @@ class Replies:
         pending = self.pending.pop(request_id, None)
         if pending is None:
             return []
-        now = time.monotonic()
-        kept, limit = (self.reads, READS_KEPT) if pending.read_only else (self.changes, CHANGES_KEPT)
-        kept[request_id] = Kept(reply, pending.fingerprint, now)
-        while len(kept) > limit or (kept is self.changes and now - next(iter(kept.values())).at > REPLY_KEEP_S):
-            kept.popitem(last=False)
+        store = self.reads if pending.read_only else self.changes
+        store.keep(request_id, Kept(reply, pending.fingerprint, time.monotonic(), len(reply.model_dump_json())))
         return pending.routes
