@@ -15,23 +15,44 @@ itself, the test curve Tianshou reports and the way to pick the best checkpoint,
 With ``video``, the same episodes are played in an env that also renders, and the first few are
 recorded (``core/video.py``): the frames are drawn from the env's state, never fed back, so the
 returns are those of an evaluation without video.
+
+A checkpoint is data: the ``plugins`` its config names are never imported from it. The caller
+names the plugins to import (``plugins``, from ``dynamicrl evaluate --plugin``); a checkpoint
+whose config names one that was not given fails with PluginNeeded, saying which to pass.
 """
 
 from __future__ import annotations
 
 import statistics
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 from dynamicrl.core import checkpoints
-from dynamicrl.core.settings import ConfigError, config_from_dict
+from dynamicrl.core.settings import (
+    ConfigError,
+    PluginError,
+    config_from_dict,
+    import_plugins,
+    plugin_name,
+    plugins_text,
+)
 
 if TYPE_CHECKING:
     import gymnasium as gym
 
     from dynamicrl.core.video import Video
+
+
+class PluginNeeded(ValueError):
+    """The checkpoint's run was trained with plugins the caller did not pass (they are never imported from it)."""
+
+
+def plugin_options(names: Sequence[str], limit: int = 5) -> str:
+    """``--plugin a --plugin b``: how ``dynamicrl evaluate`` takes ``names`` (bounded, as plugins_text)."""
+    more = [f"(and {len(names) - limit} more)"] if len(names) > limit else []
+    return " ".join([*(f"--plugin {plugin_name(n)}" for n in names[:limit]), *more])
 
 
 @dataclass(frozen=True)
@@ -66,8 +87,12 @@ def evaluate(
     report: Callable[[str], None] = print,
     envs: dict[str, gym.Env] | None = None,
     video: Video | None = None,
+    plugins: Sequence[str] = (),
 ) -> Evaluation:
     """Play ``episodes`` episodes with the checkpoint's policy; CheckpointError names what is wrong.
+
+    ``plugins``: modules to import first (the caller's, never the checkpoint's); PluginNeeded if the
+    checkpoint's config names one that is not among them.
 
     ``envs``: envs to reuse, by env config, left open (each episode resets with its seed, so a
     reused env plays as a new one); without it the env is made here and closed. ``video``: record
@@ -78,10 +103,16 @@ def evaluate(
     from dynamicrl.core.playback import make_actor, make_normalizer, play_episode, policy
     from dynamicrl.core.video import Recorder, make_render_env
 
+    import_plugins(plugins, "--plugin")
     target = checkpoints.resolve(path, report)
     manifest, controller, parts = checkpoints.read(target)
     try:
-        config = config_from_dict(controller["config"], origin=str(target / "controller.json"))
+        config = config_from_dict(controller["config"], origin=str(target / "controller.json"), imported=plugins)
+    except PluginError as exc:
+        raise PluginNeeded(
+            f"{target}: this checkpoint was trained with plugin(s) {plugins_text(exc.missing)[1:-1]}, which are "
+            f"never imported from a checkpoint: pass {plugin_options(exc.missing)}"
+        ) from None
     except (ConfigError, KeyError) as exc:
         raise checkpoints.CheckpointError(f"{target / 'controller.json'}: no usable run config: {exc}") from None
     learner = checkpoints.policy_part(target, parts)
@@ -132,10 +163,12 @@ def evaluate_run(
     seed: int = 0,
     report: Callable[[str], None] = print,
     video: Video | None = None,
+    plugins: Sequence[str] = (),
 ) -> list[Evaluation]:
     """Every good checkpoint of a run directory (or of a checkpoints directory), oldest first.
 
-    A bad checkpoint is reported and skipped, as resuming skips it; CheckpointError if none is good.
+    A bad checkpoint is reported and skipped, as resuming skips it; CheckpointError if none is good;
+    PluginNeeded (not skipped) if one needs a plugin ``plugins`` does not name.
     ``video``: its ``path`` is a directory, one file per checkpoint in it (``iter-00000032.mp4``).
     """
     root = path / "checkpoints" if (path / "checkpoints").is_dir() else path
@@ -147,7 +180,7 @@ def evaluate_run(
         for checkpoint in found:
             try:
                 film = replace(video, path=video.path / f"{checkpoint.name}.mp4") if video else None
-                results.append(evaluate(checkpoint, episodes, deterministic, seed, report, envs, film))
+                results.append(evaluate(checkpoint, episodes, deterministic, seed, report, envs, film, plugins))
             except checkpoints.CheckpointError as exc:
                 report(f"skipping a bad checkpoint: {exc}")
     finally:

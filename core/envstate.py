@@ -5,6 +5,10 @@ What a trajectory depends on: the simulator state (for MuJoCo every array of
 previous step), the env's ``np_random`` generator, and the TimeLimit counter
 (without it an episode truncates at the wrong step). Classic-control envs keep
 their state in ``unwrapped.state``. Anything else is refused with a clear error.
+
+A checkpoint is data: restoring takes every name in it from an allow-list (the bit generators
+below, the attributes ``capture`` saves, the live env's own MjData arrays), never ``getattr`` on
+a string read from the file; a name outside it is a ValueError naming it.
 """
 
 from __future__ import annotations
@@ -18,6 +22,18 @@ import numpy as np
 
 class UnsupportedEnv(TypeError):
     """This env's simulator state cannot be captured; checkpoints are not possible with it."""
+
+
+#: The bit generators an env's ``np_random`` may be restored with, by the name its state records.
+BIT_GENERATORS: dict[str, type[np.random.BitGenerator]] = {
+    "PCG64": np.random.PCG64,
+    "PCG64DXSM": np.random.PCG64DXSM,
+    "MT19937": np.random.MT19937,
+    "Philox": np.random.Philox,
+    "SFC64": np.random.SFC64,
+}
+#: A classic-control env's attributes saved besides its ``state``: each name, and the types its value may have.
+EXTRA_ATTRIBUTES: dict[str, tuple[type, ...]] = {"steps_beyond_terminated": (int, type(None))}
 
 
 def capture(env: gym.Env) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
@@ -38,7 +54,7 @@ def capture(env: gym.Env) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
         )
     else:
         arrays["state"] = state
-        meta["extra"] = {k: getattr(base, k) for k in ("steps_beyond_terminated",) if hasattr(base, k)}
+        meta["extra"] = {k: getattr(base, k) for k in EXTRA_ATTRIBUTES if hasattr(base, k)}
     return arrays, meta
 
 
@@ -82,9 +98,16 @@ def show(env: gym.Env, kind: str, state: np.ndarray) -> None:
 
 
 def restore(env: gym.Env, arrays: dict[str, np.ndarray], meta: dict[str, Any]) -> None:
+    """Put ``env`` back where ``capture`` found it; every name in ``arrays`` and ``meta`` from an allow-list
+    (ValueError naming one that is not)."""
     base: Any = env.unwrapped  # the simulator's own attributes (MuJoCo's model and data, a classic env's state)
+    if meta["kind"] not in ("mujoco", "classic"):
+        raise ValueError(f"unknown env state kind {str(meta['kind'])[:80]!r}; known: mujoco, classic")
     state = json.loads(meta["np_random"])
-    generator = np.random.Generator(getattr(np.random, state["bit_generator"])())
+    name = state.get("bit_generator") if isinstance(state, dict) else None
+    if not isinstance(name, str) or name not in BIT_GENERATORS:
+        raise ValueError(f"np_random: unknown bit generator {str(name)[:80]!r}; known: {', '.join(BIT_GENERATORS)}")
+    generator = np.random.Generator(BIT_GENERATORS[name]())
     generator.bit_generator.state = state
     base.np_random = generator
     limit = _time_limit(env)
@@ -92,12 +115,15 @@ def restore(env: gym.Env, arrays: dict[str, np.ndarray], meta: dict[str, Any]) -
         limit._elapsed_steps = meta["elapsed_steps"]
     if meta["kind"] == "mujoco":
         show(env, "mujoco", arrays["mj_state"])
-        for name, value in _unpack(arrays["mj_derived"], meta["mj_derived"]).items():
-            getattr(base.data, name)[...] = value
+        live = {n: getattr(base.data, n) for n in _derived_arrays(base.data)}  # names from the env, not the file
+        for n, value in _unpack(arrays["mj_derived"], meta["mj_derived"], live).items():
+            live[n][...] = value
     else:
         state = arrays["state"]
         base.state = state if isinstance(base.state, np.ndarray) else tuple(state.tolist())
         for k, v in meta.get("extra", {}).items():
+            if k not in EXTRA_ATTRIBUTES or not isinstance(v, EXTRA_ATTRIBUTES[k]):
+                raise ValueError(f"extra.{str(k)[:80]}: not an env attribute a checkpoint restores (got {v!r:.80})")
             setattr(base, k, v)
 
 
@@ -138,10 +164,22 @@ def _pack(arrays: dict[str, np.ndarray]) -> tuple[np.ndarray, list]:
     return (np.concatenate(chunks) if chunks else np.zeros(0, np.uint8)), layout
 
 
-def _unpack(buffer: np.ndarray, layout: list) -> dict[str, np.ndarray]:
+def _unpack(buffer: np.ndarray, layout: list, live: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+    """The arrays ``_pack`` laid out, each one of ``live`` (by name) and of its dtype and shape: the layout is
+    read from a checkpoint, so a name, dtype or shape is never taken from it, only checked against it."""
     out, offset = {}, 0
     for name, dtype, shape in layout:
-        size = int(np.prod(shape, dtype=np.int64)) * np.dtype(dtype).itemsize
-        out[name] = buffer[offset : offset + size].view(dtype).reshape(shape)
+        target = live.get(name) if isinstance(name, str) else None
+        if target is None:
+            raise ValueError(f"mj_derived: {str(name)[:80]!r} is not an MjData array of this env")
+        if dtype != target.dtype.str or list(shape) != list(target.shape):
+            raise ValueError(
+                f"mj_derived: {name} is {str(dtype)[:20]} of shape {str(shape)[:40]}, "
+                f"this env's is {target.dtype.str} of shape {list(target.shape)}"
+            )
+        size = target.nbytes
+        if offset + size > buffer.size:
+            raise ValueError(f"mj_derived: {name} lies past the end of the buffer ({buffer.size} bytes)")
+        out[name] = buffer[offset : offset + size].view(target.dtype).reshape(target.shape)
         offset += size
     return out

@@ -13,7 +13,9 @@ from __future__ import annotations
 import importlib
 import importlib.resources
 import os
+import re
 import shlex
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, Literal
 
@@ -272,7 +274,11 @@ class Config(_Strict):
     patches: str | None = Field(
         default=None, description="a patches.jsonl to replay: its patches apply at the same logical times"
     )
-    plugins: list[str] = Field(default_factory=list, description="modules imported first (e.g. to register algorithms)")
+    plugins: list[str] = Field(
+        default_factory=list,
+        description="modules imported first (e.g. to register algorithms); only from a process's own config file "
+        "and command line, never from a controller's reply or a checkpoint",
+    )
 
     @field_validator("algo", mode="before")
     @classmethod
@@ -299,11 +305,17 @@ class Config(_Strict):
 
 
 def load_config(path: str | Path = DEFAULT_CONFIG, overrides: list[str] | tuple[str, ...] = ()) -> Config:
-    """Read, merge and validate a config; raise ConfigError naming key and file."""
+    """Read, merge and validate a config; raise ConfigError naming key and file.
+
+    The one place ``plugins`` are imported from a config: this process's own file and command line.
+    """
     origins: dict[tuple[str, ...], str] = {}
     raw = _read(_resolve(path), origins, seen=())
     for item in overrides:
         _apply_override(raw, item, origins)
+    plugins = raw.get("plugins")
+    if isinstance(plugins, list):  # anything else: the validation below says what is wrong with it
+        import_plugins([m for m in plugins if isinstance(m, str)], _origin(origins, ("plugins",)))
     return _validate(raw, origins)
 
 
@@ -319,17 +331,68 @@ def load_from_environment(path: str | Path, overrides: tuple[str, ...] = ()) -> 
     return load_config(path, [*env_overrides, *overrides])
 
 
-def config_from_dict(data: dict[str, Any], origin: str = "<controller>") -> Config:
-    """Validate a config received from the controller (already resolved)."""
+class PluginError(ConfigError):
+    """A config read from data (a controller's reply, a checkpoint) names plugins this process did not import.
+
+    ``missing``: those plugins, as the data names them; the message says how to pass them.
+    """
+
+    def __init__(self, missing: list[str], message: str) -> None:
+        super().__init__(message)
+        self.missing = missing
+
+
+def import_plugins(modules: Sequence[str], origin: str) -> None:
+    """Import each of ``modules`` (named by this process's own config or command line, ``origin``)."""
+    for module in modules:
+        try:
+            importlib.import_module(module)
+        except ImportError as exc:
+            raise ConfigError(f"{origin}: plugins: cannot import {module!r}: {exc}") from None
+
+
+def missing_plugins(data: Any, imported: Sequence[str]) -> list[str]:
+    """The plugins the config ``data`` (as read: anything) names that are not in ``imported`` (this process's)."""
+    named = data.get("plugins") if isinstance(data, dict) else None
+    if not isinstance(named, list):
+        return []
+    return list(dict.fromkeys(m for m in named if isinstance(m, str) and m not in imported))
+
+
+def plugins_text(names: Sequence[str], limit: int = 5) -> str:
+    """``names`` as a ``plugins=[...]`` value for a message (no spaces: one shell word), bounded and odd
+    names quoted: they come from data."""
+    more = [f"...{len(names) - limit} more"] if len(names) > limit else []
+    return f"[{','.join([*map(plugin_name, names[:limit]), *more])}]"
+
+
+def plugin_name(name: str) -> str:
+    """``name`` as a message shows it: as is if it is a module name, else quoted and cut (it comes from data)."""
+    return name if _MODULE_NAME.fullmatch(name) else repr(name[:80])
+
+
+_MODULE_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]{0,99}(\.[A-Za-z_][A-Za-z0-9_]{0,99}){0,9}")
+
+
+def config_from_dict(data: dict[str, Any], origin: str = "<controller>", imported: Sequence[str] = ()) -> Config:
+    """Validate a config received from the controller or read from a checkpoint (already resolved).
+
+    It imports nothing: such a config's ``plugins`` are data, never code to run. Each one it names
+    must be among ``imported``, the plugins this process imported from its own config file and
+    command line; else PluginError names the missing ones and says to pass them.
+    """
+    missing = missing_plugins(data, imported)
+    if missing:
+        wanted = plugins_text(missing)
+        raise PluginError(
+            missing,
+            f"{origin}: needs plugin(s) {wanted[1:-1]}, which this process did not import: "
+            f"pass plugins={wanted} in its config file or on its command line",
+        )
     return _validate(data, {(): origin})
 
 
 def _validate(raw: dict[str, Any], origins: dict[tuple[str, ...], str]) -> Config:
-    for module in raw.get("plugins", []) or []:
-        try:
-            importlib.import_module(module)
-        except ImportError as exc:
-            raise ConfigError(f"{_origin(origins, ('plugins',))}: plugins: cannot import {module!r}: {exc}") from None
     try:
         return Config.model_validate(raw)
     except ValidationError as exc:

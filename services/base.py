@@ -26,7 +26,7 @@ import zmq
 from dynamicrl.core import tunables
 from dynamicrl.core.patch_text import patch_line
 from dynamicrl.core.process_stats import ProcessStats
-from dynamicrl.core.settings import Config, config_from_dict
+from dynamicrl.core.settings import Config, ConfigError, PluginError, config_from_dict, plugins_text
 from dynamicrl.protocol import security
 from dynamicrl.protocol.codec import ProtocolError, Received, Session
 from dynamicrl.protocol.messages import (
@@ -135,12 +135,31 @@ class Service:
             )
         )
         reply = self._await(RegisterReply, self.local.timing.start_timeout_s, "registration")
-        self.config = config_from_dict(reply.config)
+        self.config = self.run_config(reply.config)
         self.run_id, self.run_dir, self.rank = reply.run_id, reply.run_dir, reply.rank
         self.resumed_from = reply.resumed_from
         self.link_session.run_id = self.bus.session.run_id = self.run_id
         log.debug("%s joined run %s as rank %d", self.name, self.run_id, self.rank)
         return reply
+
+    def run_config(self, data: dict[str, Any]) -> Config:
+        """The run's config from the controller's reply: data, whose ``plugins`` are never imported here.
+
+        Only this process's own config file and command line import plugins (``self.local``); a run
+        that names another one fails this service with one line saying which to pass.
+        """
+        origin = f"the run's config from the controller at {self.local.addresses.controller}"
+        try:
+            return config_from_dict(data, origin=origin, imported=self.local.plugins)
+        except PluginError as exc:
+            wanted = plugins_text(exc.missing)
+            raise StartupError(
+                f"{self.name}: {origin} needs plugin(s) {wanted[1:-1]}, which this process did not import "
+                f"(plugins are imported only from its own config): pass plugins={wanted} in its config file "
+                f"or on its command line"
+            ) from None
+        except ConfigError as exc:
+            raise StartupError(f"{self.name}: {exc}") from None
 
     def ready_and_wait(self) -> RunStart:
         """Report start-up done; block until every expected member is ready too."""

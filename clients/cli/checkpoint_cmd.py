@@ -62,6 +62,14 @@ def inspect(path: str) -> None:
     help="frame WIDTHxHEIGHT (even; MuJoCo envs; classic control draws its own size)",
 )
 @click.option("--fps", type=click.FloatRange(min=0, min_open=True), help="video frame rate [default: the env's]")
+@click.option(
+    "--plugin",
+    "plugins",
+    metavar="MODULE",
+    multiple=True,
+    help="import this module first (repeatable): a plugin the run was trained with, e.g. one that registers its "
+    "algorithm or env; never imported from the checkpoint itself",
+)
 def evaluate(
     path: str,
     episodes: int,
@@ -74,6 +82,7 @@ def evaluate(
     video_episodes: int,
     size: tuple[int, int],
     fps: float | None,
+    plugins: tuple[str, ...],
 ) -> None:
     """Play a checkpoint's policy (or a run's latest good one's) offline and report its returns.
 
@@ -85,6 +94,9 @@ def evaluate(
 
     With --video (--video-dir with --all), the first --video-episodes episodes are recorded to an
     H.264 MP4; the returns are the same as without.
+
+    A checkpoint never makes this import code: if its run was trained with a plugin (its config's
+    `plugins`), pass it with --plugin MODULE; the error says which.
 
     Example: dynamicrl evaluate runs/RUN_ID --all -n 5
     Example: dynamicrl evaluate runs/RUN_ID --video ant.mp4 --video-episodes 2
@@ -110,6 +122,7 @@ def evaluate(
             seed=seed,
             report=lambda m: click.echo(m, err=True),
             video=recording,
+            plugins=plugins,
         )
 
     try:  # --all: every checkpoint kept; else the one named (or the run's latest good one)

@@ -3,13 +3,17 @@
 from __future__ import annotations
 
 import os
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import click
 
 from dynamicrl.clients.cli.options import _load, overrides_argument
 from dynamicrl.core.settings import DEFAULT_CONFIG
+
+if TYPE_CHECKING:
+    from dynamicrl.core.settings import Config
 
 
 def _start(
@@ -18,11 +22,14 @@ def _start(
     envrunners: int | None,
     extra_env: dict[str, str],
     dashboard: bool = False,
+    check: Callable[[Config], None] | None = None,
 ) -> None:
-    """Load the config once (one message on error), then launch; exit with honcho's code."""
+    """Load the config once (one message on error), ``check`` it, then launch; exit with honcho's code."""
     from dynamicrl.clients.launcher import LaunchError, envrunner_count, launch
 
     config = _load(config_path, overrides)
+    if check is not None:
+        check(config)
     count = envrunner_count(config, envrunners)
     if config.run.envrunners == "auto":  # the launcher knows how many start: no join window to wait out
         overrides = (*overrides, f"run.envrunners={count}")
@@ -101,6 +108,8 @@ def resume_run(
     TensorBoard and patches.jsonl continue where the checkpoint stood, bitwise. With
     --total-env-steps the run trains on to that budget, and an annealed learning rate follows the
     line to the new end (ppo.anneal_env_steps aside). A finished run needs --total-env-steps.
+    A checkpoint never makes this import code: a run trained with a plugin needs it passed again
+    (plugins=[MODULE]); the error says which.
 
     Example: dynamicrl resume-run runs/cartpole-ppo-20261202-040244-dc3d --total-env-steps 300000
     """
@@ -133,7 +142,23 @@ def resume_run(
         overrides = (*overrides, f"resume_total_env_steps={total_env_steps}")
     extra = {"DYNAMICRL_RESUME": str(Path(run_dir).resolve())}
     os.environ.update(extra)  # so that loading the config here sees the resume, as each service will
-    _start(os.environ.get("DYNAMICRL_CONFIG") or DEFAULT_CONFIG, overrides, envrunners, extra, dashboard)
+
+    def plugins_passed(local: Config) -> None:
+        """Before any process starts: a checkpoint's plugins are data; each must be passed (the controller
+        checks again)."""
+        from dynamicrl.core.settings import missing_plugins, plugins_text
+
+        missing = missing_plugins(controller.get("config"), local.plugins)
+        if missing:
+            wanted = plugins_text(missing)
+            raise click.ClickException(
+                f"{path}: this checkpoint was trained with plugin(s) {wanted[1:-1]}, which are never imported from "
+                f"a checkpoint: pass plugins={wanted} (dynamicrl resume-run {run_dir} plugins={wanted})"
+            )
+
+    _start(
+        os.environ.get("DYNAMICRL_CONFIG") or DEFAULT_CONFIG, overrides, envrunners, extra, dashboard, plugins_passed
+    )
 
 
 def _budget(controller: dict[str, Any], parts: dict[str, Any]) -> int:

@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from dynamicrl.core import checkpoints
-from dynamicrl.core.settings import Config, config_from_dict
+from dynamicrl.core.settings import Config, ConfigError, config_from_dict, missing_plugins, plugins_text
 from dynamicrl.protocol.messages import (
     CheckpointCommand,
     CheckpointDone,
@@ -101,10 +101,20 @@ def load_resume(run_dir: Path, config: Config) -> Resume:
 
     Only ``addresses`` and ``timing`` stay those of ``config`` (this controller's), and its
     ``resume_total_env_steps``, if set, becomes the run's budget: a run can train longer, not shorter.
+    ``plugins`` too are ``config``'s, the ones this process imported from its own config and command line:
+    a checkpoint's are never imported; one it names that ``config`` lacks is a ConfigError naming it.
     """
     path = checkpoints.latest_good(run_dir / "checkpoints", report=log.warning)
     manifest, controller, parts = checkpoints.read(path)
     data = controller["config"]
+    missing = missing_plugins(data, config.plugins)
+    if missing:
+        wanted = plugins_text(missing)
+        raise ConfigError(
+            f"{path}: this checkpoint was trained with plugin(s) {wanted[1:-1]}, which are never imported from "
+            f"a checkpoint: pass plugins={wanted} (dynamicrl resume-run {run_dir} plugins={wanted})"
+        )
+    data["plugins"] = list(config.plugins)
     data.update(
         addresses=config.addresses.model_dump(),
         resume=str(run_dir),
@@ -122,7 +132,7 @@ def load_resume(run_dir: Path, config: Config) -> Resume:
         dir=str(run_dir), envrunners=sum(1 for s in parts if s != controller["learner"] and s.startswith("envrunner"))
     )
     resume = Resume(
-        config_from_dict(data, origin=str(path / "controller.json")),
+        config_from_dict(data, origin=str(path / "controller.json"), imported=config.plugins),
         run_dir,
         controller["run_id"],
         parts,

@@ -105,9 +105,10 @@ def test_an_env_that_cannot_render_fails_evaluate_video_only(cartpole_run, tmp_p
     checkpoint = checkpoints.write(tmp_path / "ckpt", 4, 512, list(parts.values()), controller, keep=1)
     env = {"PYTHONPATH": PLUGINS + os.pathsep + os.environ.get("PYTHONPATH", "")}
 
-    plain = cli("evaluate", str(checkpoint), "-n", "1", "--json", cwd=tmp_path, env=env)
+    plugin = ("--plugin", "no_render_env")  # never imported from the checkpoint: passed
+    plain = cli("evaluate", str(checkpoint), "-n", "1", "--json", *plugin, cwd=tmp_path, env=env)
     assert plain.returncode == 0, plain.stderr
-    out = cli("evaluate", str(checkpoint), "-n", "1", "--video", "v.mp4", cwd=tmp_path, env=env)
+    out = cli("evaluate", str(checkpoint), "-n", "1", "--video", "v.mp4", *plugin, cwd=tmp_path, env=env)
     expected = "Error: env 'NoRenderCartPole-v0' cannot be recorded: it has no 'rgb_array' render mode (it has [])"
     assert out.returncode == 1 and out.stderr.strip() == expected and out.stdout == ""
     assert not (tmp_path / "v.mp4").exists()
