@@ -132,6 +132,10 @@ def validate(config: Config, changes: dict[str, Any]) -> tuple[Config, dict[str,
         if spec is None:
             problems[name] = f"{name}={value!r}: {_unknown(config, name, known)}"
             continue
+        annotation = type(getattr(config, spec.section)).model_fields[spec.field].annotation
+        if isinstance(value, bool) and "bool" not in _type_name(annotation):  # pydantic would read true as 1
+            problems[name] = f"{name}={value!r}: expected {_type_name(annotation)}, not true/false"
+            continue
         by_section.setdefault(spec.section, {})[spec.field] = (name, value)
     patched = {}
     for section, fields in by_section.items():
