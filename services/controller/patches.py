@@ -14,6 +14,10 @@ import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from pydantic import ValidationError
+
+from dynamicrl.core import tunables
+from dynamicrl.core.settings import Config
 from dynamicrl.protocol.messages import ApplyPatch, JournalEntry, LogicalTime, PatchApplied, ValueChange
 
 
@@ -67,23 +71,32 @@ class Journal:
         return entry
 
 
-def load_replay(path: str) -> dict[str, list[ApplyPatch]]:
+def load_replay(path: str, config: Config) -> dict[str, list[ApplyPatch]]:
     """A journal to replay, as each service's patches at their exact logical times.
 
-    Raises ValueError naming the file and line of the first bad entry.
+    Every entry must be one a run of ``config`` could have journaled: known hyperparameters, valid
+    values. Raises ValueError naming the file and line of the first bad entry, so a run never
+    starts with a replay it would only partly apply.
     """
     schedule: dict[str, list[ApplyPatch]] = {}
     try:
         lines = Path(path).read_text().splitlines()
-    except OSError as exc:
-        raise ValueError(f"patches={path}: cannot read: {exc}") from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ValueError(f"patches={path}: cannot read: {str(exc)[:200]}") from None
     for number, line in enumerate(lines, 1):
         if not line.strip():
             continue
         try:
             entry = JournalEntry.model_validate_json(line)
-        except ValueError as exc:
-            raise ValueError(f"{path}:{number}: not a journal entry: {exc}") from None
+        except ValidationError as exc:
+            first = exc.errors()[0]
+            where = ".".join(str(part) for part in first["loc"]) or "the line"
+            raise ValueError(f"{path}:{number}: not a journal entry: {where[:100]}: {first['msg']}") from None
+        try:
+            tunables.validate(config, {name: change.new for name, change in entry.changes.items()})
+        except tunables.PatchError as exc:
+            problems = "; ".join(exc.problems.values()) or str(exc)
+            raise ValueError(f"{path}:{number}: cannot be replayed: {problems[:300]}") from None
         schedule.setdefault(entry.service, []).append(
             ApplyPatch(
                 patch_id=entry.patch_id,

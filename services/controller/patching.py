@@ -47,7 +47,7 @@ class Patching:
         self.patches: dict[str, PendingPatch] = {}
         self.journal = Journal(controller.run_dir / "patches.jsonl", keep=journal_entries)
         config = controller.config
-        self.replay = load_replay(config.patches) if config.patches and not config.resume else {}
+        self.replay = load_replay(config.patches, config) if config.patches and not config.resume else {}
 
     def expect_replay(self) -> None:
         """At the start: track the replayed patches, and on resume those still queued in the members' saved
