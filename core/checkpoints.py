@@ -208,6 +208,8 @@ def verify(path: Path) -> dict[str, Any]:
             raise CheckpointError(f"{manifest_path}: {name!r:.80} is not a plain file name in the checkpoint")
         try:
             inside(file, path)
+            if not os.path.lexists(file):
+                raise FileNotFoundError(file)
             if not file.is_file() or file.is_symlink():  # not a device, a pipe, or a link to elsewhere
                 raise CheckpointError(f"{file}: not a regular file")
             actual = hashlib.sha256(file.read_bytes()).hexdigest()

@@ -24,9 +24,9 @@ def inspect(path: str) -> None:
     try:
         target = checkpoints.resolve(Path(path), report=lambda m: click.echo(m, err=True))
         manifest, controller, parts = checkpoints.read(target)  # the policy's hash checked too
+        actual = checkpoints.policy_sha256(checkpoints.policy_part(target, parts).arrays)
     except checkpoints.CheckpointError as exc:
         raise click.ClickException(str(exc)) from None
-    actual = checkpoints.policy_sha256(parts[controller["learner"]].arrays)
     click.echo(f"checkpoint {target}")
     click.echo(json.dumps({k: v for k, v in manifest.items() if k != "files"}, indent=1))
     for name in sorted(manifest["files"]):

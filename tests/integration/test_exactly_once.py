@@ -2,7 +2,7 @@
 
 The lossy test puts a proxy between a client and a real run's controller that drops a fifth of
 the replies, so the client retries (same request id, a new connection) a fifth of its commands
-(440: 400 patches, 20 pauses with their resumes),
+(220: 200 patches, 10 pauses with their resumes),
 while a second client polls status as fast as it can (a dashboard, a script), the traffic that
 pushed a patch's reply out of the old shared 256-reply cache. Every accepted patch must be in the
 journal exactly once.
@@ -38,7 +38,7 @@ from dynamicrl.protocol.sockets import bind, connect
 pytestmark = pytest.mark.e2e
 
 ENDLESS = ["env.num_envs=2", "algo.num_steps=16", "run.total_env_steps=100000000", "logger.console=false"]
-PATCHES, PAUSES = 400, 20  # 440 commands: 400 patches, 20 pause + resume pairs
+PATCHES, PAUSES = 200, 10  # 220 commands: 200 patches, 10 pause + resume pairs
 DROP = 0.2
 
 

@@ -40,7 +40,7 @@ def _listed(address: str, name: str) -> MonitorStatus | None:
     return next((m for m in status.monitors if m.name == name), None)
 
 
-def _plain_request(address: str, type_name: str, body: dict) -> tuple[str, dict]:
+def _plain_request(address: str, type_name: str, body: dict, request_id: str | None = None) -> tuple[str, dict]:
     """One request over a plain REQ, built from docs/protocol.md; returns (reply type, reply payload)."""
     sock: zmq.Socket = zmq.Context.instance().socket(zmq.REQ)
     sock.setsockopt(zmq.LINGER, 0)
@@ -54,7 +54,7 @@ def _plain_request(address: str, type_name: str, body: dict) -> tuple[str, dict]
             "seq": 0,
             "run_id": None,
             "ts": time.time(),
-            "id": uuid.uuid4().hex,
+            "id": request_id or uuid.uuid4().hex,
             "parent": None,
             "ltime": None,
             "body": body,
@@ -180,10 +180,11 @@ def test_a_report_by_hand_from_a_plain_req(controller, tmp_path):
     ],
 )
 def test_a_malformed_report_gets_bad_message(controller, body, problem):
-    topic, reply = _plain_request(controller.controller, "control.monitor_report", body)
+    request_id = uuid.uuid4().hex
+    topic, reply = _plain_request(controller.controller, "control.monitor_report", body, request_id)
     assert topic == "control.error", reply
     assert reply["body"]["code"] == "bad_message" and problem in reply["body"]["message"], reply
-    assert reply["parent"] is None
+    assert reply["parent"] == request_id  # the id was readable, so the refusal names it
     status = controller_status(controller.controller)
     assert status is not None and controller.proc.poll() is None
     assert not [m for m in status.monitors if m.name.startswith("bad.")]
