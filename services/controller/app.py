@@ -39,6 +39,7 @@ from typing import Any, cast
 import zmq
 
 from dynamicrl.core import checkpoints
+from dynamicrl.core.process_stats import release_free_memory
 from dynamicrl.core.settings import Config, dump_yaml
 from dynamicrl.protocol import security
 from dynamicrl.protocol.codec import ProtocolError, Session, decode
@@ -87,6 +88,7 @@ from .stopping import Stopping
 log = logging.getLogger(__name__)
 
 BEACON_S = 0.5
+TRIM_S = 5.0
 
 
 def new_run_id(name: str) -> str:
@@ -148,6 +150,7 @@ class Controller:
         }
         self._next_beacon = 0.0
         self._next_sys = 0.0
+        self._next_trim = 0.0
         for sig in (signal.SIGINT, signal.SIGTERM):
             signal.signal(sig, lambda s, _f: self.stopping.signals.append(signal.Signals(s).name))
 
@@ -208,9 +211,11 @@ class Controller:
             return
         self.roster.seen(routed)  # by its connection, not the name it claims
         handler = self.handlers.get(type(message))
+        if handler is None:  # answered, not kept: nothing was done, and a retry gets the same answer anyway
+            refusal = ErrorReply(code=ErrorCode.UNEXPECTED, message=f"the controller does not handle {message.TYPE}")
+            send_routed(self.commands, self.session, routed.route, refusal, parent=envelope.id)
+            return
         try:
-            if handler is None:
-                raise LookupError(f"the controller does not handle {message.TYPE}")
             reply = handler(routed)
         except LookupError as exc:
             reply = ErrorReply(code=ErrorCode.UNEXPECTED, message=str(exc))
@@ -243,6 +248,9 @@ class Controller:
         if now >= self._next_beacon:
             self._next_beacon = now + BEACON_S
             self.publish_state()
+        if now >= self._next_trim:  # what a burst of big frames left behind goes back to the system
+            self._next_trim = now + TRIM_S
+            release_free_memory()
         if now >= self._next_sys:  # the CPU and memory samples, as often as the heartbeats bring them
             self._next_sys = now + self.config.timing.heartbeat_s
             self.bus.publish(self.reports.system_metrics(self.session.sender))

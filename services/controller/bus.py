@@ -19,7 +19,7 @@ import time
 import zmq
 
 from dynamicrl.protocol import security
-from dynamicrl.protocol.codec import claimed
+from dynamicrl.protocol.codec import MAX_ARRAY_FRAMES, claimed
 from dynamicrl.protocol.sockets import SMALL_MESSAGE_BYTES, bind, make_socket
 from dynamicrl.protocol.topics import EXTERNAL
 
@@ -27,6 +27,10 @@ BUS_HWM = 10_000
 #: At most this many messages forwarded per ``pump``: a publisher faster than the forwarding must not
 #: keep the owner's loop (the controller's commands, its timers) waiting behind an endless flood.
 PUMP_BATCH = 1_000
+#: ... and for at most this long each way.
+PUMP_BUDGET_S = 0.02
+#: A message of more frames than the codec accepts is dropped unread by anyone downstream.
+MAX_FRAMES = 2 + MAX_ARRAY_FRAMES
 #: Longest topic prefix a subscriber may ask for (every topic is far shorter).
 MAX_TOPIC_BYTES = 256
 _EXTERNAL = EXTERNAL.encode()
@@ -50,21 +54,26 @@ class BusProxy:
         poller.register(self.xpub, zmq.POLLIN)
 
     def pump(self, events: dict) -> list[list[zmq.Frame]]:
-        """Forward what is waiting both ways (downstream, up to ``PUMP_BATCH``); return what went downstream."""
+        """Forward what is waiting both ways, for at most ``PUMP_BATCH`` messages or ``PUMP_BUDGET_S``
+        each way (many-frame messages cost more than their count); return what went downstream."""
         passed = []
         if self.xpub in events:  # (un)subscriptions travel upstream to publishers
-            while self.xpub.poll(0):
+            deadline = time.monotonic() + PUMP_BUDGET_S
+            for _ in range(PUMP_BATCH):
+                if time.monotonic() > deadline or not self.xpub.poll(0):
+                    break
                 upstream = self.xpub.recv_multipart()
                 if len(upstream) == 1 and 0 < len(upstream[0]) <= 1 + MAX_TOPIC_BYTES and upstream[0][0] in (0, 1):
                     self.xsub.send_multipart(upstream)
                 else:
                     self.dropped += 1
         if self.xsub in events:
+            deadline = time.monotonic() + PUMP_BUDGET_S
             for _ in range(PUMP_BATCH):
-                if not self.xsub.poll(0):
+                if time.monotonic() > deadline or not self.xsub.poll(0):
                     break
                 frames = self.xsub.recv_multipart(copy=False)
-                if not self.may_publish(frames):
+                if len(frames) > MAX_FRAMES or not self.may_publish(frames):
                     self.dropped += 1
                     continue
                 self.xpub.send_multipart(frames, copy=False)

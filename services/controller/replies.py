@@ -16,6 +16,9 @@ import hashlib
 import time
 from collections import OrderedDict
 from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
 
 from dynamicrl.protocol.messages import HistoryRequest, Message, MonitorReport, ParamsRequest, StatusRequest
 
@@ -35,7 +38,16 @@ class IdReused(ValueError):
 
 
 def fingerprint(message: Message) -> bytes:
-    return hashlib.blake2b(f"{message.TYPE}\0{message.model_dump_json()}".encode(), digest_size=16).digest()
+    """A digest of the request's type and body (arrays by their bytes, dtype and shape)."""
+    body = message.model_dump_json(fallback=_array_digest)
+    return hashlib.blake2b(f"{message.TYPE}\0{body}".encode(), digest_size=16).digest()
+
+
+def _array_digest(value: Any) -> str:
+    if isinstance(value, np.ndarray):
+        digest = hashlib.blake2b(np.ascontiguousarray(value).tobytes(), digest_size=16).hexdigest()
+        return f"{digest}:{value.dtype.str}:{value.shape}"
+    raise TypeError(f"cannot fingerprint {type(value).__name__}")
 
 
 @dataclass
