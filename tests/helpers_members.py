@@ -9,6 +9,7 @@ milliseconds, without torch. ``request`` is a client's request over a REQ socket
 from __future__ import annotations
 
 import os
+import threading
 import time
 from collections.abc import Sequence
 from pathlib import Path
@@ -28,13 +29,14 @@ from dynamicrl.protocol.messages import (
     ParamsRequest,
     Position,
     Ready,
+    RegisterReply,
     RegisterRequest,
     Role,
     RunStart,
     RunState,
     StatusRequest,
 )
-from dynamicrl.protocol.sockets import connect
+from dynamicrl.protocol.sockets import bind, connect
 
 M = TypeVar("M", bound=Message)
 WAIT_S = 10.0
@@ -187,3 +189,64 @@ class FakeRun:
             peer.close()
         self.ctx.term()
         self.controller.__exit__()
+
+
+def raw_request(address: str, frames: list[bytes], timeout: float = WAIT_S) -> list[bytes]:
+    """``frames`` as one request on a fresh REQ with the client's key; the raw reply frames."""
+    ctx = security.context()
+    sock = ctx.socket(zmq.REQ)
+    sock.setsockopt(zmq.LINGER, 0)
+    try:
+        connect(sock, address)
+        sock.send_multipart(frames)
+        assert sock.poll(int(timeout * 1000)), f"no reply within {timeout} s"
+        return sock.recv_multipart()
+    finally:
+        sock.close(linger=0)
+        ctx.term()
+
+
+class StandInController(threading.Thread):
+    """A ROUTER bound where the controller would be, with the controller's key: it answers each
+    RegisterRequest with ``config`` (as a controller does: its resolved config) and each Ready with
+    a RunStart for it and ``envrunner.1``, and records every message it receives as (sender, type)
+    in ``received`` and every checkpoint part's id in ``parts``. It never sends CheckpointDone."""
+
+    def __init__(self, address: str, config: dict, run_dir: str) -> None:
+        super().__init__(daemon=True)
+        self.address, self.config, self.run_dir = address, config, run_dir
+        self.received: list[tuple[str, str]] = []
+        self.parts: list[str] = []
+        self.closing = False
+        self.bound = threading.Event()
+
+    def run(self) -> None:
+        ctx = security.context(role="controller", name="controller")
+        sock = ctx.socket(zmq.ROUTER)
+        sock.setsockopt(zmq.LINGER, 0)
+        bind(sock, self.address)
+        self.bound.set()
+        session = Session("controller", "stand-in")
+        try:
+            while not self.closing:
+                if not sock.poll(100):
+                    continue
+                route, *frames = sock.recv_multipart()
+                message = decode(frames).message
+                self.received.append((route.decode(), message.TYPE))
+                answer: Message | None = None
+                if isinstance(message, RegisterRequest):
+                    answer = RegisterReply(run_id="stand-in", run_dir=self.run_dir, rank=0, config=self.config)
+                elif isinstance(message, Ready):
+                    answer = RunStart(envrunners=1, members=[message.service, "envrunner.1"])
+                elif isinstance(message, CheckpointPart):
+                    self.parts.append(message.ckpt_id)
+                if answer is not None:
+                    sock.send_multipart([route, *session.encode(answer)])
+        finally:
+            sock.close(linger=0)
+            ctx.term()
+
+    def stop(self) -> None:
+        self.closing = True
+        self.join(timeout=10)

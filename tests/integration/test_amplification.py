@@ -15,6 +15,7 @@ import uuid
 import msgpack
 import zmq
 from helpers import controller_status, log_text, wait_until
+from helpers_members import raw_request
 
 from dynamicrl.protocol import PROTOCOL_VERSION, security
 from dynamicrl.protocol.codec import decode
@@ -34,20 +35,10 @@ def _frames(type_name: str, body: dict) -> list[bytes]:
 
 def _request(address: str, frames: list[bytes]) -> tuple[int, ErrorReply]:
     """(reply size in bytes, the reply) for one request on a fresh REQ."""
-    ctx = security.context()
-    sock = ctx.socket(zmq.REQ)
-    sock.setsockopt(zmq.LINGER, 0)
-    try:
-        connect(sock, address)
-        sock.send_multipart(frames)
-        assert sock.poll(5000), "no reply"
-        reply = sock.recv_multipart()
-        message = decode(reply).message
-        assert isinstance(message, ErrorReply), message
-        return sum(len(f) for f in reply), message
-    finally:
-        sock.close(linger=0)
-        ctx.term()
+    reply = raw_request(address, frames, timeout=5)
+    message = decode(reply).message
+    assert isinstance(message, ErrorReply), message
+    return sum(len(f) for f in reply), message
 
 
 class StatusWatch(threading.Thread):

@@ -18,6 +18,7 @@ import msgpack
 import pytest
 import zmq
 from helpers import Run, wait_until
+from helpers_members import raw_request
 
 from dynamicrl.clients.control import ControlClient, ControlError
 from dynamicrl.protocol import security
@@ -149,18 +150,8 @@ def test_retries_through_a_lossy_link_apply_each_command_once(tmp_path):
 
 
 def _raw(address: str, frames: list) -> tuple:
-    ctx = security.context()
-    sock = ctx.socket(zmq.REQ)
-    sock.setsockopt(zmq.LINGER, 0)
-    try:
-        connect(sock, address)
-        sock.send_multipart(frames)
-        assert sock.poll(5000), "no reply"
-        received = decode(sock.recv_multipart())
-        return received.envelope, received.message
-    finally:
-        sock.close(linger=0)
-        ctx.term()
+    received = decode(raw_request(address, frames, timeout=5))
+    return received.envelope, received.message
 
 
 def test_an_id_reused_for_another_request_is_refused(controller):

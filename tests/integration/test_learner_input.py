@@ -10,7 +10,6 @@
 from __future__ import annotations
 
 import math
-import threading
 import time
 from typing import Any
 
@@ -18,24 +17,19 @@ import numpy as np
 import pytest
 import zmq
 from helpers import Run, base_overrides, endpoint, free_ports, log_text, start_service, stop, wait_until
+from helpers_members import StandInController
 
 from dynamicrl.core.settings import DEFAULT_CONFIG, load_config
 from dynamicrl.protocol import security
-from dynamicrl.protocol.codec import Session, decode
+from dynamicrl.protocol.codec import Session
 from dynamicrl.protocol.messages import (
-    CheckpointPart,
     ErrorCode,
     ErrorReply,
-    Message,
     PolicyRequest,
     PolicyWeights,
-    Ready,
-    RegisterReply,
-    RegisterRequest,
     Rollout,
-    RunStart,
 )
-from dynamicrl.protocol.sockets import bind, connect, recv, send
+from dynamicrl.protocol.sockets import connect, recv, send
 
 REPLY_TIMEOUT_MS = 30_000
 SMALL = ["algo.num_steps=8", "env.num_envs=2"]
@@ -122,42 +116,6 @@ def test_rollouts_from_a_stranger_are_refused_and_training_goes_on(tmp_path, dea
         learner = log_text(run.procs[1])
         assert learner.count("refused rollout from envrunner.1 (rank 0)") == len(attacks), learner
         assert "Traceback" not in learner
-
-
-class StandInController(threading.Thread):
-    """Answers a learner's registration and start as the controller does, takes its checkpoint parts
-    and never answers one with CheckpointDone."""
-
-    def __init__(self, address: str, config: dict, run_dir: str) -> None:
-        super().__init__(daemon=True)
-        self.address, self.config, self.run_dir = address, config, run_dir
-        self.parts: list[str] = []
-        self.closing = False
-
-    def run(self) -> None:
-        ctx = security.context(role="controller", name="controller")
-        sock = ctx.socket(zmq.ROUTER)
-        sock.setsockopt(zmq.LINGER, 0)
-        bind(sock, self.address)
-        session = Session("controller", "stand-in")
-        try:
-            while not self.closing:
-                if not sock.poll(100):
-                    continue
-                route, *frames = sock.recv_multipart()
-                message = decode(frames).message
-                answer: Message | None = None
-                if isinstance(message, RegisterRequest):
-                    answer = RegisterReply(run_id="stand-in", run_dir=self.run_dir, rank=0, config=self.config)
-                elif isinstance(message, Ready):
-                    answer = RunStart(envrunners=1, members=[message.service, "envrunner.1"])
-                elif isinstance(message, CheckpointPart):
-                    self.parts.append(message.ckpt_id)
-                if answer is not None:
-                    sock.send_multipart([route, *session.encode(answer)])
-        finally:
-            sock.close(linger=0)
-            ctx.term()
 
 
 def test_a_checkpoint_never_done_holds_the_learner_only_for_a_bounded_time(tmp_path, dealer):

@@ -17,20 +17,16 @@ PYTHONPATH, so importing it is the attack (the module could do anything):
 from __future__ import annotations
 
 import os
-import threading
 from pathlib import Path
 
 import numpy as np
 import pytest
-import zmq
 from helpers import base_overrides, endpoint, free_ports, log_text, run_cli, start_service, stop, wait_until
+from helpers_members import StandInController
 
 from dynamicrl.core import checkpoints
 from dynamicrl.core.settings import DEFAULT_CONFIG, ConfigError, load_config
-from dynamicrl.protocol import security
-from dynamicrl.protocol.codec import Session, decode
-from dynamicrl.protocol.messages import Heartbeat, Message, RegisterReply, RegisterRequest
-from dynamicrl.protocol.sockets import bind
+from dynamicrl.protocol.messages import Heartbeat, RegisterRequest
 
 PLUGIN = "dynamicrl_marker_plugin"
 AS_HONCHO = {"HONCHO_PROCESS_NAME": "logger.1"}  # its name, as honcho starts it
@@ -44,41 +40,6 @@ def plugin(tmp_path):
     marker = tmp_path / "plugin-was-imported"
     (folder / f"{PLUGIN}.py").write_text(f"import pathlib\npathlib.Path({str(marker)!r}).write_text('imported')\n")
     return os.pathsep.join([str(folder), *filter(None, [os.environ.get("PYTHONPATH")])]), marker
-
-
-class StandInController(threading.Thread):
-    """Answers every RegisterRequest with ``config`` (as a controller would: its resolved config) and
-    records the type of every message it receives, by sender."""
-
-    def __init__(self, address: str, config: dict, run_dir: str) -> None:
-        super().__init__(daemon=True)
-        self.address, self.config, self.run_dir = address, config, run_dir
-        self.received: list[tuple[str, str]] = []
-        self.closing = False
-        self.bound = threading.Event()
-
-    def run(self) -> None:
-        ctx = security.context(role="controller", name="controller")
-        sock = ctx.socket(zmq.ROUTER)
-        sock.setsockopt(zmq.LINGER, 0)
-        bind(sock, self.address)
-        self.bound.set()
-        session = Session("controller", "stand-in")
-        try:
-            while not self.closing:
-                if not sock.poll(100):
-                    continue
-                route, *frames = sock.recv_multipart()
-                message = decode(frames).message
-                self.received.append((route.decode(), message.TYPE))
-                answer: Message | None = None
-                if isinstance(message, RegisterRequest):
-                    answer = RegisterReply(run_id="stand-in", run_dir=self.run_dir, rank=0, config=self.config)
-                if answer is not None:
-                    sock.send_multipart([route, *session.encode(answer)])
-        finally:
-            sock.close(linger=0)
-            ctx.term()
 
 
 @pytest.fixture
