@@ -114,7 +114,12 @@ def mid_run_status(h: Run, envrunners: int) -> dict:
     members = [("learner", 0), ("logger", 0), ("previewer", 0)] + [("envrunner", r) for r in range(envrunners)]
     # polled in-process (a `dynamicrl status` per poll would start an interpreter each time), then asked as a user
     h.wait_iteration(1, timeout=180)
-    wait_until(lambda: len(h.status().services) == len(members), timeout=60, message="not every service joined")
+
+    def all_up() -> bool:  # joined and ready (the previewer starts last, MuJoCo and all)
+        services = h.status().services
+        return len(services) == len(members) and all(s.health.value == "ok" for s in services)
+
+    wait_until(all_up, timeout=90, message=f"not every service up: {h.status().services}")
     running = wait_until(lambda: status(h), timeout=30, message="`dynamicrl status` never answered")
     assert running["ltime"], running
     roles = sorted((s["role"], s["rank"]) for s in running["services"])
