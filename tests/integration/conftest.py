@@ -2,6 +2,7 @@
 
 import pytest
 from helpers import start_controller
+from helpers_members import FakeRun
 
 from dynamicrl.protocol import security
 
@@ -19,3 +20,12 @@ def controller(tmp_path_factory):
     """A real controller process (and its bus) for the tests of one module, stopped by pid after them."""
     with start_controller(tmp_path_factory.mktemp("controller")) as running:
         yield running
+
+
+@pytest.fixture(scope="module")
+def run(tmp_path_factory):
+    """A real controller whose learner, env-runner and logger the test plays (``FakeRun``), running,
+    for the tests of one module; stopped by pid after them."""
+    fake = FakeRun(tmp_path_factory.mktemp("fake-run"))
+    yield fake
+    fake.close()

@@ -26,13 +26,6 @@ from dynamicrl.protocol.messages import (
 )
 
 
-@pytest.fixture(scope="module")
-def run(tmp_path_factory):
-    fake = FakeRun(tmp_path_factory.mktemp("ckpt"))
-    yield fake
-    fake.close()
-
-
 def checkpoint(run: FakeRun, iteration: int, runner_meta: dict, forge=lambda ckpt_id: None):
     """A client's checkpoint: the learner's part at ``iteration``, ``forge`` (with the id), the env-runner's
     part with ``runner_meta``; returns (reply, the learner's CheckpointDone)."""

@@ -34,13 +34,6 @@ from dynamicrl.protocol.messages import (
 )
 
 
-@pytest.fixture(scope="module")
-def run(tmp_path_factory):
-    fake = FakeRun(tmp_path_factory.mktemp("forged"))
-    yield fake
-    fake.close()
-
-
 def unaffected(run: FakeRun) -> None:
     status = run.status()
     assert status.state is RunState.RUNNING, f"{status.state.value}:\n{run.log()[-3000:]}"
