@@ -18,9 +18,13 @@ import sys
 import threading
 from collections.abc import Mapping, Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
 from urllib.parse import urlsplit
 
 from dynamicrl.core.settings import Config
+
+if TYPE_CHECKING:
+    from honcho.manager import Manager
 
 #: the variables a run's processes read; the launcher sets them, so a value left in the shell
 #: (or the name honcho gives the process that runs the launcher) must not leak in
@@ -100,7 +104,7 @@ def launch(
     dashboard: bool = False,
 ) -> int:
     """Start the run's processes under honcho (and the dashboard, if asked) and show them until every one
-    has exited; honcho's exit code."""
+    has exited; the run's exit code (`run_exit_code`)."""
     from honcho.environ import expand_processes, parse_procfile
     from honcho.manager import Manager
 
@@ -128,7 +132,18 @@ def launch(
         if watcher is not None:
             watcher.close()
             console.close()
-    return manager.returncode or 0
+    return run_exit_code(manager)
+
+
+def run_exit_code(manager: Manager) -> int:
+    """The controller's code if it failed, else honcho's (a signal's 130/143, or the first process to
+    stop), else any process's failure.
+
+    honcho alone reports whichever process stopped first: a previewer that exits 0 as the run stops
+    would hide a controller that stops the run with 1 (a bad rollout, a lost learner)."""
+    codes = {name: proc.get("returncode") for name, proc in manager._processes.items()}
+    failed = [code for name, code in sorted(codes.items()) if code]
+    return codes.get("controller.1") or manager.returncode or (failed[0] if failed else 0)
 
 
 class BusWatcher(threading.Thread):

@@ -24,7 +24,7 @@ def _start(
     dashboard: bool = False,
     check: Callable[[Config], None] | None = None,
 ) -> None:
-    """Load the config once (one message on error), ``check`` it, then launch; exit with honcho's code."""
+    """Load the config once (one message on error), ``check`` it, then launch; exit with the run's code."""
     from dynamicrl.clients.launcher import LaunchError, envrunner_count, launch
 
     config = _load(config_path, overrides)
