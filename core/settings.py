@@ -124,6 +124,12 @@ class TimingConfig(_Strict):
     dead_after_s: float = Field(
         default=15.0, gt=0, description="a learner or env-runner silent this long stops the run (exit 1)"
     )
+    stall_after_s: float = Field(
+        default=60.0,
+        gt=0,
+        description="running with no learner or env-runner advancing for this long (or 3x the longest gap "
+        "seen so far, if more) is a stall: status says so and the controller logs it",
+    )
     pause_timeout_s: float = Field(
         default=5.0, gt=0, le=600, description="a pause not reached by every service by then is called off"
     )

@@ -94,8 +94,10 @@ class Peer:
         )
         return self.expect(Message)
 
-    def beat(self) -> None:
-        self.send(Heartbeat(service=self.name))
+    def beat(self, iteration: int | None = None) -> None:
+        """A heartbeat; at logical time (``iteration``, 0) if given."""
+        ltime = None if iteration is None else LogicalTime(iteration=iteration, env_step=0)
+        self.send(Heartbeat(service=self.name, ltime=ltime))
 
     def position(self, iteration: int = 0, service: str | None = None) -> Position:
         return Position(service=service or self.name, ltime=LogicalTime(iteration=iteration, env_step=0))

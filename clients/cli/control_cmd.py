@@ -99,7 +99,8 @@ def _where(ltime, minibatch=None) -> str:
 
 def _print_status(reply: messages.StatusReply) -> None:
     ltime = reply.ltime
-    click.echo(f"run       {reply.run_id}  [{reply.state.value}]")
+    stalled = "" if reply.stalled_s is None else f", STALLED: nothing advanced for {reply.stalled_s:.0f} s"
+    click.echo(f"run       {reply.run_id}  [{reply.state.value}{stalled}]")
     click.echo(f"dir       {reply.run_dir}")
     if reply.waiting_for:
         click.echo(f"waiting   for {reply.waiting_for}")

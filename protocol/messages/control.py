@@ -120,6 +120,12 @@ class StatusReply(Message):
         default_factory=list, description="external monitors that reported within timing.monitor_expiry_s"
     )
     security: SecurityStatus | None = Field(default=None, description="None from a controller before protocol 1.6")
+    stalled_s: float | None = Field(
+        default=None,
+        ge=0,
+        description="running, but no learner or env-runner has advanced its logical time for this long "
+        "(beyond timing.stall_after_s, or 3x the longest gap seen in the run); None while it advances",
+    )
 
 
 class MonitorReport(Message):

@@ -23,7 +23,7 @@ controller: ``membership.py`` (register, ready, heartbeats, goodbyes, RunStart, 
 ``pausing.py``, ``patching.py``, ``checkpointing.py`` (also reading a checkpoint back on
 resume), ``stopping.py`` and ``reports.py`` (status, params, history, monitor reports). The
 data they keep is in ``members.py``, ``barrier.py``, ``patches.py``, ``checkpoints.py`` (the
-files) and ``monitors.py``.
+files), ``monitors.py`` and ``progress.py`` (whether a running run advances).
 """
 
 from __future__ import annotations
@@ -81,6 +81,7 @@ from .membership import Membership
 from .monitors import Monitors
 from .patching import Patching
 from .pausing import Pausing
+from .progress import Progress
 from .replies import IdReused, Kept, Pending, Replies
 from .reports import Reports
 from .stopping import Stopping
@@ -129,6 +130,7 @@ class Controller:
         self.checkpointing = Checkpointing(self)
         self.stopping = Stopping(self)
         self.reports = Reports(self)
+        self.progress = Progress(self.config.timing.stall_after_s)
         self.handlers: dict[type[Message], Callable[[Routed[Any]], Message | Defer | None]] = {
             RegisterRequest: self.membership.on_register,
             Ready: self.membership.on_ready,
@@ -243,7 +245,7 @@ class Controller:
 
     def tick(self) -> None:
         """The timers, in this order: beacon, system metrics, monitors, start, pause call-off, checkpoint and patch
-        timeouts, then dead members (while the run goes) or the end of the stop (while it stops)."""
+        timeouts, a stall, then dead members (while the run goes) or the end of the stop (while it stops)."""
         now = time.monotonic()
         if now >= self._next_beacon:
             self._next_beacon = now + BEACON_S
@@ -262,6 +264,8 @@ class Controller:
         self.stopping.on_signals()
         self.checkpointing.abandon_if_overdue(now)
         self.patching.answer_overdue(now)
+        if self.state is RunState.RUNNING:
+            self.progress.warn_if_stalled(now)
         if self.state in (RunState.RUNNING, RunState.PAUSING, RunState.PAUSED):
             self.membership.stop_if_dead(now)
         elif self.state is RunState.STOPPING:
@@ -271,6 +275,10 @@ class Controller:
     def set_state(self, state: RunState, reason: str) -> None:
         log.info("state %s -> %s (%s)", self.state.value, state.value, reason)
         self.state = state
+        if state is RunState.RUNNING:
+            self.progress.running(time.monotonic())
+        else:
+            self.progress.halted()
         self.publish_state(reason)
 
     def publish_state(self, reason: str = "") -> None:

@@ -123,6 +123,8 @@ class Membership:
         if member is not None:
             member.ltime, member.missed = beat.ltime, beat.missed
             member.cpu_percent, member.rss_mb = beat.cpu_percent, beat.rss_mb
+            if member.role in (Role.LEARNER, Role.ENVRUNNER):
+                self.controller.progress.heard(member.name, beat.ltime, time.monotonic())
         return None
 
     def on_goodbye(self, routed: Routed[Goodbye]) -> None:

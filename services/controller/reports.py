@@ -63,6 +63,7 @@ class Reports:
             last_checkpoint=controller.last_checkpoint,
             waiting_for=controller.membership.waiting_for(now) if controller.state is RunState.STARTING else "",
             monitors=controller.monitors.statuses(now),
+            stalled_s=round(stalled, 1) if (stalled := controller.progress.stalled_s(now)) is not None else None,
             security=SecurityStatus(
                 curve=controller.security.curve,
                 refused_handshakes=controller.security.refused,

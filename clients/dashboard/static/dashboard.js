@@ -207,7 +207,10 @@ function applyStatus(status) {
   page.statusOk = true;
   page.runId = status.run_id;
   setText("run-id", status.run_id);
-  showRunState(status.state, status.state);
+  if (isNumber(status.stalled_s)) {
+    const why = `running, but nothing advanced for ${fmtInt(status.stalled_s)} s`;
+    showRunState(`stalled (${fmtInt(status.stalled_s)} s)`, "stalled", why);
+  } else showRunState(status.state, status.state);
   renderProgress(status);
   renderServices(status.services || []);
   updateButtons();
