@@ -24,9 +24,14 @@ controller, learner, the config's env-runners, logger; no previewer, no console)
    request, close) and on one kept connection (``--requests`` of each), and the whole
    ``dynamicrl status`` command (a subprocess, as a user runs it; ``--status-runs`` of them)
    beside ``python -c pass``.
-3. A markdown table of the figures.
+3. CURVE on the data wire alone (bench/curve_wire.py's ``measure``): the CPU of one iteration's
+   rollouts and weights sent round trip, curve on vs off, divided by the CPU per iteration the
+   curve-off runs of part 1 spent: a share with far less noise than part 1's ratios
+   (``--round-trips 0`` leaves it out).
+4. Markdown tables of the figures.
 
     python bench/curve_cost.py [--config PATH] [--rounds 3] [--iterations 40] [--status-runs 20] [--requests 200]
+                               [--round-trips 200]
 
 With the defaults about 7 minutes on 2 cores (6 Ant runs of about 55 s with start-up, then two
 live runs for the status figures); ``--status-runs 0`` leaves part 2 out.
@@ -44,6 +49,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+import curve_wire  # bench/curve_wire.py: CURVE's CPU on the data wire alone
 import harness  # bench/harness.py: a run's processes on free ports, stopped by pid
 import machine  # bench/machine.py
 import status_latency  # bench/status_latency.py: status timings against a live run
@@ -157,6 +163,18 @@ def status_table(found: dict[bool, status_latency.Latencies]) -> None:
     )
 
 
+def wire_table(found: curve_wire.Wire, envrunners: int, rounds: list[dict[bool, Trained]]) -> None:
+    curve_wire.table(found, envrunners)
+    if not rounds:
+        return
+    extra = (found.median_cpu_s(True) - found.median_cpu_s(False)) * envrunners
+    per_iteration = statistics.median(pair[False].total_cpu_s / pair[False].iterations for pair in rounds)
+    print(
+        f"Against the CPU per iteration of part 1's curve-off runs ({per_iteration:.2f} s, median; start-up "
+        f"excluded, the final checkpoint and the shutdown included): {100 * extra / per_iteration:.3f}%."
+    )
+
+
 def main() -> None:
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))  # a killed bench still stops its runs (finally)
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -165,6 +183,7 @@ def main() -> None:
     parser.add_argument("--iterations", type=int, default=40, help="iterations per training run (default 40)")
     parser.add_argument("--status-runs", type=int, default=20, help="`dynamicrl status` runs per setting; 0: none")
     parser.add_argument("--requests", type=int, default=200, help="in-process requests of each kind per setting")
+    parser.add_argument("--round-trips", type=int, default=200, help="wire round trips per repeat (5); 0: none")
     args = parser.parse_args()
     config = args.config.resolve()  # the runs start in their own directories
     envrunners, per_iteration = layout(config)
@@ -209,11 +228,16 @@ def main() -> None:
                 overrides=QUIET,
             )
 
+    wire = curve_wire.measure(config, args.round_trips) if args.round_trips > 0 else None
+
     print("\n## Training, curve on vs off\n")
     training_table(rounds)
     if latencies:
         print("\n## `dynamicrl status` latency against a live run, curve on vs off\n")
         status_table(latencies)
+    if wire is not None:
+        print("\n## CURVE on the data wire alone\n")
+        wire_table(wire, envrunners, rounds)
 
 
 if __name__ == "__main__":
