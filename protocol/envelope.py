@@ -12,10 +12,11 @@ class Envelope(BaseModel):
 
     ``seq`` counts the sender's messages of one topic on one socket (a gap means loss);
     ``id`` is unique per message and is the request id a reply names in
-    ``parent``; ``ltime`` is the run's logical time where the sender knows it.
+    ``parent``; ``ltime`` is the run's logical time where the sender knows it. Strict: a peer
+    that sends ``seq`` as ``"1"`` or ``true`` is refused, not coerced.
     """
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", strict=True)
     v: str = Field(description="protocol version, major.minor")
     type: str
     sender: str = Field(max_length=128)

@@ -84,7 +84,7 @@ LARGE = 4 << 20
 class LogicalTime(BaseModel):
     """The run's clock: it, not the wall clock, orders pauses, patches and checkpoints."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", strict=True)
     iteration: int = Field(ge=0)
     env_step: int = Field(ge=0)
 

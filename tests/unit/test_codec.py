@@ -249,6 +249,12 @@ BAD_FRAMES: dict[str, tuple[Callable[[], list[Any]], str]] = {
     "extra envelope field": (lambda: repack(_status(), lambda p: p.update(sneaky=1)), "sneaky"),
     "bad envelope seq": (lambda: repack(_status(), lambda p: p.update(seq=-3)), "seq"),
     "envelope id empty": (lambda: repack(_status(), lambda p: p.update(id="")), "id"),
+    "envelope seq a string": (lambda: repack(_status(), lambda p: p.update(seq="1")), "seq"),
+    "envelope seq a bool": (lambda: repack(_status(), lambda p: p.update(seq=True)), "seq"),
+    "envelope ltime a string": (
+        lambda: repack(_status(), lambda p: p.update(ltime={"iteration": "1", "env_step": 0})),
+        "iteration",
+    ),
     "array instead of list": (
         lambda: repack(weights_frames(w=np.zeros(2)), lambda p: p["body"]["weights"].update(w=[0.0, 0.0]))[:2],
         "weights.w",
