@@ -237,6 +237,11 @@ class Context(zmq.Context):
 
     security: Security | None = None
 
+    @property
+    def refused(self) -> int:
+        """Handshakes refused at this context's bound sockets so far."""
+        return self.security.refused if self.security is not None else 0
+
     def term(self) -> None:
         if self.security is not None and self.security.gatekeeper is not None:
             self.security.gatekeeper.stop()

@@ -281,7 +281,12 @@ class Service:
             cpu_percent, rss_mb = self.process_stats.sample()
             self._send(
                 Heartbeat(
-                    service=self.name, ltime=self.ltime, missed=self.missed, cpu_percent=cpu_percent, rss_mb=rss_mb
+                    service=self.name,
+                    ltime=self.ltime,
+                    missed=self.missed,
+                    cpu_percent=cpu_percent,
+                    rss_mb=rss_mb,
+                    refused_handshakes=self.ctx.refused,
                 )
             )
 

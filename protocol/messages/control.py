@@ -90,7 +90,8 @@ class SecurityStatus(BaseModel):
     refused_handshakes: int = Field(
         default=0,
         ge=0,
-        description="connections to the controller's sockets refused: no CURVE, or a key it does not know",
+        description="connections refused at the controller's sockets and (as their heartbeats last said) the "
+        "learner's: no CURVE, or a key it does not know",
     )
     dropped_bus: int = Field(
         default=0,

@@ -162,6 +162,9 @@ class Heartbeat(Message):
         default=None, ge=0, description="its CPU use since its last heartbeat (100: one core)"
     )
     rss_mb: float | None = Field(default=None, ge=0, description="its resident memory in MiB")
+    refused_handshakes: int = Field(
+        default=0, ge=0, description="connections to the sockets it binds (the learner's data socket) refused so far"
+    )
 
 
 class Goodbye(Message):

@@ -69,6 +69,7 @@ class Member:
     missed: int = 0
     cpu_percent: float | None = None  # from its last heartbeat
     rss_mb: float | None = None
+    refused_handshakes: int = 0  # at the sockets it binds, from its last heartbeat
 
     def health(self, now: float, missing_after_s: float) -> Health:
         if self.gone:

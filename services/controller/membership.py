@@ -123,6 +123,7 @@ class Membership:
         if member is not None:
             member.ltime, member.missed = beat.ltime, beat.missed
             member.cpu_percent, member.rss_mb = beat.cpu_percent, beat.rss_mb
+            member.refused_handshakes = beat.refused_handshakes
             if member.role in (Role.LEARNER, Role.ENVRUNNER):
                 self.controller.progress.heard(member.name, beat.ltime, time.monotonic())
         return None

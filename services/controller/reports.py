@@ -66,7 +66,8 @@ class Reports:
             stalled_s=round(stalled, 1) if (stalled := controller.progress.stalled_s(now)) is not None else None,
             security=SecurityStatus(
                 curve=controller.security.curve,
-                refused_handshakes=controller.security.refused,
+                refused_handshakes=controller.security.refused
+                + sum(m.refused_handshakes for m in controller.roster.members.values()),
                 dropped_bus=controller.proxy.dropped,
             ),
         )

@@ -3,6 +3,7 @@
 * Rollouts from a stranger (a DEALER of its own, even when it claims a member's name) that would
   crash the learner (actions out of range, moments of the wrong shape) or poison it (NaN rewards)
   are refused with ``ErrorReply(rejected)`` naming the field; the run trains on, unaffected.
+* A peer without CURVE is refused at the learner's data socket and counted in ``status``.
 * A controller that never sends ``CheckpointDone`` (a stand-in here) holds the learner only for
   ``checkpoint.timeout_s`` and a margin: it says the checkpoint was abandoned and trains on.
 """
@@ -109,6 +110,21 @@ def test_rollouts_from_a_stranger_are_refused_and_training_goes_on(tmp_path, dea
             reply = ask(forger, session, cartpole_rollout(version, t, n, **changes))
             assert isinstance(reply, ErrorReply) and reply.code is ErrorCode.REJECTED, reply
             assert reply.message == "rollout from envrunner.1 (rank 0): not sent by an env-runner of this run"
+        refused = run.status().security.refused_handshakes
+        plain_ctx = zmq.Context()  # no CURVE: the learner's data socket refuses it, and status counts it
+        plain = plain_ctx.socket(zmq.DEALER)
+        try:
+            plain.connect(run.data)
+            plain.send_multipart(session.encode(PolicyRequest(rank=0)))
+            assert not plain.poll(1000)
+            wait_until(
+                lambda: run.status().security.refused_handshakes > refused,
+                timeout=30,
+                message="the learner's refusal not counted in status",
+            )
+        finally:
+            plain.close(linger=0)
+            plain_ctx.term()
         after = run.status().ltime.iteration
         run.wait_iteration(after + 3, timeout=120)  # trains on: learner, env-runner and logger alive
         rows = run.rows_after(after + 3)
