@@ -61,6 +61,8 @@ log = logging.getLogger(__name__)
 #: beyond ``checkpoint.timeout_s``, how long the learner holds for ``CheckpointDone``: the controller
 #: abandons an overdue checkpoint itself (and says why), so this only catches one it never finishes
 HOLD_MARGIN_S = 2.0
+#: roles whose keys may read the weights (a client's may not: they are the run's to hand out)
+POLICY_READERS = frozenset({Role.ENVRUNNER.value, Role.PREVIEWER.value})
 
 
 class Learner(Service):
@@ -148,6 +150,10 @@ class Learner(Service):
     def on_data(self, routed: Routed) -> None:
         message = routed.received.message
         if isinstance(message, PolicyRequest):
+            if routed.peer is not None and routed.peer.role not in POLICY_READERS:
+                who = f"{routed.peer.role}/{routed.peer.name}"
+                self.reply(routed, ErrorReply(code=ErrorCode.REJECTED, message=f"{who} may not read the policy"))
+                return
             self.reply(routed, self.served or self.policy(done=self.iteration >= self.num_iterations))
         elif isinstance(message, Rollout):
             problem = self.check(message) if self.own_member(routed) else "not sent by an env-runner of this run"

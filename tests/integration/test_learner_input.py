@@ -1,5 +1,6 @@
 """The learner against peers that send what it must not use: real processes and sockets.
 
+* A client's key may not read the weights (``PolicyRequest``).
 * Rollouts from a stranger (a DEALER of its own, even when it claims a member's name) that would
   crash the learner (actions out of range, moments of the wrong shape) or poison it (NaN rewards)
   are refused with ``ErrorReply(rejected)`` naming the field; the run trains on, unaffected.
@@ -105,8 +106,11 @@ def test_rollouts_from_a_stranger_are_refused_and_training_goes_on(tmp_path, dea
             "rewards[3, 1] is nan": {"rewards": rewards},
         }
         attacks["a valid rollout, sent first"] = {}
+        weights = ask(forger, session, PolicyRequest(rank=0))  # a client's key may not read the policy
+        assert isinstance(weights, ErrorReply) and weights.code is ErrorCode.REJECTED, weights
+        assert weights.message == "client/client may not read the policy"
+        version = run.status().ltime.iteration  # the policy the run collects with about now
         for changes in attacks.values():  # the field checks are for members: a stranger is refused first
-            version = ask(forger, session, PolicyRequest(rank=0)).version  # the policy the run collects with now
             reply = ask(forger, session, cartpole_rollout(version, t, n, **changes))
             assert isinstance(reply, ErrorReply) and reply.code is ErrorCode.REJECTED, reply
             assert reply.message == "rollout from envrunner.1 (rank 0): not sent by an env-runner of this run"
