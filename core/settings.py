@@ -36,6 +36,21 @@ class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
 
 
+#: ``tcp://host:port`` (a name, an IPv4 address, ``[IPv6]`` or ``*``; port 1-65535), ``ipc://path``, ``inproc://name``
+_ENDPOINT = re.compile(
+    r"tcp://(?P<host>\*|\[[0-9A-Fa-f:.%a-z]+\]|[A-Za-z0-9](?:[A-Za-z0-9._-]{0,252}[A-Za-z0-9])?):(?P<port>[0-9]{1,5})"
+    r"|ipc://[^\s]+|inproc://[^\s]+"
+)
+
+
+def endpoint_problem(endpoint: str) -> str:
+    """Why ``endpoint`` is no address the sockets can use ('' if it is one)."""
+    match = _ENDPOINT.fullmatch(endpoint)
+    if match is None or (match["port"] is not None and not 1 <= int(match["port"]) <= 65535):
+        return f"{endpoint!r} is not a ZeroMQ endpoint (tcp://host:port, ipc://path or inproc://name)"
+    return ""
+
+
 class Addresses(_Strict):
     """Endpoints; all on loopback by default. ``host`` and ``port`` place all four at once (ports
     port..port+3), and an address set by itself wins. ``:0`` is not allowed: peers must know them."""
@@ -50,6 +65,20 @@ class Addresses(_Strict):
     data: str = Field(
         default="", description="learner data socket (ROUTER): rollouts in, weights out; default tcp://host:port+3"
     )
+
+    @field_validator("controller", "bus_in", "bus_out", "data")
+    @classmethod
+    def _endpoint(cls, value: str) -> str:
+        if value and (problem := endpoint_problem(value)):
+            raise ValueError(problem)
+        return value
+
+    @field_validator("host")
+    @classmethod
+    def _host(cls, value: str) -> str:
+        if endpoint_problem(f"tcp://{f'[{value}]' if ':' in value else value}:1"):
+            raise ValueError(f"{value!r} is not a host name, an IPv4 or an IPv6 address")
+        return value
 
     @model_validator(mode="after")
     def _from_host_and_port(self) -> Addresses:
@@ -400,7 +429,7 @@ def config_from_dict(data: dict[str, Any], origin: str = "<controller>", importe
 
 def _validate(raw: dict[str, Any], origins: dict[tuple[str, ...], str]) -> Config:
     try:
-        return Config.model_validate(raw)
+        config = Config.model_validate(raw)
     except ValidationError as exc:
         lines = []
         for error in exc.errors():
@@ -409,13 +438,29 @@ def _validate(raw: dict[str, Any], origins: dict[tuple[str, ...], str]) -> Confi
             if loc == ("algo",) and isinstance(error.get("input"), dict):  # unknown algorithm: blame the name
                 loc = ("algo", "name")
             key = ".".join(loc) or "<root>"
-            value = "" if error["type"] == "missing" else f" (got {error.get('input')!r})"
+            message = error["msg"].removeprefix("Value error, ")  # a validator's own words
+            got = f" (got {error.get('input')!r})"
+            value = "" if error["type"] == "missing" or got[6:-1] in message else got
             if error["type"] == "extra_forbidden" and (hint := did_you_mean(key, _key_names(raw))):
                 value = f" ({hint})"
-            lines.append(f"{_origin(origins, loc)}: {key}: {error['msg']}{value}")
+            lines.append(f"{_origin(origins, loc)}: {key}: {message}{value}")
         raise ConfigError("invalid configuration:\n  " + "\n  ".join(lines)) from None
     except ValueError as exc:  # e.g. unknown algorithm
         raise ConfigError(f"{_origin(origins, ('algo', 'name'))}: algo.name: {exc}") from None
+    _no_bools_as_numbers(raw, config, (), origins)
+    return config
+
+
+def _no_bools_as_numbers(raw: Any, validated: Any, loc: tuple[str, ...], origins: dict) -> None:
+    """Refuse true/false where a number is due (pydantic would read true as 1), naming the key."""
+    if isinstance(raw, bool):
+        if not isinstance(validated, bool):
+            key = ".".join(loc)
+            raise ConfigError(f"{_origin(origins, loc)}: {key}: expected a number, not true/false (got {raw!r})")
+    elif isinstance(raw, dict) and isinstance(validated, BaseModel):
+        for key, sub in raw.items():
+            if isinstance(key, str) and key in type(validated).model_fields:
+                _no_bools_as_numbers(sub, getattr(validated, key), (*loc, key), origins)
 
 
 def _key_names(raw: dict[str, Any]) -> list[str]:
@@ -491,14 +536,42 @@ def _record(value: dict, prefix: tuple[str, ...], origins: dict, origin: str) ->
             _record(sub, prefix + (str(key),), origins, origin)
 
 
+#: the integers every peer can carry (msgpack's, numpy's and torch's int64)
+INT64_MIN, INT64_MAX = -(2**63), 2**63 - 1
+
+
+def value_problem(value: Any) -> str:
+    """Why a value given on a command line or in ``$DYNAMICRL_OVERRIDES`` cannot be used ('' if it can):
+    text with undecodable bytes (a lone surrogate, as Python reads such bytes in argv), or an integer
+    beyond int64, which no message can carry. Also ``value`` as the text it was parsed from."""
+    if isinstance(value, str) and any("\ud800" <= c <= "\udfff" for c in value):
+        return "not valid UTF-8 (undecodable bytes)"
+    if isinstance(value, int) and not isinstance(value, bool) and not INT64_MIN <= value <= INT64_MAX:
+        return f"integer out of range (at most 19 digits: {INT64_MIN} to {INT64_MAX})"
+    items = value.items() if isinstance(value, dict) else enumerate(value) if isinstance(value, list) else ()
+    for key, sub in items:
+        if problem := value_problem(key) or value_problem(sub):
+            return problem
+    return ""
+
+
+def _printable(text: str) -> str:
+    """``text`` with its undecodable bytes shown as escapes, so that printing it cannot fail."""
+    return text.encode("utf-8", "backslashreplace").decode("utf-8")
+
+
 def _apply_override(raw: dict[str, Any], item: str, origins: dict) -> None:
     key, sep, text = item.partition("=")
     if not sep or not key.strip():
         raise ConfigError(f"override {item!r}: expected key=value (e.g. run.seed=3)")
+    if problem := value_problem(item):  # before YAML, whose own message for it spans lines
+        raise ConfigError(f"override {item!r}: {_printable(key.strip())}: {problem}")
     try:
         value = yaml.safe_load(text) if text.strip() else None
     except yaml.YAMLError as exc:
         raise ConfigError(f"override {item!r}: cannot parse the value: {exc}") from None
+    if problem := value_problem(value):
+        raise ConfigError(f"override {item!r}: {key.strip()}: {problem}")
     parts = key.strip().split(".")
     node = raw
     for depth, part in enumerate(parts[:-1], start=1):

@@ -28,11 +28,17 @@ config_option = click.option(
 
 
 def load(config_path: str, overrides: tuple[str, ...]) -> Config:
-    """The run's config as its processes load it; a config error is one message and exit 1."""
+    """The run's config as its processes load it; a config error is one line and exit 1."""
     try:
         return load_from_environment(config_path, overrides)
     except ConfigError as exc:
-        raise click.ClickException(str(exc)) from None
+        raise click.ClickException(one_line(str(exc))) from None
+
+
+def one_line(message: str) -> str:
+    """A message of several lines (a config error's problems, one a line) as one line: ``first: a; b``."""
+    first, *rest = [line.strip() for line in message.splitlines() if line.strip()] or [""]
+    return f"{first} {'; '.join(rest)}" if first.endswith(":") and rest else "; ".join([first, *rest])
 
 
 @click.command()

@@ -339,15 +339,21 @@ def patch(
     """
     import getpass
 
+    from dynamicrl.core.settings import value_problem
     from dynamicrl.core.tunables import parse_value
     from dynamicrl.protocol.messages import PatchRequest
 
+    if author is not None and (problem := value_problem(author)):
+        raise click.BadParameter(problem, param_hint="'--author'")
     parsed = {}
     for item in changes:
         name, sep, text = item.partition("=")
         if not sep or not name:
             raise click.BadParameter(f"{item!r}: expected NAME=VALUE (e.g. ppo.lr=1e-4)", param_hint="CHANGES")
+        # what no message can carry is refused here, naming the key: the controller never sees it
         value = parse_value(text.strip())
+        if problem := value_problem(item) or value_problem(value):
+            raise click.BadParameter(f"{item!r}: {problem}", param_hint="CHANGES")
         # a list or mapping is no tunable's value: send the text so the controller names the key and says why
         parsed[name.strip()] = value if value is None or isinstance(value, (bool, int, float, str)) else text.strip()
     return PatchRequest(
