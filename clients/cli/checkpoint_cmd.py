@@ -7,6 +7,8 @@ from typing import Any
 
 import click
 
+from dynamicrl.clients.cli.options import Number
+
 
 @click.command()
 @click.argument("path", type=click.Path(exists=True, file_okay=False))
@@ -61,7 +63,7 @@ def inspect(path: str) -> None:
     callback=lambda _ctx, _param, value: _frame_size(value),
     help="frame WIDTHxHEIGHT (even; MuJoCo envs; classic control draws its own size)",
 )
-@click.option("--fps", type=click.FloatRange(min=0, min_open=True), help="video frame rate [default: the env's]")
+@click.option("--fps", type=Number(min=0, min_open=True), help="video frame rate [default: the env's]")
 @click.option(
     "--plugin",
     "plugins",

@@ -6,7 +6,7 @@ import logging
 
 import click
 
-from dynamicrl.clients.cli.options import _load, config_option, overrides_argument
+from dynamicrl.clients.cli.options import SECONDS, Number, _load, config_option, overrides_argument
 
 
 def _logging(name: str) -> None:
@@ -24,10 +24,10 @@ def provider_group() -> None:
 @provider_group.command("mock-bci")
 @config_option
 @click.option("--seed", type=int, default=0, show_default=True, help="same seed, same samples")
-@click.option("--rate", type=click.FloatRange(min=0, min_open=True), default=250.0, show_default=True, help="Hz")
+@click.option("--rate", type=Number(min=0, min_open=True), default=250.0, show_default=True, help="Hz")
 @click.option("--channels", type=click.IntRange(min=1, max=64), default=8, show_default=True)
 @click.option("--chunk", type=click.IntRange(min=1), default=25, show_default=True, help="samples per message")
-@click.option("--duration", type=float, default=None, help="seconds of signal, then exit (default: until stopped)")
+@click.option("--duration", type=SECONDS, default=None, help="seconds of signal, then exit (default: until stopped)")
 @click.option("--stream", default="mock-bci", show_default=True, help="stream name: topic external.<stream>")
 @overrides_argument
 def mock_bci(
@@ -68,8 +68,8 @@ def mock_bci(
 @click.option("--name", "name", default=None, help="LSL stream name to resolve")
 @click.option("--type", "type_", default=None, help="LSL stream type to resolve (e.g. EEG)")
 @click.option("--stream", default=None, help="bus stream name (default: the LSL stream's name)")
-@click.option("--resolve-timeout", type=float, default=10.0, show_default=True, help="seconds to find the stream")
-@click.option("--duration", type=float, default=None, help="seconds, then exit (default: until stopped)")
+@click.option("--resolve-timeout", type=SECONDS, default=10.0, show_default=True, help="seconds to find the stream")
+@click.option("--duration", type=SECONDS, default=None, help="seconds, then exit (default: until stopped)")
 @overrides_argument
 def lsl(
     config_path: str,
@@ -115,11 +115,11 @@ def rule_group() -> None:
 @rule_group.command("engagement")
 @config_option
 @click.option("--param", default="ppo.ent_coef", show_default=True, help="the tunable to steer")
-@click.option("--low", type=float, default=0.3, show_default=True, help="below this engagement: raise --param")
-@click.option("--high", type=float, default=None, help="above this engagement: lower --param (default: never)")
-@click.option("--min", "minimum", type=float, default=0.0, show_default=True)
-@click.option("--max", "maximum", type=float, default=0.05, show_default=True)
-@click.option("--step", type=click.FloatRange(min=0, min_open=True), default=0.005, show_default=True)
+@click.option("--low", type=Number(), default=0.3, show_default=True, help="below this engagement: raise --param")
+@click.option("--high", type=Number(), default=None, help="above this engagement: lower --param (default: never)")
+@click.option("--min", "minimum", type=Number(), default=0.0, show_default=True)
+@click.option("--max", "maximum", type=Number(), default=0.05, show_default=True)
+@click.option("--step", type=Number(min=0, min_open=True), default=0.005, show_default=True)
 @click.option(
     "--every-iterations",
     type=click.IntRange(min=1),
@@ -133,12 +133,12 @@ def rule_group() -> None:
 @click.option(
     "--smooth",
     "smooth_s",
-    type=click.FloatRange(min=0),
+    type=Number(min=0),
     default=0.0,
     show_default=True,
     help="act on a moving average of the index with this time constant (s, stream clock; 0: latest value)",
 )
-@click.option("--duration", type=float, default=None, help="seconds, then exit (default: until stopped)")
+@click.option("--duration", type=SECONDS, default=None, help="seconds, then exit (default: until stopped)")
 @overrides_argument
 def engagement(
     config_path: str,

@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING, Any
 import click
 from pydantic import BaseModel
 
-from dynamicrl.clients.cli.options import _load, config_option, overrides_argument
+from dynamicrl.clients.cli.options import SECONDS, _load, config_option, overrides_argument
 
 if TYPE_CHECKING:  # numpy, zmq and the message models load when the command runs: `dynamicrl status` stays fast
     from dynamicrl.protocol.codec import Received
@@ -169,7 +169,7 @@ class _Notices:
     default=None,
     help="exit after N event lines (exit 1 if --timeout comes first)",
 )
-@click.option("--timeout", type=float, default=None, help="exit after S seconds")
+@click.option("--timeout", type=SECONDS, default=None, help="exit after S seconds")
 @click.option(
     "--no-report",
     "no_report",
