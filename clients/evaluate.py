@@ -126,10 +126,7 @@ def evaluate(
         algorithm = load_class(get_algorithm(config.algo.name).learner)(
             config.algo, env.observation_space, env.action_space, seed=config.run.seed, num_iterations=1
         )
-        try:
-            algorithm.load_state(learner.arrays, learner.meta)
-        except (KeyError, ValueError, RuntimeError) as exc:  # arrays missing or of another network's shape
-            raise checkpoints.CheckpointError(f"{target / learner.service}: the policy does not load: {exc}") from None
+        checkpoints.load_state(target, learner, algorithm)
         act = policy(make_actor(config, env, algorithm.get_weights(), seed), deterministic)
         statistics = {k.removeprefix("norm."): v for k, v in learner.arrays.items() if k.startswith("norm.")}
         normalizer = make_normalizer(config, env, statistics)

@@ -124,6 +124,7 @@ def write(
         np.savez(buffer, **part.arrays)  # type: ignore[arg-type]  # mypy matches **arrays to savez's allow_pickle: bool
         files[f"{part.service}.npz"] = _write(tmp, f"{part.service}.npz", buffer.getvalue())
         files[f"{part.service}.json"] = _write(tmp, f"{part.service}.json", _json(part.meta))
+    controller = {**controller, "iteration": iteration, "env_step": env_step}  # checked against the manifest's
     files["controller.json"] = _write(tmp, "controller.json", _json(controller))
     learner = next(p for p in parts if p.service == controller["learner"])
     manifest = {
@@ -202,6 +203,14 @@ def verify(path: Path) -> dict[str, Any]:
             raise CheckpointError(f"{manifest_path}: service {service!r:.80} has no files listed")
     if "controller.json" not in files:
         raise CheckpointError(f"{manifest_path}: controller.json is not listed")
+    for field in ("iteration", "env_step"):
+        _count(manifest, field, manifest_path)
+    named = name_iteration(path.name)
+    if path.name.startswith(PREFIX) and named != manifest["iteration"]:
+        said = "is not iter-<k> or iter-<k>.<n>" if named is None else f"says iteration {named}"
+        raise CheckpointError(
+            f"{manifest_path}: iteration {manifest['iteration']} does not match the directory: {path.name!r:.80} {said}"
+        )
     for name, expected in files.items():
         file = path / name
         if not plain_name(name):
@@ -219,7 +228,101 @@ def verify(path: Path) -> dict[str, Any]:
             raise CheckpointError(f"{file}: unreadable: {exc}") from None
         if actual != expected:
             raise CheckpointError(f"{file}: sha256 {actual[:12]}... does not match the manifest's {expected[:12]}...")
+    _check_record(path, manifest)
     return manifest
+
+
+def name_iteration(name: str) -> int | None:
+    """k of a checkpoint directory's name ``iter-<k>`` or ``iter-<k>.<n>`` (digits only); None otherwise."""
+    k, dot, n = name.removeprefix(PREFIX).partition(".")
+    if not name.startswith(PREFIX) or not (k.isascii() and k.isdigit()) or (dot and not (n.isascii() and n.isdigit())):
+        return None
+    return int(k)
+
+
+def _count(data: dict[str, Any], field: str, file: Path) -> int:
+    """``data[field]``, a non-negative integer, or CheckpointError naming the file and the field."""
+    value = data.get(field)
+    if field not in data:
+        raise CheckpointError(f"{file}: no {field!r}")
+    if not isinstance(value, int) or isinstance(value, bool) or value < 0:
+        raise CheckpointError(f"{file}: {field!r} is {value!r:.40}, not a non-negative integer")
+    return value
+
+
+def _load_json(file: Path) -> Any:
+    try:
+        return json.loads(file.read_text())
+    except (OSError, ValueError) as exc:
+        raise CheckpointError(f"{file}: unreadable: {exc}") from None
+
+
+def _check_record(path: Path, manifest: dict[str, Any]) -> None:
+    """A boundary the run reached: controller.json agrees with the manifest's iteration and env_step,
+    and, when it records the run's config, the iteration is within the run's budget and env_step is
+    that many iterations of ``algo.num_steps x env.num_envs x env-runners``. A forged ``iter-99999999``
+    (a copy of a real checkpoint, edited) is refused here, so resuming skips it."""
+    file = path / "controller.json"
+    controller = _load_json(file)
+    if not isinstance(controller, dict):
+        raise CheckpointError(f"{file}: not a JSON object")
+    for field, key in (("iteration", "iteration"), ("env_step", "env_step")):
+        if _count(controller, key, file) != manifest[field]:
+            raise CheckpointError(f"{file}: {key!r} {controller[key]} is not the manifest's {manifest[field]}")
+    learner = controller.get("learner")
+    if not isinstance(learner, str) or learner not in manifest["services"]:
+        raise CheckpointError(f"{file}: the learner {learner!r:.80} is not in the manifest")
+    meta = _load_json(path / f"{learner}.json")
+    if not isinstance(meta, dict):
+        raise CheckpointError(f"{path / (learner + '.json')}: not a JSON object")
+    config = controller.get("config")
+    if not isinstance(config, dict):
+        raise CheckpointError(f"{file}: 'config' is not a JSON object")
+    per_iteration = steps_per_iteration(config, manifest["services"], learner)
+    budget = recorded_budget(config, meta)
+    if per_iteration is None or budget is None:
+        return  # no run's config recorded (written by hand or by a test): nothing to hold it against
+    iteration, env_step = manifest["iteration"], manifest["env_step"]
+    planned = -(-budget // per_iteration)
+    if iteration > planned:
+        raise CheckpointError(
+            f"{path / 'manifest.json'}: iteration {iteration} is past the run's end: its budget of {budget} env "
+            f"steps at {per_iteration} per iteration is {planned} iteration(s) (controller.json's config)"
+        )
+    if env_step != iteration * per_iteration:
+        raise CheckpointError(
+            f"{path / 'manifest.json'}: env_step {env_step} is not iteration {iteration} x {per_iteration} env "
+            f"steps per iteration (controller.json's config) = {iteration * per_iteration}"
+        )
+
+
+def steps_per_iteration(config: dict[str, Any], services: list[str], learner: str) -> int | None:
+    """Env steps per iteration of a recorded run config: ``algo.num_steps x env.num_envs x`` the
+    checkpoint's env-runners (as resuming counts them); None if the config does not say."""
+    algo, env = config.get("algo"), config.get("env")
+    num_steps = algo.get("num_steps") if isinstance(algo, dict) else None
+    num_envs = env.get("num_envs") if isinstance(env, dict) else None
+    runners = sum(1 for s in services if s != learner and s.startswith("envrunner"))
+    if not all(isinstance(v, int) and not isinstance(v, bool) and v > 0 for v in (num_steps, num_envs, runners)):
+        return None
+    return num_steps * num_envs * runners  # type: ignore[operator]  # ints, checked above
+
+
+def recorded_budget(config: dict[str, Any], learner_meta: dict[str, Any]) -> int | None:
+    """The run's budget at the checkpoint: the larger of its config's ``run.total_env_steps`` and the
+    learner's (a live patch may have moved it); None if the config does not say."""
+    run = config.get("run")
+    found = [
+        v
+        for v in (
+            run.get("total_env_steps") if isinstance(run, dict) else None,
+            (learner_meta.get("tunables") or {}).get("run.total_env_steps")
+            if isinstance(learner_meta.get("tunables"), dict)
+            else None,
+        )
+        if isinstance(v, int) and not isinstance(v, bool) and v > 0
+    ]
+    return max(found) if found and isinstance(run, dict) and "total_env_steps" in run else None
 
 
 def read(path: Path) -> tuple[dict[str, Any], dict[str, Any], dict[str, Part]]:
@@ -234,6 +337,8 @@ def read(path: Path) -> tuple[dict[str, Any], dict[str, Any], dict[str, Part]]:
             meta = json.loads((path / f"{service}.json").read_text())
         except (OSError, ValueError, EOFError, zipfile.BadZipFile) as exc:  # a damaged npz is a zip error
             raise CheckpointError(f"{path / service}: cannot load: {exc}") from None
+        if not isinstance(meta, dict):
+            raise CheckpointError(f"{path / (service + '.json')}: not a JSON object")
         parts[service] = Part(service, arrays, meta)
     try:
         controller = json.loads((path / "controller.json").read_text())
@@ -318,3 +423,64 @@ def check_budget(total_env_steps: int, manifest: dict, path: Path) -> None:
     problem = tunables.budget_problem(total_env_steps, manifest["iteration"], manifest["env_step"])
     if problem:
         raise CheckpointError(f"{path}: {problem}")
+
+
+def one_line(exc: BaseException, limit: int = 300) -> str:
+    """An exception's message on one line (torch's span several), bounded."""
+    text = " ".join(str(exc).split()) or type(exc).__name__
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
+def load_problem(arrays: dict[str, np.ndarray], meta: dict[str, Any], algorithm: Any) -> str:
+    """Load the learner's saved state into ``algorithm`` (built from the run's config): '' when it loaded,
+    else why not, naming the array that does not fit (the algorithm checks it all before it loads
+    anything). The one way every reader loads it: evaluate, inspect, a resuming learner."""
+    try:
+        algorithm.load_state(arrays, meta)
+    except NotImplementedError:
+        raise
+    except (KeyError, ValueError, RuntimeError, TypeError, IndexError, AttributeError) as exc:
+        return f"does not fit the run's model: {one_line(exc)}"
+    return ""
+
+
+def load_state(path: Path, part: Part, algorithm: Any) -> None:
+    """``load_problem``, as CheckpointError naming the checkpoint's file."""
+    problem = load_problem(part.arrays, part.meta, algorithm)
+    if problem:
+        raise CheckpointError(f"{path / (part.service + '.npz')}: {problem}")
+
+
+def check_model(path: Path, controller: dict[str, Any], parts: dict[str, Part], plugins: tuple[str, ...] = ()) -> str:
+    """Build the model the checkpoint's config describes (its env's spaces, its algorithm) and load the
+    learner's state into it: CheckpointError if it does not fit. '' when checked, else why it was not
+    (no run config recorded, or a plugin not imported: a checkpoint never makes this import one)."""
+    from dynamicrl.core.algorithms import get_algorithm, load_class
+    from dynamicrl.core.envs import make_env
+    from dynamicrl.core.settings import ConfigError, PluginError, config_from_dict, plugins_text
+
+    data = controller.get("config")
+    if not (isinstance(data, dict) and isinstance(data.get("algo"), dict) and isinstance(data.get("env"), dict)):
+        return "controller.json records no run config"
+    try:
+        config = config_from_dict(data, origin=str(path / "controller.json"), imported=plugins)
+    except PluginError as exc:
+        return f"trained with plugin(s) {plugins_text(exc.missing)[1:-1]}, never imported from a checkpoint"
+    except (ConfigError, KeyError) as exc:
+        raise CheckpointError(f"{path / 'controller.json'}: no usable run config: {one_line(exc)}") from None
+    learner = policy_part(path, parts)
+    try:
+        env = make_env(config.env)
+    except Exception as exc:  # an env that cannot be made here (not installed): the model is not checked
+        return f"its env {config.env.id} cannot be made here: {one_line(exc, 120)}"
+    try:
+        algorithm = load_class(get_algorithm(config.algo.name).learner)(
+            config.algo, env.observation_space, env.action_space, seed=config.run.seed, num_iterations=1
+        )
+    finally:
+        env.close()
+    try:
+        load_state(path, learner, algorithm)
+    except NotImplementedError as exc:
+        return one_line(exc)
+    return ""

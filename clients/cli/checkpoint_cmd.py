@@ -13,8 +13,10 @@ from dynamicrl.clients.cli.options import Number
 @click.command()
 @click.argument("path", type=click.Path(exists=True, file_okay=False))
 def inspect(path: str) -> None:
-    """Verify a checkpoint (or a run's latest good one): manifest, every checksum, policy_sha256, and
-    whether the rotation (checkpoint.keep) keeps it and why.
+    """Verify a checkpoint (or a run's latest good one): manifest, every checksum, policy_sha256, that
+    its iteration is one the run reached (the directory's name, the run's budget, env steps), that the
+    learner's arrays fit the model its config builds, and whether the rotation (checkpoint.keep) keeps
+    it and why.
 
     Example: dynamicrl inspect runs/RUN_ID
     """
@@ -27,6 +29,7 @@ def inspect(path: str) -> None:
         target = checkpoints.resolve(Path(path), report=lambda m: click.echo(m, err=True))
         manifest, controller, parts = checkpoints.read(target)  # the policy's hash checked too
         actual = checkpoints.policy_sha256(checkpoints.policy_part(target, parts).arrays)
+        unchecked = checkpoints.check_model(target, controller, parts)  # the state fits the config's model
     except checkpoints.CheckpointError as exc:
         raise click.ClickException(str(exc)) from None
     click.echo(f"checkpoint {target}")
@@ -35,6 +38,7 @@ def inspect(path: str) -> None:
         click.echo(f"  ok  {name}  sha256 {manifest['files'][name][:16]}...")
     click.echo(f"kind: {manifest.get('kind', 'not recorded')}; {checkpoints.retention(target, manifest, controller)}")
     click.echo(f"policy_sha256: {actual}")
+    click.echo(f"model: {'not checked: ' + unchecked if unchecked else 'the state fits the model its config builds'}")
 
 
 @click.command()

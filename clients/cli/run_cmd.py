@@ -145,7 +145,8 @@ def resume_run(
 
     def plugins_passed(local: Config) -> None:
         """Before any process starts: a checkpoint's plugins are data; each must be passed (the controller
-        checks again)."""
+        checks again); the learner's state must fit the model the checkpoint's config builds (the
+        learner checks again, and stops the run if it does not)."""
         from dynamicrl.core.settings import missing_plugins, plugins_text
 
         missing = missing_plugins(controller.get("config"), local.plugins)
@@ -155,6 +156,10 @@ def resume_run(
                 f"{path}: this checkpoint was trained with plugin(s) {wanted[1:-1]}, which are never imported from "
                 f"a checkpoint: pass plugins={wanted} (dynamicrl resume-run {run_dir} plugins={wanted})"
             )
+        try:
+            checkpoints.check_model(path, controller, parts, tuple(local.plugins))
+        except checkpoints.CheckpointError as exc:
+            raise click.ClickException(str(exc)) from None
 
     _start(
         os.environ.get("DYNAMICRL_CONFIG") or DEFAULT_CONFIG, overrides, envrunners, extra, dashboard, plugins_passed

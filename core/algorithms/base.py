@@ -10,7 +10,7 @@ transport code.
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, fields
 from typing import Any
 
@@ -80,6 +80,26 @@ class Experience:
             raise ValueError(f"rollout.last_dones has shape {self.last_dones.shape}, expected {(n,)}")
 
 
+class StateMismatch(ValueError):
+    """Saved state that does not fit the model this algorithm built from the run's config: the message
+    names the array (or field) and says what was expected. Raised by ``load_state`` before it changes
+    anything."""
+
+
+def check_arrays(arrays: Mapping[str, np.ndarray], expected: Mapping[str, tuple[int, ...]], prefix: str) -> None:
+    """The arrays named ``prefix*`` are exactly ``expected`` (name -> shape): StateMismatch naming the
+    first one missing, unexpected or of another shape."""
+    for name, shape in expected.items():
+        if name not in arrays:
+            raise StateMismatch(f"array {name} is missing; the model has one of shape {shape}")
+        actual = getattr(arrays[name], "shape", None)
+        if actual != shape:
+            raise StateMismatch(f"array {name} has shape {actual}; the model the run's config builds has {shape}")
+    extra = sorted(k for k in arrays if k.startswith(prefix) and k not in expected)
+    if extra:
+        raise StateMismatch(f"array {extra[0]:.80} is not part of the model the run's config builds")
+
+
 class Algorithm(ABC):
     """Learner side: owns the network and optimiser, consumes rollouts.
 
@@ -127,6 +147,8 @@ class Algorithm(ABC):
         raise NotImplementedError(f"{type(self).__name__} does not support checkpoints")
 
     def load_state(self, arrays: dict[str, np.ndarray], meta: dict[str, Any]) -> None:
+        """Continue from ``state()``'s output. Check it all first (``check_arrays``) and raise
+        StateMismatch, naming the array, for state that does not fit the model: nothing is loaded then."""
         raise NotImplementedError(f"{type(self).__name__} does not support checkpoints")
 
 

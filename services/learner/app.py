@@ -30,11 +30,12 @@ import logging
 import math
 import time
 from collections import deque
+from pathlib import Path
 
 import numpy as np
 import zmq
 
-from dynamicrl.core import tunables
+from dynamicrl.core import checkpoints, tunables
 from dynamicrl.core.algorithms.base import Algorithm, Experience
 from dynamicrl.core.normalization import RunningMeanStd, pack, unpack
 from dynamicrl.core.rollout_check import RolloutSpec, rollout_problem
@@ -120,7 +121,11 @@ class Learner(Service):
         self.refused = ""  # why the run's own env-runner's rollout was refused: the run cannot go on
         self.saved_at: int | None = None  # the iteration of the last checkpoint on disk
         if restore is not None:
-            self.load_checkpoint(restore)
+            try:
+                self.load_checkpoint(restore)
+            except checkpoints.CheckpointError as exc:  # state that does not fit this run's model: nothing loaded
+                self.refuse_restore(str(exc))
+                return
         self.iteration_started = time.perf_counter()
         log.info(
             "training %d iteration(s) of %d env steps from %d env-runner(s)",
@@ -349,8 +354,27 @@ class Learner(Service):
             log.error("%s: checkpoint %s failed: %s", self.name, ckpt_id, done.message)
         return done is not None and done.ok
 
+    def refuse_restore(self, problem: str) -> None:
+        """The checkpoint's state cannot be resumed: one line, and leave with it as the reason (the controller
+        stops the run with exit 1). The learner has not trained, so it takes no checkpoint."""
+        log.error("%s: cannot resume: %s", self.name, problem)
+        self.exit_code = 1
+        self.stopping, self.stop_reason = True, f"cannot resume: {problem}"
+
+    def resumed_path(self) -> Path:
+        """The checkpoint this run resumes from, as the controller picked it (for messages)."""
+        root = Path(self.run_dir) / "checkpoints"
+        try:
+            return checkpoints.latest_good(root, report=lambda _: None)
+        except checkpoints.CheckpointError:
+            return root
+
     def load_checkpoint(self, part: CheckpointPart) -> None:
-        self.algorithm.load_state(part.arrays, part.meta)
+        """Continue from ``part``; CheckpointError naming the checkpoint and the array if it does not fit the
+        model this run's config builds (checked before anything is loaded)."""
+        problem = checkpoints.load_problem(part.arrays, part.meta, self.algorithm)
+        if problem:
+            raise checkpoints.CheckpointError(f"{self.resumed_path() / part.service}.npz: {problem}")
         self.weights = self.algorithm.get_weights()
         norm = {k.removeprefix("norm."): v for k, v in part.arrays.items() if k.startswith("norm.")}
         for prefix, stats in (("obs", self.obs_rms), ("ret", self.ret_rms)):

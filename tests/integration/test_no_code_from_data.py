@@ -104,15 +104,15 @@ def write_checkpoint(run_dir: Path, plugins: list[str]) -> Path:
     algorithm = PPOAlgorithm(config.algo, env.observation_space, env.action_space, seed=0, num_iterations=10)
     env.close()
     arrays, meta = algorithm.state()
-    learner = checkpoints.Part("learner", arrays, {**meta, "iteration": 1, "env_steps": 512})
-    runner = checkpoints.Part("envrunner.1", {"obs": np.zeros((4, 4))}, {"iteration": 1, "env_steps": 512})
+    learner = checkpoints.Part("learner", arrays, {**meta, "iteration": 1, "env_steps": 256})
+    runner = checkpoints.Part("envrunner.1", {"obs": np.zeros((4, 4))}, {"iteration": 1, "env_steps": 256})
     controller = {
         "run_id": "plugin-run",
         "config": config.to_dict() | {"plugins": plugins},
         "learner": "learner",
         "journal_entries": 0,
     }
-    return checkpoints.write(run_dir / "checkpoints", 1, 512, [learner, runner], controller, keep=3)
+    return checkpoints.write(run_dir / "checkpoints", 1, 256, [learner, runner], controller, keep=3)
 
 
 def test_evaluate_does_not_import_a_plugin_the_checkpoint_names(tmp_path, plugin):

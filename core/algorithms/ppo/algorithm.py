@@ -15,7 +15,7 @@ import torch
 from gymnasium import spaces
 from torch import nn
 
-from ..base import Algorithm, Experience
+from ..base import Algorithm, Experience, StateMismatch, check_arrays
 from .config import PPOConfig
 from .gae import compute_gae
 from .policy import ActorCritic, build_actor_critic, weights_to_numpy
@@ -58,6 +58,7 @@ class PPOAlgorithm(Algorithm):
         return arrays, {"param_groups": optim["param_groups"]}
 
     def load_state(self, arrays: dict[str, np.ndarray], meta: dict) -> None:
+        self.check_state(arrays, meta)  # all of it, before anything is loaded
         self.net.load_state_dict(
             {k.removeprefix("policy."): torch.tensor(v) for k, v in arrays.items() if k.startswith("policy.")},
             strict=True,
@@ -69,6 +70,32 @@ class PPOAlgorithm(Algorithm):
                 slots.setdefault(int(index), {})[slot] = torch.tensor(value)
         self.optimizer.load_state_dict({"state": slots, "param_groups": meta["param_groups"]})
         self.generator.set_state(torch.tensor(arrays["rng.shuffle"], dtype=torch.uint8))
+
+    def check_state(self, arrays: dict[str, np.ndarray], meta: dict) -> None:
+        """StateMismatch naming the first array (or meta field) of ``state()``'s output that does not fit
+        this network and optimiser: the shapes of the network the run's config builds, Adam's slots
+        (``optim.<param>.<slot>``) of their parameter's shape, the shuffling generator's state."""
+        check_arrays(arrays, {f"policy.{k}": tuple(v.shape) for k, v in self.net.state_dict().items()}, "policy.")
+        params = [p for group in self.optimizer.param_groups for p in group["params"]]
+        for key in (k for k in arrays if k.startswith("optim.")):
+            _, index, slot = (*key.split(".", 2), "")[:3]
+            if not index.isdigit() or int(index) >= len(params) or slot not in ("step", "exp_avg", "exp_avg_sq"):
+                raise StateMismatch(f"array {key:.80} is not a slot of this optimiser ({len(params)} parameters)")
+            shape = () if slot == "step" else tuple(params[int(index)].shape)
+            if arrays[key].shape != shape:
+                raise StateMismatch(f"array {key} has shape {arrays[key].shape}; its parameter's slot has {shape}")
+        rng = tuple(self.generator.get_state().shape)
+        if "rng.shuffle" not in arrays or arrays["rng.shuffle"].shape != rng:
+            found = arrays["rng.shuffle"].shape if "rng.shuffle" in arrays else "missing"
+            raise StateMismatch(f"array rng.shuffle: {found}; the generator's state has shape {rng}")
+        groups = meta.get("param_groups")
+        if (
+            not isinstance(groups, list)
+            or len(groups) != len(self.optimizer.param_groups)
+            or any(not isinstance(g, dict) or not isinstance(g.get("params"), list) for g in groups)
+            or [len(g["params"]) for g in groups] != [len(g["params"]) for g in self.optimizer.param_groups]
+        ):
+            raise StateMismatch("meta param_groups does not match this optimiser's parameter groups")
 
     def learning_rate(self, iteration: int, batch_size: int) -> float:
         """``lr``, when ``anneal_lr`` decayed linearly to 0 by ``anneal_env_steps`` or else by the run's last
