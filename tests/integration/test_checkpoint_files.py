@@ -31,7 +31,8 @@ def checkpoint(run: FakeRun, iteration: int, runner_meta: dict, forge=lambda ckp
     part with ``runner_meta``; returns (reply, the learner's CheckpointDone)."""
     waiting = request(run.ctx, run.address, CheckpointRequest())
     asked = run.learner.expect(CheckpointCommand)
-    run.learner.send(run.learner.part(asked.ckpt_id, {"iteration": iteration, "env_steps": 64 * iteration}))
+    per_iteration = 32 * 8  # the default config: 32 steps x 8 envs x 1 env-runner (a checkpoint must agree)
+    run.learner.send(run.learner.part(asked.ckpt_id, {"iteration": iteration, "env_steps": per_iteration * iteration}))
     command = run.envrunner.expect(CheckpointCommand)
     assert command.at_iteration == iteration
     forge(command.ckpt_id)
