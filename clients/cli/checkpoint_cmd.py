@@ -37,8 +37,8 @@ def inspect(path: str) -> None:
     for name in sorted(manifest["files"]):
         click.echo(f"  ok  {name}  sha256 {manifest['files'][name][:16]}...")
     click.echo(f"kind: {manifest.get('kind', 'not recorded')}; {checkpoints.retention(target, manifest, controller)}")
-    click.echo(f"policy_sha256: {actual}")
     click.echo(f"model: {'not checked: ' + unchecked if unchecked else 'the state fits the model its config builds'}")
+    click.echo(f"policy_sha256: {actual}")  # the last line, as scripts read it
 
 
 @click.command()
