@@ -89,8 +89,10 @@ class LogicalTime(BaseModel):
     env_step: int = Field(ge=0)
 
 
+#: An integer msgpack can carry (int64; a larger one is read as a float where one may be).
+Int64 = Annotated[int, Field(ge=-(2**63), le=2**63 - 1)]
 #: A hyperparameter value on the wire (JSON-like scalars only).
-ParamValue = bool | int | float | str | None
+ParamValue = bool | Int64 | float | str | None
 
 
 class Position(BaseModel):

@@ -79,6 +79,8 @@ def test_every_endpoint_against_a_live_run(runs):
         assert bad_json.status_code == 400 and bad_json.json()["error"] == "bad_json", bad_json.text
         unknown = http.post("/api/patch", json={"changes": {"ppo.lr": 1e-3}, "colour": "red"})
         assert unknown.status_code == 422 and unknown.json()["problems"] == {"colour": "Extra inputs are not permitted"}
+        too_big = http.post("/api/patch", json={"changes": {"ppo.update_epochs": 10**22}})  # beyond int64
+        assert too_big.status_code == 422 and "ppo.update_epochs" in too_big.json()["problems"], too_big.text
         wrong_type = http.post("/api/stop", json={"checkpoint": "soon"})
         assert wrong_type.status_code == 422 and "checkpoint" in wrong_type.json()["problems"], wrong_type.text
         as_json = {"content-type": "application/json"}
