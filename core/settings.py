@@ -24,6 +24,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, ValidationIn
 
 from dynamicrl.core.algorithms import get_algorithm
 from dynamicrl.core.suggest import did_you_mean, field_names
+from dynamicrl.protocol.messages.base import INT64_MAX, INT64_MIN
 
 DEFAULT_CONFIG = "configs/defaults.yaml"
 
@@ -534,10 +535,6 @@ def _record(value: dict, prefix: tuple[str, ...], origins: dict, origin: str) ->
         origins[prefix + (str(key),)] = origin
         if isinstance(sub, dict):
             _record(sub, prefix + (str(key),), origins, origin)
-
-
-#: the integers every peer can carry (msgpack's, numpy's and torch's int64)
-INT64_MIN, INT64_MAX = -(2**63), 2**63 - 1
 
 
 def value_problem(value: Any) -> str:

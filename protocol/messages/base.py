@@ -89,8 +89,10 @@ class LogicalTime(BaseModel):
     env_step: int = Field(ge=0)
 
 
-#: An integer msgpack can carry (int64; a larger one is read as a float where one may be).
-Int64 = Annotated[int, Field(ge=-(2**63), le=2**63 - 1)]
+#: The integers every peer can carry (msgpack's, numpy's and torch's int64).
+INT64_MIN, INT64_MAX = -(2**63), 2**63 - 1
+#: An integer msgpack can carry (a larger one is read as a float where one may be).
+Int64 = Annotated[int, Field(ge=INT64_MIN, le=INT64_MAX)]
 #: A hyperparameter value on the wire (JSON-like scalars only).
 ParamValue = bool | Int64 | float | str | None
 

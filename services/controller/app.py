@@ -101,12 +101,14 @@ class Controller:
         self.config = config
         self.restore: dict[str, checkpoints.Part] = {}  # on resume: each member's saved state, for its RunStart
         self.resumed_from: LogicalTime | None = None
+        self.resumed_path: Path | None = None  # the checkpoint it resumed from
         self.last_checkpoint: SavedCheckpoint | None = None  # for status
         journal_entries = None
         if config.resume:  # config, run id and run dir come from the checkpoint (read and verified once)
             resume = load_resume(Path(config.resume), config)
             self.config, self.run_id, self.run_dir = resume.config, resume.run_id, resume.run_dir
             self.restore, self.resumed_from, journal_entries = resume.parts, resume.ltime, resume.journal_entries
+            self.resumed_path = resume.path
         else:
             self.run_id = new_run_id(config.run.name)
             self.run_dir = Path(config.run.dir or Path(config.run.root) / self.run_id)

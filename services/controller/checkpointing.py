@@ -91,6 +91,7 @@ class Resume:
     config: Config
     run_dir: Path
     run_id: str
+    path: Path  # the checkpoint
     parts: dict[str, checkpoints.Part]  # every member's saved state, by service
     ltime: LogicalTime
     journal_entries: int  # journal lines the checkpoint had seen
@@ -135,6 +136,7 @@ def load_resume(run_dir: Path, config: Config) -> Resume:
         config_from_dict(data, origin=str(path / "controller.json"), imported=config.plugins),
         run_dir,
         controller["run_id"],
+        path,
         parts,
         LogicalTime(iteration=manifest["iteration"], env_step=manifest["env_step"]),
         controller["journal_entries"],

@@ -223,9 +223,9 @@ class Membership:
             part = controller.restore.get(member.name)
             restore = None
             if part is not None:
-                assert controller.resumed_from is not None  # set with restore, from the same checkpoint
+                assert controller.resumed_from is not None and controller.resumed_path is not None  # set with restore
                 restore = CheckpointPart(
-                    ckpt_id="resume",
+                    ckpt_id=controller.resumed_path.name,  # the checkpoint's directory, for members' messages
                     service=part.service,
                     ltime=controller.resumed_from,
                     arrays=part.arrays,

@@ -361,20 +361,14 @@ class Learner(Service):
         self.exit_code = 1
         self.stopping, self.stop_reason = True, f"cannot resume: {problem}"
 
-    def resumed_path(self) -> Path:
-        """The checkpoint this run resumes from, as the controller picked it (for messages)."""
-        root = Path(self.run_dir) / "checkpoints"
-        try:
-            return checkpoints.latest_good(root, report=lambda _: None)
-        except checkpoints.CheckpointError:
-            return root
-
     def load_checkpoint(self, part: CheckpointPart) -> None:
         """Continue from ``part``; CheckpointError naming the checkpoint and the array if it does not fit the
         model this run's config builds (checked before anything is loaded)."""
         problem = checkpoints.load_problem(part.arrays, part.meta, self.algorithm)
         if problem:
-            raise checkpoints.CheckpointError(f"{self.resumed_path() / part.service}.npz: {problem}")
+            raise checkpoints.CheckpointError(
+                f"{Path(self.run_dir, 'checkpoints', part.ckpt_id, part.service)}.npz: {problem}"
+            )
         self.weights = self.algorithm.get_weights()
         norm = {k.removeprefix("norm."): v for k, v in part.arrays.items() if k.startswith("norm.")}
         for prefix, stats in (("obs", self.obs_rms), ("ret", self.ret_rms)):
