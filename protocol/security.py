@@ -16,6 +16,7 @@ A socket's identity and the keys come from its context: make every context with
 
 from __future__ import annotations
 
+import errno
 import ipaddress
 import logging
 import os
@@ -44,6 +45,20 @@ SERVER = "server"
 ZAP_DOMAIN = b"dynamicrl"
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
 _REFUSALS = zmq.EVENT_HANDSHAKE_FAILED_NO_DETAIL | zmq.EVENT_HANDSHAKE_FAILED_PROTOCOL | zmq.EVENT_HANDSHAKE_FAILED_AUTH
+_PROTOCOL_ERRORS = {
+    getattr(zmq, n): n.removeprefix("PROTOCOL_ERROR_ZMTP_") for n in dir(zmq) if n.startswith("PROTOCOL_ERROR_")
+}
+
+
+def _refusal_reason(event: int, value: int) -> str:
+    """Why a handshake failed, by name. pyzmq's parser casts every value to ``zmq.Event``, which is
+    meaningless here: the value is a ZMTP protocol error or, without detail, an errno (a CURVE server
+    meeting a plain client sees MECHANISM_MISMATCH or, when the client hangs up first, EPIPE)."""
+    if event == zmq.EVENT_HANDSHAKE_FAILED_PROTOCOL:
+        return _PROTOCOL_ERRORS.get(int(value), f"protocol error {int(value):#x}")
+    return errno.errorcode.get(int(value), f"errno {int(value)}")
+
+
 _KEY_WAIT_S = 2.0
 
 
@@ -205,7 +220,7 @@ class Gatekeeper:
                     log.warning(
                         "refused a connection to %s: %s (no CURVE, or another user's keys; counted in status)",
                         endpoint,
-                        getattr(event["value"], "name", "refused"),
+                        _refusal_reason(event["event"], event["value"]),
                     )
         with self._lock:
             for monitor, _ in self._monitors:

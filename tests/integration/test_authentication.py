@@ -7,6 +7,7 @@ server's public key). A member's key speaks only as that member.
 
 from __future__ import annotations
 
+import re
 import shutil
 import stat
 import subprocess
@@ -58,7 +59,9 @@ def test_a_client_without_curve_is_refused_counted_and_logged_once(controller):
     wait_until(lambda: _refused(controller.controller) >= before + 2, timeout=10, message="refusals not counted")
     text = log_text(controller.proc)
     assert text.count(f"refused a connection to {controller.controller}") == 1, text
-    assert "MECHANISM_MISMATCH" in text
+    # The server sees the mismatch itself, or the plain client's hang-up after it saw it first.
+    reason = rf"refused a connection to {re.escape(controller.controller)}: (MECHANISM_MISMATCH|EPIPE|ECONNRESET) "
+    assert re.search(reason, text), text
     assert controller.proc.poll() is None
 
 
