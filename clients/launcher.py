@@ -13,6 +13,7 @@ from __future__ import annotations
 import importlib.resources
 import os
 import shlex
+import signal
 import socket
 import sys
 import threading
@@ -137,12 +138,15 @@ def launch(
 
 def run_exit_code(manager: Manager) -> int:
     """The controller's code if it failed, else honcho's (a signal's 130/143, or the first process to
-    stop), else any process's failure.
+    stop), else any later process's failure but honcho's own SIGKILL.
 
     honcho alone reports whichever process stopped first: a previewer that exits 0 as the run stops
-    would hide a controller that stops the run with 1 (a bad rollout, a lost learner)."""
+    would hide a controller that stops the run with 1 (a bad rollout, a lost learner). honcho SIGKILLs
+    whatever has not stopped 5 s after the first one did; once the controller, the run's authority,
+    has exited 0 (the run ended and was saved), that is no failure of the run. It happens to a
+    previewer at nice 10 that a loaded machine keeps from running its SIGTERM handler in time."""
     codes = {name: proc.get("returncode") for name, proc in manager._processes.items()}
-    failed = [code for name, code in sorted(codes.items()) if code]
+    failed = [code for name, code in sorted(codes.items()) if code and code != -signal.SIGKILL]
     return codes.get("controller.1") or manager.returncode or (failed[0] if failed else 0)
 
 
