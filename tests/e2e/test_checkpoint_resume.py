@@ -1,7 +1,8 @@
 """Checkpoints and resume, end to end: bitwise continuation, crashes while saving, bad input.
 
-1. The determinism contract, for CartPole-v1 (sync and overlap mode) and Hopper-v5
-   (observation and reward normalisation on), each with two env-runners under `honcho start` as a user runs it:
+1. The determinism contract, for CartPole-v1 in sync mode and Hopper-v5 in overlap mode (observation
+   and reward normalisation on; the mode whose checkpoint also saves the unanswered rollouts and
+   their statistics), each with two env-runners under `honcho start` as a user runs it:
    the final checkpoint's ``policy_sha256`` after N iterations is the same for
    (a) an uninterrupted run, (b) a run paused and resumed at seeded random moments with a
    checkpoint request in the middle, and (c) a run whose every process (honcho
@@ -170,21 +171,11 @@ CASES = {
     "cartpole": dict(
         config=str(REPO / "configs/defaults.yaml"), iterations=22, every=8, overrides=["run.total_env_steps=11264"]
     ),
-    # overlap mode: a due checkpoint waits for the next boundary and saves the unanswered rollouts
-    "cartpole-overlap": dict(
-        config=str(REPO / "configs/defaults.yaml"),
-        iterations=22,
-        every=8,
-        overrides=["run.total_env_steps=11264", "run.mode=overlap"],
-    ),
-    # N = 22 iterations of 2 x 2 envs x 64 steps, normalised observations and rewards
-    "hopper": dict(
-        config=str(REPO / "configs/env/mujoco_hopper.yaml"),
-        iterations=22,
-        every=8,
-        overrides=[*HOPPER, "run.mode=sync"],
-    ),
-    # the MuJoCo configs' default mode: the restored rollouts' statistics are served again, merged alike
+    # N = 22 iterations of 2 x 2 envs x 64 steps, normalised observations and rewards, in overlap mode
+    # (the MuJoCo configs' default): a due checkpoint waits for the next boundary and saves the
+    # unanswered rollouts, whose statistics the restored run serves again, merged alike. The two other
+    # pairings (CartPole overlapped, Hopper in sync) run the same code paths and were dropped to keep
+    # the suite's time; the sync/overlap larger-budget tests below still resume CartPole in both modes.
     "hopper-overlap": dict(
         config=str(REPO / "configs/env/mujoco_hopper.yaml"),
         iterations=22,
