@@ -23,16 +23,16 @@ from dynamicrl.protocol.messages import PauseRequest
 
 pytestmark = pytest.mark.e2e
 
-# 48 iterations of 4 envs x 32 steps; a periodic checkpoint at every one, only the newest kept;
+# 24 iterations of 4 envs x 32 steps; a periodic checkpoint at every one, only the newest kept;
 # a timeout far beyond the CLI's own bound: a scheduled checkpoint must not wait for it
 COMMON = [
-    "run.total_env_steps=6144",
+    "run.total_env_steps=3072",
     "env.num_envs=4",
     "checkpoint.every_iterations=1",
     "checkpoint.keep=1",
     "checkpoint.timeout_s=600",
 ]
-ITERATIONS = 48
+ITERATIONS = 24
 
 
 def kinds(run_dir: Path) -> dict[int, str]:

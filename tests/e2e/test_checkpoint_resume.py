@@ -278,7 +278,7 @@ def test_final_policy_is_bitwise_the_same_uninterrupted_paused_and_killed(runs, 
 
         for k, target in enumerate(sorted(rng.sample(range(1, n - 6), 6))):
             wait_until(
-                lambda target=target: reached(target), timeout=120, interval=0.005, message=f"iteration {target}"
+                lambda target=target: reached(target), timeout=120, interval=0.02, message=f"iteration {target}"
             )
             time.sleep(rng.uniform(0.0, 0.03))
             reply = client.call(PauseRequest())
@@ -427,8 +427,9 @@ def test_a_writer_killed_at_random_moments_never_leaves_a_bad_latest_checkpoint(
 
 
 def test_controller_killed_during_checkpoint_requests_leaves_a_good_one_to_resume_from(runs):
-    """kill -9 of the controller during `dynamicrl checkpoint`, three times: once at a random moment
-    after the request, twice at a random moment while it writes (its .tmp-* directory exists).
+    """kill -9 of the controller during `dynamicrl checkpoint`, twice: once at a random moment after
+    the request, once at a random moment while it writes (its .tmp-* directory exists; the writer
+    test above kills at many more moments of a write).
     Each time the newest good checkpoint verifies and `resume-run` continues from it."""
     rng = random.Random(7)
     run = runs(
@@ -452,7 +453,7 @@ def test_controller_killed_during_checkpoint_requests_leaves_a_good_one_to_resum
         first = client.call(CheckpointRequest())
     run_dir, root = run.run_dir, run.run_dir / "checkpoints"
     print(f"\nfirst checkpoint {Path(first.path).name}: {first.bytes} bytes in {first.seconds} s")
-    for k in range(3):
+    for k in range(2):
         controller = supervised.services()["controller"]
         before = {p.name for p in root.iterdir()}  # a killed write's .tmp-* stays until the next write prunes it
         request = subprocess.Popen(
