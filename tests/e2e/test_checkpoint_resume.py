@@ -277,9 +277,7 @@ def test_final_policy_is_bitwise_the_same_uninterrupted_paused_and_killed(runs, 
             return ltime is not None and ltime.iteration >= iteration
 
         for k, target in enumerate(sorted(rng.sample(range(1, n - 6), 6))):
-            wait_until(
-                lambda target=target: reached(target), timeout=120, interval=0.02, message=f"iteration {target}"
-            )
+            wait_until(lambda target=target: reached(target), timeout=120, interval=0.02, message=f"iteration {target}")
             time.sleep(rng.uniform(0.0, 0.03))
             reply = client.call(PauseRequest())
             landed.append({p.service: (p.ltime.iteration, p.ltime.env_step, p.minibatch) for p in reply.positions})
