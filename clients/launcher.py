@@ -146,7 +146,7 @@ def run_exit_code(manager: Manager) -> int:
     has exited 0 (the run ended and was saved), that is no failure of the run. It happens to a
     previewer at nice 10 that a loaded machine keeps from running its SIGTERM handler in time."""
     codes = {name: proc.get("returncode") for name, proc in manager._processes.items()}
-    failed = [code for name, code in sorted(codes.items()) if code and code != -signal.SIGKILL]
+    failed = [code for _, code in sorted(codes.items()) if code and code != -signal.SIGKILL]
     return codes.get("controller.1") or manager.returncode or (failed[0] if failed else 0)
 
 

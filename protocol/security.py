@@ -54,9 +54,10 @@ def _refusal_reason(event: int, value: int) -> str:
     """Why a handshake failed, by name. pyzmq's parser casts every value to ``zmq.Event``, which is
     meaningless here: the value is a ZMTP protocol error or, without detail, an errno (a CURVE server
     meeting a plain client sees MECHANISM_MISMATCH or, when the client hangs up first, EPIPE)."""
+    code = int(value)
     if event == zmq.EVENT_HANDSHAKE_FAILED_PROTOCOL:
-        return _PROTOCOL_ERRORS.get(int(value), f"protocol error {int(value):#x}")
-    return errno.errorcode.get(int(value), f"errno {int(value)}")
+        return _PROTOCOL_ERRORS.get(code, f"protocol error {code:#x}")
+    return errno.errorcode.get(code, f"errno {code}")
 
 
 _KEY_WAIT_S = 2.0

@@ -444,37 +444,33 @@ class Run:
 
     def wait_state(self, state, timeout: float = 60):
         """The StatusReply once the run is in ``state`` (while nobody answers yet, polls on)."""
-        from dynamicrl.clients.control import ControlError, RequestTimeout
+        from dynamicrl.clients.control import ControlError
 
-        def reached(client):
-            self.check_alive()
-            try:
-                status = client.status()
-            except (RequestTimeout, ControlError):
-                return None
-            return status.state is state and status
-
-        with self.client(timeout_s=1.0) as client:  # one connection: a new one costs both ends ~3 ms of CPU
-            return wait_until(
-                lambda: reached(client), timeout, message=f"the run never got {state.value}:\n{self.logs()}"
-            )
+        return self._wait_status(
+            lambda s: s.state is state, timeout, f"the run never got {state.value}", also_tolerated=(ControlError,)
+        )
 
     def wait_iteration(self, n: int, timeout: float = 60):
         """The StatusReply once iteration ``n`` is done (while nobody answers yet, polls on)."""
+        return self._wait_status(
+            lambda s: s.ltime is not None and s.ltime.iteration >= n, timeout, f"the run never reached iteration {n}"
+        )
+
+    def _wait_status(self, accept, timeout: float, message: str, also_tolerated: tuple = ()):
+        """Poll status on one connection (a new one costs both ends ~3 ms of CPU: the CURVE handshake) until
+        ``accept(status)``; no answer yet (a controller still importing under load) is not yet."""
         from dynamicrl.clients.control import RequestTimeout
 
         def reached(client):
             self.check_alive()
             try:
-                s = client.status()
-            except RequestTimeout:  # a controller still importing under load: not yet
+                status = client.status()
+            except (RequestTimeout, *also_tolerated):
                 return None
-            return s if s.ltime is not None and s.ltime.iteration >= n else None
+            return status if accept(status) else None
 
-        with self.client(timeout_s=1.0) as client:  # one connection for the wait, as in wait_state
-            return wait_until(
-                lambda: reached(client), timeout, message=f"the run never reached iteration {n}:\n{self.logs()}"
-            )
+        with self.client(timeout_s=1.0) as client:
+            return wait_until(lambda: reached(client), timeout, message=f"{message}:\n{self.logs()}")
 
     def names(self, role) -> list[str]:
         return sorted(s.service for s in self.status().services if s.role is role)

@@ -74,7 +74,7 @@ from dynamicrl.protocol.sockets import Publisher, Routed, bind, make_socket, rec
 from dynamicrl.services.base import StartupError, setup_logging
 from dynamicrl.services.controller.bus import BusProxy
 
-from .checkpointing import Checkpointing, load_resume
+from .checkpointing import Checkpointing, Resume, load_resume
 from .defer import DEFER, Defer
 from .members import Roster
 from .membership import Membership
@@ -99,16 +99,13 @@ def new_run_id(name: str) -> str:
 class Controller:
     def __init__(self, config: Config, name: str = "controller") -> None:
         self.config = config
-        self.restore: dict[str, checkpoints.Part] = {}  # on resume: each member's saved state, for its RunStart
-        self.resumed_from: LogicalTime | None = None
-        self.resumed_path: Path | None = None  # the checkpoint it resumed from
+        self.resumed: Resume | None = None  # the checkpoint it resumes from: each member's state, for its RunStart
         self.last_checkpoint: SavedCheckpoint | None = None  # for status
         journal_entries = None
         if config.resume:  # config, run id and run dir come from the checkpoint (read and verified once)
-            resume = load_resume(Path(config.resume), config)
-            self.config, self.run_id, self.run_dir = resume.config, resume.run_id, resume.run_dir
-            self.restore, self.resumed_from, journal_entries = resume.parts, resume.ltime, resume.journal_entries
-            self.resumed_path = resume.path
+            self.resumed = load_resume(Path(config.resume), config)
+            self.config, self.run_id, self.run_dir = self.resumed.config, self.resumed.run_id, self.resumed.run_dir
+            journal_entries = self.resumed.journal_entries
         else:
             self.run_id = new_run_id(config.run.name)
             self.run_dir = Path(config.run.dir or Path(config.run.root) / self.run_id)
@@ -159,6 +156,15 @@ class Controller:
             signal.signal(sig, lambda s, _f: self.stopping.signals.append(signal.Signals(s).name))
 
     # -- the loop -------------------------------------------------------------------
+    @property
+    def restore(self) -> dict[str, checkpoints.Part]:
+        """On resume: each member's saved state, by service (empty for a fresh run)."""
+        return self.resumed.parts if self.resumed is not None else {}
+
+    @property
+    def resumed_from(self) -> LogicalTime | None:
+        return self.resumed.ltime if self.resumed is not None else None
+
     def run(self) -> int:
         self.run_dir.mkdir(parents=True, exist_ok=True)
         (self.run_dir / "config.yaml").write_text(dump_yaml(self.config))

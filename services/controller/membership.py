@@ -223,11 +223,11 @@ class Membership:
             part = controller.restore.get(member.name)
             restore = None
             if part is not None:
-                assert controller.resumed_from is not None and controller.resumed_path is not None  # set with restore
+                assert controller.resumed is not None  # where restore comes from
                 restore = CheckpointPart(
-                    ckpt_id=controller.resumed_path.name,  # the checkpoint's directory, for members' messages
+                    ckpt_id=controller.resumed.path.name,  # the checkpoint's directory, for members' messages
                     service=part.service,
-                    ltime=controller.resumed_from,
+                    ltime=controller.resumed.ltime,
                     arrays=part.arrays,
                     meta=part.meta,
                 )
